@@ -1,0 +1,105 @@
+"""The exception hierarchy: one root, :class:`SonoraError`, and one specific class per failure.
+
+Each class is raised by exactly one layer (config, model, codec, store, manager, restore), so
+``except`` clauses in bot code can be as broad or as narrow as they need.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "BadMagic",
+    "ChecksumMismatch",
+    "ConfigError",
+    "DecryptionError",
+    "DuplicateSnapshot",
+    "ForeignGuildError",
+    "InvalidIdentifier",
+    "InvalidSnapshot",
+    "RestoreError",
+    "SchemaVersionError",
+    "SnapshotCorrupted",
+    "SnapshotNotFound",
+    "SnapshotTooLarge",
+    "SonoraError",
+    "StoreError",
+    "TamperedSnapshot",
+    "TruncatedSnapshot",
+    "WrongKeyError",
+)
+
+
+class SonoraError(Exception):
+    """Root of every error sonora_cog raises on purpose."""
+
+
+class ConfigError(SonoraError):
+    """The configuration is invalid; the message names the offending key (raised by ``config``)."""
+
+
+class SnapshotNotFound(SonoraError):
+    """No snapshot (or live record) with that id exists for that guild (raised by the store)."""
+
+
+class InvalidIdentifier(SonoraError):
+    """A snapshot id, guild id or label is malformed or would escape the store (raised by the store)."""
+
+
+class DuplicateSnapshot(SonoraError):
+    """The same snapshot (same id, or same content on import) is already stored (raised by the manager)."""
+
+
+class StoreError(SonoraError):
+    """The backing store failed (disk full, permission denied, connection lost) (raised by the store)."""
+
+
+class SnapshotCorrupted(SonoraError):
+    """A stored record cannot be read back. The subclasses say why (raised by the codec and the model)."""
+
+
+class BadMagic(SnapshotCorrupted):
+    """The bytes do not start with the sonora envelope magic: not a sonora record at all."""
+
+
+class TruncatedSnapshot(SnapshotCorrupted):
+    """The record ends before the lengths in its header say it should."""
+
+
+class ChecksumMismatch(SnapshotCorrupted):
+    """The record's integrity checksum does not match its bytes (a flipped bit, a bad sector)."""
+
+
+class SnapshotTooLarge(SnapshotCorrupted):
+    """The record, or what it decompresses to, exceeds the configured size cap."""
+
+
+class InvalidSnapshot(SnapshotCorrupted):
+    """The decoded JSON does not match the schema; ``path`` names the first bad field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.reason = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class SchemaVersionError(SonoraError):
+    """The record uses a schema version this release cannot read (raised by the model)."""
+
+
+class DecryptionError(SonoraError):
+    """An encrypted record could not be decrypted (raised by the codec)."""
+
+
+class WrongKeyError(DecryptionError):
+    """No configured key matches the record's key id (missing key, or a different key)."""
+
+
+class TamperedSnapshot(DecryptionError):
+    """The key matches but the authentication tag does not: the record was modified after encryption."""
+
+
+class ForeignGuildError(SonoraError):
+    """The record belongs to another guild than the one it was asked for (raised by the manager)."""
+
+
+class RestoreError(SonoraError):
+    """Applying a state to a live player failed (raised by the restore engine)."""
