@@ -136,7 +136,7 @@ class SnapshotMeta:
             value = obj[name]
             if value is None and nullable:
                 return None
-            if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
                 raise InvalidSnapshot(f"meta.{name}", f"expected {'/'.join(k.__name__ for k in kinds)}")
             return value
 
