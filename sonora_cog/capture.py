@@ -1,0 +1,272 @@
+"""Capture: a live ``wavelink.Player`` → :class:`~sonora_cog.model.SessionState`, and back for tracks.
+
+Pure and synchronous: reads only wavelink's public API, performs no I/O and no awaits, so it can run
+inside a checkpoint of thousands of guilds and be tested without a bot.
+
+The way back for a single track (:func:`to_playable`) rebuilds a ``wavelink.Playable`` from the
+stored Lavalink JSON with no network call, identical in encoded string, info, extras, playlist and
+``recommended``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import wavelink
+
+from .meta import SnapshotKind
+from .model import (
+    DEFAULT_LIMITS,
+    AutoplayMode,
+    AutoplayState,
+    FilterState,
+    Limits,
+    LoopMode,
+    PlayerState,
+    QueueState,
+    SessionState,
+    TrackState,
+)
+
+__all__ = (
+    "PositionSample",
+    "active_filter_names",
+    "autoplay_mode_from_wavelink",
+    "autoplay_mode_to_wavelink",
+    "capture_state",
+    "loop_mode_from_queue_mode",
+    "loop_mode_to_queue_mode",
+    "to_filters",
+    "to_playable",
+    "track_state",
+)
+
+_LOOP_FROM_WAVELINK = {
+    wavelink.QueueMode.normal: LoopMode.none,
+    wavelink.QueueMode.loop: LoopMode.track,
+    wavelink.QueueMode.loop_all: LoopMode.queue,
+}
+_LOOP_TO_WAVELINK = {v: k for k, v in _LOOP_FROM_WAVELINK.items()}
+_AUTOPLAY_FROM_WAVELINK = {
+    wavelink.AutoPlayMode.enabled: AutoplayMode.enabled,
+    wavelink.AutoPlayMode.partial: AutoplayMode.partial,
+    wavelink.AutoPlayMode.disabled: AutoplayMode.disabled,
+}
+_AUTOPLAY_TO_WAVELINK = {v: k for k, v in _AUTOPLAY_FROM_WAVELINK.items()}
+
+
+def loop_mode_from_queue_mode(mode: wavelink.QueueMode) -> LoopMode:
+    """wavelink ``QueueMode`` normal / loop / loop_all → ``none`` / ``track`` / ``queue``."""
+    return _LOOP_FROM_WAVELINK[mode]
+
+
+def loop_mode_to_queue_mode(mode: LoopMode) -> wavelink.QueueMode:
+    """The inverse of :func:`loop_mode_from_queue_mode`."""
+    return _LOOP_TO_WAVELINK[mode]
+
+
+def autoplay_mode_from_wavelink(mode: wavelink.AutoPlayMode) -> AutoplayMode:
+    """wavelink ``AutoPlayMode`` → our :class:`AutoplayMode` (same names)."""
+    return _AUTOPLAY_FROM_WAVELINK[mode]
+
+
+def autoplay_mode_to_wavelink(mode: AutoplayMode) -> wavelink.AutoPlayMode:
+    """The inverse of :func:`autoplay_mode_from_wavelink`."""
+    return _AUTOPLAY_TO_WAVELINK[mode]
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSample:
+    """The last position Lavalink reported (``on_wavelink_player_update``) and when it arrived.
+
+    wavelink extrapolates ``Player.position`` at 1x between updates; under a timescale filter the
+    track runs faster or slower, so capture extrapolates from this sample at the filter's speed and
+    the stored position stays in *track* time, as Lavalink reports it.
+    """
+
+    position: int
+    monotonic: float
+
+
+def track_state(track: wavelink.Playable) -> TrackState:
+    """Capture one track as Lavalink's JSON plus wavelink's ``playlist`` and ``recommended``."""
+    raw: Mapping[str, Any] = track.raw_data
+    data: dict[str, Any] = {
+        "encoded": track.encoded,
+        "info": raw["info"],
+        "pluginInfo": raw.get("pluginInfo") or {},
+        "userData": dict(track.extras),
+        "playlist": None,
+        "recommended": track.recommended,
+    }
+    playlist = track.playlist
+    if playlist is not None:
+        data["playlist"] = {
+            "name": playlist.name,
+            "selectedTrack": playlist.selected,
+            "tracks": playlist.tracks,
+            "type": playlist.type,
+            "url": playlist.url,
+            "artworkUrl": playlist.artwork,
+            "author": playlist.author,
+        }
+    return TrackState(data)
+
+
+def to_playable(track: TrackState) -> wavelink.Playable:
+    """Rebuild a ``wavelink.Playable`` from a stored track, with no network call."""
+    data = track.data
+    payload: dict[str, Any] = {
+        "encoded": data["encoded"],
+        "info": data["info"],
+        "pluginInfo": data.get("pluginInfo") or {},
+        "userData": data.get("userData") or {},
+    }
+    playlist = None
+    stored = data.get("playlist")
+    if stored is not None:
+        plugin = {k: stored[k] for k in ("type", "url", "artworkUrl", "author") if stored.get(k) is not None}
+        count = stored.get("tracks", 0)
+        playlist = wavelink.PlaylistInfo(
+            {
+                "info": {"name": stored["name"], "selectedTrack": stored["selectedTrack"]},
+                "pluginInfo": plugin,
+                "tracks": [payload] * (count if isinstance(count, int) and count > 0 else 0),
+            }
+        )
+    playable = wavelink.Playable(payload, playlist=playlist)  # type: ignore[arg-type]
+    if data.get("recommended"):
+        # wavelink exposes ``recommended`` read-only and sets this attribute itself (Player autoplay).
+        playable._recommended = True
+    return playable
+
+
+def active_filter_names(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of the filters in a Lavalink filters object that actually change the sound."""
+    names = []
+    for name, value in payload.items():
+        if name == "volume":
+            if value not in (None, 1, 1.0):
+                names.append(name)
+        elif name == "equalizer":
+            if any(band.get("gain", 0) for band in value or ()):
+                names.append(name)
+        elif value:
+            names.append(name)
+    return tuple(names)
+
+
+def to_filters(state: FilterState) -> wavelink.Filters:
+    """Rebuild ``wavelink.Filters`` from the stored Lavalink filters object."""
+    return wavelink.Filters(data=dict(state.filter_config))  # type: ignore[arg-type]
+
+
+def _speed(filter_config: Mapping[str, Any]) -> float:
+    timescale = filter_config.get("timescale") or {}
+    speed = timescale.get("speed") or 1.0
+    rate = timescale.get("rate") or 1.0
+    return float(speed) * float(rate)
+
+
+def _position(
+    player: wavelink.Player,
+    current: wavelink.Playable,
+    filter_config: Mapping[str, Any],
+    sample: PositionSample | None,
+    monotonic_now: float,
+) -> int:
+    position = player.position
+    speed = _speed(filter_config)
+    if sample is not None and speed != 1.0 and not player.paused:
+        elapsed_ms = max(0.0, monotonic_now - sample.monotonic) * 1000.0
+        position = int(sample.position + elapsed_ms * speed)
+    if not current.is_stream:
+        position = min(position, current.length)
+    return max(0, position)
+
+
+def capture_state(
+    player: wavelink.Player,
+    *,
+    kind: SnapshotKind = SnapshotKind.live,
+    label: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    extras: Mapping[str, Any] | None = None,
+    position_sample: PositionSample | None = None,
+    now: float | None = None,
+    monotonic_now: float | None = None,
+) -> SessionState:
+    """Read a player's whole state.
+
+    Parameters
+    ----------
+    player:
+        A connected ``wavelink.Player`` or subclass.
+    kind, label:
+        What the state is for (the live record, an auto or manual snapshot...).
+    limits:
+        History is cut to the newest ``max_history_tracks``; the queue is captured whole (the cap is
+        enforced when a record is decoded, so an over-long queue is never silently truncated).
+    extras:
+        Bot-supplied JSON to keep with the state (see ``SonoraPlayer.extras``).
+    position_sample:
+        The last ``playerUpdate`` (see :class:`PositionSample`); makes positions exact under a
+        timescale filter.
+    now, monotonic_now:
+        Clock readings (for tests); the current time when omitted.
+
+    Raises
+    ------
+    ValueError
+        The player has no guild (it was never connected).
+    """
+    guild = player.guild
+    if guild is None:
+        raise ValueError("cannot capture a player that has no guild (never connected)")
+    wall = time.time() if now is None else now
+    mono = time.monotonic() if monotonic_now is None else monotonic_now
+    filter_config = player.filters()
+    current = player.current
+    position = 0 if current is None else _position(player, current, filter_config, position_sample, mono)
+
+    history_queue = player.queue.history
+    history: tuple[TrackState, ...] = ()
+    if history_queue is not None and limits.max_history_tracks:
+        history = tuple(map(track_state, list(history_queue)[-limits.max_history_tracks :]))
+
+    channel = player.channel
+    node = player.node
+    return SessionState(
+        guild_id=guild.id,
+        channel_id=channel.id if channel else None,
+        node=node.identifier,
+        created_at=wall,
+        kind=kind,
+        label=label,
+        player=PlayerState(
+            volume=player.volume,
+            paused=player.paused,
+            position=position,
+            position_at=wall,
+            connected=bool(player.connected),
+            session_id=node.session_id,
+        ),
+        queue=QueueState(
+            current=None if current is None else track_state(current),
+            upcoming=tuple(map(track_state, player.queue)),
+            history=history,
+            loop_mode=loop_mode_from_queue_mode(player.queue.mode),
+            shuffle_enabled=bool(getattr(player, "shuffle_enabled", False)),
+        ),
+        filters=FilterState(active_filters=active_filter_names(filter_config), filter_config=filter_config),
+        autoplay=AutoplayState(
+            enabled=player.autoplay is not wavelink.AutoPlayMode.disabled,
+            mode=autoplay_mode_from_wavelink(player.autoplay),
+            auto_queue=tuple(map(track_state, player.auto_queue)),
+            max_history=limits.max_history_tracks,
+        ),
+        extras=dict(extras or {}),
+    )
