@@ -24,6 +24,7 @@ __all__ = (
     "StoreError",
     "TamperedSnapshot",
     "TruncatedSnapshot",
+    "UnsupportedFormat",
     "WrongKeyError",
 )
 
@@ -83,6 +84,15 @@ class InvalidSnapshot(SnapshotCorrupted):
 
 class SchemaVersionError(SonoraError):
     """The record uses a schema version this release cannot read (raised by the model)."""
+
+
+class UnsupportedFormat(SchemaVersionError):
+    """The record's envelope format version, or a feature flag in it, is newer than this release reads.
+
+    Raised by the codec. The record is not damaged (its checksum is good), this release is too old for
+    it, so it is a :class:`SchemaVersionError` and not a :class:`SnapshotCorrupted`: a store must not
+    quarantine it (an older process in a blue-green deploy may meet a newer process's records).
+    """
 
 
 class DecryptionError(SonoraError):

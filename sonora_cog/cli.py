@@ -1,0 +1,337 @@
+"""Operator CLI: ``python -m sonora_cog snapshots <command>`` over a store, without starting a bot.
+
+Tables for people, ``--json`` for scripts, a progress bar on long runs. Exit codes:
+
+====  =====================================================================
+0     success
+1     ``validate`` found bad records, or ``rekey`` could not rewrite some
+2     usage error (unknown command, bad option)
+3     no such snapshot
+4     configuration error (bad config file, missing key variable, missing extra)
+5     a record was refused or unreadable (corrupt, wrong key, duplicate import)
+====  =====================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ._version import __version__
+from .config import Settings, load_settings
+from .errors import ConfigError, SnapshotNotFound, SonoraError
+from .manager import SessionManager
+from .meta import SnapshotMeta
+
+__all__ = ("main",)
+
+EXIT_OK, EXIT_BAD_RECORDS, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
+
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _age(created_at: float, now: float) -> str:
+    seconds = max(0, int(now - created_at))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _meta_json(meta: SnapshotMeta) -> dict[str, Any]:
+    return {**meta.to_json(), "size": meta.size}
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=_err,
+        disable=not enabled,
+        transient=True,
+    )
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+async def _find(manager: SessionManager, snapshot_id: str, guild_id: int | None) -> SnapshotMeta:
+    for meta in await manager.list_snapshots(guild_id):
+        if meta.id == snapshot_id:
+            return meta
+    raise SnapshotNotFound(f"no snapshot {snapshot_id}" + (f" in guild {guild_id}" if guild_id else ""))
+
+
+# -- commands -------------------------------------------------------------------------------------------
+
+
+async def cmd_list(manager: SessionManager, args: argparse.Namespace) -> int:
+    metas = await manager.list_snapshots(args.guild)
+    if args.json:
+        _print_json([_meta_json(m) for m in metas])
+        return EXIT_OK
+    if not metas:
+        _out.print("no snapshots" + (f" for guild {args.guild}" if args.guild else ""))
+        return EXIT_OK
+    now = time.time()
+    table = Table("id", "guild", "age", "kind", "label", "tracks", "current", "size")
+    for m in metas:
+        table.add_row(
+            m.id, str(m.guild_id), _age(m.created_at, now), m.kind.value, m.label or "",
+            str(m.track_count), m.current_title or "", f"{m.size:,} B",
+        )
+    _out.print(table)
+    return EXIT_OK
+
+
+async def cmd_show(manager: SessionManager, args: argparse.Namespace) -> int:
+    meta = await _find(manager, args.id, args.guild)
+    state = await manager.load_snapshot(meta.id, meta.guild_id)
+    if args.json:
+        _print_json(state.to_json())
+        return EXIT_OK
+    q = state.queue
+    rows = [
+        ("id", meta.id),
+        ("guild", str(state.guild_id)),
+        ("channel", str(state.channel_id or "-")),
+        ("created", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(state.created_at))),
+        ("kind / label", f"{state.kind.value} / {state.label or '-'}"),
+        ("current", f"{q.current.title} @ {state.player.position / 1000:.1f}s" if q.current else "-"),
+        ("paused / volume", f"{state.player.paused} / {state.player.volume}"),
+        ("queue / history", f"{len(q.upcoming)} upcoming, {len(q.history)} played"),
+        ("loop mode", q.loop_mode.value),
+        ("filters", ", ".join(state.filters.active_filters) or "-"),
+        ("autoplay", f"{state.autoplay.mode.value} ({len(state.autoplay.auto_queue)} queued)"),
+        ("size", f"{meta.size:,} B"),
+    ]
+    table = Table(show_header=False)
+    for key, value in rows:
+        table.add_row(key, value)
+    _out.print(table)
+    for i, track in enumerate(q.upcoming[:10], 1):
+        _out.print(f"  {i:>3}. {track.title}")
+    if len(q.upcoming) > 10:
+        _out.print(f"  … and {len(q.upcoming) - 10} more")
+    return EXIT_OK
+
+
+async def cmd_validate(manager: SessionManager, args: argparse.Namespace) -> int:
+    with _progress(not args.json) as progress:
+        progress.add_task("validating", total=None)
+        results = await manager.validate_all()
+    bad = [r for r in results if not r.ok]
+    if args.json:
+        _print_json({
+            "checked": len(results),
+            "bad": [
+                {"guild_id": str(r.guild_id), "snapshot_id": r.snapshot_id or "live", "error": r.error,
+                 "error_type": r.error_type}
+                for r in bad
+            ],
+        })
+    else:
+        for r in bad:
+            where = f"guild {r.guild_id} {'live record' if r.snapshot_id is None else 'snapshot ' + r.snapshot_id}"
+            _out.print(f"[red]BAD[/red] {where}: {r.error_type}: {r.error}")
+        _out.print(f"{len(results)} records checked, {len(bad)} bad")
+    return EXIT_BAD_RECORDS if bad else EXIT_OK
+
+
+async def cmd_prune(manager: SessionManager, args: argparse.Namespace) -> int:
+    per_guild = args.max_per_guild or manager.settings.snapshots.max_snapshots_per_guild
+    days = args.max_age_days or manager.settings.snapshots.max_age_days
+    removed = await manager.store.prune(max_per_guild=per_guild, max_age_days=days)
+    if args.json:
+        _print_json({"removed": [_meta_json(m) for m in removed]})
+    else:
+        for m in removed:
+            _out.print(f"removed {m.id} (guild {m.guild_id}, {m.kind.value})")
+        _out.print(f"{len(removed)} snapshots removed (keep {per_guild} per guild, none older than {days:g} days)")
+    return EXIT_OK
+
+
+async def cmd_export(manager: SessionManager, args: argparse.Namespace) -> int:
+    meta = await _find(manager, args.id, args.guild)
+    state = await manager.load_snapshot(meta.id, meta.guild_id)
+    await asyncio.to_thread(Path(args.out).write_bytes, manager.export_json(state))
+    _out.print(f"exported {meta.id} (guild {meta.guild_id}, {state.track_count} tracks) to {args.out}")
+    return EXIT_OK
+
+
+async def cmd_import(manager: SessionManager, args: argparse.Namespace) -> int:
+    try:
+        data = await asyncio.to_thread(Path(args.file).read_bytes)
+    except OSError as exc:
+        _err.print(f"error: cannot read {args.file}: {exc.strerror}")
+        return EXIT_USAGE
+    state = manager.parse_export(data)
+    meta = await manager.import_snapshot(state, guild_id=args.guild)
+    if args.json:
+        _print_json(_meta_json(meta))
+    else:
+        _out.print(f"imported as snapshot {meta.id} of guild {meta.guild_id} ({meta.track_count} tracks)")
+    return EXIT_OK
+
+
+async def cmd_rekey(manager: SessionManager, args: argparse.Namespace) -> int:
+    if manager.codec.keyring is None or manager.codec.keyring.current_id is None or not manager.codec.encrypt:
+        raise ConfigError(
+            "rekey: set encryption.enabled = true and put the NEW key in "
+            f"{manager.settings.encryption.key_env} (old keys in {manager.settings.encryption.old_keys_env})"
+        )
+    refs = [ref async for ref in manager.store.scan()]
+    failed = 0
+    with _progress(not args.json) as progress:
+        task = progress.add_task("re-encrypting", total=len(refs))
+        for ref in refs:
+            try:
+                data = (
+                    await manager.store.get_live(ref.guild_id)
+                    if ref.snapshot_id is None
+                    else await manager.store.load(ref.guild_id, ref.snapshot_id)
+                )
+                if data is not None:
+                    await manager.store.replace(ref, await asyncio.to_thread(manager.codec.reencode, data))
+            except SonoraError as exc:
+                failed += 1
+                _err.print(f"[red]could not rekey[/red] {ref.location}: {type(exc).__name__}: {exc}")
+            progress.advance(task)
+    summary = {"records": len(refs), "rekeyed": len(refs) - failed, "failed": failed,
+               "key_id": manager.codec.keyring.current_id}
+    if args.json:
+        _print_json(summary)
+    else:
+        _out.print(f"{summary['rekeyed']} of {len(refs)} records now use key {summary['key_id']}; {failed} failed")
+    return EXIT_BAD_RECORDS if failed else EXIT_OK
+
+
+async def cmd_stats(manager: SessionManager, args: argparse.Namespace) -> int:
+    a = await manager.analyze()
+    if args.json:
+        _print_json({
+            "total_snapshots": a.total_snapshots, "live_records": a.live_records,
+            "per_guild": {str(k): v for k, v in a.per_guild.items()}, "by_kind": dict(a.by_kind),
+            "total_bytes": a.total_bytes, "average_size": a.average_size, "oldest": a.oldest, "newest": a.newest,
+        })
+        return EXIT_OK
+    now = time.time()
+    table = Table(show_header=False)
+    table.add_row("snapshots", str(a.total_snapshots))
+    table.add_row("live records", str(a.live_records))
+    table.add_row("guilds", str(len(a.per_guild)))
+    table.add_row("by kind", ", ".join(f"{k}: {v}" for k, v in sorted(a.by_kind.items())) or "-")
+    table.add_row("total size", f"{a.total_bytes:,} B")
+    table.add_row("average size", f"{a.average_size:,.0f} B")
+    table.add_row("oldest", _age(a.oldest, now) if a.oldest else "-")
+    table.add_row("newest", _age(a.newest, now) if a.newest else "-")
+    _out.print(table)
+    return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .codec import Keyring
+
+    sys.stdout.write(Keyring.generate_key_text() + "\n")
+    return EXIT_OK
+
+
+_SNAPSHOT_COMMANDS = {
+    "list": cmd_list, "show": cmd_show, "validate": cmd_validate, "prune": cmd_prune, "export": cmd_export,
+    "import": cmd_import, "rekey": cmd_rekey, "stats": cmd_stats,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sonora_cog",
+        description="sonora_cog: persistence for wavelink music bots. Operator tools over the snapshot store.",
+    )
+    parser.add_argument("--version", action="version", version=f"sonora-cog {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{snapshots,keygen,demo}")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="config file (default: $SONORA_CONFIG, ./sonora.toml)")
+    common.add_argument("--store", metavar="PATH", help="filesystem store directory (default: storage.path)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    snapshots = commands.add_parser("snapshots", help="list, inspect, validate, prune, export/import, rekey")
+    sub = snapshots.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("list", parents=[common], help="snapshots, newest first")
+    p.add_argument("--guild", type=int, metavar="ID")
+    p = sub.add_parser("show", parents=[common], help="one snapshot in detail")
+    p.add_argument("id")
+    p.add_argument("--guild", type=int, metavar="ID")
+    sub.add_parser("validate", parents=[common], help="check every record; changes nothing")
+    p = sub.add_parser("prune", parents=[common], help="apply retention now")
+    p.add_argument("--max-per-guild", type=int, metavar="N")
+    p.add_argument("--max-age-days", type=float, metavar="DAYS")
+    p = sub.add_parser("export", parents=[common], help="write a snapshot as plain schema-v1 JSON")
+    p.add_argument("id")
+    p.add_argument("--out", required=True, metavar="FILE.json")
+    p.add_argument("--guild", type=int, metavar="ID")
+    p = sub.add_parser("import", parents=[common], help="validate and store an exported JSON file")
+    p.add_argument("file", metavar="FILE.json")
+    p.add_argument("--guild", type=int, metavar="ID", help="refuse the file unless it belongs to this guild")
+    sub.add_parser("rekey", parents=[common], help="re-encrypt every record with the current key")
+    sub.add_parser("stats", parents=[common], help="totals, sizes, oldest and newest")
+
+    commands.add_parser("keygen", help="print a new random encryption key (put it in the key variable)")
+    demo = commands.add_parser("demo", help="crash-and-recover demo against the bundled fakes")
+    demo.add_argument("--guilds", type=int, default=3)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    if args.store:
+        settings = replace(settings, storage=replace(settings.storage, backend="filesystem", path=args.store))
+    return settings
+
+
+async def _run_snapshots(args: argparse.Namespace) -> int:
+    manager = SessionManager(_settings(args))
+    try:
+        return await _SNAPSHOT_COMMANDS[args.action](manager, args)
+    finally:
+        await manager.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m sonora_cog`` and the ``sonora-cog`` script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "keygen":
+            return cmd_keygen(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return asyncio.run(run_demo(guilds=args.guilds))
+        return asyncio.run(_run_snapshots(args))
+    except ConfigError as exc:
+        _err.print(f"config error: {exc}")
+        return EXIT_CONFIG
+    except SnapshotNotFound as exc:
+        _err.print(f"not found: {exc}")
+        return EXIT_NOT_FOUND
+    except SonoraError as exc:
+        _err.print(f"refused: {type(exc).__name__}: {exc}")
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        return 130

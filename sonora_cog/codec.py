@@ -1,0 +1,705 @@
+"""Payload dict + :class:`~sonora_cog.meta.SnapshotMeta` ⇄ the bytes of one stored record (pure: no I/O).
+
+Envelope, format version 1 (all integers big-endian)::
+
+    offset  size  field
+    ------  ----  -----------------------------------------------------------------------------
+         0     4  magic  b"SNRA"
+         4     1  format version (1)
+         5     1  flags: 0x01 body is zstd-compressed, 0x02 body is AES-256-GCM encrypted;
+                  any other bit set = a feature of a newer release
+         6     4  M  = length of the meta JSON
+        10     8  B  = length of the body as stored
+        18     8  P  = length of the payload JSON (before compression and encryption)
+        26     8  blake2b-8 of bytes 0..26 (the fixed-header checksum)
+        34        -- FIXED_HEADER_BYTES: every format version keeps the 34 bytes above as they are
+        34     8  key id            } only when encrypted: names the key (see keyring.py) and the
+        42    12  nonce             } random 96-bit GCM nonce
+         .     M  meta JSON (orjson of ``SnapshotMeta.to_json()``), readable without any key
+         .    16  blake2b-16 of every byte before it (the header checksum)
+                  -- end of header: H = 34 + (20 if encrypted) + M + 16 bytes
+         H     B  body: payload JSON, then zstd (one frame, content size in it) if 0x01,
+                  then AES-256-GCM (ciphertext + 16-byte tag, the whole header as associated data) if 0x02
+       H+B    16  trailer: blake2b-16 of (header ‖ sha256(body)) — a checksum of everything before it,
+                  hashed in two stages so the SHA-256 of an uncompressed, unencrypted body is computed once
+                  and doubles as the content hash
+
+``meta.content_hash`` is the SHA-256 (hex) of the payload JSON, checked again after decoding.
+
+Reading checks, in this order, each failure with its own exception (all from :mod:`sonora_cog.errors`):
+
+=============================================================  =============================================
+record longer than ``max_record_bytes`` (before parsing)        :class:`SnapshotTooLarge`
+first bytes are not ``SNRA``                                    :class:`BadMagic`
+fewer bytes than the fixed header / header / record             :class:`TruncatedSnapshot`
+fixed-header, header or trailer checksum wrong                  :class:`ChecksumMismatch`
+format version or flag unknown (checksum good: a newer writer)  :class:`UnsupportedFormat`
+declared record / payload / meta length over its cap            :class:`SnapshotTooLarge`
+encrypted, and no keyring or no key with the record's id        :class:`WrongKeyError`
+key found but the GCM tag fails (modified, checksums redone)    :class:`TamperedSnapshot`
+zstd output exceeds the declared length or the cap              :class:`SnapshotTooLarge`
+payload differs from ``meta.content_hash``                      :class:`ChecksumMismatch`
+meta or payload not valid JSON / payload not an object          :class:`InvalidSnapshot`
+anything else inconsistent (bad zstd frame, trailing bytes)     :class:`SnapshotCorrupted`
+=============================================================  =============================================
+
+``zstandard`` (``sonora-cog[zstd]``) and ``cryptography`` (``sonora-cog[crypto]``) are imported on first
+use; when one is needed and missing, :class:`~sonora_cog.errors.ConfigError` names the extra to install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import struct
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Any, Literal
+
+import orjson
+
+from .errors import (
+    BadMagic,
+    ChecksumMismatch,
+    ConfigError,
+    InvalidSnapshot,
+    SnapshotCorrupted,
+    SnapshotTooLarge,
+    TamperedSnapshot,
+    TruncatedSnapshot,
+    UnsupportedFormat,
+    WrongKeyError,
+)
+from .keyring import KEY_ID_BYTES, Keyring, load_aesgcm
+from .meta import SnapshotMeta
+
+__all__ = (
+    "FIXED_HEADER_BYTES",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Codec",
+    "DecodedRecord",
+    "EncodedRecord",
+    "Keyring",
+    "RecordInfo",
+    "describe",
+    "header_length",
+    "read_meta",
+)
+
+MAGIC = b"SNRA"
+#: The envelope format version this release writes (and the only one it reads).
+FORMAT_VERSION = 1
+FLAG_ZSTD = 0x01
+FLAG_ENCRYPTED = 0x02
+_KNOWN_FLAGS = FLAG_ZSTD | FLAG_ENCRYPTED
+
+_FIXED = struct.Struct(">4sBBIQQ")
+_FIXED_SUM_BYTES = 8
+#: Bytes at the start of every record from which :func:`header_length` tells the full header length.
+FIXED_HEADER_BYTES = _FIXED.size + _FIXED_SUM_BYTES
+NONCE_BYTES = 12
+TAG_BYTES = 16
+CHECKSUM_BYTES = 16
+#: The meta JSON is small (a label, a title, ids); anything larger is refused before it is read.
+MAX_META_BYTES = 64 * 1024
+# A zstd window up to this size is accepted whatever the payload length (it costs little memory).
+_MIN_WINDOW_LIMIT = 1 << 20
+
+
+def _blake2b(data: bytes | memoryview, size: int) -> bytes:
+    return hashlib.blake2b(data, digest_size=size).digest()
+
+
+def _zstd() -> ModuleType:
+    try:
+        return importlib.import_module("zstandard")
+    except ImportError:
+        raise ConfigError("zstd compression needs the 'zstandard' package: pip install 'sonora-cog[zstd]'") from None
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRecord:
+    """What :meth:`Codec.encode` returns.
+
+    Attributes
+    ----------
+    data:
+        The record's bytes, ready to store.
+    meta:
+        The meta that was written: ``content_hash`` filled in, ``size`` set to ``len(data)``.
+    """
+
+    data: bytes
+    meta: SnapshotMeta
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedRecord:
+    """What :meth:`Codec.decode` returns.
+
+    Attributes
+    ----------
+    meta:
+        The record's meta, ``size`` set to the record's length.
+    payload:
+        The payload JSON object, as plain Python values.
+    """
+
+    meta: SnapshotMeta
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInfo:
+    """A record's envelope, described for people (CLI ``inspect``); built by :func:`describe`.
+
+    Attributes
+    ----------
+    format_version:
+        Envelope format version.
+    compression:
+        ``"zstd"`` or ``"none"``.
+    encrypted:
+        Whether the body is AES-256-GCM encrypted.
+    key_id:
+        Id of the key the record needs, when encrypted.
+    header_bytes, body_bytes, payload_bytes, record_bytes:
+        Lengths of the header, the stored body, the payload JSON, and the whole record.
+    meta:
+        The record's meta (``size`` = ``record_bytes``).
+    intact:
+        Whether all of the record is there and its trailer checksum matches (decryption not tried).
+    """
+
+    format_version: int
+    compression: Literal["none", "zstd"]
+    encrypted: bool
+    key_id: str | None
+    header_bytes: int
+    body_bytes: int
+    payload_bytes: int
+    record_bytes: int
+    meta: SnapshotMeta
+    intact: bool
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the body is zstd-compressed."""
+        return self.compression == "zstd"
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    flags: int
+    body_bytes: int
+    payload_bytes: int
+    key_id: str | None
+    nonce: bytes
+    header_bytes: int
+    meta: SnapshotMeta
+
+    @property
+    def record_bytes(self) -> int:
+        return self.header_bytes + self.body_bytes + CHECKSUM_BYTES
+
+
+def _check_magic(head: bytes | memoryview) -> None:
+    start = bytes(head[: len(MAGIC)])
+    if start != MAGIC[: len(start)]:
+        raise BadMagic("not a sonora record (the first bytes are not b'SNRA')")
+    if len(start) < len(MAGIC):
+        raise TruncatedSnapshot(f"record is {len(start)} bytes long: shorter than its magic")
+
+
+def _parse_fixed(head: bytes | memoryview) -> tuple[int, int, int, int]:
+    """Check the fixed header; return ``(flags, meta_len, body_len, payload_len)``."""
+    _check_magic(head)
+    if len(head) < FIXED_HEADER_BYTES:
+        raise TruncatedSnapshot(
+            f"record is {len(head)} bytes long: shorter than the {FIXED_HEADER_BYTES}-byte fixed header"
+        )
+    fixed = head[: _FIXED.size]
+    if _blake2b(fixed, _FIXED_SUM_BYTES) != head[_FIXED.size : FIXED_HEADER_BYTES]:
+        raise ChecksumMismatch("fixed header checksum does not match")
+    _, version, flags, meta_len, body_len, payload_len = _FIXED.unpack(fixed)
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormat(
+            f"record uses envelope format version {version}; this release reads version {FORMAT_VERSION}"
+        )
+    if flags & ~_KNOWN_FLAGS:
+        raise UnsupportedFormat(f"record uses envelope features this release does not know (flags {flags:#04x})")
+    if meta_len > MAX_META_BYTES:
+        raise SnapshotTooLarge(f"record meta is {meta_len} bytes, over the {MAX_META_BYTES}-byte cap")
+    return flags, meta_len, body_len, payload_len
+
+
+def _header_length(flags: int, meta_len: int) -> int:
+    crypto = KEY_ID_BYTES + NONCE_BYTES if flags & FLAG_ENCRYPTED else 0
+    return FIXED_HEADER_BYTES + crypto + meta_len + CHECKSUM_BYTES
+
+
+def _parse_header(head: bytes | memoryview) -> _Header:
+    flags, meta_len, body_len, payload_len = _parse_fixed(head)
+    end = _header_length(flags, meta_len)
+    if len(head) < end:
+        raise TruncatedSnapshot(f"record is {len(head)} bytes long: shorter than its {end}-byte header")
+    if _blake2b(head[: end - CHECKSUM_BYTES], CHECKSUM_BYTES) != head[end - CHECKSUM_BYTES : end]:
+        raise ChecksumMismatch("header checksum does not match")
+    pos = FIXED_HEADER_BYTES
+    kid: str | None = None
+    nonce = b""
+    if flags & FLAG_ENCRYPTED:
+        kid = bytes(head[pos : pos + KEY_ID_BYTES]).hex()
+        nonce = bytes(head[pos + KEY_ID_BYTES : pos + KEY_ID_BYTES + NONCE_BYTES])
+        pos += KEY_ID_BYTES + NONCE_BYTES
+    try:
+        meta_obj = orjson.loads(head[pos : pos + meta_len])
+    except orjson.JSONDecodeError as exc:
+        raise InvalidSnapshot("meta", f"not valid JSON ({exc})") from None
+    record_bytes = end + body_len + CHECKSUM_BYTES
+    meta = SnapshotMeta.from_json(meta_obj, size=record_bytes)
+    return _Header(flags, body_len, payload_len, kid, nonce, end, meta)
+
+
+def header_length(head: bytes) -> int:
+    """Return how many bytes the full header of a record occupies, from its first bytes.
+
+    Parameters
+    ----------
+    head:
+        At least the first :data:`FIXED_HEADER_BYTES` bytes of a record.
+
+    Returns
+    -------
+    int
+        The header length; read that many bytes and pass them to :func:`read_meta`.
+
+    Raises
+    ------
+    TruncatedSnapshot
+        ``head`` is shorter than :data:`FIXED_HEADER_BYTES`.
+    BadMagic, ChecksumMismatch, UnsupportedFormat, SnapshotTooLarge
+        The fixed header is not a sonora one, is damaged, is from a newer release, or declares an
+        oversized meta.
+    """
+    flags, meta_len, _, _ = _parse_fixed(head)
+    return _header_length(flags, meta_len)
+
+
+def read_meta(head: bytes) -> SnapshotMeta:
+    """Return a record's meta from its header alone; no key is needed, even for encrypted records.
+
+    Parameters
+    ----------
+    head:
+        The first bytes of a record: at least :func:`header_length` of them (more is fine).
+
+    Returns
+    -------
+    SnapshotMeta
+        The meta, checked against the header checksum; ``size`` is the record's full length as its
+        header declares it.
+
+    Raises
+    ------
+    TruncatedSnapshot
+        ``head`` is shorter than the header.
+    BadMagic, ChecksumMismatch, UnsupportedFormat, SnapshotTooLarge, InvalidSnapshot
+        See the module docstring.
+    """
+    return _parse_header(head).meta
+
+
+def describe(data: bytes) -> RecordInfo:
+    """Describe a record's envelope (format, compression, encryption, key id, sizes) without a key.
+
+    Parameters
+    ----------
+    data:
+        The record, or at least its header (``intact`` is then ``False``).
+
+    Returns
+    -------
+    RecordInfo
+
+    Raises
+    ------
+    TruncatedSnapshot, BadMagic, ChecksumMismatch, UnsupportedFormat, SnapshotTooLarge, InvalidSnapshot
+        The header cannot be read (see :func:`read_meta`).
+    """
+    header = _parse_header(data)
+    intact = len(data) == header.record_bytes and _trailer_ok(memoryview(data), header)[0]
+    return RecordInfo(
+        format_version=FORMAT_VERSION,
+        compression="zstd" if header.flags & FLAG_ZSTD else "none",
+        encrypted=bool(header.flags & FLAG_ENCRYPTED),
+        key_id=header.key_id,
+        header_bytes=header.header_bytes,
+        body_bytes=header.body_bytes,
+        payload_bytes=header.payload_bytes,
+        record_bytes=header.record_bytes,
+        meta=header.meta,
+        intact=intact,
+    )
+
+
+def _trailer_ok(view: memoryview, header: _Header) -> tuple[bool, bytes]:
+    """Check the trailer; return ``(ok, sha256(body))``."""
+    end = header.header_bytes + header.body_bytes
+    body_digest = hashlib.sha256(view[header.header_bytes : end]).digest()
+    expected = _blake2b(bytes(view[: header.header_bytes]) + body_digest, CHECKSUM_BYTES)
+    return expected == view[end : end + CHECKSUM_BYTES], body_digest
+
+
+class Codec:
+    """Encodes payloads into records and decodes them back, with the configured compression,
+    encryption and size caps.
+
+    A codec's settings are fixed at construction; it is safe to share between threads (encoding runs
+    off the event loop).
+
+    Parameters
+    ----------
+    compression:
+        ``"zstd"`` to compress new records (needs ``sonora-cog[zstd]``), ``"none"`` not to. Reading
+        handles both whatever this says.
+    compression_level:
+        zstd level, up to 22 (negative levels are zstd's fast modes).
+    keyring:
+        Keys for encrypting new records (its current key) and reading encrypted ones (any key).
+    encrypt:
+        Encrypt new records with the keyring's current key (needs ``sonora-cog[crypto]``).
+    max_record_bytes:
+        Largest record accepted, as stored; checked before anything else is parsed.
+    max_payload_bytes:
+        Largest payload JSON accepted, after decompression; checked before and while decompressing.
+
+    Raises
+    ------
+    ValueError
+        A setting is out of range.
+    ConfigError
+        ``encrypt`` without a current key, or a needed optional package is missing.
+
+    Notes
+    -----
+    Encoding refuses (with :class:`SnapshotTooLarge`) to write a record this codec could not read back.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = (
+        "_compression",
+        "_compression_level",
+        "_encrypt",
+        "_keyring",
+        "_local",
+        "_max_payload_bytes",
+        "_max_record_bytes",
+    )
+
+    def __init__(
+        self,
+        *,
+        compression: Literal["none", "zstd"] = "none",
+        compression_level: int = 3,
+        keyring: Keyring | None = None,
+        encrypt: bool = False,
+        max_record_bytes: int = 8 * 1024 * 1024,
+        max_payload_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if compression not in ("none", "zstd"):
+            raise ValueError(f"compression must be 'none' or 'zstd', got {compression!r}")
+        if isinstance(compression_level, bool) or not isinstance(compression_level, int):
+            raise ValueError("compression_level must be an integer")
+        if not -(1 << 17) <= compression_level <= 22:
+            raise ValueError(f"compression_level must be at most 22, got {compression_level}")
+        for name, value in (("max_record_bytes", max_record_bytes), ("max_payload_bytes", max_payload_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if compression == "zstd":
+            _zstd()
+        if encrypt:
+            if keyring is None or keyring.current_id is None:
+                raise ConfigError("encryption is enabled but no current encryption key is configured")
+            load_aesgcm()
+        self._compression: Literal["none", "zstd"] = compression
+        self._compression_level = compression_level
+        self._keyring = keyring
+        self._encrypt = encrypt
+        self._max_record_bytes = max_record_bytes
+        self._max_payload_bytes = max_payload_bytes
+        self._local = threading.local()
+
+    @property
+    def compression(self) -> Literal["none", "zstd"]:
+        """Compression of new records."""
+        return self._compression
+
+    @property
+    def compression_level(self) -> int:
+        """zstd level of new records."""
+        return self._compression_level
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """Keys for writing (current) and reading (all)."""
+        return self._keyring
+
+    @property
+    def encrypt(self) -> bool:
+        """Whether new records are encrypted with the keyring's current key."""
+        return self._encrypt
+
+    @property
+    def max_record_bytes(self) -> int:
+        """Largest record accepted, as stored."""
+        return self._max_record_bytes
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """Largest payload JSON accepted, after decompression."""
+        return self._max_payload_bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"<Codec compression={self.compression!r} level={self.compression_level} "
+            f"encrypt={self.encrypt} keyring={self.keyring!r}>"
+        )
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def encode(self, payload: Mapping[str, Any], meta: SnapshotMeta) -> EncodedRecord:
+        """Encode ``payload`` with ``meta`` into one record.
+
+        Parameters
+        ----------
+        payload:
+            A JSON-able mapping (a ``SessionState``'s JSON form); keys must be strings.
+        meta:
+            The record's meta; its ``content_hash`` is replaced.
+
+        Returns
+        -------
+        EncodedRecord
+            The record's bytes, and ``meta`` with ``content_hash`` = SHA-256 (hex) of the payload
+            JSON and ``size`` = the record's length.
+
+        Raises
+        ------
+        TypeError
+            ``payload`` holds something JSON cannot represent.
+        SnapshotTooLarge
+            The payload JSON exceeds ``max_payload_bytes``, or the record ``max_record_bytes``.
+        """
+        if not isinstance(payload, dict):
+            payload = dict(payload)
+        raw = orjson.dumps(payload)
+        digest = hashlib.sha256(raw).digest()
+        meta = replace(meta, content_hash=digest.hex())
+        data = self._seal(raw, digest, meta)
+        return EncodedRecord(data, meta.with_size(len(data)))
+
+    def _seal(self, raw: bytes, raw_digest: bytes, meta: SnapshotMeta) -> bytes:
+        if len(raw) > self.max_payload_bytes:
+            raise SnapshotTooLarge(
+                f"payload is {len(raw)} bytes, over the max_payload_bytes cap of {self.max_payload_bytes}"
+            )
+        flags = 0
+        body = raw
+        if self.compression == "zstd":
+            flags |= FLAG_ZSTD
+            body = self._compressor().compress(raw)
+        crypto = b""
+        cipher: Any = None
+        nonce = b""
+        if self.encrypt:
+            assert self.keyring is not None and self.keyring.current_id is not None
+            flags |= FLAG_ENCRYPTED
+            cipher = self.keyring.cipher(self.keyring.current_id)
+            nonce = os.urandom(NONCE_BYTES)
+            crypto = bytes.fromhex(self.keyring.current_id) + nonce
+        meta_json = orjson.dumps(meta.to_json())
+        if len(meta_json) > MAX_META_BYTES:
+            raise SnapshotTooLarge(f"meta is {len(meta_json)} bytes, over the {MAX_META_BYTES}-byte cap")
+        body_len = len(body) + (TAG_BYTES if cipher is not None else 0)
+        fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, flags, len(meta_json), body_len, len(raw))
+        header = b"".join((fixed, _blake2b(fixed, _FIXED_SUM_BYTES), crypto, meta_json))
+        header += _blake2b(header, CHECKSUM_BYTES)
+        record_bytes = len(header) + body_len + CHECKSUM_BYTES
+        if record_bytes > self.max_record_bytes:
+            raise SnapshotTooLarge(
+                f"record would be {record_bytes} bytes, over the max_record_bytes cap of {self.max_record_bytes}"
+            )
+        if cipher is not None:
+            body = cipher.encrypt(nonce, body, header)
+        body_digest = raw_digest if body is raw else hashlib.sha256(body).digest()
+        trailer = _blake2b(header + body_digest, CHECKSUM_BYTES)
+        return b"".join((header, body, trailer))
+
+    def _compressor(self) -> Any:
+        # zstd contexts are not thread-safe: one per thread, reused.
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = _zstd().ZstdCompressor(
+                level=self.compression_level, write_content_size=True, write_checksum=False
+            )
+            self._local.compressor = compressor
+        return compressor
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def decode(self, data: bytes) -> DecodedRecord:
+        """Decode a record written by :meth:`encode` (with any settings and any key in the keyring).
+
+        Parameters
+        ----------
+        data:
+            The whole record.
+
+        Returns
+        -------
+        DecodedRecord
+            Its meta (``size`` = ``len(data)``) and payload.
+
+        Raises
+        ------
+        SnapshotCorrupted
+            Or one of its subclasses, :class:`BadMagic`, :class:`TruncatedSnapshot`,
+            :class:`ChecksumMismatch`, :class:`SnapshotTooLarge`, :class:`InvalidSnapshot`.
+        UnsupportedFormat
+            The record was written by a newer release.
+        WrongKeyError, TamperedSnapshot
+            Encrypted with a key the keyring does not hold / modified after encryption.
+        ConfigError
+            The record needs ``zstandard`` or ``cryptography`` and it is not installed.
+        """
+        header, raw, _ = self._open(data)
+        return DecodedRecord(header.meta, _load_payload(raw))
+
+    def reencode(self, data: bytes) -> bytes:
+        """Re-write a record with this codec's settings and current key, keeping its meta (re-keying).
+
+        The record is opened with whichever key it names (previous keys are fine), checked in full
+        like :meth:`decode`, and sealed again; the payload JSON is not re-serialised, so
+        ``content_hash`` is unchanged.
+
+        Parameters
+        ----------
+        data:
+            The whole record.
+
+        Returns
+        -------
+        bytes
+            The new record.
+
+        Raises
+        ------
+        SnapshotCorrupted, UnsupportedFormat, WrongKeyError, TamperedSnapshot, ConfigError
+            As :meth:`decode`.
+        """
+        header, raw, digest = self._open(data)
+        _load_payload(raw)
+        return self._seal(bytes(raw), digest, replace(header.meta, size=0))
+
+    def _open(self, data: bytes) -> tuple[_Header, bytes | memoryview, bytes]:
+        """Check and unwrap a record; return its header, payload JSON and the payload's SHA-256."""
+        if len(data) > self.max_record_bytes:
+            raise SnapshotTooLarge(
+                f"record is {len(data)} bytes, over the max_record_bytes cap of {self.max_record_bytes}"
+            )
+        view = memoryview(data)
+        header = _parse_header(view)
+        if header.record_bytes > self.max_record_bytes:
+            raise SnapshotTooLarge(f"record declares {header.record_bytes} bytes, over the cap")
+        if header.payload_bytes > self.max_payload_bytes:
+            raise SnapshotTooLarge(
+                f"payload declares {header.payload_bytes} bytes, over the max_payload_bytes cap "
+                f"of {self.max_payload_bytes}"
+            )
+        if len(data) < header.record_bytes:
+            raise TruncatedSnapshot(f"record is {len(data)} bytes long; its header says {header.record_bytes}")
+        if len(data) > header.record_bytes:
+            raise SnapshotCorrupted(f"{len(data) - header.record_bytes} unexpected bytes after the record")
+        ok, body_digest = _trailer_ok(view, header)
+        if not ok:
+            raise ChecksumMismatch("record checksum does not match")
+        body: bytes | memoryview = view[header.header_bytes : header.header_bytes + header.body_bytes]
+        if header.key_id is not None:
+            body = self._decrypt(header, body, view[: header.header_bytes])
+        if header.flags & FLAG_ZSTD:
+            raw = self._decompress(body, header.payload_bytes)
+        elif len(body) != header.payload_bytes:
+            raise SnapshotCorrupted(f"payload is {len(body)} bytes; its header says {header.payload_bytes}")
+        else:
+            raw = body
+        digest = body_digest if header.flags == 0 else hashlib.sha256(raw).digest()
+        if digest.hex() != header.meta.content_hash:
+            raise ChecksumMismatch("payload does not match the content hash in its meta")
+        return header, raw, digest
+
+    def _decrypt(self, header: _Header, body: memoryview, aad: memoryview) -> bytes:
+        assert header.key_id is not None
+        if self.keyring is None:
+            raise WrongKeyError(f"record is encrypted with key {header.key_id} and no keyring is configured")
+        cipher = self.keyring.cipher(header.key_id)
+        if cipher is None:
+            raise WrongKeyError(
+                f"record is encrypted with key {header.key_id}, which is not in the keyring "
+                f"(keys: {', '.join(self.keyring.key_ids) or 'none'})"
+            )
+        invalid_tag = importlib.import_module("cryptography.exceptions").InvalidTag
+        try:
+            return bytes(cipher.decrypt(header.nonce, body, aad))
+        except invalid_tag:
+            raise TamperedSnapshot(
+                f"record encrypted with key {header.key_id} fails authentication: modified after it was written"
+            ) from None
+
+    def _decompress(self, body: bytes | memoryview, expected: int) -> bytes:
+        """Decompress one zstd frame to exactly ``expected`` bytes, never producing more than that + 1."""
+        zstd = _zstd()
+        try:
+            params = zstd.get_frame_parameters(body)
+        except zstd.ZstdError as exc:
+            raise SnapshotCorrupted(f"compressed payload is not a zstd frame ({exc})") from None
+        declared = params.content_size
+        if declared != zstd.CONTENTSIZE_UNKNOWN and declared != expected:
+            error = SnapshotTooLarge if declared > expected else SnapshotCorrupted
+            raise error(f"compressed payload declares {declared} bytes; its header says {expected}")
+        window_limit = max(expected, _MIN_WINDOW_LIMIT)
+        if params.window_size > window_limit:
+            raise SnapshotTooLarge(f"compressed payload needs a {params.window_size}-byte window")
+        dctx = zstd.ZstdDecompressor(max_window_size=1 << (window_limit - 1).bit_length())
+        chunks: list[bytes] = []
+        remaining = expected + 1
+        try:
+            with dctx.stream_reader(body, closefd=False) as reader:
+                while remaining > 0:
+                    chunk = reader.read(remaining)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    remaining -= len(chunk)
+        except zstd.ZstdError as exc:
+            raise SnapshotCorrupted(f"compressed payload cannot be decompressed ({exc})") from None
+        if remaining == 0:
+            raise SnapshotTooLarge(f"compressed payload decompresses to more than the {expected} bytes declared")
+        if remaining > 1:
+            raise SnapshotCorrupted(f"compressed payload ends {remaining - 1} bytes early")
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk: no copy
+
+
+def _load_payload(raw: bytes | memoryview) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidSnapshot("", f"payload is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise InvalidSnapshot("", f"payload is not a JSON object (got {type(payload).__name__})")
+    return payload

@@ -1,0 +1,403 @@
+"""SessionManager: the public Python API over capture → codec → store (and back).
+
+Constructing a manager does no I/O; the store is opened lazily on first use. Every method that
+touches the store is a coroutine; encoding and decoding of large states run in a worker thread so
+the event loop is never blocked for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .capture import PositionSample, capture_state
+from .codec import Codec, Keyring
+from .config import Settings
+from .errors import (
+    ConfigError,
+    DuplicateSnapshot,
+    ForeignGuildError,
+    InvalidSnapshot,
+    SnapshotNotFound,
+    SonoraError,
+)
+from .meta import SnapshotKind, SnapshotMeta, new_snapshot_id, validate_label, validate_snapshot_id
+from .model import SessionState
+from .store.base import SnapshotStore
+
+if TYPE_CHECKING:
+    import wavelink
+
+__all__ = ("SessionManager", "StoreAnalysis", "ValidationResult", "build_codec", "build_store")
+
+_log = logging.getLogger(__name__)
+
+#: States with more tracks than this are encoded / decoded in a worker thread.
+_THREAD_THRESHOLD_TRACKS = 200
+_LIVE_ID = "live"
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """The outcome of checking one stored record: ``ok``, or the error that reading it raised."""
+
+    guild_id: int
+    snapshot_id: str | None
+    ok: bool
+    error: str | None = None
+    error_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAnalysis:
+    """What :meth:`SessionManager.analyze` reports."""
+
+    total_snapshots: int
+    live_records: int
+    per_guild: Mapping[int, int]
+    total_bytes: int
+    average_size: float
+    oldest: float | None
+    newest: float | None
+    by_kind: Mapping[str, int]
+
+
+def build_codec(settings: Settings) -> Codec:
+    """The codec the settings describe (compression, encryption keys)."""
+    keys = settings.encryption_key
+    keyring = None
+    if keys is not None or settings.old_encryption_keys:
+        try:
+            keyring = Keyring.from_text(
+                keys.reveal() if keys is not None else None,
+                [k.reveal() for k in settings.old_encryption_keys],
+            )
+        except ValueError as exc:
+            raise ConfigError(f"encryption: {exc}") from None
+    return Codec(
+        compression=settings.storage.compression,  # type: ignore[arg-type]
+        compression_level=settings.storage.compression_level,
+        keyring=keyring,
+        encrypt=settings.encryption.enabled,
+        max_record_bytes=settings.storage.max_record_bytes,
+        max_payload_bytes=settings.storage.max_payload_bytes,
+    )
+
+
+def build_store(settings: Settings) -> SnapshotStore:
+    """The store the settings describe."""
+    if settings.storage.backend == "filesystem":
+        from .store.filesystem import FilesystemStore
+
+        return FilesystemStore(settings.storage.path)
+    if settings.storage.backend == "redis":
+        try:
+            from .store.redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise ConfigError(f"storage.backend: the redis backend is not available ({exc})") from None
+        return RedisStore.from_settings(settings)  # type: ignore[no-any-return,unused-ignore]
+    raise ConfigError(f"storage.backend: unknown backend {settings.storage.backend!r}")
+
+
+class SessionManager:
+    """Create, save, load, list, validate and delete guild snapshots and live records.
+
+    Parameters
+    ----------
+    settings:
+        Loaded settings (defaults when omitted).
+    store, codec:
+        Override the store or codec the settings describe (tests, custom backends).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: SnapshotStore | None = None,
+        codec: Codec | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._store = store
+        self.codec = codec or build_codec(self.settings)
+        self.limits = self.settings.limits.to_limits()
+
+    # -- configuration ------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> SnapshotStore:
+        """The backing store (created from the settings on first use)."""
+        if self._store is None:
+            self._store = build_store(self.settings)
+        return self._store
+
+    @property
+    def auto_snapshot_interval(self) -> float:
+        """Seconds between automatic snapshots."""
+        return self.settings.snapshots.auto_interval
+
+    @property
+    def max_snapshots_per_guild(self) -> int:
+        """Snapshots kept per guild by retention."""
+        return self.settings.snapshots.max_snapshots_per_guild
+
+    # -- encoding -----------------------------------------------------------------------------------
+
+    def _meta_for(self, state: SessionState, snapshot_id: str) -> SnapshotMeta:
+        current = state.queue.current
+        return SnapshotMeta(
+            id=snapshot_id,
+            guild_id=state.guild_id,
+            created_at=state.created_at,
+            kind=state.kind,
+            label=state.label,
+            track_count=state.track_count,
+            current_title=None if current is None else current.title,
+            content_hash="",
+        )
+
+    async def _encode(self, state: SessionState, snapshot_id: str) -> tuple[bytes, SnapshotMeta]:
+        meta = self._meta_for(state, snapshot_id)
+        if state.track_count + len(state.queue.history) > _THREAD_THRESHOLD_TRACKS:
+            record = await asyncio.to_thread(self.codec.encode, state.to_json(), meta)
+        else:
+            record = self.codec.encode(state.to_json(), meta)
+        return record.data, record.meta
+
+    def decode(self, data: bytes) -> tuple[SnapshotMeta, SessionState]:
+        """Decode one record's bytes (any codec error or :class:`InvalidSnapshot` propagates)."""
+        record = self.codec.decode(data)
+        return record.meta, SessionState.from_json(record.payload, self.limits)
+
+    async def _decode(self, data: bytes) -> tuple[SnapshotMeta, SessionState]:
+        if len(data) > 256 * 1024:
+            return await asyncio.to_thread(self.decode, data)
+        return self.decode(data)
+
+    # -- snapshots ----------------------------------------------------------------------------------
+
+    def create_snapshot(
+        self,
+        player: wavelink.Player,
+        *,
+        kind: SnapshotKind = SnapshotKind.manual,
+        label: str | None = None,
+        extras: Mapping[str, Any] | None = None,
+        position_sample: PositionSample | None = None,
+    ) -> SessionState:
+        """Capture ``player`` now (pure, no I/O). Save it with :meth:`save_snapshot`."""
+        return capture_state(
+            player,
+            kind=kind,
+            label=validate_label(label),
+            limits=self.limits,
+            extras=extras,
+            position_sample=position_sample,
+        )
+
+    async def save_snapshot(self, snapshot: SessionState, label: str | None = None) -> SnapshotMeta:
+        """Store ``snapshot`` as a new immutable snapshot and return its metadata (with its id).
+
+        A ``live`` state is saved as a ``manual`` snapshot. ``label`` overrides the state's label.
+        """
+        kind = SnapshotKind.manual if snapshot.kind is SnapshotKind.live else snapshot.kind
+        chosen = validate_label(label) if label is not None else validate_label(snapshot.label)
+        state = replace(snapshot, kind=kind, label=chosen)
+        data, meta = await self._encode(state, new_snapshot_id(state.created_at))
+        await self.store.save(meta, data)
+        _log.info("saved %s snapshot %s for guild %s", kind.value, meta.id, meta.guild_id)
+        return meta.with_size(len(data))
+
+    async def load_snapshot(self, snapshot_id: str, guild_id: int) -> SessionState:
+        """Load one of ``guild_id``'s snapshots.
+
+        Raises
+        ------
+        SnapshotNotFound, InvalidIdentifier
+            No such snapshot in that guild, or a malformed id.
+        ForeignGuildError
+            The record inside claims another guild (it was copied into the wrong folder).
+        SnapshotCorrupted, DecryptionError, SchemaVersionError
+            The record cannot be read; see the exception for why.
+        """
+        validate_snapshot_id(snapshot_id)
+        data = await self.store.load(guild_id, snapshot_id)
+        meta, state = await self._decode(data)
+        if state.guild_id != guild_id or meta.guild_id != guild_id:
+            raise ForeignGuildError(
+                f"snapshot {snapshot_id} is stored under guild {guild_id} but belongs to guild {state.guild_id}"
+            )
+        if meta.id != snapshot_id:
+            raise ForeignGuildError(f"snapshot file {snapshot_id} holds snapshot {meta.id}")
+        return state
+
+    async def list_snapshots(self, guild_id: int | None = None) -> list[SnapshotMeta]:
+        """Snapshots newest first (one guild's, or every guild's), read from headers only."""
+        return await self.store.list(guild_id)
+
+    async def delete_snapshot(self, snapshot_id: str, guild_id: int) -> None:
+        """Delete one of ``guild_id``'s snapshots; :class:`SnapshotNotFound` if it does not exist."""
+        validate_snapshot_id(snapshot_id)
+        if not await self.store.delete(guild_id, snapshot_id):
+            raise SnapshotNotFound(f"no snapshot {snapshot_id} in guild {guild_id}")
+        _log.info("deleted snapshot %s of guild %s", snapshot_id, guild_id)
+
+    async def validate_snapshot(self, snapshot_id: str, guild_id: int) -> ValidationResult:
+        """Fully decode and check one snapshot without changing anything."""
+        try:
+            await self.load_snapshot(snapshot_id, guild_id)
+        except SonoraError as exc:
+            return ValidationResult(guild_id, snapshot_id, False, str(exc), type(exc).__name__)
+        return ValidationResult(guild_id, snapshot_id, True)
+
+    async def cleanup_old_snapshots(self, max_age_days: float | None = None) -> int:
+        """Delete snapshots older than ``max_age_days`` (the configured age when omitted)."""
+        days = self.settings.snapshots.max_age_days if max_age_days is None else max_age_days
+        removed = await self.store.prune(max_per_guild=None, max_age_days=days)
+        return len(removed)
+
+    async def apply_retention(self, now: float | None = None) -> list[SnapshotMeta]:
+        """Apply both retention rules (count per guild, age) and return what was deleted."""
+        return await self.store.prune(
+            max_per_guild=self.settings.snapshots.max_snapshots_per_guild,
+            max_age_days=self.settings.snapshots.max_age_days,
+            now=now,
+        )
+
+    async def analyze(self) -> StoreAnalysis:
+        """Totals over the whole store: snapshots per guild and kind, sizes, oldest and newest."""
+        metas = await self.store.list(None)
+        live = await self.store.live_guilds()
+        total_bytes = sum(m.size for m in metas)
+        return StoreAnalysis(
+            total_snapshots=len(metas),
+            live_records=len(live),
+            per_guild=dict(Counter(m.guild_id for m in metas)),
+            total_bytes=total_bytes,
+            average_size=total_bytes / len(metas) if metas else 0.0,
+            oldest=min((m.created_at for m in metas), default=None),
+            newest=max((m.created_at for m in metas), default=None),
+            by_kind=dict(Counter(m.kind.value for m in metas)),
+        )
+
+    # -- import / export ------------------------------------------------------------------------------
+
+    @staticmethod
+    def export_json(state: SessionState) -> bytes:
+        """The plain schema-v1 JSON of a state (indented, for people and other tools)."""
+        return orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2)
+
+    def parse_export(self, data: bytes, *, max_bytes: int | None = None) -> SessionState:
+        """Parse and strictly validate exported JSON (a file from :meth:`export_json`).
+
+        Raises
+        ------
+        SnapshotTooLarge, InvalidSnapshot, SchemaVersionError
+        """
+        from .errors import SnapshotTooLarge
+
+        cap = self.settings.storage.max_payload_bytes if max_bytes is None else max_bytes
+        if len(data) > cap:
+            raise SnapshotTooLarge(f"{len(data)} bytes exceeds the import cap of {cap} bytes")
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidSnapshot("", f"not valid JSON ({exc})") from None
+        return SessionState.from_json(obj, self.limits)
+
+    async def import_snapshot(self, state: SessionState, *, guild_id: int | None = None) -> SnapshotMeta:
+        """Store an exported state as an ``import`` snapshot of its guild.
+
+        Raises
+        ------
+        ForeignGuildError
+            ``guild_id`` is given and the state belongs to another guild.
+        DuplicateSnapshot
+            The same content was already imported into (or saved in) that guild.
+        """
+        if guild_id is not None and state.guild_id != guild_id:
+            raise ForeignGuildError(f"this snapshot belongs to guild {state.guild_id}, not to guild {guild_id}")
+        state = replace(state, kind=SnapshotKind.imported)
+        data, meta = await self._encode(state, new_snapshot_id(time.time()))
+        for existing in await self.store.list(state.guild_id):
+            if existing.content_hash == meta.content_hash:
+                raise DuplicateSnapshot(f"this content is already stored as snapshot {existing.id}")
+        await self.store.save(meta, data)
+        return meta.with_size(len(data))
+
+    # -- live records -------------------------------------------------------------------------------
+
+    async def write_live(self, state: SessionState) -> SnapshotMeta:
+        """Overwrite the guild's live (crash-recovery) record with ``state``."""
+        data, meta = await self._encode(replace(state, kind=SnapshotKind.live), _LIVE_ID)
+        await self.store.put_live(state.guild_id, data)
+        return meta.with_size(len(data))
+
+    async def read_live(self, guild_id: int) -> SessionState | None:
+        """The guild's live record, or ``None``.
+
+        A record that cannot be read is quarantined (moved aside, never deleted) and the error is
+        raised, so one bad guild never stops the others.
+        """
+        data = await self.store.get_live(guild_id)
+        if data is None:
+            return None
+        try:
+            _meta, state = await self._decode(data)
+            if state.guild_id != guild_id:
+                raise ForeignGuildError(f"live record of guild {guild_id} belongs to guild {state.guild_id}")
+        except SonoraError as exc:
+            where = await self.store.quarantine_live(guild_id, type(exc).__name__)
+            _log.error("live record of guild %s is unreadable (%s); moved aside to %s", guild_id, exc, where)
+            raise
+        return state
+
+    async def end_live(self, guild_id: int) -> bool:
+        """Delete the guild's live record: the session ended on purpose and must not come back."""
+        return await self.store.delete_live(guild_id)
+
+    async def live_guilds(self) -> list[int]:
+        """Guilds that have a live record."""
+        return await self.store.live_guilds()
+
+    # -- whole-store checks -------------------------------------------------------------------------
+
+    async def validate_all(self) -> list[ValidationResult]:
+        """Decode every record in the store (live and snapshots) and report each one's outcome."""
+        results: list[ValidationResult] = []
+        async for ref in self.store.scan():
+            try:
+                data = (
+                    await self.store.get_live(ref.guild_id)
+                    if ref.snapshot_id is None
+                    else await self.store.load(ref.guild_id, ref.snapshot_id)
+                )
+                if data is None:
+                    raise SnapshotNotFound("record vanished while validating")
+                meta, state = await self._decode(data)
+                if state.guild_id != ref.guild_id or meta.guild_id != ref.guild_id:
+                    raise ForeignGuildError(
+                        f"stored under guild {ref.guild_id} but belongs to guild {state.guild_id}"
+                    )
+                if ref.snapshot_id is not None and meta.id != ref.snapshot_id:
+                    raise ForeignGuildError(f"file {ref.snapshot_id} holds snapshot {meta.id}")
+            except SonoraError as exc:
+                results.append(ValidationResult(ref.guild_id, ref.snapshot_id, False, str(exc), type(exc).__name__))
+            else:
+                results.append(ValidationResult(ref.guild_id, ref.snapshot_id, True))
+        return results
+
+    async def close(self) -> None:
+        """Close the store."""
+        if self._store is not None:
+            await self._store.close()
+
