@@ -1,0 +1,628 @@
+"""FakeLavalink against a raw aiohttp client, then against the real wavelink."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+import wavelink
+
+from sonora_cog.testing.fake_lavalink import FakeLavalink
+from sonora_cog.testing.trackcodec import decode_track
+
+PASSWORD = "youshallnotpass"
+USER_ID = "170939974227541168"
+GUILD = 817327181659111454
+VOICE = {"token": "tok", "endpoint": "eu.discord.media", "sessionId": "voice-session", "channelId": "42"}
+PLAYER_ROUTE = "PATCH /v4/sessions/{sessionId}/players/{guildId}"
+
+
+class Client:
+    """A raw Lavalink v4 client: one aiohttp session, at most one WebSocket, every message kept."""
+
+    def __init__(self, lavalink: FakeLavalink, http: aiohttp.ClientSession) -> None:
+        self.lavalink = lavalink
+        self.http = http
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.messages: list[dict[str, Any]] = []
+        self.session_id = ""
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self, *, session_id: str | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        sent = {"Authorization": PASSWORD, "User-Id": USER_ID, "Client-Name": "raw-test/1.0"}
+        if session_id:
+            sent["Session-Id"] = session_id
+        self.ws = await self.http.ws_connect(f"{self.lavalink.uri}/v4/websocket", headers={**sent, **(headers or {})})
+        self.messages = []
+        self._reader = asyncio.create_task(self._read(self.ws))
+        ready = await self.expect(lambda m: m["op"] == "ready")
+        self.session_id = ready["sessionId"]
+        return ready
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type is aiohttp.WSMsgType.TEXT:
+                self.messages.append(message.json())
+
+    async def expect(
+        self, predicate: Callable[[dict[str, Any]], bool], *, after: int = 0, within: float = 3.0
+    ) -> dict[str, Any]:
+        async def find() -> dict[str, Any] | None:
+            return next((m for m in self.messages[after:] if predicate(m)), None)
+
+        return await self.lavalink.wait_for(find, within)
+
+    def mark(self) -> int:
+        return len(self.messages)
+
+    def event(self, event_type: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda m: m["op"] == "event" and m["type"] == event_type
+
+    async def request(
+        self, method: str, path: str, *, json: Any = None, auth: str | None = PASSWORD, **params: str
+    ) -> tuple[int, Any]:
+        headers = {} if auth is None else {"Authorization": auth}
+        async with self.http.request(
+            method, f"{self.lavalink.uri}{path}", json=json, params=params, headers=headers
+        ) as resp:
+            if resp.content_type == "application/json":
+                return resp.status, await resp.json()
+            return resp.status, await resp.text()
+
+    async def patch_player(self, body: dict[str, Any], guild: int = GUILD, **params: str) -> dict[str, Any]:
+        status, data = await self.request(
+            "PATCH", f"/v4/sessions/{self.session_id}/players/{guild}", json=body, **params
+        )
+        assert status == 200, data
+        return data
+
+    async def get_player(self, guild: int = GUILD) -> dict[str, Any]:
+        status, data = await self.request("GET", f"/v4/sessions/{self.session_id}/players/{guild}")
+        assert status == 200, data
+        return data
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            await self._reader
+
+
+@pytest.fixture
+async def lavalink() -> AsyncIterator[FakeLavalink]:
+    async with FakeLavalink(player_update_interval=0.05) as server:
+        server.seed_demo_catalogue()
+        yield server
+
+
+@pytest.fixture
+async def client(lavalink: FakeLavalink) -> AsyncIterator[Client]:
+    async with aiohttp.ClientSession() as http:
+        raw = Client(lavalink, http)
+        yield raw
+        await raw.close()
+
+
+async def play(client: Client, lavalink: FakeLavalink, length_ms: int = 600_000, **body: Any) -> dict[str, Any]:
+    track = lavalink.add_track("Test Song", "Tester", length_ms, identifier=f"t{length_ms}")
+    await client.patch_player({"voice": VOICE, "track": {"encoded": track["encoded"]}, **body})
+    return track
+
+
+# -- handshake and session ------------------------------------------------------------------------------
+
+
+async def test_websocket_refuses_a_wrong_password_and_a_missing_user_id(client: Client) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as wrong:
+        await client.connect(headers={"Authorization": "nope"})
+    assert wrong.value.status == 401
+    with pytest.raises(aiohttp.WSServerHandshakeError) as no_user:
+        await client.connect(headers={"User-Id": ""})
+    assert no_user.value.status == 400
+
+
+async def test_rest_refuses_missing_and_wrong_authorization(client: Client) -> None:
+    assert (await client.request("GET", "/v4/info", auth=None))[0] == 401
+    assert (await client.request("GET", "/v4/info", auth="nope"))[0] == 403
+    assert (await client.request("GET", "/v4/info"))[0] == 200
+
+
+async def test_ready_gives_a_session_id_then_stats(client: Client, lavalink: FakeLavalink) -> None:
+    ready = await client.connect()
+    assert ready == {"op": "ready", "resumed": False, "sessionId": client.session_id}
+    assert re.fullmatch(r"[a-z0-9]{16}", client.session_id)
+    assert client.ws is not None and client.ws._response.headers["Session-Resumed"] == "false"
+    stats = await client.expect(lambda m: m["op"] == "stats")
+    assert set(stats) == {"op", "players", "playingPlayers", "uptime", "memory", "cpu", "frameStats"}
+    assert stats["frameStats"] is None  # no players yet
+    assert [s.session_id for s in lavalink.sessions] == [client.session_id]
+    assert lavalink.sessions[0].client_name == "raw-test/1.0"
+    assert lavalink.connected_clients == 1
+
+
+async def test_info_version_and_stats(client: Client, lavalink: FakeLavalink) -> None:
+    status, info = await client.request("GET", "/v4/info")
+    assert status == 200
+    assert info["version"]["major"] == 4 and "youtube" in info["sourceManagers"] and "timescale" in info["filters"]
+    status, version = await client.request("GET", "/version")
+    assert (status, version) == (200, info["version"]["semver"])
+    await client.connect()
+    await play(client, lavalink)
+    status, stats = await client.request("GET", "/v4/stats")
+    assert (stats["players"], stats["playingPlayers"], stats["frameStats"]) == (1, 1, None)
+
+
+# -- track loading and decoding -------------------------------------------------------------------------
+
+
+async def test_loadtracks_result_kinds(client: Client, lavalink: FakeLavalink) -> None:
+    track = lavalink.add_track("Paper Planes", "M.I.A.", 204_000, identifier="ewRjZoRtu0Y")
+    sc = lavalink.add_track("Paper Trail", "Someone", 100_000, source="soundcloud")
+    lavalink.add_playlist("Mix", ["ewRjZoRtu0Y", sc], "https://www.youtube.com/playlist?list=PLmix", 1)
+    lavalink.fail_load("https://www.youtube.com/watch?v=private", "This video is private.")
+
+    async def load(identifier: str) -> dict[str, Any]:
+        status, data = await client.request("GET", "/v4/loadtracks", identifier=identifier)
+        assert status == 200
+        return data
+
+    assert await load("ewRjZoRtu0Y") == {"loadType": "track", "data": track}
+    assert await load(track["info"]["uri"]) == {"loadType": "track", "data": track}
+    search = await load("ytsearch:paper m.i.a")
+    assert search["loadType"] == "search" and search["data"] == [track]  # case-insensitive, author too
+    assert [t["info"]["title"] for t in (await load("scsearch:PAPER"))["data"]] == ["Paper Trail"]
+    playlist = await load("https://www.youtube.com/playlist?list=PLmix")
+    assert playlist["loadType"] == "playlist"
+    assert playlist["data"]["info"] == {"name": "Mix", "selectedTrack": 1}
+    assert [t["info"]["identifier"] for t in playlist["data"]["tracks"]] == ["ewRjZoRtu0Y", sc["info"]["identifier"]]
+    assert await load("ytsearch:zzzz no such song") == {"loadType": "empty", "data": {}}
+    assert await load("nothing-here") == {"loadType": "empty", "data": {}}
+    error = await load("https://www.youtube.com/watch?v=private")
+    assert error["loadType"] == "error"
+    assert error["data"]["message"] == "This video is private." and error["data"]["severity"] == "common"
+    assert set(error["data"]) == {"message", "severity", "cause"}
+    assert decode_track(track["encoded"]) == track["info"]
+
+
+async def test_decode_endpoints(client: Client, lavalink: FakeLavalink) -> None:
+    track = lavalink.add_track("Song", "Band", 1000, identifier="abc")
+    status, decoded = await client.request("GET", "/v4/decodetrack", encodedTrack=track["encoded"])
+    assert (status, decoded) == (200, track)
+    status, decoded = await client.request("POST", "/v4/decodetracks", json=[track["encoded"], track["encoded"]])
+    assert (status, decoded) == (200, [track, track])
+    status, error = await client.request("POST", "/v4/decodetracks", json=[])
+    assert (status, error["message"]) == (400, "No tracks to decode provided")
+    status, error = await client.request("GET", "/v4/decodetrack")
+    assert (status, error["message"]) == (400, "No track to decode provided")
+    status, error = await client.request("GET", "/v4/decodetrack", encodedTrack="garbage!")
+    assert status == 500 and error["path"] == "/v4/decodetrack"
+
+
+# -- playback -------------------------------------------------------------------------------------------
+
+
+async def test_patch_player_starts_a_track_and_player_updates_advance(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    mark = client.mark()
+    track = await play(client, lavalink)
+    start = await client.expect(client.event("TrackStartEvent"), after=mark)
+    assert start["guildId"] == str(GUILD) and start["track"]["info"]["identifier"] == track["info"]["identifier"]
+    assert set(start["track"]) == {"encoded", "info", "pluginInfo", "userData"}
+    first = await client.expect(lambda m: m["op"] == "playerUpdate", after=mark)
+    later = await client.expect(
+        lambda m: m["op"] == "playerUpdate" and m["state"]["position"] >= first["state"]["position"] + 40, after=mark
+    )
+    assert set(later["state"]) == {"time", "position", "connected", "ping"}
+    assert later["state"]["connected"] is True and later["state"]["time"] > first["state"]["time"]
+    player = await client.get_player()
+    assert set(player) == {"guildId", "track", "volume", "paused", "state", "voice", "filters"}
+    assert player["guildId"] == str(GUILD) and player["volume"] == 100 and player["paused"] is False
+    assert player["voice"] == VOICE
+    # Lavalink re-encodes the playing track with its current position.
+    assert decode_track(player["track"]["encoded"])["position"] == player["track"]["info"]["position"] > 0
+    assert lavalink.request_counts[PLAYER_ROUTE] == 1
+
+
+async def test_without_voice_the_position_does_not_move(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    track = lavalink.add_track("Song", "Band", 600_000)
+    player = await client.patch_player({"track": {"encoded": track["encoded"]}})
+    assert player["state"]["connected"] is False and player["state"]["ping"] == -1
+    await asyncio.sleep(0.1)
+    assert (await client.get_player())["state"]["position"] == 0
+
+
+async def test_pause_freezes_and_resume_continues(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await play(client, lavalink)
+    await asyncio.sleep(0.05)
+    frozen = (await client.patch_player({"paused": True}))["state"]["position"]
+    await asyncio.sleep(0.1)
+    assert (await client.get_player())["state"]["position"] == frozen
+    assert lavalink.player(GUILD).paused is True
+    await client.patch_player({"paused": False})
+    await lavalink.wait_for(lambda: lavalink.player(GUILD).position > frozen + 30)
+
+
+async def test_seek_moves_the_position_and_sends_an_update(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await play(client, lavalink)
+    sent_before = len(lavalink.messages)
+    player = await client.patch_player({"position": 100_000})
+    assert 100_000 <= player["state"]["position"] < 100_500
+    # Lavalink sends a playerUpdate as part of the seek, not at the next interval.
+    immediate = [payload for _sid, payload in lavalink.messages[sent_before:] if payload["op"] == "playerUpdate"]
+    assert immediate and immediate[0]["state"]["position"] >= 100_000
+    await client.expect(lambda m: m["op"] == "playerUpdate" and m["state"]["position"] >= 100_000)
+
+
+async def test_end_time_finishes_the_track(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    mark = client.mark()
+    track = await play(client, lavalink, position=1000, endTime=1150)
+    end = await client.expect(client.event("TrackEndEvent"), after=mark)
+    assert end["reason"] == "finished" and end["track"]["info"]["identifier"] == track["info"]["identifier"]
+    assert end["track"]["info"]["position"] == 1150
+    assert (await client.get_player())["track"] is None
+
+
+async def test_track_length_finishes_the_track(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    mark = client.mark()
+    await play(client, lavalink, length_ms=150)
+    end = await client.expect(client.event("TrackEndEvent"), after=mark)
+    assert end["reason"] == "finished"
+    assert lavalink.player(GUILD).track is None
+
+
+async def test_a_stream_never_ends_and_ignores_seeks(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    stream = lavalink.add_track("Radio", "DJ", 2**63 - 1, is_stream=True)
+    await client.patch_player({"voice": VOICE, "track": {"encoded": stream["encoded"]}, "endTime": None})
+    await client.patch_player({"position": 5_000_000})
+    await asyncio.sleep(0.2)
+    state = lavalink.player(GUILD)
+    assert state.track is not None and state.track["info"]["isStream"] is True
+    assert 100 <= state.position < 5_000_000
+    assert not client.lavalink.events("TrackEndEvent")
+
+
+async def test_replace_sends_replaced_then_start_and_no_replace_keeps_the_track(
+    client: Client, lavalink: FakeLavalink
+) -> None:
+    await client.connect()
+    first = await play(client, lavalink)
+    second = lavalink.add_track("Other", "Band", 300_000)
+    mark = client.mark()
+    await client.patch_player({"track": {"encoded": second["encoded"]}}, noReplace="true")
+    assert lavalink.player(GUILD).track["info"]["title"] == first["info"]["title"]
+    await client.patch_player({"track": {"encoded": second["encoded"]}}, noReplace="False")
+    end = await client.expect(client.event("TrackEndEvent"), after=mark)
+    start = await client.expect(lambda m: client.event("TrackStartEvent")(m) and m["track"]["info"]["title"] == "Other")
+    assert (end["reason"], end["track"]["info"]["title"]) == ("replaced", first["info"]["title"])
+    assert client.messages.index(end) < client.messages.index(start)
+    assert start["track"]["info"]["title"] == "Other"
+
+
+async def test_stop_and_destroy_send_stopped(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await play(client, lavalink)
+    mark = client.mark()
+    player = await client.patch_player({"track": {"encoded": None}})
+    assert player["track"] is None
+    assert (await client.expect(client.event("TrackEndEvent"), after=mark))["reason"] == "stopped"
+    await play(client, lavalink)
+    mark = client.mark()
+    status, _ = await client.request("DELETE", f"/v4/sessions/{client.session_id}/players/{GUILD}")
+    assert status == 204
+    assert (await client.expect(client.event("TrackEndEvent"), after=mark))["reason"] == "stopped"
+    status, error = await client.request("GET", f"/v4/sessions/{client.session_id}/players/{GUILD}")
+    assert (status, error["message"]) == (404, "Player not found")
+
+
+async def test_timescale_scales_track_time(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await play(client, lavalink, filters={"timescale": {"speed": 2.0, "pitch": 1.0, "rate": 1.5}})
+    assert lavalink.player(GUILD).filters == {"timescale": {"speed": 2.0, "pitch": 1.0, "rate": 1.5}}
+    await client.patch_player({"paused": True})
+    before = lavalink.player(GUILD).position
+    outer_start = time.monotonic()
+    await client.patch_player({"paused": False})
+    inner_start = time.monotonic()
+    await asyncio.sleep(0.2)
+    inner = time.monotonic() - inner_start
+    await client.patch_player({"paused": True})
+    outer = time.monotonic() - outer_start
+    advanced = lavalink.player(GUILD).position - before
+    # Track time ran at speed * rate = 3x real time while unpaused.
+    assert 3 * inner * 1000 - 5 <= advanced <= 3 * outer * 1000 + 5
+
+
+async def test_user_data_travels_with_the_track(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    track = lavalink.add_track("Song", "Band", 600_000)
+    mark = client.mark()
+    await client.patch_player({"voice": VOICE, "track": {"encoded": track["encoded"], "userData": {"req": "1"}}})
+    assert (await client.expect(client.event("TrackStartEvent"), after=mark))["track"]["userData"] == {"req": "1"}
+    player = await client.patch_player({"track": {"userData": {"req": "2"}}})
+    assert player["track"]["userData"] == {"req": "2"}
+
+
+async def test_play_by_identifier(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    track = lavalink.add_track("Song", "Band", 600_000, identifier="byid")
+    player = await client.patch_player({"track": {"identifier": "byid"}})
+    assert player["track"]["info"]["identifier"] == track["info"]["identifier"]
+    status, error = await client.request(
+        "PATCH", f"/v4/sessions/{client.session_id}/players/{GUILD}", json={"track": {"identifier": "ytsearch:song"}}
+    )
+    assert (status, error["message"]) == (400, "Cannot play a playlist or search result")
+
+
+# -- resuming, restarts, blips -------------------------------------------------------------------------
+
+
+async def test_resume_within_timeout_keeps_players_and_replays_events(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    status, body = await client.request(
+        "PATCH", f"/v4/sessions/{client.session_id}", json={"resuming": True, "timeout": 5}
+    )
+    assert (status, body) == (200, {"resuming": True, "timeout": 5})
+    await play(client, lavalink, length_ms=100)
+    old = client.session_id
+    await client.close()
+    await lavalink.wait_for(lambda: lavalink.connected_clients == 0)
+    status, error = await client.request("GET", f"/v4/sessions/{old}/players")
+    assert (status, error["message"]) == (404, "Session not found")  # a paused session is not reachable
+    await lavalink.wait_for(lambda: lavalink.events("TrackEndEvent"))  # the track ended while away
+    ready = await client.connect(session_id=old)
+    assert ready == {"op": "ready", "resumed": True, "sessionId": old}
+    assert client.ws is not None and client.ws._response.headers["Session-Resumed"] == "true"
+    end = await client.expect(client.event("TrackEndEvent"))  # replayed from the queue
+    assert end["reason"] == "finished"
+    assert [p.guild_id for p in lavalink.players(old)] == [str(GUILD)]
+
+
+async def test_resume_after_timeout_gets_a_fresh_session(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await client.request("PATCH", f"/v4/sessions/{client.session_id}", json={"resuming": True, "timeout": 0})
+    await play(client, lavalink)
+    old = client.session_id
+    await client.close()
+    await lavalink.wait_for(lambda: not lavalink.sessions)
+    ready = await client.connect(session_id=old)
+    assert ready["resumed"] is False and ready["sessionId"] != old
+    assert lavalink.players() == []
+
+
+async def test_without_resuming_a_disconnect_destroys_the_session(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await play(client, lavalink)
+    await client.close()
+    await lavalink.wait_for(lambda: not lavalink.sessions)
+    assert lavalink.player(GUILD) is None
+
+
+async def test_restart_loses_everything_on_the_same_port(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await client.request("PATCH", f"/v4/sessions/{client.session_id}", json={"resuming": True, "timeout": 60})
+    await play(client, lavalink)
+    port, old = lavalink.port, client.session_id
+    await lavalink.restart()
+    assert lavalink.port == port and lavalink.players() == [] and lavalink.sessions == []
+    assert client._reader is not None
+    await asyncio.wait_for(client._reader, 2)  # the client saw its socket die
+    ready = await client.connect(session_id=old)
+    assert ready["resumed"] is False and ready["sessionId"] != old
+
+
+async def test_drop_connections_closes_with_1001_and_keeps_resumable_sessions(
+    client: Client, lavalink: FakeLavalink
+) -> None:
+    await client.connect()
+    await client.request("PATCH", f"/v4/sessions/{client.session_id}", json={"resuming": True})
+    await play(client, lavalink)
+    old = client.session_id
+    await lavalink.drop_connections()
+    assert client.ws is not None and client._reader is not None
+    await asyncio.wait_for(client._reader, 2)
+    assert client.ws.close_code == 1001
+    assert lavalink.connected_clients == 0 and lavalink.player(GUILD) is not None
+    assert (await client.connect(session_id=old))["resumed"] is True
+    assert lavalink.player(GUILD).track is not None
+
+
+# -- voice and track trouble ----------------------------------------------------------------------------
+
+
+async def test_close_voice_sends_websocket_closed_and_disconnects(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await play(client, lavalink)
+    mark = client.mark()
+    await lavalink.close_voice(GUILD)
+    closed = await client.expect(client.event("WebSocketClosedEvent"), after=mark)
+    assert closed == {
+        "op": "event",
+        "type": "WebSocketClosedEvent",
+        "guildId": str(GUILD),
+        "code": 4006,
+        "reason": "Your session is no longer valid.",
+        "byRemote": True,
+    }
+    update = await client.expect(lambda m: m["op"] == "playerUpdate", after=client.messages.index(closed))
+    assert update["state"]["connected"] is False
+    frozen = lavalink.player(GUILD).position
+    await asyncio.sleep(0.1)
+    assert lavalink.player(GUILD).position == frozen
+    player = await client.patch_player({"voice": VOICE})  # same voice state: Lavalink reconnects
+    assert player["state"]["connected"] is True
+
+
+async def test_track_exception_and_stuck_events(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await play(client, lavalink)
+    await asyncio.sleep(0.05)
+    mark = client.mark()
+    await lavalink.send_track_stuck(GUILD, threshold_ms=2000)
+    stuck = await client.expect(client.event("TrackStuckEvent"), after=mark)
+    assert stuck["thresholdMs"] == 2000 and stuck["track"]["info"]["title"] == "Test Song"
+    await lavalink.send_track_exception(GUILD, message="boom", severity="fault", cause="java.io.IOException")
+    exc = await client.expect(client.event("TrackExceptionEvent"), after=mark)
+    assert exc["exception"]["message"] == "boom" and exc["exception"]["severity"] == "fault"
+    assert (await client.expect(client.event("TrackEndEvent"), after=mark))["reason"] == "finished"
+
+
+# -- errors and bookkeeping -----------------------------------------------------------------------------
+
+
+async def test_error_responses_have_lavalinks_shape(client: Client, lavalink: FakeLavalink) -> None:
+    status, error = await client.request("GET", "/v4/sessions/nope/players/1")
+    assert status == 404
+    assert set(error) == {"timestamp", "status", "error", "message", "path"}
+    assert (error["status"], error["error"], error["message"]) == (404, "Not Found", "Session not found")
+    assert error["path"] == "/v4/sessions/nope/players/1"
+    status, error = await client.request("GET", "/v4/sessions/nope/players/1", trace="true")
+    assert "trace" in error
+    await client.connect()
+    path = f"/v4/sessions/{client.session_id}/players"
+    cases = [
+        (f"{path}/{GUILD}", {"voice": {"token": "t", "endpoint": "", "sessionId": "s"}}, "Partial Lavalink voice"),
+        (f"{path}/{GUILD}", {"endTime": 0}, "End time must be greater than 0"),
+        (f"{path}/{GUILD}", {"track": {"encoded": "x", "identifier": "y"}}, "Cannot specify both"),
+        (f"{path}/{GUILD}", {"volume": "loud"}, "Failed to read request"),
+        (f"{path}/not-a-number", {}, "required type 'long'"),
+    ]
+    for url, body, message in cases:
+        status, error = await client.request("PATCH", url, json=body)
+        assert status == 400 and message in error["message"], (body, error)
+    status, error = await client.request("GET", "/v4/nope")
+    assert (status, error["status"]) == (404, 404)
+    status, error = await client.request("GET", "/v4/loadtracks")
+    assert status == 400
+
+
+async def test_requests_are_logged_by_normalised_route(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await play(client, lavalink)
+    await client.patch_player({"volume": 250})
+    assert lavalink.request_counts[PLAYER_ROUTE] == 2
+    assert lavalink.request_counts["GET /v4/websocket"] == 1
+    last = lavalink.requests[-1]
+    assert (last.method, last.route, last.json) == (
+        "PATCH",
+        "/v4/sessions/{sessionId}/players/{guildId}",
+        {"volume": 250},
+    )
+    assert last.path == f"/v4/sessions/{client.session_id}/players/{GUILD}"
+    assert lavalink.player(GUILD).volume == 250
+
+
+async def test_injected_request_failures(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    lavalink.fail_requests(PLAYER_ROUTE, status=503, message="busy")
+    status, error = await client.request(
+        "PATCH", f"/v4/sessions/{client.session_id}/players/{GUILD}", json={"volume": 5}
+    )
+    assert (status, error["message"], error["error"]) == (503, "busy", "Service Unavailable")
+    assert (await client.patch_player({"volume": 5}))["volume"] == 5
+
+
+async def test_abrupt_drop_cuts_tcp_without_a_close_frame(client: Client, lavalink: FakeLavalink) -> None:
+    await client.connect()
+    await client.request("PATCH", f"/v4/sessions/{client.session_id}", json={"resuming": True})
+    await lavalink.drop_connections(abrupt=True)
+    assert client.ws is not None and client._reader is not None
+    await asyncio.wait_for(client._reader, 2)
+    assert client.ws.close_code == 1006
+    assert lavalink.sessions[0].connected is False  # waiting to be resumed
+
+
+# -- the real wavelink ----------------------------------------------------------------------------------
+
+
+def _stub_client(dispatched: list[tuple[str, tuple[Any, ...]]]) -> Any:
+    """What wavelink's Node needs of a discord.Client before any player exists: ``user.id`` and ``dispatch``."""
+    return SimpleNamespace(
+        user=SimpleNamespace(id=int(USER_ID)),
+        dispatch=lambda event, *args, **kwargs: dispatched.append((event, args)),
+    )
+
+
+async def test_wavelink_35_does_not_reconnect_after_a_clean_close_frame(lavalink: FakeLavalink) -> None:
+    """Pins a wavelink 3.5 behaviour the cog must live with: a clean server close leaves the node dead."""
+    dispatched: list[tuple[str, tuple[Any, ...]]] = []
+    node = wavelink.Node(uri=lavalink.uri, password=lavalink.password, retries=1)
+    try:
+        await wavelink.Pool.connect(nodes=[node], client=_stub_client(dispatched))
+        await lavalink.wait_for(lambda: [event for event, _ in dispatched if event == "wavelink_node_ready"])
+        await lavalink.drop_connections(code=1001)
+        await asyncio.sleep(0.3)
+        assert lavalink.connected_clients == 0
+        assert node.status is wavelink.NodeStatus.CONNECTED  # wavelink did not notice
+        assert [event for event, _ in dispatched].count("wavelink_node_ready") == 1
+    finally:
+        await node.close(eject=True)
+        await node._session.close()
+
+
+async def test_real_wavelink_connects_loads_resumes_and_reconnects(lavalink: FakeLavalink) -> None:
+    dispatched: list[tuple[str, tuple[Any, ...]]] = []
+    client = _stub_client(dispatched)
+
+    def readies() -> list[Any]:
+        return [args[0] for event, args in dispatched if event == "wavelink_node_ready"]
+
+    node = wavelink.Node(uri=lavalink.uri, password=lavalink.password, resume_timeout=30, retries=5)
+    try:
+        await wavelink.Pool.connect(nodes=[node], client=client)
+        await lavalink.wait_for(readies)
+        assert readies()[0].resumed is False and node.session_id == lavalink.sessions[0].session_id
+        await lavalink.wait_for(lambda: lavalink.sessions[0].resuming)
+        assert lavalink.sessions[0].timeout == 30
+        assert (lavalink.sessions[0].client_name or "").startswith("Wavelink/")
+        assert lavalink.request_counts["PATCH /v4/sessions/{sessionId}"] == 1
+        assert lavalink.request_counts["GET /v4/info"] == 1
+
+        found = await wavelink.Pool.fetch_tracks("ytsearch:debussy")
+        assert isinstance(found, list) and found[0].title == "Clair de Lune"
+        assert found[0].length == 301_000 and found[0].source == "youtube"
+        playlist = await wavelink.Pool.fetch_tracks("https://www.youtube.com/playlist?list=PLclassicalessentials")
+        assert isinstance(playlist, wavelink.Playlist) and len(playlist.tracks) == 10
+        assert await wavelink.Pool.fetch_tracks("ytsearch:nothing at all here") == []
+        lavalink.fail_load("broken", "nope")
+        with pytest.raises(wavelink.LavalinkLoadException):
+            await wavelink.Pool.fetch_tracks("broken")
+
+        assert (await node.fetch_info()).version.major == 4
+        assert (await node.fetch_stats()).players == 0
+        assert await node.fetch_version() == "4.0.8"
+        await node.send(
+            "PATCH",
+            path=f"v4/sessions/{node.session_id}/players/{GUILD}",
+            data={"track": {"encoded": found[0].encoded}, "voice": VOICE},
+        )
+        info = await node.fetch_player_info(GUILD)
+        assert info is not None and info.track is not None and info.track.title == "Clair de Lune"
+        assert await node.fetch_player_info(GUILD + 1) is None
+
+        # A network blip: wavelink reconnects with Session-Id and Lavalink resumes the session.
+        old = node.session_id
+        await lavalink.drop_connections(abrupt=True)
+        await lavalink.wait_for(lambda: len(readies()) == 2)
+        assert readies()[1].resumed is True and node.session_id == old
+        assert lavalink.player(GUILD) is not None
+
+        # A crash: the session is gone; wavelink gets a fresh one.
+        await lavalink.restart()
+        await lavalink.wait_for(lambda: len(readies()) == 3, timeout=10)
+        assert readies()[2].resumed is False and node.session_id != old
+        assert lavalink.players() == []
+    finally:
+        await node.close(eject=True)  # leaves wavelink's global Pool empty for other tests
+        await node._session.close()
