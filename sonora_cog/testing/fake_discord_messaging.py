@@ -1,0 +1,424 @@
+"""Messages and interactions of :class:`~sonora_cog.testing.fake_discord.FakeDiscord` (a mixin).
+
+The test side sends interactions (:meth:`MessagingMixin.send_slash_command`, ``send_autocomplete``,
+``click_button``); the REST side calls the ``_``-prefixed hooks here to store the bot's messages,
+callbacks, follow-ups and edits, and to dispatch MESSAGE_CREATE / MESSAGE_UPDATE / MESSAGE_DELETE for
+what is visible in the channel (ephemeral messages are not dispatched, as on Discord).
+
+Behaviour modelled on Discord: the initial callback must come within 3 s
+(``interaction_response_timeout``), a deferred response (type 5) shows a "thinking" message (flag
+``LOADING`` 128) that the first follow-up or the ``@original`` edit replaces; callback type 7 edits the
+message carrying the clicked component.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from sonora_cog.testing.fake_discord_interactions import (
+    EPHEMERAL,
+    LOADING,
+    FakeInteraction,
+    InteractionCallback,
+    InteractionType,
+    build_options,
+    leaf_definitions,
+    nest_subcommand,
+    new_interaction_token,
+)
+from sonora_cog.testing.fake_discord_models import ChannelType, FakeChannel, FakeFile, FakeMessage, FakeUser, iso_now
+
+if TYPE_CHECKING:
+    from sonora_cog.testing.fake_discord_guild import FakeGuild
+
+__all__ = ("MessagingMixin",)
+
+
+class MessagingMixin:
+    """Message store and interaction traffic of :class:`FakeDiscord`."""
+
+    if TYPE_CHECKING:
+        users: dict[int, FakeUser]
+        guilds: dict[int, FakeGuild]
+        bot_user: FakeUser
+        application_id: int
+        snowflake: Callable[[], int]
+        clock: Callable[[], float]
+        human_delay: float
+        messages: dict[int, FakeMessage]
+        attachments: dict[int, FakeFile]
+        interactions: list[FakeInteraction]
+        interactions_by_token: dict[str, FakeInteraction]
+        synced_commands: list[dict[str, Any]]
+        synced_guild_commands: dict[int, list[dict[str, Any]]]
+        sync_count: int
+
+        @property
+        def base_url(self) -> str: ...
+        def guild(self, guild_id: int) -> FakeGuild: ...
+        def dispatch(self, event: str, data: dict[str, Any], *, guild_id: int | None = None) -> Awaitable[int]: ...
+        def notify(self) -> Awaitable[None]: ...
+        def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> Awaitable[None]: ...
+
+    def channel_messages(self, channel_id: int) -> list[FakeMessage]:
+        """Messages (not deleted) in a channel, oldest first."""
+        return [m for m in self.messages.values() if m.channel_id == channel_id and not m.deleted]
+
+    async def wait_for_message(
+        self,
+        channel_id: int | None = None,
+        predicate: Callable[[FakeMessage], bool] | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a test helper deadline, like asyncio.wait_for
+    ) -> FakeMessage:
+        """Wait for a (non-deleted) bot message matching ``channel_id`` and ``predicate``."""
+
+        def find() -> FakeMessage | None:
+            for message in self.messages.values():
+                if message.deleted or (channel_id is not None and message.channel_id != channel_id):
+                    continue
+                if predicate is None or predicate(message):
+                    return message
+            return None
+
+        await self.wait_until(lambda: find() is not None, timeout)
+        found = find()
+        assert found is not None
+        return found
+
+    # -- interactions ---------------------------------------------------------------------------------
+
+    def _default_text_channel(self, guild: FakeGuild) -> FakeChannel:
+        for channel in guild.channels.values():
+            if channel.type == ChannelType.GUILD_TEXT:
+                return channel
+        raise ValueError(f"guild {guild.id} has no text channel; pass channel_id")
+
+    def _find_command(self, name: str, guild_id: int) -> tuple[dict[str, Any] | None, bool]:
+        for command in self.synced_guild_commands.get(guild_id, []):
+            if command["name"] == name and command.get("type", 1) == 1:
+                return command, True
+        for command in self.synced_commands:
+            if command["name"] == name and command.get("type", 1) == 1:
+                return command, False
+        return None, False
+
+    async def _send_interaction(
+        self,
+        itype: int,
+        guild_id: int,
+        user_id: int,
+        data: dict[str, Any],
+        *,
+        channel_id: int | None,
+        permissions: int | None,
+        locale: str,
+        message: FakeMessage | None = None,
+    ) -> FakeInteraction:
+        guild = self.guild(guild_id)
+        member = guild.members.get(user_id)
+        if member is None:
+            raise KeyError(f"user {user_id} is not a member of guild {guild_id}")
+        channel = guild.channels[channel_id] if channel_id is not None else self._default_text_channel(guild)
+        perms = permissions if permissions is not None else guild.channel_permissions(user_id, channel.id)
+        payload: dict[str, Any] = {
+            "id": str(self.snowflake()),
+            "application_id": str(self.application_id),
+            "type": itype,
+            "data": data,
+            "guild_id": str(guild.id),
+            "guild": {"id": str(guild.id), "locale": guild.locale, "features": []},
+            "channel_id": str(channel.id),
+            "channel": {**channel.to_payload(), "permissions": str(perms)},
+            "member": member.to_payload(permissions=perms),
+            "token": new_interaction_token(),
+            "version": 1,
+            "app_permissions": str(guild.channel_permissions(self.bot_user.id, channel.id)),
+            "locale": locale,
+            "guild_locale": guild.locale,
+            "entitlements": [],
+            "entitlement_sku_ids": [],
+            "authorizing_integration_owners": {"0": str(guild.id)},
+            "context": 0,
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        if message is not None:
+            payload["message"] = message.to_payload(self.base_url)
+        interaction = FakeInteraction(payload, guild_id=guild.id, channel_id=channel.id, user_id=user_id)
+        interaction.created_at = self.clock()
+        interaction.target_message = message
+        self.interactions.append(interaction)
+        self.interactions_by_token[interaction.token] = interaction
+        if await self.dispatch("INTERACTION_CREATE", payload, guild_id=guild.id) == 0:
+            raise RuntimeError(f"no gateway session covers guild {guild_id}: is the bot connected?")
+        return interaction
+
+    def _command_data(
+        self,
+        guild_id: int,
+        name: str,
+        subcommand: str | None,
+        options: Mapping[str, Any],
+        focused: str | None = None,
+    ) -> dict[str, Any]:
+        guild = self.guild(guild_id)
+        command, is_guild_command = self._find_command(name, guild_id)
+        resolved: dict[str, dict[str, Any]] = {}
+        leaves = build_options(self, guild, leaf_definitions(command, subcommand), options, resolved, focused=focused)
+        data: dict[str, Any] = {
+            "id": command["id"] if command else str(self.snowflake()),
+            "name": name,
+            "type": 1,
+            "options": nest_subcommand(subcommand, leaves),
+        }
+        if is_guild_command:
+            data["guild_id"] = str(guild_id)
+        if resolved:
+            data["resolved"] = resolved
+        return data
+
+    async def send_slash_command(
+        self,
+        guild_id: int,
+        user_id: int,
+        name: str,
+        subcommand: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        attachments: Mapping[str, Mapping[str, Any]] | None = None,
+        permissions: int | None = None,
+        channel_id: int | None = None,
+        locale: str = "en-US",
+    ) -> FakeInteraction:
+        """Send a slash command (INTERACTION_CREATE type 2) as ``user_id`` would.
+
+        ``subcommand`` is ``"play"`` or ``"group play"``; ``options`` maps option names to values
+        (members/channels/roles may be passed as fake objects, attachments as :meth:`host_attachment`
+        dicts, or by name in ``attachments``). ``permissions`` overrides the member's computed
+        channel permissions. The bot's answers are read from the returned :class:`FakeInteraction`.
+        """
+        all_options = {**(options or {}), **(attachments or {})}
+        data = self._command_data(guild_id, name, subcommand, all_options)
+        return await self._send_interaction(
+            InteractionType.APPLICATION_COMMAND,
+            guild_id,
+            user_id,
+            data,
+            channel_id=channel_id,
+            permissions=permissions,
+            locale=locale,
+        )
+
+    async def send_autocomplete(
+        self,
+        guild_id: int,
+        user_id: int,
+        name: str,
+        subcommand: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        focused: str,
+        channel_id: int | None = None,
+        permissions: int | None = None,
+        locale: str = "en-US",
+    ) -> FakeInteraction:
+        """Send an autocomplete request (type 4) with ``focused`` marking the option being typed.
+
+        The bot's choices are ``(await interaction.wait_response()).choices`` (callback type 8).
+        """
+        data = self._command_data(guild_id, name, subcommand, options or {}, focused=focused)
+        return await self._send_interaction(
+            InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE,
+            guild_id,
+            user_id,
+            data,
+            channel_id=channel_id,
+            permissions=permissions,
+            locale=locale,
+        )
+
+    async def click_button(
+        self,
+        message: FakeMessage | int,
+        custom_id: str,
+        user_id: int,
+        *,
+        values: Iterable[str] | None = None,
+        permissions: int | None = None,
+        locale: str = "en-US",
+    ) -> FakeInteraction:
+        """Click a component of a bot message (type 3); ``values`` for a select menu instead."""
+        msg = message if isinstance(message, FakeMessage) else self.messages[int(message)]
+        component = _find_component(msg.components, custom_id)
+        if component is None:
+            raise KeyError(f"message {msg.id} has no component with custom_id {custom_id!r}")
+        if component.get("disabled"):
+            raise ValueError(f"component {custom_id!r} is disabled")
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": component["type"]}
+        if values is not None:
+            data["values"] = list(values)
+        if msg.guild_id is None:
+            raise ValueError("only guild messages are supported")
+        # A person sees a message before clicking it; this also lets discord.py finish handling the
+        # HTTP response that created the message (and store its View) before the click arrives.
+        await asyncio.sleep(max(0.0, self.human_delay - (time.monotonic() - msg.changed_at)))
+        return await self._send_interaction(
+            InteractionType.MESSAGE_COMPONENT,
+            msg.guild_id,
+            user_id,
+            data,
+            channel_id=msg.channel_id,
+            permissions=permissions,
+            locale=locale,
+            message=msg,
+        )
+
+    def _commands_for(self, guild_id: int | None) -> list[dict[str, Any]]:
+        return self.synced_commands if guild_id is None else self.synced_guild_commands.get(guild_id, [])
+
+    def _store_commands(
+        self, guild_id: int | None, body: list[dict[str, Any]], *, replace: bool
+    ) -> list[dict[str, Any]]:
+        existing = {(c["name"], c.get("type", 1)): c for c in self._commands_for(guild_id)}
+        stored = []
+        for raw in body:
+            old = existing.get((raw["name"], raw.get("type", 1)))
+            command = {
+                "type": 1,
+                "description": "",
+                "default_member_permissions": None,
+                "nsfw": False,
+                "contexts": None,
+                "integration_types": [0],
+                **raw,
+                "id": old["id"] if old else str(self.snowflake()),
+                "application_id": str(self.application_id),
+                "version": str(self.snowflake()),
+            }
+            if guild_id is not None:
+                command["guild_id"] = str(guild_id)
+            stored.append(command)
+        if not replace:
+            keep = [c for k, c in existing.items() if k not in {(s["name"], s["type"]) for s in stored}]
+            stored = keep + stored
+        if guild_id is None:
+            self.synced_commands = stored
+        else:
+            self.synced_guild_commands[guild_id] = stored
+        self.sync_count += 1
+        return stored
+
+    def _new_message(
+        self,
+        channel_id: int,
+        guild_id: int | None,
+        body: Mapping[str, Any],
+        files: list[FakeFile],
+        *,
+        interaction: FakeInteraction | None = None,
+    ) -> FakeMessage:
+        message = FakeMessage(self.snowflake(), channel_id, guild_id, self.bot_user)
+        if interaction is not None:
+            message.interaction_id = interaction.id
+            message.webhook_id = self.application_id
+        self._attach(files)
+        message.apply(body, files)
+        self.messages[message.id] = message
+        return message
+
+    def _attach(self, files: list[FakeFile]) -> None:
+        for file in files:
+            file.id = self.snowflake()
+            self.attachments[file.id] = file
+
+    def _member_stub(self, guild_id: int | None) -> dict[str, Any] | None:
+        guild = self.guilds.get(guild_id) if guild_id is not None else None
+        member = guild.members.get(self.bot_user.id) if guild else None
+        if member is None:
+            return None
+        data = member.to_payload()
+        data.pop("user")
+        return data
+
+    async def _announce_message(self, message: FakeMessage) -> None:
+        if not message.ephemeral:
+            data = message.to_payload(self.base_url)
+            if (member := self._member_stub(message.guild_id)) is not None:
+                data["member"] = member
+            await self.dispatch("MESSAGE_CREATE", data, guild_id=message.guild_id)
+        await self.notify()
+
+    async def _edit_message(self, message: FakeMessage, body: Mapping[str, Any], files: list[FakeFile]) -> None:
+        self._attach(files)
+        was_loading = bool(message.flags & LOADING)
+        message.apply(body, files)
+        message.flags &= ~LOADING
+        message.edits.append(dict(body))
+        message.edited_timestamp = iso_now()
+        if was_loading:
+            await self._announce_message(message)
+        elif not message.ephemeral:
+            await self.dispatch("MESSAGE_UPDATE", message.to_payload(self.base_url), guild_id=message.guild_id)
+        await self.notify()
+
+    async def _delete_message(self, message: FakeMessage) -> None:
+        message.deleted = True
+        if not message.ephemeral:
+            data = {"id": str(message.id), "channel_id": str(message.channel_id)}
+            if message.guild_id is not None:
+                data["guild_id"] = str(message.guild_id)
+            await self.dispatch("MESSAGE_DELETE", data, guild_id=message.guild_id)
+        await self.notify()
+
+    async def _apply_callback(self, interaction: FakeInteraction, callback: InteractionCallback) -> FakeMessage | None:
+        interaction.callbacks.append(callback)
+        message: FakeMessage | None = None
+        if callback.type == 4:
+            message = self._new_message(
+                interaction.channel_id, interaction.guild_id, callback.data, callback.files, interaction=interaction
+            )
+            interaction.original = message
+            await self._announce_message(message)
+        elif callback.type == 5:
+            body = {"content": "", "flags": (callback.flags & EPHEMERAL) | LOADING}
+            message = self._new_message(interaction.channel_id, interaction.guild_id, body, [], interaction=interaction)
+            interaction.original = message
+        elif callback.type in (6, 7) and interaction.target_message is not None:
+            message = interaction.target_message
+            interaction.original = message
+            if callback.type == 7:
+                await self._edit_message(message, callback.data, callback.files)
+        await self.notify()
+        return message
+
+    async def _followup(
+        self, interaction: FakeInteraction, body: Mapping[str, Any], files: list[FakeFile]
+    ) -> FakeMessage:
+        original = interaction.original
+        if original is not None and original.flags & LOADING:
+            # The first follow-up after a deferred response replaces the "thinking" message.
+            body = {**body, "flags": original.flags & EPHEMERAL}
+            await self._edit_message(original, body, files)
+            interaction.followups.append(original)
+            return original
+        message = self._new_message(interaction.channel_id, interaction.guild_id, body, files, interaction=interaction)
+        interaction.followups.append(message)
+        await self._announce_message(message)
+        return message
+
+
+def _find_component(components: list[dict[str, Any]], custom_id: str) -> dict[str, Any] | None:
+    for component in components:
+        if component.get("custom_id") == custom_id:
+            return component
+        for key in ("components", "accessory"):
+            inner = component.get(key)
+            children = inner if isinstance(inner, list) else [inner] if isinstance(inner, dict) else []
+            found = _find_component(children, custom_id)
+            if found is not None:
+                return found
+    return None
