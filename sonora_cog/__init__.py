@@ -5,6 +5,8 @@ Load it with ``await bot.load_extension("sonora_cog")``. Importing this package 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from .config import Settings, load_settings
 from .errors import (
@@ -30,6 +32,17 @@ from .errors import (
 from .manager import SessionManager
 from .meta import SnapshotKind, SnapshotMeta
 from .model import SessionState
+from .player import SonoraPlayer
+
+if TYPE_CHECKING:
+    from discord.ext import commands
+
+
+async def setup(bot: commands.Bot) -> None:
+    """Extension entry point: ``await bot.load_extension("sonora_cog")`` adds :class:`SonoraCog`."""
+    from .cog import SonoraCog
+
+    await bot.add_cog(SonoraCog(bot))
 
 __all__ = (
     "BadMagic",
@@ -51,10 +64,12 @@ __all__ = (
     "SnapshotNotFound",
     "SnapshotTooLarge",
     "SonoraError",
+    "SonoraPlayer",
     "StoreError",
     "TamperedSnapshot",
     "TruncatedSnapshot",
     "WrongKeyError",
     "__version__",
     "load_settings",
+    "setup",
 )

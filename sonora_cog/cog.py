@@ -1,0 +1,311 @@
+"""SonoraCog: wires Discord and wavelink events to the tracker, the jobs and the restore engine.
+
+Load it with ``await bot.load_extension("sonora_cog")`` (settings found as :func:`load_settings`
+describes), or build it yourself: ``await bot.add_cog(SonoraCog(bot, settings=..., manager=...))``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import discord
+import wavelink
+from discord.ext import commands
+
+from .config import Settings, load_settings
+from .errors import SonoraError
+from .jobs import build_scheduler
+from .manager import SessionManager
+from .meta import SnapshotKind
+from .model import SessionState
+from .player import COG_NAME, SonoraPlayer
+from .restore import ALL_PARTS, RestoreReport, RestoreStatus, TokenBucket, restore_state
+from .tracker import SessionTracker
+
+__all__ = ("SonoraCog",)
+
+_log = logging.getLogger(__name__)
+
+#: Voice WebSocket close codes that mean "the connection was lost", not "you were removed".
+VOICE_LOST_CODES = frozenset({4006, 4009, 4015})
+
+
+class SonoraCog(commands.Cog, name=COG_NAME):
+    """Persistence and automatic recovery for every wavelink player of a bot.
+
+    Parameters
+    ----------
+    bot:
+        The bot.
+    settings:
+        Settings (found by :func:`~sonora_cog.config.load_settings` when omitted).
+    manager:
+        A ready :class:`~sonora_cog.manager.SessionManager` (built from the settings when omitted).
+    player_cls:
+        The player class used when sonora_cog itself joins a channel to restore a session.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        bot: commands.Bot,
+        *,
+        settings: Settings | None = None,
+        manager: SessionManager | None = None,
+        player_cls: type[wavelink.Player] = SonoraPlayer,
+    ) -> None:
+        self.bot = bot
+        self.settings = settings or (manager.settings if manager is not None else load_settings())
+        self.manager = manager or SessionManager(self.settings)
+        self.player_cls = player_cls
+        self.tracker = SessionTracker(bot, self.manager)
+        self.scheduler = build_scheduler(self.tracker, self.settings)
+        restore = self.settings.restore
+        self.pacer = TokenBucket(restore.joins_per_second, restore.join_burst)
+        self._internal_leaves: set[int] = set()
+        self._rehydration: asyncio.Task[list[RestoreReport]] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sigterm_installed = False
+        self._commands: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def cog_load(self) -> None:
+        """Hold every guild that has a live record (until restored), start the jobs, add commands."""
+        if self.settings.restore.on_startup:
+            for guild_id in await self.manager.live_guilds():
+                if self.owns(guild_id):
+                    self.tracker.hold(guild_id)
+        self.scheduler.start()
+        self._install_sigterm()
+        if self.settings.commands.enabled:
+            from .commands import SnapshotCommands
+
+            self._commands = SnapshotCommands(self)
+            self.bot.tree.add_command(self._commands)
+        self._maybe_rehydrate()
+
+    async def cog_unload(self) -> None:
+        """Write a ``shutdown`` snapshot and the live record of every player; stop the jobs."""
+        if self._rehydration is not None and not self._rehydration.done():
+            self._rehydration.cancel()
+        await self.tracker.shutdown()
+        self.scheduler.shutdown(wait=False)
+        if self._commands is not None:
+            self.bot.tree.remove_command(self._commands.name)
+        if self._sigterm_installed:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        await self.manager.close()
+        _log.info("sonora_cog unloaded; every player's state is saved")
+
+    def _install_sigterm(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, lambda: self._spawn(self._on_sigterm()))
+        except (NotImplementedError, RuntimeError, ValueError):
+            return  # not the main thread, or no signal support (Windows): bot.close() still saves
+        self._sigterm_installed = True
+
+    async def _on_sigterm(self) -> None:
+        _log.info("SIGTERM: saving every player's state and closing the bot")
+        await self.bot.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- ownership ----------------------------------------------------------------------------------
+
+    def owns(self, guild_id: int) -> bool:
+        """Whether this process's shards own ``guild_id`` (always true for an unsharded bot)."""
+        count = self.bot.shard_count or 1
+        if count <= 1:
+            return True
+        shard = (guild_id >> 22) % count
+        shard_ids: Iterable[int] | None = getattr(self.bot, "shard_ids", None)
+        if shard_ids is None:
+            shard_ids = [self.bot.shard_id or 0]
+        return shard in set(shard_ids)
+
+    # -- startup rehydration ------------------------------------------------------------------------
+
+    def _maybe_rehydrate(self) -> None:
+        if self._rehydration is not None or not self.settings.restore.on_startup:
+            return
+        if not self.bot.is_ready() or not any(
+            n.status is wavelink.NodeStatus.CONNECTED for n in wavelink.Pool.nodes.values()
+        ):
+            return
+        self._rehydration = self._spawn(self.rehydrate())
+
+    async def rehydrate(self, guild_ids: Iterable[int] | None = None) -> list[RestoreReport]:
+        """Restore every owned guild's live record younger than ``restore.max_age``, paced."""
+        targets = [g for g in (guild_ids or await self.manager.live_guilds()) if self.owns(g)]
+        if not targets:
+            return []
+        _log.info("restoring %d guild(s) from their live records", len(targets))
+        semaphore = asyncio.Semaphore(self.settings.restore.concurrency)
+        done = 0
+
+        async def one(guild_id: int) -> RestoreReport:
+            nonlocal done
+            async with semaphore:
+                report = await self._rehydrate_guild(guild_id)
+            done += 1
+            _log.info("restore %d/%d: guild %s %s%s", done, len(targets), guild_id, report.status.value,
+                      f" ({report.reason})" if report.reason else "")
+            return report
+
+        reports = await asyncio.gather(*(one(g) for g in targets))
+        restored = sum(r.ok for r in reports)
+        _log.info("startup restore finished: %d restored, %d skipped or failed", restored, len(reports) - restored)
+        return list(reports)
+
+    async def _rehydrate_guild(self, guild_id: int) -> RestoreReport:
+        try:
+            state = await self.manager.read_live(guild_id)
+        except SonoraError as exc:
+            self.tracker.release(guild_id, dirty=False)
+            report = RestoreReport(guild_id, RestoreStatus.failed, reason=f"{type(exc).__name__}: {exc}")
+            self._dispatch_report(report)
+            return report
+        if state is None:
+            self.tracker.release(guild_id, dirty=False)
+            return RestoreReport(guild_id, RestoreStatus.skipped, reason="no live record")
+        age = time.time() - state.created_at
+        guild = self.bot.get_guild(guild_id)
+        if age > self.settings.restore.max_age:
+            report = RestoreReport(guild_id, RestoreStatus.skipped, state=state,
+                                   reason=f"the session is stale ({age / 60:.0f} min old)")
+        elif guild is None:
+            report = RestoreReport(guild_id, RestoreStatus.skipped, state=state, reason="the guild is not available")
+        else:
+            report = await self.restore(guild, state)
+        self.tracker.release(guild_id, dirty=report.ok)
+        self._dispatch_report(report)
+        return report
+
+    # -- restoring ----------------------------------------------------------------------------------
+
+    async def restore(
+        self,
+        guild: discord.Guild,
+        state: SessionState,
+        *,
+        parts: Iterable[str] = ALL_PARTS,
+        backup: SessionState | None = None,
+    ) -> RestoreReport:
+        """Restore ``state`` in ``guild`` now (paced; held from checkpoints while it runs)."""
+        self.tracker.hold(guild.id)
+        try:
+            self.tracker.session_started(guild.id)
+            report = await restore_state(
+                guild, state, self.settings.restore, parts=parts, backup=backup,
+                player_cls=self.player_cls, pacer=self.pacer,
+            )
+        finally:
+            self.tracker.release(guild.id, dirty=False)
+        if report.ok or report.status is RestoreStatus.rolled_back:
+            self.tracker.mark_dirty(guild.id)
+        return report
+
+    async def rebuild(self, player: wavelink.Player, reason: str) -> RestoreReport | None:
+        """Rebuild a player whose Lavalink side or voice connection was lost, from its own state."""
+        guild = player.guild
+        if guild is None:
+            return None
+        state = self.tracker.capture(player)
+        _log.warning("guild %s: %s; rebuilding its player", guild.id, reason)
+        self._internal_leaves.add(guild.id)
+        try:
+            await wavelink.Player.disconnect(player)  # not SonoraPlayer.disconnect: the session goes on
+        except (discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
+            _log.debug("disconnecting the lost player of guild %s failed: %s", guild.id, exc)
+        report = await self.restore(guild, state)
+        self._dispatch_report(report)
+        return report
+
+    def _dispatch_report(self, report: RestoreReport) -> None:
+        if report.ok:
+            self.bot.dispatch("sonora_session_restored", report)
+        elif report.status is not RestoreStatus.skipped:
+            guild = self.bot.get_guild(report.guild_id)
+            self.bot.dispatch("sonora_restore_failed", guild, SonoraError(report.reason or "restore failed"))
+        else:
+            self.bot.dispatch("sonora_restore_skipped", report)
+
+    # -- listeners ----------------------------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        self._maybe_rehydrate()
+
+    @commands.Cog.listener()
+    async def on_wavelink_node_ready(self, payload: wavelink.NodeReadyEventPayload) -> None:
+        self._maybe_rehydrate()
+        if payload.resumed or not self.settings.restore.on_node_reconnect:
+            return
+        lost = [p for p in self.tracker.players() if p.node is payload.node and p.current is not None]
+        for player in lost:
+            self._spawn(self.rebuild(player, "the Lavalink node came back without its players"))
+
+    @commands.Cog.listener()
+    async def on_wavelink_player_update(self, payload: wavelink.PlayerUpdateEventPayload) -> None:
+        player = payload.player
+        if player is not None and player.guild is not None:
+            self.tracker.record_position(player.guild.id, payload.position)
+
+    @commands.Cog.listener()
+    async def on_wavelink_track_start(self, payload: wavelink.TrackStartEventPayload) -> None:
+        self._mark(payload.player)
+
+    @commands.Cog.listener()
+    async def on_wavelink_track_end(self, payload: wavelink.TrackEndEventPayload) -> None:
+        self._mark(payload.player)
+
+    @commands.Cog.listener()
+    async def on_wavelink_websocket_closed(self, payload: wavelink.WebsocketClosedEventPayload) -> None:
+        player = payload.player
+        if player is None or payload.code not in VOICE_LOST_CODES or not self.settings.restore.on_voice_lost:
+            return
+        self._spawn(self.rebuild(player, f"voice connection lost (code {payload.code})"))
+
+    @commands.Cog.listener()
+    async def on_voice_state_update(
+        self, member: discord.Member, before: discord.VoiceState, after: discord.VoiceState
+    ) -> None:
+        if self.bot.user is None or member.id != self.bot.user.id:
+            return
+        guild_id = member.guild.id
+        if before.channel is None and after.channel is not None:
+            self.tracker.session_started(guild_id)
+        elif before.channel is not None and after.channel is None:
+            if guild_id in self._internal_leaves:
+                self._internal_leaves.discard(guild_id)
+            else:
+                self.tracker.session_ended(guild_id, "disconnected from voice")
+        elif after.channel is not None:
+            self.tracker.mark_dirty(guild_id)
+
+    def _mark(self, player: wavelink.Player | None) -> None:
+        if player is not None and player.guild is not None:
+            self.tracker.mark_dirty(player.guild.id)
+
+    # -- for commands and bot code ------------------------------------------------------------------
+
+    def current_state(self, guild: discord.Guild, kind: SnapshotKind = SnapshotKind.manual) -> SessionState | None:
+        """Capture the guild's player now, or ``None`` when the bot is not playing there."""
+        player = guild.voice_client
+        if isinstance(player, wavelink.Player) and player.connected and player.guild is not None:
+            return self.tracker.capture(player, kind)
+        return None

@@ -1,0 +1,242 @@
+"""``python -m sonora_cog demo``: a real bot process with the cog, killed mid-track and brought back.
+
+It starts :class:`~sonora_cog.testing.fake_discord.FakeDiscord` and
+:class:`~sonora_cog.testing.fake_lavalink.FakeLavalink` on loopback, runs
+:mod:`sonora_cog.testing.music_bot` as a subprocess, and in each guild: a listener joins voice, then
+``/play`` (a track and a queue), ``/volume``, ``/filter`` and ``/loop``. Then the bot is SIGKILLed
+mid-track, started again, and a before/after table per guild is printed. Exit 0 only if every guild
+came back: same channel, same track at the recorded position, same queue, volume, filters and loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .capture import active_filter_names
+from .config import Settings, StorageSettings
+from .manager import SessionManager
+
+__all__ = ("DemoScenario", "GuildView", "run_demo")
+
+_console = Console(highlight=False, width=150)
+
+#: What each demo guild does: (search, extra tracks to queue, volume, filter preset, loop mode).
+PLANS: Sequence[tuple[str, Sequence[str], int, str, str]] = (
+    ("clair de lune", ("boléro", "canon in d"), 65, "nightcore", "queue"),
+    ("midnight drive", ("paper boats", "glass houses", "late train home"), 40, "bassboost", "track"),
+    ("für elise", ("moonlight sonata",), 120, "karaoke", "off"),
+    ("static & sunshine", ("run the numbers",), 80, "vaporwave", "queue"),
+)
+#: How far the restored position may sit from the position at the kill (rewind + checkpoint lag).
+POSITION_TOLERANCE_MS = 6_000
+
+
+@dataclass(slots=True)
+class GuildView:
+    """One guild's playback as the servers and the store see it."""
+
+    guild: str
+    channel: str | None
+    track: str | None
+    position: int | None
+    queue: int | None
+    volume: int | None
+    filters: str
+    loop: str | None
+
+    def same_as(self, other: GuildView) -> list[str]:
+        """Differences between two views that matter for recovery (position within tolerance)."""
+        diffs = [
+            name
+            for name in ("channel", "track", "queue", "volume", "filters", "loop")
+            if getattr(self, name) != getattr(other, name)
+        ]
+        if self.position is None or other.position is None:
+            diffs += ["position"] if self.position != other.position else []
+        elif abs(other.position - self.position) > POSITION_TOLERANCE_MS:
+            diffs.append("position")
+        return diffs
+
+
+class DemoScenario:
+    """Fakes + bot subprocess + world; the steps of the demo, reusable from tests."""
+
+    def __init__(self, workdir: Path, guilds: int = 3, *, checkpoint_interval: float = 1.0) -> None:
+        from .testing.fake_discord import FakeDiscord
+        from .testing.fake_lavalink import FakeLavalink
+
+        self.workdir = workdir
+        self.store_path = workdir / "store"
+        self.config_path = workdir / "sonora.toml"
+        self.guild_count = min(guilds, len(PLANS))
+        self.discord = FakeDiscord()
+        self.lavalink = FakeLavalink(player_update_interval=1.0)
+        self.checkpoint_interval = checkpoint_interval
+        self.world: list[tuple[Any, Any, Any, Any]] = []
+        self.bot: Any = None
+
+    async def __aenter__(self) -> DemoScenario:
+        from . import testing
+        from .testing.botproc import BotProcess
+
+        await self.discord.start()
+        await self.lavalink.start()
+        self.lavalink.seed_demo_catalogue()
+        for i in range(self.guild_count):
+            guild = self.discord.add_guild(f"Demo Guild {i + 1}")
+            text = guild.add_text_channel("music-requests")
+            voice = guild.add_voice_channel(f"Lounge {i + 1}")
+            user = guild.add_member(name=f"listener{i + 1}")
+            self.world.append((guild, text, voice, user))
+        self.config_path.write_text(
+            f'[storage]\npath = "{self.store_path}"\n'
+            f"[snapshots]\ndebounce = 0.2\ncheckpoint_interval = {self.checkpoint_interval}\n"
+            "[restore]\nrewind_seconds = 1.0\n"
+        )
+        env = {
+            "FAKE_DISCORD_URL": self.discord.base_url,
+            "DISCORD_TOKEN": self.discord.token,
+            "LAVALINK_URI": self.lavalink.uri,
+            "LAVALINK_PASSWORD": self.lavalink.password,
+            "SONORA_CONFIG": str(self.config_path),
+        }
+        script = Path(testing.__path__[0]) / "music_bot.py"
+        self.bot = BotProcess(script, env=env, log_file=self.workdir / "bot.log", name="demo-bot")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.bot is not None and self.bot.running:
+            self.bot.kill()
+            await self.bot.wait()
+        await self.lavalink.close()
+        await self.discord.stop()
+
+    async def start_bot(self) -> None:
+        """Start the bot process and wait until it is ready (and, after a restart, has restored)."""
+        await self.bot.start()
+        await self.bot.wait_for_line(r"SONORA ready", timeout=30)
+
+    async def wait_restored(self, count: int, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Wait until the bot logged ``count`` restored guilds since its last start."""
+        await self.bot.wait_for_line(r"startup restore finished", timeout=timeout)
+        restored = [line for line in self.bot.lines_since_start() if "SONORA restored" in line]
+        if len(restored) < count:
+            raise RuntimeError(f"only {len(restored)} of {count} guilds were restored:\n{self.bot.tail()}")
+
+    async def command(self, index: int, name: str, **options: Any) -> str:
+        """Run a slash command as guild ``index``'s listener; return the bot's answer text."""
+        guild, text, _voice, user = self.world[index]
+        interaction = await self.discord.send_slash_command(guild.id, user.id, name, options=options,
+                                                            channel_id=text.id)
+        response = await interaction.wait_response(15)
+        if response.content:
+            return response.content
+        message = await interaction.wait_followup(0, 15)
+        return message.content or ""
+
+    async def play_everywhere(self) -> None:
+        """Each guild: join voice, play, queue, volume, filter, loop."""
+        for index in range(self.guild_count):
+            guild, _text, voice, user = self.world[index]
+            first, more, volume, preset, loop = PLANS[index]
+            await self.discord.member_join_voice(guild.id, user.id, voice.id)
+            await self.command(index, "play", query=first)
+            for query in more:
+                await self.command(index, "play", query=query)
+            await self.command(index, "volume", value=volume)
+            await self.command(index, "filter", preset=preset)
+            await self.command(index, "loop", mode=loop)
+
+    async def views(self) -> list[GuildView]:
+        """Each guild as FakeDiscord (channel), FakeLavalink (track, position, volume, filters) and the
+        live record (queue length, loop mode) see it now."""
+        manager = SessionManager(Settings(storage=StorageSettings(path=str(self.store_path))))
+        views = []
+        try:
+            for guild, _text, voice, _user in self.world:
+                player = self.lavalink.player(guild.id)
+                channel_id = self.discord.bot_voice_channel(guild.id)
+                live = await manager.read_live(guild.id)
+                track = player.track if player is not None else None
+                views.append(GuildView(
+                    guild=guild.name,
+                    channel=voice.name if channel_id == voice.id else (str(channel_id) if channel_id else None),
+                    track=track["info"]["title"] if track else None,
+                    position=player.position if player is not None and track else None,
+                    queue=len(live.queue.upcoming) if live else None,
+                    volume=player.volume if player is not None else None,
+                    filters=",".join(sorted(active_filter_names(player.filters if player else {}))),
+                    loop=live.queue.loop_mode.value if live else None,
+                ))
+        finally:
+            await manager.close()
+        return views
+
+    async def wait_saved(self) -> None:
+        """Wait for one checkpoint after the last change, so the live records hold the last state."""
+        await asyncio.sleep(self.checkpoint_interval + 0.5)
+
+
+def _table(before: list[GuildView], after: list[GuildView]) -> Table:
+    table = Table("guild", "", "channel", "track", "position", "queue", "volume", "filters", "loop", "ok")
+    for b, a in zip(before, after, strict=True):
+        diffs = b.same_as(a)
+        for label, view in (("before", b), ("after", a)):
+            table.add_row(
+                view.guild if label == "before" else "", label, view.channel or "-", view.track or "-",
+                f"{view.position / 1000:.1f}s" if view.position is not None else "-",
+                str(view.queue) if view.queue is not None else "-", str(view.volume or "-"), view.filters or "-",
+                view.loop or "-",
+                ("[green]yes[/green]" if not diffs else f"[red]no: {', '.join(diffs)}[/red]") if label == "after"
+                else "",
+            )
+    return table
+
+
+async def run_demo(guilds: int = 3) -> int:
+    """Run the demo; return 0 if every guild came back, 1 otherwise."""
+    workdir = Path(tempfile.mkdtemp(prefix="sonora-demo-"))
+    try:
+        async with DemoScenario(workdir, guilds) as demo:
+            _console.print(f"[bold]1.[/bold] FakeDiscord on {demo.discord.base_url}, "
+                           f"FakeLavalink on {demo.lavalink.uri}")
+            await demo.start_bot()
+            _console.print(f"[bold]2.[/bold] bot process started (pid {demo.bot.pid}) with sonora_cog loaded")
+            await demo.play_everywhere()
+            await asyncio.sleep(3)
+            await demo.wait_saved()
+            before = await demo.views()
+            _console.print(f"[bold]3.[/bold] playing in {len(before)} guilds; killing the bot with SIGKILL mid-track")
+            demo.bot.kill()
+            await demo.bot.wait()
+            killed_at = time.monotonic()
+            await demo.start_bot()
+            await demo.wait_restored(len(before))
+            _console.print(f"[bold]4.[/bold] bot restarted; every guild restored {time.monotonic() - killed_at:.1f}s "
+                           "after the kill")
+            await asyncio.sleep(0.5)
+            after = await demo.views()
+            _console.print(_table(before, after))
+            failed = [b.guild for b, a in zip(before, after, strict=True) if b.same_as(a)]
+            if failed:
+                _console.print(f"[red]not restored:[/red] {', '.join(failed)}  (bot log: {workdir / 'bot.log'})")
+                return 1
+            _console.print("[green]every guild came back[/green]")
+            return 0
+    except Exception as exc:
+        _console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {exc}  (bot log: {workdir / 'bot.log'})")
+        return 1
+    finally:
+        if (workdir / "bot.log").exists():
+            shutil.copy(workdir / "bot.log", Path(tempfile.gettempdir()) / "sonora-demo-bot.log")
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,280 @@
+"""Restore engine: a :class:`~sonora_cog.model.SessionState` → a live player in its voice channel.
+
+This is the only module that changes a player. It joins the recorded channel, rebuilds the queue,
+history, loop mode and auto queue from the stored tracks (no Lavalink request per track), applies
+volume, filters and autoplay, plays the current track from its recorded position (less
+``rewind_seconds``) paused or not, then asks Lavalink once what it holds and compares. If that check
+fails and a backup was given, the backup is applied instead (rollback).
+
+Guilds that cannot be restored are *skipped with a reason* (channel gone, no permission, no
+listeners) and their records are kept; errors are *failed* with the error. Nothing raises out of
+:func:`restore_state`: the report says what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import discord
+import wavelink
+
+from .capture import autoplay_mode_to_wavelink, loop_mode_to_queue_mode, to_filters, to_playable
+from .config import RestoreSettings
+from .model import SessionState
+from .player import SonoraPlayer
+
+__all__ = ("ALL_PARTS", "RestoreReport", "RestoreStatus", "TokenBucket", "apply_state", "restore_state")
+
+_log = logging.getLogger(__name__)
+
+#: The parts of a state that can be restored separately.
+ALL_PARTS: frozenset[str] = frozenset({"player", "queue", "filters", "autoplay"})
+
+
+class RestoreStatus(StrEnum):
+    """Outcome of one guild's restore."""
+
+    restored = "restored"
+    skipped = "skipped"
+    failed = "failed"
+    rolled_back = "rolled back"
+
+
+@dataclass(slots=True)
+class RestoreReport:
+    """What a restore did for one guild (``on_sonora_session_restored`` receives it).
+
+    Attributes
+    ----------
+    guild_id:
+        The guild.
+    status:
+        restored / skipped / failed / rolled back.
+    reason:
+        Why it was skipped or failed, in one sentence.
+    parts:
+        The parts that were applied.
+    track, position, queue_length, volume:
+        What the live player holds afterwards (as far as it was restored).
+    state:
+        The state that was applied (its ``extras`` are the bot's own).
+    """
+
+    guild_id: int
+    status: RestoreStatus
+    reason: str | None = None
+    parts: frozenset[str] = ALL_PARTS
+    track: str | None = None
+    position: int | None = None
+    queue_length: int = 0
+    volume: int | None = None
+    state: SessionState | None = field(default=None, repr=False)
+    player: wavelink.Player | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the guild was restored as asked."""
+        return self.status is RestoreStatus.restored
+
+
+class TokenBucket:
+    """Paces voice joins under Discord's gateway limit: ``rate`` per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait until a token is available and take it."""
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+
+
+def _skip_reason(guild: discord.Guild, state: SessionState, settings: RestoreSettings) -> str | None:
+    if state.channel_id is None:
+        return "the record has no voice channel"
+    channel = guild.get_channel(state.channel_id)
+    if channel is None:
+        return f"voice channel {state.channel_id} no longer exists"
+    if not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
+        return f"channel {channel.name!r} is not a voice channel"
+    permissions = channel.permissions_for(guild.me)
+    missing = [name for name in ("connect", "speak") if not getattr(permissions, name)]
+    if missing:
+        return f"missing {'/'.join(m.upper() for m in missing)} permission in {channel.name!r}"
+    if settings.skip_empty_channels and not any(not m.bot for m in channel.members):
+        return f"nobody is listening in {channel.name!r}"
+    return None
+
+
+async def _connect(
+    guild: discord.Guild, channel: discord.VoiceChannel | discord.StageChannel, player_cls: type[wavelink.Player]
+) -> wavelink.Player:
+    current = guild.voice_client
+    if isinstance(current, wavelink.Player) and current.connected:
+        if current.channel != channel:
+            await current.move_to(channel)
+        return current
+    if current is not None:
+        await current.disconnect(force=True)
+    return await channel.connect(cls=player_cls, self_deaf=True)
+
+
+async def apply_state(
+    player: wavelink.Player, state: SessionState, parts: Iterable[str], settings: RestoreSettings
+) -> None:
+    """Apply ``parts`` of ``state`` to a connected player (the tracks need no Lavalink request)."""
+    wanted = frozenset(parts)
+    if "queue" in wanted:
+        player.queue.clear()
+        player.queue.put([to_playable(t) for t in state.queue.upcoming])
+        history = player.queue.history
+        if history is not None:
+            history.clear()
+            history.put([to_playable(t) for t in state.queue.history])
+        player.queue.mode = loop_mode_to_queue_mode(state.queue.loop_mode)
+        if isinstance(player, SonoraPlayer):
+            player.shuffle_enabled = state.queue.shuffle_enabled
+    if "autoplay" in wanted:
+        player.autoplay = autoplay_mode_to_wavelink(state.autoplay.mode)
+        player.auto_queue.clear()
+        player.auto_queue.put([to_playable(t) for t in state.autoplay.auto_queue])
+    if isinstance(player, SonoraPlayer):
+        player.extras = dict(state.extras)
+    filters = to_filters(state.filters) if "filters" in wanted else None
+    current = state.queue.current
+    if "player" in wanted and current is not None:
+        start = max(0, state.player.position - int(settings.rewind_seconds * 1000))
+        if current.info.get("isStream"):
+            start = 0
+        await player.play(
+            to_playable(current),
+            start=start,
+            volume=state.player.volume or None,
+            paused=state.player.paused,
+            filters=filters,
+            add_history=False,
+        )
+        if state.player.volume == 0:
+            await player.set_volume(0)
+        return
+    if "player" in wanted:
+        await player.set_volume(state.player.volume)
+        if player.current is not None:
+            await player.pause(state.player.paused)
+    if filters is not None:
+        await player.set_filters(filters)
+
+
+async def _verify(
+    player: wavelink.Player, state: SessionState, parts: frozenset[str], settings: RestoreSettings
+) -> str | None:
+    """Compare what Lavalink holds with the state (one REST request); return the first difference."""
+    if "queue" in parts and len(player.queue) != len(state.queue.upcoming):
+        return f"queue has {len(player.queue)} tracks, expected {len(state.queue.upcoming)}"
+    if "player" not in parts:
+        return None
+    guild = player.guild
+    assert guild is not None
+    info = await player.node.fetch_player_info(guild.id)
+    current = state.queue.current
+    if info is None:
+        return "Lavalink holds no player for this guild"
+    # Lavalink re-encodes the playing track with its current position, so compare identities, not blobs.
+    if current is not None and (
+        info.track is None
+        or (info.track.identifier, info.track.source) != (current.info["identifier"], current.info["sourceName"])
+    ):
+        return "Lavalink is not playing the recorded track"
+    if info.volume != state.player.volume:
+        return f"volume is {info.volume}, expected {state.player.volume}"
+    if info.paused != state.player.paused:
+        return f"paused is {info.paused}, expected {state.player.paused}"
+    if current is not None and not current.info.get("isStream"):
+        expected = max(0, state.player.position - int(settings.rewind_seconds * 1000))
+        drift = abs(info.state.position - expected)
+        if drift > settings.verify_tolerance_ms:
+            return f"position is {info.state.position} ms, expected about {expected} ms"
+    return None
+
+
+async def restore_state(
+    guild: discord.Guild,
+    state: SessionState,
+    settings: RestoreSettings,
+    *,
+    parts: Iterable[str] = ALL_PARTS,
+    backup: SessionState | None = None,
+    player_cls: type[wavelink.Player] = SonoraPlayer,
+    pacer: TokenBucket | None = None,
+) -> RestoreReport:
+    """Bring ``state`` back in ``guild``. Never raises: the report says what happened.
+
+    Parameters
+    ----------
+    guild:
+        The guild (its ``id`` must equal ``state.guild_id``).
+    state:
+        What to restore.
+    settings:
+        ``[restore]`` settings (rewind, verification, empty-channel rule).
+    parts:
+        Any of ``player``, ``queue``, ``filters``, ``autoplay``.
+    backup:
+        The state to roll back to if verification fails (a ``pre-restore`` snapshot).
+    player_cls:
+        The player class for a fresh voice connection.
+    pacer:
+        A token bucket shared by concurrent restores, paced under the gateway limit.
+    """
+    wanted = frozenset(parts) & ALL_PARTS
+    report = RestoreReport(guild_id=guild.id, status=RestoreStatus.failed, parts=wanted, state=state)
+    if state.guild_id != guild.id:
+        report.reason = f"the state belongs to guild {state.guild_id}"
+        return report
+    reason = _skip_reason(guild, state, settings)
+    if reason is not None:
+        report.status, report.reason = RestoreStatus.skipped, reason
+        return report
+    channel = guild.get_channel(state.channel_id)  # type: ignore[arg-type]
+    assert isinstance(channel, discord.VoiceChannel | discord.StageChannel)
+    try:
+        if pacer is not None:
+            await pacer.acquire()
+        player = await _connect(guild, channel, player_cls)
+        report.player = player
+        await apply_state(player, state, wanted, settings)
+        problem = await _verify(player, state, wanted, settings) if settings.verify else None
+        if problem is not None and backup is not None:
+            _log.warning("restore of guild %s failed verification (%s); rolling back", guild.id, problem)
+            await apply_state(player, backup, ALL_PARTS, settings)
+            report.status, report.reason = RestoreStatus.rolled_back, f"verification failed: {problem}"
+        elif problem is not None:
+            report.reason = f"verification failed: {problem}"
+        else:
+            report.status = RestoreStatus.restored
+    except (TimeoutError, discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
+        report.reason = f"{type(exc).__name__}: {exc}"
+        _log.warning("restore of guild %s failed: %s", guild.id, report.reason)
+        return report
+    current = player.current
+    report.track = current.title if current else None
+    report.position = max(0, state.player.position - int(settings.rewind_seconds * 1000)) if current else None
+    report.queue_length = len(player.queue)
+    report.volume = player.volume
+    return report
