@@ -481,7 +481,7 @@ async def test_fake_restarts_on_the_same_port_and_the_bot_resumes(harness: Harne
     await harness.fake.stop()
     await harness.fake.start()
     assert harness.fake.port == port
-    await harness.wait_event("resumed", timeout=15)
+    await harness.wait_event("resumed", timeout=60)
     assert harness.fake.resume_count == 1
 
 
