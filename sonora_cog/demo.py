@@ -71,14 +71,17 @@ class GuildView:
 class DemoScenario:
     """Fakes + bot subprocess + world; the steps of the demo, reusable from tests."""
 
-    def __init__(self, workdir: Path, guilds: int = 3, *, checkpoint_interval: float = 1.0) -> None:
+    def __init__(
+        self, workdir: Path, guilds: int = 3, *, checkpoint_interval: float = 1.0, extra_config: str = ""
+    ) -> None:
         from .testing.fake_discord import FakeDiscord
         from .testing.fake_lavalink import FakeLavalink
 
         self.workdir = workdir
         self.store_path = workdir / "store"
         self.config_path = workdir / "sonora.toml"
-        self.guild_count = min(guilds, len(PLANS))
+        self.guild_count = guilds
+        self.extra_config = extra_config
         self.discord = FakeDiscord()
         self.lavalink = FakeLavalink(player_update_interval=1.0)
         self.checkpoint_interval = checkpoint_interval
@@ -101,7 +104,7 @@ class DemoScenario:
         self.config_path.write_text(
             f'[storage]\npath = "{self.store_path}"\n'
             f"[snapshots]\ndebounce = 0.2\ncheckpoint_interval = {self.checkpoint_interval}\n"
-            "[restore]\nrewind_seconds = 1.0\n"
+            "[restore]\nrewind_seconds = 1.0\n" + self.extra_config
         )
         env = {
             "FAKE_DISCORD_URL": self.discord.base_url,
@@ -148,7 +151,7 @@ class DemoScenario:
         """Each guild: join voice, play, queue, volume, filter, loop."""
         for index in range(self.guild_count):
             guild, _text, voice, user = self.world[index]
-            first, more, volume, preset, loop = PLANS[index]
+            first, more, volume, preset, loop = PLANS[index % len(PLANS)]
             await self.discord.member_join_voice(guild.id, user.id, voice.id)
             await self.command(index, "play", query=first)
             for query in more:
@@ -156,6 +159,12 @@ class DemoScenario:
             await self.command(index, "volume", value=volume)
             await self.command(index, "filter", preset=preset)
             await self.command(index, "loop", mode=loop)
+
+    async def play_one(self, index: int, query: str = "clair de lune") -> None:
+        """Guild ``index``: the listener joins voice and plays one track."""
+        guild, _text, voice, user = self.world[index]
+        await self.discord.member_join_voice(guild.id, user.id, voice.id)
+        await self.command(index, "play", query=query)
 
     async def views(self) -> list[GuildView]:
         """Each guild as FakeDiscord (channel), FakeLavalink (track, position, volume, filters) and the

@@ -1,0 +1,234 @@
+"""Crash recovery end to end: a real bot process (discord.py + wavelink + sonora_cog) against the fakes.
+
+Each test runs :mod:`sonora_cog.testing.music_bot` as a subprocess through
+:class:`~sonora_cog.demo.DemoScenario`, drives it with slash commands like a user would, and kills,
+restarts or disconnects it. Nothing in discord.py or wavelink is patched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from sonora_cog.config import Settings, StorageSettings
+from sonora_cog.demo import POSITION_TOLERANCE_MS, DemoScenario
+from sonora_cog.manager import SessionManager
+from sonora_cog.meta import SnapshotKind
+from sonora_cog.model import SessionState
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Callable[..., AsyncIterator[DemoScenario]]:
+    @asynccontextmanager
+    async def make(guilds: int = 2, **kwargs: object) -> AsyncIterator[DemoScenario]:
+        async with DemoScenario(tmp_path, guilds, **kwargs) as demo:  # type: ignore[arg-type]
+            await demo.start_bot()
+            yield demo
+
+    return make
+
+
+def manager_for(demo: DemoScenario) -> SessionManager:
+    return SessionManager(Settings(storage=StorageSettings(path=str(demo.store_path))))
+
+
+async def live_states(demo: DemoScenario) -> dict[int, SessionState | None]:
+    manager = manager_for(demo)
+    try:
+        return {guild.id: await manager.read_live(guild.id) for guild, *_ in demo.world}
+    finally:
+        await manager.close()
+
+
+async def kill_and_restart(demo: DemoScenario, restored: int) -> None:
+    demo.bot.kill()
+    await demo.bot.wait()
+    await demo.start_bot()
+    if restored:
+        await demo.wait_restored(restored)
+
+
+def assert_same_session(before: SessionState, after: SessionState) -> None:
+    assert after.channel_id == before.channel_id
+    assert before.queue.current is not None and after.queue.current is not None
+    assert after.queue.current.encoded == before.queue.current.encoded
+    assert after.queue.current.user_data == before.queue.current.user_data  # the requester came back
+    assert [t.encoded for t in after.queue.upcoming] == [t.encoded for t in before.queue.upcoming]
+    assert [t.encoded for t in after.queue.history] == [t.encoded for t in before.queue.history]
+    assert after.queue.loop_mode == before.queue.loop_mode
+    assert after.player.volume == before.player.volume
+    assert after.player.paused == before.player.paused
+    assert after.filters.filter_config == before.filters.filter_config
+    assert after.autoplay.mode == before.autoplay.mode
+    assert after.extras == before.extras
+    assert abs(after.player.position - before.player.position) <= POSITION_TOLERANCE_MS
+
+
+async def test_kill_9_mid_track_restores_every_part(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:
+    async with scenario(guilds=2) as demo:
+        await demo.play_everywhere()
+        await demo.command(1, "pause")
+        await demo.command(0, "autoplay", mode="partial")
+        await asyncio.sleep(2)
+        await demo.wait_saved()
+        before = await live_states(demo)
+        views_before = await demo.views()
+
+        await kill_and_restart(demo, restored=2)
+        await demo.wait_saved()
+        after = await live_states(demo)
+        views_after = await demo.views()
+
+        for guild, *_ in demo.world:
+            b, a = before[guild.id], after[guild.id]
+            assert b is not None and a is not None
+            assert_same_session(b, a)
+        assert after[demo.world[1][0].id].player.paused is True  # a paused player comes back paused
+        for b, a in zip(views_before, views_after, strict=True):
+            assert b.same_as(a) == []
+        paused = demo.lavalink.player(demo.world[1][0].id)
+        assert paused is not None and paused.paused
+
+
+async def test_restarting_twice_in_a_row_keeps_the_queue(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:
+    async with scenario(guilds=1) as demo:
+        await demo.play_everywhere()
+        await demo.wait_saved()
+        before = (await live_states(demo))[demo.world[0][0].id]
+        assert before is not None and len(before.queue.upcoming) == 2
+        demo.bot.kill()
+        await demo.bot.wait()
+        await demo.start_bot()  # killed again right after start, before anything could be restored
+        demo.bot.kill()
+        await demo.bot.wait()
+        await demo.start_bot()
+        await demo.wait_restored(1)
+        await demo.wait_saved()
+        after = (await live_states(demo))[demo.world[0][0].id]
+        assert after is not None
+        assert [t.encoded for t in after.queue.upcoming] == [t.encoded for t in before.queue.upcoming]
+
+
+async def test_moderator_disconnect_ends_the_session_even_after_restart(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=2) as demo:
+        for index in range(2):
+            await demo.play_one(index)
+        await demo.wait_saved()
+        kicked = demo.world[0][0].id
+        await demo.discord.disconnect_bot_from_voice(kicked)
+        await asyncio.sleep(1.5)
+        assert demo.discord.bot_voice_channel(kicked) is None
+        states = await live_states(demo)
+        assert states[kicked] is None and states[demo.world[1][0].id] is not None
+        await kill_and_restart(demo, restored=1)
+        await asyncio.sleep(1)
+        assert demo.discord.bot_voice_channel(kicked) is None
+        assert demo.discord.bot_voice_channel(demo.world[1][0].id) == demo.world[1][2].id
+
+
+async def test_stop_command_ends_the_session(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:
+    async with scenario(guilds=1) as demo:
+        await demo.play_one(0)
+        await demo.wait_saved()
+        assert "Stopped" in await demo.command(0, "stop")
+        await asyncio.sleep(1)
+        assert (await live_states(demo))[demo.world[0][0].id] is None
+        await kill_and_restart(demo, restored=0)
+        await demo.bot.wait_for_line("SONORA ready", timeout=10)
+        await asyncio.sleep(2)
+        assert demo.discord.bot_voice_channel(demo.world[0][0].id) is None
+        assert demo.lavalink.player(demo.world[0][0].id) is None or demo.lavalink.player(demo.world[0][0].id).track is None
+
+
+async def test_deleted_channel_is_skipped_with_a_reason_and_others_restore(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=2) as demo:
+        for index in range(2):
+            await demo.play_one(index)
+        await demo.wait_saved()
+        demo.bot.kill()
+        await demo.bot.wait()
+        gone_guild, _text, gone_voice, _user = demo.world[0]
+        await demo.discord.delete_channel(gone_guild.id, gone_voice.id)
+        await demo.start_bot()
+        await demo.wait_restored(1)
+        log = "\n".join(demo.bot.lines_since_start())
+        assert f"guild {gone_guild.id} skipped (voice channel {gone_voice.id} no longer exists)" in log
+        assert demo.discord.bot_voice_channel(demo.world[1][0].id) == demo.world[1][2].id
+        assert (await live_states(demo))[gone_guild.id] is not None  # the record is kept
+
+
+async def test_stale_sessions_are_not_revived(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:
+    async with scenario(guilds=1, extra_config="max_age = 2\n") as demo:
+        await demo.play_one(0)
+        await demo.wait_saved()
+        demo.bot.kill()
+        await demo.bot.wait()
+        await asyncio.sleep(3)
+        await demo.start_bot()
+        await demo.bot.wait_for_line("startup restore finished", timeout=20)
+        assert "skipped (the session is stale" in "\n".join(demo.bot.lines_since_start())
+
+
+async def test_lavalink_restart_rebuilds_players(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:
+    async with scenario(guilds=2) as demo:
+        await demo.play_everywhere()
+        await demo.wait_saved()
+        await demo.lavalink.restart()  # a Lavalink crash: every session and player is gone
+        await demo.lavalink.wait_for(
+            lambda: all((p := demo.lavalink.player(g.id)) is not None and p.track is not None for g, *_ in demo.world),
+            timeout=30,
+        )
+        for guild, *_ in demo.world:
+            player = demo.lavalink.player(guild.id)
+            assert player is not None and player.connected
+
+
+async def test_lost_voice_connection_is_rejoined(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:
+    async with scenario(guilds=1) as demo:
+        await demo.play_one(0)
+        await demo.wait_saved()
+        guild_id = demo.world[0][0].id
+        before = demo.lavalink.player(guild_id)
+        assert before is not None and before.track is not None
+        await demo.lavalink.close_voice(guild_id, code=4006)
+        await demo.bot.wait_for_line(r"voice connection lost \(code 4006\)", timeout=10)
+        await demo.lavalink.wait_for(
+            lambda: (p := demo.lavalink.player(guild_id)) is not None and p.connected and p.track is not None,
+            timeout=20,
+        )
+        assert demo.discord.bot_voice_channel(guild_id) == demo.world[0][2].id
+
+
+async def test_sigterm_writes_a_shutdown_snapshot(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:
+    async with scenario(guilds=1) as demo:
+        await demo.play_one(0)
+        await demo.wait_saved()
+        demo.bot.terminate()
+        assert await demo.bot.wait() == 0
+        manager = manager_for(demo)
+        try:
+            kinds = [m.kind for m in await manager.list_snapshots(demo.world[0][0].id)]
+        finally:
+            await manager.close()
+        assert SnapshotKind.shutdown in kinds
+
+
+async def test_fifty_guilds_restore_within_the_gateway_limit(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=50, extra_config="joins_per_second = 1.9\njoin_burst = 10\nconcurrency = 5\n") as demo:
+        for index in range(50):
+            await demo.play_one(index, query="paper boats")
+        await demo.wait_saved()
+        await kill_and_restart(demo, restored=50)
+        for guild, _text, voice, _user in demo.world:
+            assert demo.discord.bot_voice_channel(guild.id) == voice.id
+        assert demo.discord.rate_limit_violations == []
