@@ -276,9 +276,10 @@ class SonoraCog(commands.Cog, name=COG_NAME):
     @commands.Cog.listener()
     async def on_wavelink_websocket_closed(self, payload: wavelink.WebsocketClosedEventPayload) -> None:
         player = payload.player
-        if player is None or payload.code not in VOICE_LOST_CODES or not self.settings.restore.on_voice_lost:
+        code = payload.code.value  # wavelink gives a DiscordVoiceCloseType enum
+        if player is None or code not in VOICE_LOST_CODES or not self.settings.restore.on_voice_lost:
             return
-        self._spawn(self.rebuild(player, f"voice connection lost (code {payload.code})"))
+        self._spawn(self.rebuild(player, f"voice connection lost (code {code})"))
 
     @commands.Cog.listener()
     async def on_voice_state_update(
