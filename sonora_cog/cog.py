@@ -248,7 +248,24 @@ class SonoraCog(commands.Cog, name=COG_NAME):
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
-        self._maybe_rehydrate()
+        if self._rehydration is None:
+            self._maybe_rehydrate()
+        elif self._rehydration.done():
+            # A second READY means discord.py re-identified (session invalidated): it dropped every
+            # voice client, so the players of this process are orphaned. Bring them back.
+            self._spawn(self._rejoin_after_reidentify())
+
+    async def _rejoin_after_reidentify(self) -> list[RestoreReport]:
+        orphaned = []
+        for guild_id in await self.manager.live_guilds():
+            guild = self.bot.get_guild(guild_id)
+            if guild is not None and guild.voice_client is None and self.owns(guild_id):
+                orphaned.append(guild_id)
+        if orphaned:
+            _log.warning("gateway session was re-identified; rejoining %d guild(s)", len(orphaned))
+            for guild_id in orphaned:
+                self.tracker.hold(guild_id)
+        return await self.rehydrate(orphaned) if orphaned else []
 
     @commands.Cog.listener()
     async def on_wavelink_node_ready(self, payload: wavelink.NodeReadyEventPayload) -> None:
