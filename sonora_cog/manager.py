@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from .store.base import SnapshotStore
 
 if TYPE_CHECKING:
     import wavelink
+    from discord.ext import commands
 
 __all__ = ("SessionManager", "StoreAnalysis", "ValidationResult", "build_codec", "build_store")
 
@@ -130,6 +131,7 @@ class SessionManager:
         self._store = store
         self.codec = codec or build_codec(self.settings)
         self.limits = self.settings.limits.to_limits()
+        self._scheduler: Any = None
 
     # -- configuration ------------------------------------------------------------------------------
 
@@ -396,8 +398,42 @@ class SessionManager:
                 results.append(ValidationResult(ref.guild_id, ref.snapshot_id, True))
         return results
 
+    # -- restoring and automatic snapshots ----------------------------------------------------------
+
+    async def restore_snapshot(
+        self, snapshot: SessionState, player: wavelink.Player, parts: Iterable[str] | None = None
+    ) -> None:
+        """Apply ``parts`` of ``snapshot`` to a connected ``player`` (no Lavalink request per track).
+
+        The cog's restore (``SonoraCog.restore``) also joins the channel, verifies and rolls back;
+        this is the bare application for bots that manage their players themselves.
+        """
+        from .restore import ALL_PARTS, apply_state
+
+        await apply_state(player, snapshot, ALL_PARTS if parts is None else parts, self.settings.restore)
+
+    def start_auto_snapshot(self, bot: commands.Bot) -> None:
+        """Run the checkpoint, auto-snapshot and retention jobs for ``bot``'s players (without the cog).
+
+        The cog does this by itself; call it only if you do not load the cog.
+        """
+        from .jobs import build_scheduler
+        from .tracker import SessionTracker
+
+        if self._scheduler is not None:
+            return
+        self._scheduler = build_scheduler(SessionTracker(bot, self), self.settings)
+        self._scheduler.start()
+
+    def stop_auto_snapshot(self) -> None:
+        """Stop the jobs started by :meth:`start_auto_snapshot`."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+
     async def close(self) -> None:
-        """Close the store."""
+        """Stop the jobs (if any) and close the store."""
+        self.stop_auto_snapshot()
         if self._store is not None:
             await self._store.close()
 
