@@ -160,8 +160,8 @@ class SessionTracker:
                 try:
                     state = self.capture(player)
                     meta = await self.manager.write_live(state)
-                except (SonoraError, ValueError, OSError) as exc:
-                    _log.error("could not save the live record of guild %s: %s", guild_id, exc)
+                except Exception as exc:  # one guild's failure must never stop the others
+                    _log.error("could not save the live record of guild %s: %s: %s", guild_id, type(exc).__name__, exc)
                     self._dirty.add(guild_id)
                     continue
                 if guild_id in self._ended:  # ended while we were writing: take it back
@@ -190,8 +190,8 @@ class SessionTracker:
                 if self._auto_fingerprints.get(guild_id) == fingerprint:
                     continue
                 await self.manager.save_snapshot(state)
-            except (SonoraError, ValueError, OSError) as exc:
-                _log.error("auto snapshot of guild %s failed: %s", guild_id, exc)
+            except Exception as exc:  # one guild's failure must never stop the others
+                _log.error("auto snapshot of guild %s failed: %s: %s", guild_id, type(exc).__name__, exc)
                 continue
             self._auto_fingerprints[guild_id] = fingerprint
             taken += 1
@@ -219,8 +219,8 @@ class SessionTracker:
                 state = self.capture(player)
                 await self.manager.write_live(state)
                 await self.manager.save_snapshot(replace(state, kind=SnapshotKind.shutdown))
-            except (SonoraError, ValueError, OSError) as exc:
-                _log.error("shutdown save of guild %s failed: %s", guild_id, exc)
+            except Exception as exc:  # one guild's failure must never stop the others
+                _log.error("shutdown save of guild %s failed: %s: %s", guild_id, type(exc).__name__, exc)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.closed = True
