@@ -94,15 +94,17 @@ class PositionSample:
 def track_state(track: wavelink.Playable) -> TrackState:
     """Capture one track as Lavalink's JSON plus wavelink's ``playlist`` and ``recommended``."""
     raw: Mapping[str, Any] = track.raw_data
+    playlist = track.playlist
     data: dict[str, Any] = {
         "encoded": track.encoded,
         "info": raw["info"],
         "pluginInfo": raw.get("pluginInfo") or {},
-        "userData": dict(track.extras),
+        # ExtrasNamespace is a SimpleNamespace whose dict(...) form is its __dict__; vars() reads it
+        # without wavelink's generator-based __iter__.
+        "userData": dict(vars(track.extras)),
         "playlist": None,
         "recommended": track.recommended,
     }
-    playlist = track.playlist
     if playlist is not None:
         data["playlist"] = {
             "name": playlist.name,

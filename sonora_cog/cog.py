@@ -310,6 +310,10 @@ class SonoraCog(commands.Cog, name=COG_NAME):
         elif before.channel is not None and after.channel is None:
             if guild_id in self._internal_leaves:
                 self._internal_leaves.discard(guild_id)
+            elif self.tracker.is_held(guild_id) and not isinstance(member.guild.voice_client, wavelink.Player):
+                # Discord ended the *previous* process's voice state (its gateway session timed out)
+                # while this guild waits for its restore: that is not the session ending.
+                _log.debug("guild %s: the previous process's voice state ended; its restore is pending", guild_id)
             else:
                 self.tracker.session_ended(guild_id, "disconnected from voice")
         elif after.channel is not None:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import discord
 import wavelink
+from discord.ext import commands
 
 __all__ = ("COG_NAME", "ObservedQueue", "SonoraPlayer")
 
@@ -130,7 +131,7 @@ class SonoraPlayer(wavelink.Player):
 
     def _tracker(self) -> _Tracker | None:
         client = self.client if self.client is not discord.utils.MISSING else None
-        cog = client.get_cog(COG_NAME) if isinstance(client, discord.ext.commands.Bot) else None
+        cog = client.get_cog(COG_NAME) if isinstance(client, commands.Bot) else None
         return getattr(cog, "tracker", None)
 
     def mark_dirty(self) -> None:
