@@ -206,6 +206,7 @@ class SonoraCog(commands.Cog, name=COG_NAME):
         backup: SessionState | None = None,
     ) -> RestoreReport:
         """Restore ``state`` in ``guild`` now (paced; held from checkpoints while it runs)."""
+        was_held = self.tracker.is_held(guild.id)  # the startup restore holds it until it is done
         self.tracker.hold(guild.id)
         try:
             self.tracker.session_started(guild.id)
@@ -214,7 +215,8 @@ class SonoraCog(commands.Cog, name=COG_NAME):
                 player_cls=self.player_cls, pacer=self.pacer,
             )
         finally:
-            self.tracker.release(guild.id, dirty=False)
+            if not was_held:
+                self.tracker.release(guild.id, dirty=False)
         if report.ok or report.status is RestoreStatus.rolled_back:
             self.tracker.mark_dirty(guild.id)
         return report

@@ -103,6 +103,12 @@ def _text(value: Any) -> str:
     return value
 
 
+def _optional_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError('expected a string ("" for none)')
+    return value
+
+
 def _env_name(value: Any) -> str:
     if not isinstance(value, str) or not value.replace("_", "").isalnum():
         raise ValueError("expected the NAME of an environment variable (letters, digits, _)")
@@ -147,6 +153,13 @@ class StorageSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "sonora"
     redis_password_env: str = "SONORA_REDIS_PASSWORD"  # noqa: S105 (a variable name, not a password)
+    redis_tls_ca_file: str = ""
+    redis_timeout: float = 5.0
+    redis_buffer_max_records: int = 10_000
+    redis_buffer_max_bytes: int = 64 * 1024 * 1024
+    lease_ttl: float = 15.0
+    lease_renew_interval: float = 5.0
+    lease_wait: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +244,13 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "redis_url": (_text, 'Redis URL for backend = "redis" (rediss:// for TLS); no password here'),
         "redis_prefix": (_text, "prefix of every Redis key sonora_cog writes"),
         "redis_password_env": (_env_name, "NAME of the environment variable holding the Redis password"),
+        "redis_tls_ca_file": (_optional_text, 'CA bundle to verify a rediss:// server ("" = the system CAs)'),
+        "redis_timeout": (_positive_seconds, "seconds to wait for Redis before it counts as unreachable"),
+        "redis_buffer_max_records": (_int_range(1), "writes kept in memory while Redis is unreachable"),
+        "redis_buffer_max_bytes": (_int_range(1024), "bytes of writes kept in memory while Redis is unreachable"),
+        "lease_ttl": (_positive_seconds, "seconds a process keeps a guild after it stops renewing (crash)"),
+        "lease_renew_interval": (_positive_seconds, "seconds between lease renewals (below lease_ttl)"),
+        "lease_wait": (_non_negative_seconds, "seconds a new process waits for another one to release a guild"),
     },
     "encryption": {
         "enabled": (_boolean, "encrypt records with AES-256-GCM; needs sonora-cog[crypto]"),
@@ -269,7 +289,10 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
     },
     "commands": {
         "enabled": (_boolean, "register the /snapshot slash commands"),
-        "allowed_role_ids": (_snowflakes, "roles allowed besides Manage Server (list of ids)"),
+        "allowed_role_ids": (
+            _snowflakes,
+            "roles allowed besides Manage Server (also grant them /snapshot in Server Settings > Integrations)",
+        ),
         "page_size": (_int_range(1, 25), "snapshots per page in /snapshot list"),
         "import_max_bytes": (_int_range(1024), "largest attachment /snapshot import accepts"),
         "confirm_timeout": (_positive_seconds, "seconds a restore confirmation button stays active"),
@@ -417,6 +440,11 @@ def load_settings(
         old_encryption_keys=tuple(Secret(k.strip()) for k in old_raw.split(",") if k.strip()),
         redis_password=_read_secret(env, storage.redis_password_env),
     )
+    if storage.lease_renew_interval >= storage.lease_ttl:
+        raise ConfigError(
+            f"storage.lease_renew_interval: must be below storage.lease_ttl ({storage.lease_ttl:g}), "
+            f"got {storage.lease_renew_interval:g}"
+        )
     if encryption.enabled and settings.encryption_key is None:
         raise ConfigError(
             f"encryption.enabled: encryption is on but the environment variable {encryption.key_env} "

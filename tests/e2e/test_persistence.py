@@ -1,0 +1,185 @@
+"""Persistence in a running bot: every change reaches the live record, jobs, shutdown, races.
+
+Real discord.py + wavelink + SonoraCog in this process, through FakeDiscord and FakeLavalink
+(fixtures in ``tests/e2e/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+import discord
+import pytest
+import wavelink
+from conftest import RunningBot, StartBot
+
+from sonora_cog.capture import to_playable
+from sonora_cog.config import SnapshotSettings
+from sonora_cog.meta import SnapshotKind
+from sonora_cog.model import LoopMode, SessionState
+from sonora_cog.player import SonoraPlayer
+from sonora_cog.testing.music_bot import preset_filters
+
+
+async def live(running: RunningBot, guild_id: int | None = None) -> SessionState | None:
+    return await running.cog.manager.read_live(guild_id or running.guild.id)
+
+
+async def eventually(running: RunningBot, check: Any, timeout: float = 5.0) -> SessionState:  # noqa: ASYNC109
+    """Wait until the live record satisfies ``check(state)``; return it."""
+    found: list[SessionState] = []
+
+    async def ready() -> bool:
+        state = await live(running)
+        if state is not None and check(state):
+            found.append(state)
+            return True
+        return False
+
+    await running.wait_for(ready, timeout)
+    return found[-1]
+
+
+@pytest.fixture
+async def debounced(start_bot: StartBot) -> RunningBot:
+    # no checkpoint job during the test: only the debounced writes of SonoraPlayer can save
+    return await start_bot(snapshots=SnapshotSettings(debounce=0.2, checkpoint_interval=3600, auto_enabled=False))
+
+
+async def test_every_state_change_reaches_the_live_record(debounced: RunningBot) -> None:
+    running = debounced
+    await running.play("clair de lune")
+    player = running.player()
+    assert isinstance(player, SonoraPlayer)
+    await eventually(running, lambda s: s.queue.current is not None and s.queue.current.title == "Clair de Lune")
+
+    await player.set_volume(33)
+    await eventually(running, lambda s: s.player.volume == 33)
+    await player.pause(True)
+    await eventually(running, lambda s: s.player.paused)
+    await player.pause(False)
+    await player.seek(60_000)
+    await eventually(running, lambda s: s.player.position >= 59_000 and not s.player.paused)
+    await player.set_filters(preset_filters("nightcore"))
+    await eventually(running, lambda s: "timescale" in s.filters.active_filters)
+    extra = to_playable(running.cog.current_state(running.discord_guild).queue.current)  # type: ignore[union-attr]
+    player.queue.put(extra)
+    await eventually(running, lambda s: len(s.queue.upcoming) == 1)
+    player.queue.mode = wavelink.QueueMode.loop
+    await eventually(running, lambda s: s.queue.loop_mode is LoopMode.track)
+    player.autoplay = wavelink.AutoPlayMode.partial
+    await eventually(running, lambda s: s.autoplay.mode.value == "partial")
+    player.queue.clear()
+    await eventually(running, lambda s: len(s.queue.upcoming) == 0)
+    player.extras = {"announce_channel_id": "42"}
+    player.mark_dirty()
+    await eventually(running, lambda s: s.extras == {"announce_channel_id": "42"})
+
+
+async def test_a_plain_wavelink_player_is_covered_by_events_and_checkpoints(start_bot: StartBot) -> None:
+    running = await start_bot(snapshots=SnapshotSettings(debounce=0.1, checkpoint_interval=0.5, auto_enabled=False))
+    channel = running.bot.get_channel(running.world.world.voice.id)
+    assert isinstance(channel, discord.VoiceChannel)
+    player = await channel.connect(cls=wavelink.Player)
+    track = wavelink.Playable(running.track("Midnight Drive"))  # type: ignore[arg-type]
+    await player.play(track)
+    state = await eventually(running, lambda s: s.queue.current is not None)
+    assert state.queue.current is not None and state.queue.current.title == "Midnight Drive"
+    await player.set_volume(70)  # no event for this one: the checkpoint job picks it up
+    await eventually(running, lambda s: s.player.volume == 70)
+
+
+async def test_one_broken_guild_never_stops_the_checkpoint_for_the_others(
+    debounced: RunningBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = debounced
+    other = running.world.other
+    await running.play("clair de lune")
+    await running.play("paper boats", guild=other.guild)
+    broken = running.player()
+    assert isinstance(broken, SonoraPlayer)
+    broken.extras = {"not json": object()}
+    healthy = running.player(other.guild.id)
+    assert healthy is not None
+    await healthy.set_volume(12)
+    caplog.set_level(logging.ERROR, logger="sonora_cog.tracker")
+    written = await running.cog.tracker.checkpoint()
+    assert written == 1
+    state = await live(running, other.guild.id)
+    assert state is not None and state.player.volume == 12
+    assert f"could not save the live record of guild {running.guild.id}" in caplog.text
+
+
+async def test_auto_snapshots_are_incremental(debounced: RunningBot) -> None:
+    running = debounced
+    await running.play("clair de lune")
+    tracker, manager = running.cog.tracker, running.cog.manager
+    assert await tracker.auto_snapshot() == 1
+    await asyncio.sleep(0.3)  # the track advanced: that alone is not a change
+    assert await tracker.auto_snapshot() == 0
+    player = running.player()
+    assert player is not None
+    await player.set_volume(55)
+    assert await tracker.auto_snapshot() == 1
+    kinds = [m.kind for m in await manager.list_snapshots(running.guild.id)]
+    assert kinds == [SnapshotKind.auto, SnapshotKind.auto]
+
+
+async def test_unloading_the_cog_writes_a_shutdown_snapshot_and_the_live_record(debounced: RunningBot) -> None:
+    running = debounced
+    await running.play("glass houses")
+    player = running.player()
+    assert player is not None
+    await player.set_volume(77)
+    manager = running.cog.manager
+    await running.bot.remove_cog(running.cog.qualified_name)
+    await asyncio.sleep(0.05)  # AsyncIOScheduler.shutdown runs on the next loop iteration
+    assert running.cog.scheduler.running is False
+    manager.__init__(running.settings)  # the cog closed its store; read it again  # type: ignore[misc]
+    metas = await manager.list_snapshots(running.guild.id)
+    assert [m.kind for m in metas] == [SnapshotKind.shutdown]
+    state = await manager.read_live(running.guild.id)
+    assert state is not None and state.player.volume == 77
+
+
+async def test_a_manual_restore_racing_the_checkpoint_never_writes_a_mixed_state(debounced: RunningBot) -> None:
+    running = debounced
+    await running.play("clair de lune")
+    for title in ("boléro", "canon in d"):
+        await running.play(title)
+    old = running.cog.current_state(running.discord_guild)
+    assert old is not None and old.queue.current is not None
+    snapshot = dataclasses.replace(
+        old,
+        queue=dataclasses.replace(old.queue, current=old.queue.upcoming[-1], upcoming=(old.queue.current,) * 3),
+        player=dataclasses.replace(old.player, volume=321),
+    )
+    written: list[SessionState] = []
+    manager = running.cog.manager
+    original = manager.write_live
+
+    async def recording(state: SessionState) -> Any:
+        written.append(state)
+        return await original(state)
+
+    manager.write_live = recording  # type: ignore[method-assign]
+    restore = asyncio.create_task(running.cog.restore(running.discord_guild, snapshot))
+    while not restore.done():
+        await running.cog.tracker.checkpoint()
+        await asyncio.sleep(0)
+    report = restore.result()
+    assert report.ok, report.reason
+    await running.cog.tracker.checkpoint()
+    assert written, "the checkpoint never ran"
+    for state in written:
+        signature = (state.queue.current.encoded if state.queue.current else None, len(state.queue.upcoming),
+                     state.player.volume)
+        assert signature in {
+            (old.queue.current.encoded, len(old.queue.upcoming), old.player.volume),
+            (snapshot.queue.current.encoded, 3, 321),  # type: ignore[union-attr]
+        }
+    final = await live(running)
+    assert final is not None and final.player.volume == 321 and len(final.queue.upcoming) == 3
