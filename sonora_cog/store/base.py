@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,6 +26,7 @@ from ..errors import InvalidIdentifier, SnapshotTooLarge, TruncatedSnapshot
 from ..meta import SnapshotKind, SnapshotMeta, validate_snapshot_id
 
 __all__ = (
+    "MAX_AUX_BYTES",
     "MAX_GUILD_ID",
     "MAX_HEADER_BYTES",
     "HeaderReader",
@@ -35,6 +37,7 @@ __all__ = (
     "plan_prune",
     "read_meta_from_bytes",
     "read_meta_from_stream",
+    "validate_aux_key",
     "validate_guild_id",
 )
 
@@ -46,6 +49,21 @@ MAX_HEADER_BYTES = 128 * 1024
 #: Reads a record's metadata from an open binary stream positioned at the record's first byte,
 #: consuming only the header. Raises a :class:`~sonora_cog.errors.SnapshotCorrupted` subclass on bad input.
 HeaderReader = Callable[[BinaryIO], SnapshotMeta]
+
+
+#: Auxiliary record keys: lowercase letters, digits, ``-`` and ``_`` (never a path).
+_AUX_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: Auxiliary records are small (a heartbeat, a session id).
+MAX_AUX_BYTES = 64 * 1024
+
+
+def validate_aux_key(key: str, data: bytes | None = None) -> str:
+    """Return ``key`` if it names an auxiliary record (and ``data`` fits), else raise :class:`InvalidIdentifier`."""
+    if not isinstance(key, str) or not _AUX_KEY_RE.fullmatch(key):
+        raise InvalidIdentifier(f"not an auxiliary record key: {key!r}")
+    if data is not None and len(data) > MAX_AUX_BYTES:
+        raise InvalidIdentifier(f"auxiliary record {key!r} is larger than {MAX_AUX_BYTES} bytes")
+    return key
 
 
 def validate_guild_id(guild_id: int) -> int:
@@ -322,6 +340,22 @@ class SnapshotStore(Protocol):
         str | None
             The new location (a path, a key), or ``None`` when the guild had no live record.
         """
+        ...
+
+    async def put_aux(self, key: str, data: bytes) -> None:
+        """Atomically write a small auxiliary record (a process heartbeat, a Lavalink session id).
+
+        Raises
+        ------
+        InvalidIdentifier
+            The key is not ``[a-z0-9][a-z0-9_-]{0,63}`` or the data exceeds :data:`MAX_AUX_BYTES`.
+        StoreError
+            The write failed; the previous value is intact.
+        """
+        ...
+
+    async def get_aux(self, key: str) -> bytes | None:
+        """Return an auxiliary record, or ``None`` when there is none."""
         ...
 
     async def save(self, meta: SnapshotMeta, data: bytes) -> None:

@@ -44,6 +44,7 @@ from .base import (
     plan_prune,
     read_meta_from_bytes,
     read_meta_from_stream,
+    validate_aux_key,
     validate_guild_id,
 )
 
@@ -130,6 +131,7 @@ class FilesystemStore:
         self._live_dir = self._root / "live"
         self._snapshot_dir = self._root / "snapshots"
         self._quarantine_dir = self._root / "quarantine"
+        self._aux_dir = self._root / "aux"
         self._read_header = read_header
         self._stale_temp_age = stale_temp_age
         self._locks: dict[int, asyncio.Lock] = {}
@@ -217,13 +219,13 @@ class FilesystemStore:
     def _setup_sync(self) -> None:
         try:
             self._root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            for directory in (self._live_dir, self._snapshot_dir, self._quarantine_dir):
+            for directory in (self._live_dir, self._snapshot_dir, self._quarantine_dir, self._aux_dir):
                 directory.mkdir(mode=DIR_MODE, exist_ok=True)
                 directory.chmod(DIR_MODE)
         except OSError as exc:
             message = f"cannot create the store directories under {self._root}: {_describe(exc)}"
             raise StoreError(message) from exc
-        folders = [self._live_dir, self._quarantine_dir]
+        folders = [self._live_dir, self._quarantine_dir, self._aux_dir]
         with contextlib.suppress(OSError):
             folders += [p for p in self._snapshot_dir.iterdir() if _GUILD_DIR_RE.fullmatch(p.name)]
         cutoff = time.time() - self._stale_temp_age
@@ -399,6 +401,21 @@ class FilesystemStore:
             self._atomic_write(path, data, exclusive=False, what=f"the live record of guild {guild_id}")
 
         await self._run_locked(guild_id, work)
+
+    async def put_aux(self, key: str, data: bytes) -> None:
+        """Atomically write an auxiliary record; see :meth:`SnapshotStore.put_aux`."""
+        data = self._as_bytes(data)
+        path = self._aux_dir / f"{validate_aux_key(key, data)}{SUFFIX}"
+
+        def work() -> None:
+            self._atomic_write(path, data, exclusive=False, what=f"auxiliary record {key!r}")
+
+        await self._run(work)
+
+    async def get_aux(self, key: str) -> bytes | None:
+        """Return an auxiliary record, or ``None``."""
+        path = self._aux_dir / f"{validate_aux_key(key)}{SUFFIX}"
+        return await self._run(self._read_file, path, f"auxiliary record {key!r}")
 
     async def get_live(self, guild_id: int) -> bytes | None:
         """Return the guild's live record, or ``None``."""

@@ -373,3 +373,28 @@ async def test_concurrent_duplicate_saves_store_exactly_one(
     assert sum(r is None for r in results) == 1
     assert all(isinstance(r, DuplicateSnapshot) for r in results if r is not None)
     assert await store.load(GUILD_A, record.meta.id) == record.data
+
+
+# --- auxiliary records --------------------------------------------------------------------------------
+async def test_aux_put_get_overwrite(store: SnapshotStore) -> None:
+    assert await store.get_aux("heartbeat-1") is None
+    await store.put_aux("heartbeat-1", b'{"at": 1}')
+    await store.put_aux("heartbeat-1", b'{"at": 2}')
+    await store.put_aux("lavalink-session_main", b"abc")
+    assert await store.get_aux("heartbeat-1") == b'{"at": 2}'
+    assert await store.get_aux("lavalink-session_main") == b"abc"
+    assert await store.live_guilds() == []  # auxiliary records are not guilds
+    assert await store.list() == []
+
+
+@pytest.mark.parametrize("key", ["../../etc/passwd", "", "UPPER", "a/b", "x" * 65, "-lead"])
+async def test_aux_bad_keys_are_refused(store: SnapshotStore, key: str) -> None:
+    with pytest.raises(InvalidIdentifier):
+        await store.put_aux(key, b"x")
+    with pytest.raises(InvalidIdentifier):
+        await store.get_aux(key)
+
+
+async def test_aux_oversized_is_refused(store: SnapshotStore) -> None:
+    with pytest.raises(InvalidIdentifier, match="larger than"):
+        await store.put_aux("big", b"x" * (64 * 1024 + 1))
