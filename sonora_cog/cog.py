@@ -25,7 +25,7 @@ from .manager import SessionManager
 from .meta import SnapshotKind
 from .model import SessionState
 from .player import COG_NAME, SonoraPlayer
-from .restore import ALL_PARTS, RestoreReport, RestoreStatus, TokenBucket, restore_state
+from .restore import ALL_PARTS, RestoreReport, RestoreStatus, TokenBucket, advance_position, restore_state
 from .tracker import SessionTracker
 
 __all__ = ("SonoraCog",)
@@ -74,6 +74,7 @@ class SonoraCog(commands.Cog, name=COG_NAME):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sigterm_installed = False
         self._commands: Any = None
+        self._previous_heartbeat: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -83,6 +84,8 @@ class SonoraCog(commands.Cog, name=COG_NAME):
             for guild_id in await self.manager.live_guilds():
                 if self.owns(guild_id):
                     self.tracker.hold(guild_id)
+            # When the previous process last checkpointed: unchanged tracks played on until then.
+            self._previous_heartbeat = await self.manager.read_heartbeat(self.tracker.owner)
         self.scheduler.start()
         self._install_sigterm()
         if self.settings.commands.enabled:
@@ -182,7 +185,9 @@ class SonoraCog(commands.Cog, name=COG_NAME):
         if state is None:
             self.tracker.release(guild_id, dirty=False)
             return RestoreReport(guild_id, RestoreStatus.skipped, reason="no live record")
-        age = time.time() - state.created_at
+        # A record is only rewritten when something changes: the session was alive until the later of
+        # its last write and the previous process's last checkpoint.
+        age = time.time() - max(state.created_at, self._previous_heartbeat or 0.0)
         guild = self.bot.get_guild(guild_id)
         if age > self.settings.restore.max_age:
             report = RestoreReport(guild_id, RestoreStatus.skipped, state=state,
@@ -190,6 +195,8 @@ class SonoraCog(commands.Cog, name=COG_NAME):
         elif guild is None:
             report = RestoreReport(guild_id, RestoreStatus.skipped, state=state, reason="the guild is not available")
         else:
+            if self._previous_heartbeat is not None:
+                state = advance_position(state, self._previous_heartbeat)
             report = await self.restore(guild, state)
         self.tracker.release(guild_id, dirty=report.ok)
         self._dispatch_report(report)

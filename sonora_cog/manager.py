@@ -367,6 +367,20 @@ class SessionManager:
         """Delete the guild's live record: the session ended on purpose and must not come back."""
         return await self.store.delete_live(guild_id)
 
+    async def write_heartbeat(self, owner: str, at: float | None = None) -> None:
+        """Record that ``owner`` (one bot process's shards) was alive and checkpointing at ``at``."""
+        await self.store.put_aux(f"heartbeat-{owner}", orjson.dumps({"at": time.time() if at is None else at}))
+
+    async def read_heartbeat(self, owner: str) -> float | None:
+        """When ``owner`` last checkpointed (Unix seconds), or ``None``; a damaged value reads as ``None``."""
+        data = await self.store.get_aux(f"heartbeat-{owner}")
+        try:
+            at = orjson.loads(data)["at"] if data else None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            _log.warning("the heartbeat record of %s is damaged; ignoring it", owner)
+            return None
+        return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+
     async def live_guilds(self) -> list[int]:
         """Guilds that have a live record."""
         return await self.store.live_guilds()

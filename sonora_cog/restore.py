@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import discord
@@ -28,7 +28,15 @@ from .config import RestoreSettings
 from .model import SessionState
 from .player import SonoraPlayer
 
-__all__ = ("ALL_PARTS", "RestoreReport", "RestoreStatus", "TokenBucket", "apply_state", "restore_state")
+__all__ = (
+    "ALL_PARTS",
+    "RestoreReport",
+    "RestoreStatus",
+    "TokenBucket",
+    "advance_position",
+    "apply_state",
+    "restore_state",
+)
 
 _log = logging.getLogger(__name__)
 
@@ -103,6 +111,23 @@ class TokenBucket:
                     self._tokens -= 1
                     return
                 await asyncio.sleep((1 - self._tokens) / self.rate)
+
+
+def advance_position(state: SessionState, until: float) -> SessionState:
+    """The state as it had played on until ``until`` (Unix seconds): a playing, unpaused track's
+    position moves forward at the timescale filter's speed, capped at the track's length.
+
+    Live records are rewritten only when something changes; between changes the bot's checkpoint
+    heartbeat says how long the track kept playing, which this turns into a position.
+    """
+    current = state.queue.current
+    if current is None or state.player.paused or current.info.get("isStream") or until <= state.player.position_at:
+        return state
+    timescale = state.filters.filter_config.get("timescale") or {}
+    speed = float(timescale.get("speed") or 1.0) * float(timescale.get("rate") or 1.0)
+    moved = int((until - state.player.position_at) * 1000 * speed)
+    position = min(state.player.position + moved, current.length)
+    return replace(state, player=replace(state.player, position=position, position_at=until))
 
 
 def _skip_reason(guild: discord.Guild, state: SessionState, settings: RestoreSettings) -> str | None:

@@ -32,6 +32,7 @@ from .errors import SonoraError
 from .manager import SessionManager
 from .meta import SnapshotKind
 from .model import SessionState
+from .player import SonoraPlayer
 
 __all__ = ("SessionTracker", "state_fingerprint")
 
@@ -59,6 +60,7 @@ class SessionTracker:
         self._ended: set[int] = set()
         self._samples: dict[int, PositionSample] = {}
         self._auto_fingerprints: dict[int, str] = {}
+        self._live_fingerprints: dict[int, str] = {}
         self._last_saved: dict[int, float] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_lock = asyncio.Lock()
@@ -145,8 +147,12 @@ class SessionTracker:
     def _writable(self, guild_id: int) -> bool:
         return guild_id not in self._held and guild_id not in self._ended
 
-    async def flush(self, guild_ids: Iterable[int] | None = None) -> int:
-        """Write the live record of ``guild_ids`` (default: every dirty guild); return how many."""
+    async def flush(self, guild_ids: Iterable[int] | None = None, *, unless_unchanged: Iterable[int] = ()) -> int:
+        """Write the live record of ``guild_ids`` (default: every dirty guild); return how many.
+
+        Guilds in ``unless_unchanged`` are written only if their content changed since their last write.
+        """
+        compare = set(unless_unchanged)
         async with self._flush_lock:
             targets = set(self._dirty if guild_ids is None else guild_ids)
             self._dirty -= targets
@@ -159,6 +165,11 @@ class SessionTracker:
                     continue
                 try:
                     state = self.capture(player)
+                    if guild_id in compare:
+                        fingerprint = state_fingerprint(state)
+                        if self._live_fingerprints.get(guild_id) == fingerprint:
+                            continue
+                        self._live_fingerprints[guild_id] = fingerprint
                     meta = await self.manager.write_live(state)
                 except Exception as exc:  # one guild's failure must never stop the others
                     _log.error("could not save the live record of guild %s: %s: %s", guild_id, type(exc).__name__, exc)
@@ -172,10 +183,33 @@ class SessionTracker:
                 self.bot.dispatch("sonora_state_saved", guild_id, meta)
             return written
 
+    @property
+    def owner(self) -> str:
+        """This process's identity in heartbeat records: the bot's user id and its shards."""
+        user = self.bot.user.id if self.bot.user is not None else 0
+        shards: Any = getattr(self.bot, "shard_ids", None) or (
+            [self.bot.shard_id] if self.bot.shard_id is not None else None
+        )
+        return f"{user}-{'-'.join(map(str, sorted(shards))) if shards else 'all'}"
+
     async def checkpoint(self) -> int:
-        """The checkpoint job: write dirty guilds and every guild that is playing."""
-        playing = {p.guild.id for p in self.players() if p.guild is not None and p.playing}
-        return await self.flush(self._dirty | playing)
+        """The checkpoint job: write the guilds that changed, then one heartbeat.
+
+        :class:`~sonora_cog.player.SonoraPlayer` guilds report their changes, so an unchanged guild
+        costs nothing. A plain ``wavelink.Player`` cannot report them: it is captured and written only
+        if its content differs from its last write. The heartbeat lets a restore work out how far each
+        unchanged track has played since its record was written (see ``restore.advance_position``).
+        """
+        plain = {
+            p.guild.id for p in self.players() if p.guild is not None and not isinstance(p, SonoraPlayer)
+        }
+        written = await self.flush(self._dirty | plain, unless_unchanged=plain - self._dirty)
+        if self.players() and not self.closed:
+            try:
+                await self.manager.write_heartbeat(self.owner)
+            except SonoraError as exc:
+                _log.error("could not write the checkpoint heartbeat: %s", exc)
+        return written
 
     async def auto_snapshot(self) -> int:
         """The auto-snapshot job: an ``auto`` snapshot of each guild that changed since its last one."""

@@ -183,3 +183,22 @@ async def test_a_manual_restore_racing_the_checkpoint_never_writes_a_mixed_state
         }
     final = await live(running)
     assert final is not None and final.player.volume == 321 and len(final.queue.upcoming) == 3
+
+
+async def test_checkpoint_writes_only_changed_guilds_plus_a_heartbeat(start_bot: StartBot) -> None:
+    running = await start_bot(snapshots=SnapshotSettings(debounce=3600, checkpoint_interval=3600, auto_enabled=False))
+    other = running.world.other
+    await running.play("clair de lune")
+    await running.play("paper boats", guild=other.guild)
+    tracker = running.cog.tracker
+    assert await tracker.checkpoint() == 2  # both changed (they started playing)
+    assert await tracker.checkpoint() == 0  # both still playing, nothing changed: no write at all
+    heartbeat = await running.cog.manager.read_heartbeat(tracker.owner)
+    assert heartbeat is not None
+    player = running.player(other.guild.id)
+    assert player is not None
+    await player.set_volume(5)
+    assert await tracker.checkpoint() == 1
+    state = await live(running, other.guild.id)
+    assert state is not None and state.player.volume == 5
+    assert (await running.cog.manager.read_heartbeat(tracker.owner) or 0) >= heartbeat
