@@ -74,6 +74,13 @@ class MusicCog(commands.Cog):
         player = interaction.guild.voice_client if interaction.guild else None
         return player if isinstance(player, SonoraPlayer) else None
 
+    async def _connected(self, interaction: discord.Interaction) -> SonoraPlayer | None:
+        """The guild's player, or ``None`` after telling the user the bot is not connected."""
+        player = self._player(interaction)
+        if player is None:
+            await _reply(interaction, "Not connected.")
+        return player
+
     @app_commands.command(description="Play or queue a track (search text or URL).")
     @app_commands.guild_only()
     async def play(self, interaction: discord.Interaction, query: str) -> None:
@@ -115,9 +122,8 @@ class MusicCog(commands.Cog):
     @app_commands.command(description="Show the queue.")
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction) -> None:
-        player = self._player(interaction)
+        player = await self._connected(interaction)
         if player is None:
-            await _reply(interaction, "Not connected.")
             return
         lines = [f"Now: {player.current.title if player.current else '-'}"]
         lines += [f"{i}. {t.title}" for i, t in enumerate(list(player.queue)[:10], 1)]
@@ -126,9 +132,8 @@ class MusicCog(commands.Cog):
     @app_commands.command(description="Pause playback.")
     @app_commands.guild_only()
     async def pause(self, interaction: discord.Interaction) -> None:
-        player = self._player(interaction)
+        player = await self._connected(interaction)
         if player is None:
-            await _reply(interaction, "Not connected.")
             return
         await player.pause(True)
         await _reply(interaction, "Paused.")
@@ -136,9 +141,8 @@ class MusicCog(commands.Cog):
     @app_commands.command(description="Resume playback.")
     @app_commands.guild_only()
     async def resume(self, interaction: discord.Interaction) -> None:
-        player = self._player(interaction)
+        player = await self._connected(interaction)
         if player is None:
-            await _reply(interaction, "Not connected.")
             return
         await player.pause(False)
         await _reply(interaction, "Resumed.")
@@ -146,9 +150,8 @@ class MusicCog(commands.Cog):
     @app_commands.command(description="Stop and leave the voice channel (the session ends).")
     @app_commands.guild_only()
     async def stop(self, interaction: discord.Interaction) -> None:
-        player = self._player(interaction)
+        player = await self._connected(interaction)
         if player is None:
-            await _reply(interaction, "Not connected.")
             return
         await player.disconnect()
         await _reply(interaction, "Stopped. Bye!")
@@ -156,9 +159,8 @@ class MusicCog(commands.Cog):
     @app_commands.command(description="Set the volume (0-1000).")
     @app_commands.guild_only()
     async def volume(self, interaction: discord.Interaction, value: app_commands.Range[int, 0, 1000]) -> None:
-        player = self._player(interaction)
+        player = await self._connected(interaction)
         if player is None:
-            await _reply(interaction, "Not connected.")
             return
         await player.set_volume(value)
         await _reply(interaction, f"Volume {value}.")
@@ -167,9 +169,8 @@ class MusicCog(commands.Cog):
     @app_commands.guild_only()
     @app_commands.choices(preset=[app_commands.Choice(name=p, value=p) for p in FILTER_PRESETS])
     async def filter_(self, interaction: discord.Interaction, preset: app_commands.Choice[str]) -> None:
-        player = self._player(interaction)
+        player = await self._connected(interaction)
         if player is None:
-            await _reply(interaction, "Not connected.")
             return
         await player.set_filters(preset_filters(preset.value), seek=True)
         await _reply(interaction, f"Filter {preset.value}.")
@@ -178,9 +179,8 @@ class MusicCog(commands.Cog):
     @app_commands.guild_only()
     @app_commands.choices(mode=[app_commands.Choice(name=m, value=m) for m in LOOP_MODES])
     async def loop(self, interaction: discord.Interaction, mode: app_commands.Choice[str]) -> None:
-        player = self._player(interaction)
+        player = await self._connected(interaction)
         if player is None:
-            await _reply(interaction, "Not connected.")
             return
         player.queue.mode = LOOP_MODES[mode.value]
         await _reply(interaction, f"Loop {mode.value}.")
@@ -189,9 +189,8 @@ class MusicCog(commands.Cog):
     @app_commands.guild_only()
     @app_commands.choices(mode=[app_commands.Choice(name=m.name, value=m.name) for m in wavelink.AutoPlayMode])
     async def autoplay(self, interaction: discord.Interaction, mode: app_commands.Choice[str]) -> None:
-        player = self._player(interaction)
+        player = await self._connected(interaction)
         if player is None:
-            await _reply(interaction, "Not connected.")
             return
         player.autoplay = wavelink.AutoPlayMode[mode.value]
         await _reply(interaction, f"Autoplay {mode.value}.")
