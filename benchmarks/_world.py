@@ -76,6 +76,9 @@ class FakeBot:
         self.guilds: dict[int, Any] = {}
         self.voice_clients: list[wavelink.Player] = []
         self.dispatched = 0
+        self.user = SimpleNamespace(id=1)  # the tracker names its heartbeat after the bot user and shards
+        self.shard_id: int | None = None
+        self.shard_ids: list[int] | None = None
 
     def get_guild(self, guild_id: int) -> Any:
         return self.guilds.get(guild_id)

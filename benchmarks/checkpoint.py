@@ -78,7 +78,11 @@ def _count_writes(manager: SessionManager) -> Callable[[], int]:
 
 
 def _tracker(world: World, path: Path) -> SessionTracker:
-    return SessionTracker(world.bot, SessionManager(_settings(path)))  # type: ignore[arg-type]
+    """A tracker over the world with every guild dirty: the first checkpoint after they all started playing."""
+    tracker = SessionTracker(world.bot, SessionManager(_settings(path)))  # type: ignore[arg-type]
+    for guild_id in world.guild_ids():
+        tracker.mark_dirty(guild_id)
+    return tracker
 
 
 def _floor_plain(payloads: list[tuple[int, dict[str, Any]]], folder: Path) -> dict[str, Any]:

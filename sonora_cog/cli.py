@@ -244,6 +244,34 @@ async def cmd_stats(manager: SessionManager, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from .migrate import describe_location, migrate_locations
+
+    with _progress(not args.json) as progress:
+        task = progress.add_task(f"copying to {describe_location(args.to)}", total=None)
+        report = await migrate_locations(
+            args.source, args.to, settings, source_prefix=args.from_prefix, target_prefix=args.to_prefix,
+            overwrite_live=args.overwrite_live,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        for name in report.conflicts:
+            _out.print(f"[yellow]conflict[/yellow] {name}: the target holds other bytes (left as they were)")
+        for line in report.failed:
+            _out.print(f"[red]failed[/red] {line}")
+        for name in report.missing:
+            _out.print(f"[red]missing after the copy[/red] {name}")
+        _out.print(
+            f"{report.total} records in {report.source} ({report.live_records} live, {report.snapshots} snapshots): "
+            f"{report.copied} copied, {report.already_present} already in {report.target}, "
+            f"{len(report.conflicts)} conflicts, {len(report.failed)} failed; "
+            f"count check {'passed' if report.ok else 'FAILED'}"
+        )
+    return EXIT_OK if report.ok else EXIT_BAD_RECORDS
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from .codec import Keyring
 
@@ -291,6 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guild", type=int, metavar="ID", help="refuse the file unless it belongs to this guild")
     sub.add_parser("rekey", parents=[common], help="re-encrypt every record with the current key")
     sub.add_parser("stats", parents=[common], help="totals, sizes, oldest and newest")
+    p = sub.add_parser("migrate", help="copy every record to another store (filesystem <-> Redis), check counts")
+    p.add_argument("--config", metavar="FILE", help="config file (Redis password variable, prefix, timeouts)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--from", dest="source", required=True, metavar="PATH|redis://...", help="where records are now")
+    p.add_argument("--to", required=True, metavar="PATH|redis://...", help="where to copy them")
+    p.add_argument("--from-prefix", metavar="PREFIX", help="Redis key prefix of --from (default: storage.redis_prefix)")
+    p.add_argument("--to-prefix", metavar="PREFIX", help="Redis key prefix of --to (default: storage.redis_prefix)")
+    p.add_argument("--overwrite-live", action="store_true", help="replace live records the target already has")
 
     commands.add_parser("keygen", help="print a new random encryption key (put it in the key variable)")
     demo = commands.add_parser("demo", help="crash-and-recover demo against the bundled fakes")
@@ -306,6 +342,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _run_snapshots(args: argparse.Namespace) -> int:
+    if args.action == "migrate":
+        return await cmd_migrate(load_settings(args.config), args)
     manager = SessionManager(_settings(args))
     try:
         return await _SNAPSHOT_COMMANDS[args.action](manager, args)

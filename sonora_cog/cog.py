@@ -19,8 +19,9 @@ import wavelink
 from discord.ext import commands
 
 from .config import Settings, load_settings
-from .errors import SonoraError
+from .errors import SonoraError, StoreError
 from .jobs import build_scheduler
+from .lease import LeaseManager, LeaseStatus
 from .manager import SessionManager
 from .meta import SnapshotKind
 from .model import SessionState
@@ -65,12 +66,20 @@ class SonoraCog(commands.Cog, name=COG_NAME):
         self.settings = settings or (manager.settings if manager is not None else load_settings())
         self.manager = manager or SessionManager(self.settings)
         self.player_cls = player_cls
-        self.tracker = SessionTracker(bot, self.manager)
+        storage = self.settings.storage
+        #: Guild ownership between processes (a no-op lease within one process for the filesystem store).
+        self.leases = LeaseManager.for_store(
+            self.manager.store, ttl=storage.lease_ttl, renew_interval=storage.lease_renew_interval
+        )
+        self.tracker = SessionTracker(bot, self.manager, leases=self.leases)
         self.scheduler = build_scheduler(self.tracker, self.settings)
         restore = self.settings.restore
         self.pacer = TokenBucket(restore.joins_per_second, restore.join_burst)
         self._internal_leaves: set[int] = set()
         self._rehydration: asyncio.Task[list[RestoreReport]] | None = None
+        #: Owned guilds with a live record found at startup; ``None`` until the store could be listed.
+        self._startup_guilds: list[int] | None = None
+        self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sigterm_installed = False
         self._commands: Any = None
@@ -80,12 +89,13 @@ class SonoraCog(commands.Cog, name=COG_NAME):
 
     async def cog_load(self) -> None:
         """Hold every guild that has a live record (until restored), start the jobs, add commands."""
+        self.leases.start()
         if self.settings.restore.on_startup:
-            for guild_id in await self.manager.live_guilds():
-                if self.owns(guild_id):
-                    self.tracker.hold(guild_id)
-            # When the previous process last checkpointed: unchanged tracks played on until then.
-            self._previous_heartbeat = await self.manager.read_heartbeat(self.tracker.owner)
+            try:
+                await self._find_startup_guilds()
+            except StoreError as exc:
+                _log.error("cannot list the live records (%s); the guilds are restored once the store is back", exc)
+                self._spawn(self._find_startup_guilds_when_store_is_back())
         self.scheduler.start()
         self._install_sigterm()
         if self.settings.commands.enabled:
@@ -100,6 +110,9 @@ class SonoraCog(commands.Cog, name=COG_NAME):
         if self._rehydration is not None and not self._rehydration.done():
             self._rehydration.cancel()
         await self.tracker.shutdown()
+        if self._closing:
+            await self._leave_voice_for_handover()
+        await self.leases.close()  # after the last writes: a waiting process takes over from here
         self.scheduler.shutdown(wait=False)
         if self._commands is not None:
             self.bot.tree.remove_command(self._commands.name)
@@ -119,7 +132,41 @@ class SonoraCog(commands.Cog, name=COG_NAME):
 
     async def _on_sigterm(self) -> None:
         _log.info("SIGTERM: saving every player's state and closing the bot")
+        self._closing = True
         await self.bot.close()
+
+    async def _leave_voice_for_handover(self) -> None:
+        """Leave voice before releasing the leases, so a late leave never disconnects the next process."""
+        for player in self.tracker.players():
+            if player.guild is None:
+                continue
+            self._internal_leaves.add(player.guild.id)
+            try:
+                await wavelink.Player.disconnect(player)  # not SonoraPlayer.disconnect: the session goes on
+            except (discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
+                _log.debug("leaving voice in guild %s at shutdown failed: %s", player.guild.id, exc)
+
+    async def _find_startup_guilds(self) -> None:
+        """List the owned guilds with a live record and hold them until they are restored."""
+        playing = {p.guild.id for p in self.tracker.players() if p.guild is not None}
+        guilds = [g for g in await self.manager.live_guilds() if self.owns(g) and g not in playing]
+        # When the previous process last checkpointed: unchanged tracks played on until then.
+        self._previous_heartbeat = await self.manager.read_heartbeat(self.tracker.owner)
+        for guild_id in guilds:
+            self.tracker.hold(guild_id)
+        self._startup_guilds = guilds
+        self._maybe_rehydrate()
+
+    async def _find_startup_guilds_when_store_is_back(self) -> None:
+        delay = 1.0
+        while self._startup_guilds is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            try:
+                await self._find_startup_guilds()
+            except StoreError as exc:
+                _log.debug("the store is still unavailable: %s", exc)
+        _log.info("the store is back: restoring %d guild(s)", len(self._startup_guilds))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -143,33 +190,53 @@ class SonoraCog(commands.Cog, name=COG_NAME):
     # -- startup rehydration ------------------------------------------------------------------------
 
     def _maybe_rehydrate(self) -> None:
-        if self._rehydration is not None or not self.settings.restore.on_startup:
+        if self._rehydration is not None or not self.settings.restore.on_startup or self._startup_guilds is None:
             return
         if not self.bot.is_ready() or not any(
             n.status is wavelink.NodeStatus.CONNECTED for n in wavelink.Pool.nodes.values()
         ):
             return
-        self._rehydration = self._spawn(self.rehydrate())
+        self._rehydration = self._spawn(self.rehydrate(self._startup_guilds))
 
     async def rehydrate(self, guild_ids: Iterable[int] | None = None) -> list[RestoreReport]:
-        """Restore every owned guild's live record younger than ``restore.max_age``, paced."""
-        targets = [g for g in (guild_ids or await self.manager.live_guilds()) if self.owns(g)]
+        """Restore every owned guild's live record younger than ``restore.max_age``, paced.
+
+        Each guild's lease is taken first: a guild another process holds (the old deployment, still
+        shutting down) is waited for up to ``storage.lease_wait`` seconds, then skipped.
+        """
+        ids = await self.manager.live_guilds() if guild_ids is None else guild_ids
+        targets = [g for g in ids if self.owns(g)]
         if not targets:
+            _log.info("startup restore finished: nothing to restore")
             return []
         _log.info("restoring %d guild(s) from their live records", len(targets))
         semaphore = asyncio.Semaphore(self.settings.restore.concurrency)
         done = 0
 
-        async def one(guild_id: int) -> RestoreReport:
+        async def one(guild_id: int, lease: LeaseStatus | None, error: str | None = None) -> RestoreReport:
             nonlocal done
-            async with semaphore:
-                report = await self._rehydrate_guild(guild_id)
+            if lease is not None and lease.acquired:
+                async with semaphore:
+                    report = await self._rehydrate_guild(guild_id)
+            else:
+                self.tracker.release(guild_id, dirty=False)
+                reason = error or f"another process owns this guild ({lease.holder if lease else '?'})"
+                report = RestoreReport(guild_id, RestoreStatus.skipped, reason=reason)
+                self._dispatch_report(report)
             done += 1
             _log.info("restore %d/%d: guild %s %s%s", done, len(targets), guild_id, report.status.value,
                       f" ({report.reason})" if report.reason else "")
             return report
 
-        reports = await asyncio.gather(*(one(g) for g in targets))
+        tasks: dict[int, asyncio.Task[RestoreReport]] = {}
+        try:
+            async for lease in self.leases.acquire_many(targets, wait=self.settings.storage.lease_wait):
+                tasks[lease.guild_id] = self._spawn(one(lease.guild_id, lease))
+        except StoreError as exc:
+            for guild_id in targets:
+                if guild_id not in tasks:
+                    tasks[guild_id] = self._spawn(one(guild_id, None, f"cannot take its lease: {exc}"))
+        reports = await asyncio.gather(*tasks.values())
         restored = sum(r.ok for r in reports)
         _log.info("startup restore finished: %d restored, %d skipped or failed", restored, len(reports) - restored)
         return list(reports)

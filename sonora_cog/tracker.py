@@ -29,6 +29,7 @@ from discord.ext import commands
 
 from .capture import PositionSample
 from .errors import SonoraError
+from .lease import LeaseManager
 from .manager import SessionManager
 from .meta import SnapshotKind
 from .model import SessionState
@@ -51,9 +52,11 @@ def state_fingerprint(state: SessionState) -> str:
 class SessionTracker:
     """Tracks dirty guilds for one bot and persists them through a :class:`SessionManager`."""
 
-    def __init__(self, bot: commands.Bot, manager: SessionManager) -> None:
+    def __init__(self, bot: commands.Bot, manager: SessionManager, *, leases: LeaseManager | None = None) -> None:
         self.bot = bot
         self.manager = manager
+        #: When set, a guild's live record is written only while this process holds the guild's lease.
+        self.leases = leases
         self.settings = manager.settings
         self._dirty: set[int] = set()
         self._held: set[int] = set()
@@ -163,6 +166,8 @@ class SessionTracker:
                 player = self._player(guild_id)
                 if player is None:
                     continue
+                if self.leases is not None and not await self.leases.ensure(guild_id):
+                    continue  # another process owns this guild now
                 try:
                     state = self.capture(player)
                     if guild_id in compare:
@@ -275,4 +280,7 @@ class SessionTracker:
             await self.manager.end_live(guild_id)
         except SonoraError as exc:
             _log.error("could not delete the live record of guild %s: %s", guild_id, exc)
+            return
+        if self.leases is not None:
+            await self.leases.release(guild_id)
 

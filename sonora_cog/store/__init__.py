@@ -1,7 +1,7 @@
 """Where records are kept: the :class:`SnapshotStore` contract and its backends.
 
-``FilesystemStore`` (the default, stdlib only) lives in :mod:`sonora_cog.store.filesystem`; a shared
-Redis backend, which needs the ``redis`` extra, will live in its own module and import its driver lazily.
+``FilesystemStore`` (the default, stdlib only) lives in :mod:`sonora_cog.store.filesystem`; the shared
+``RedisStore`` (:mod:`sonora_cog.store.redis`) needs the ``redis`` extra and imports its driver lazily.
 
 .. versionadded:: 0.1
 """

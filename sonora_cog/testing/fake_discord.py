@@ -163,6 +163,9 @@ class FakeDiscord(MessagingMixin):
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self.host = "127.0.0.1"
+        #: True while :meth:`stop` runs: new gateway connections are refused.
+        self.stopping = False
+        self._site: web.SockSite | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -177,18 +180,27 @@ class FakeDiscord(MessagingMixin):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._port or 0))
         self._port = sock.getsockname()[1]
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        self._site = web.SockSite(self._runner, sock)
+        await self._site.start()
         _log.info("FakeDiscord listening on %s", self.base_url)
 
     async def stop(self) -> None:
         """Close every gateway connection (code 1001, like a Discord restart) and stop serving."""
         if self._runner is None:
             return
-        await self.gateway.close_all(1001, "Going away")
-        await self._runner.cleanup()
-        self._runner = None
+        self.stopping = True
+        try:
+            # Stop listening first: a client that reconnects at once is refused (connection refused, as
+            # from a stopped Discord) instead of being accepted by a server that is shutting down.
+            if self._site is not None:
+                await self._site.stop()
+            await self.gateway.close_all(1001, "Going away")
+            await self._runner.cleanup()
+        finally:
+            self._runner = None
+            self.stopping = False
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -214,8 +214,12 @@ class FakeGateway:
 
     # -- websocket endpoint ---------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler for ``GET /gateway`` (websocket upgrade)."""
+        if self.fake.stopping:
+            # A client reconnecting while the fake shuts down is refused at once (as a closed port
+            # would), instead of hanging in a handshake the dying server never finishes.
+            return web.Response(status=503, text="shutting down")
         ws = web.WebSocketResponse(max_msg_size=0, autoping=True)
         await ws.prepare(request)
         compress = request.query.get("compress")

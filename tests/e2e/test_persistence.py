@@ -202,3 +202,44 @@ async def test_checkpoint_writes_only_changed_guilds_plus_a_heartbeat(start_bot:
     state = await live(running, other.guild.id)
     assert state is not None and state.player.volume == 5
     assert (await running.cog.manager.read_heartbeat(tracker.owner) or 0) >= heartbeat
+
+
+async def test_a_restore_that_fails_verification_rolls_back_to_the_backup(debounced: RunningBot) -> None:
+    running = debounced
+    await running.play("clair de lune")
+    backup = running.cog.current_state(running.discord_guild)
+    assert backup is not None and backup.queue.current is not None
+    impossible = running.track("Paper Boats")
+    from sonora_cog.model import TrackState
+
+    bad = dataclasses.replace(
+        backup,
+        queue=dataclasses.replace(backup.queue, current=TrackState({**impossible, "playlist": None, "recommended": False})),
+        # far past the end of the track: Lavalink cannot be where the state says it is
+        player=dataclasses.replace(backup.player, position=impossible["info"]["length"] + 600_000),
+    )
+    failed: list[Any] = []
+
+    async def on_sonora_restore_failed(guild: Any, error: Exception) -> None:
+        failed.append((guild, error))
+
+    running.bot.add_listener(on_sonora_restore_failed)
+    report = await running.cog.restore(running.discord_guild, bad, backup=backup)
+    assert report.status.value == "rolled back", report
+    assert report.reason is not None and "verification failed" in report.reason
+    state = running.lavalink_player()
+    assert state is not None and state.track is not None and state.track["info"]["title"] == "Clair de Lune"
+
+
+async def test_state_saved_event_reaches_bot_code(debounced: RunningBot) -> None:
+    running = debounced
+    saved: list[tuple[int, Any]] = []
+
+    async def on_sonora_state_saved(guild_id: int, meta: Any) -> None:
+        saved.append((guild_id, meta))
+
+    running.bot.add_listener(on_sonora_state_saved)
+    await running.play("midnight drive")
+    await running.wait_for(lambda: saved)
+    guild_id, meta = saved[-1]
+    assert guild_id == running.guild.id and meta.kind is SnapshotKind.live and meta.current_title == "Midnight Drive"

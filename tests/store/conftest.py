@@ -2,13 +2,17 @@
 
 To add a backend, append its name to ``BACKENDS`` and give it a branch in ``backend``: the contract
 tests in ``test_contract.py`` must then pass unchanged.
+
+The ``redis`` backend runs against a real ``redis-server`` that ``redis_server`` starts on a free
+loopback port for the session (each test gets its own key prefix). Without ``redis-server`` those tests
+are skipped, except under ``CI`` where they fail: ``scripts/test`` installs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -17,8 +21,9 @@ import pytest
 
 from sonora_cog.meta import SnapshotKind, SnapshotMeta, new_snapshot_id
 from sonora_cog.store import FilesystemStore, SnapshotStore
+from sonora_cog.testing.redis_server import RedisServer, require_redis_server
 
-BACKENDS = ["filesystem"]
+BACKENDS = ["filesystem", "redis"]
 
 GUILD_A = 111111111111111111
 GUILD_B = 222222222222222222
@@ -163,6 +168,41 @@ async def _read_path(location: str) -> bytes:
     return await asyncio.to_thread(Path(location).read_bytes)
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real ``redis-server`` on a free loopback port for the whole session, stopped afterwards."""
+    require_redis_server()
+    server = RedisServer(persistent=False)
+    server.start()
+    yield server
+    server.cleanup()
+
+
+_prefixes = itertools.count(1)
+
+
+def new_redis_store(server: RedisServer, **kwargs: Any) -> Any:
+    """A RedisStore on ``server`` with a key prefix no other test uses."""
+    from sonora_cog.store.redis import RedisStore
+
+    return RedisStore(server.url, prefix=f"test{next(_prefixes)}", **kwargs)
+
+
+@pytest.fixture
+def make_redis_store(redis_server: RedisServer) -> Callable[..., Any]:
+    """``make_redis_store(**kwargs)``: a new RedisStore on the session's server with its own prefix."""
+    return lambda **kwargs: new_redis_store(redis_server, **kwargs)
+
+
+@pytest.fixture
+async def redis_store(redis_server: RedisServer) -> AsyncIterator[Any]:
+    """An opened RedisStore with a fresh key prefix on the session's server."""
+    store = new_redis_store(redis_server)
+    await store.open()
+    yield store
+    await store.close()
+
+
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     """One opened store per backend in ``BACKENDS``, closed after the test."""
@@ -171,6 +211,17 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await store.open()
         yield Backend("filesystem", store, _read_path)
         await store.close()
+    elif request.param == "redis":
+        redis_store = new_redis_store(request.getfixturevalue("redis_server"))
+        await redis_store.open()
+
+        async def read_key(location: str) -> bytes:
+            data = await redis_store._client.get(location)
+            assert data is not None, f"no key {location}"
+            return bytes(data)
+
+        yield Backend("redis", redis_store, read_key)
+        await redis_store.close()
     else:  # pragma: no cover - a new backend must add its branch
         raise AssertionError(f"unknown backend {request.param!r}")
 

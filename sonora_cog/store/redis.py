@@ -1,0 +1,533 @@
+"""The shared backend: every record in one Redis, for sharded, clustered and blue-green deployed bots.
+
+Needs the ``redis`` extra (``pip install "sonora-cog[redis]"``); the driver is imported when the store
+is created, not when this module is. Key layout under ``prefix`` (``storage.redis_prefix``)::
+
+    {prefix}:live:{guild}             the guild's live record (bytes: the codec envelope, unchanged)
+    {prefix}:live-guilds              SET of guilds with a live record
+    {prefix}:snap:{guild}:{id}        a snapshot (bytes)
+    {prefix}:idx:{guild}              ZSET of the guild's snapshot ids, scored by creation time
+    {prefix}:meta:{guild}             HASH id -> header metadata JSON (with the record size), for listing
+    {prefix}:guilds                   SET of guilds with snapshots
+    {prefix}:quarantine:{guild}:{utc}-{rand}   a live record moved aside; notes in {prefix}:quarantine-notes
+    {prefix}:lease:{guild}            the owner token of the process that owns the guild (PX ttl)
+    {prefix}:aux:{key}                a small auxiliary record (heartbeats, Lavalink session ids)
+
+Every multi-key change is one Lua script (:mod:`~sonora_cog.store.redis_scripts`), so readers never
+see half of it. Listing reads the metadata hashes only, never the records. Values are the codec's
+envelopes, so compression and encryption apply unchanged.
+
+Connection faults: when Redis cannot be reached (at startup or later) the store logs it once and
+retries with exponential backoff. Meanwhile writes (live records, snapshots) are kept in a bounded
+:class:`~sonora_cog.store.redis_buffer.WriteBuffer` and written, in order, when Redis is back; a write
+that does not fit raises :class:`~sonora_cog.store.redis_buffer.BufferFull` and is logged. Reads that
+need Redis raise :class:`~sonora_cog.errors.StoreError` at once (a buffered record is served from the
+buffer). Redis Cluster is not supported (the global sets span hash slots); use one primary (with
+replicas or Sentinel).
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..errors import ConfigError, DuplicateSnapshot, SnapshotNotFound, SonoraError
+from ..lease import LeaseConflict, LeaseStatus
+from ..meta import SnapshotMeta, validate_snapshot_id
+from . import redis_scripts as lua
+from .base import (
+    HeaderReader,
+    RecordRef,
+    StoreStats,
+    check_header,
+    plan_prune,
+    read_meta_from_bytes,
+    read_meta_from_stream,
+    validate_aux_key,
+    validate_guild_id,
+)
+from .redis_buffer import BufferFull, PendingKind, PendingWrite, WriteBuffer
+from .redis_link import RedisLink, redact_url
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ("BufferFull", "RedisStore", "redact_url")
+
+_log = logging.getLogger(__name__)
+_REASON_MAX = 2000
+_CHUNK = 500
+
+
+def _driver() -> Any:
+    try:
+        import redis.asyncio as aioredis  # the driver is optional
+    except ImportError:
+        raise ConfigError(
+            'storage.backend = "redis" needs the redis driver: pip install "sonora-cog[redis]"'
+        ) from None
+    return aioredis
+
+
+class RedisStore:
+    """A :class:`~sonora_cog.store.base.SnapshotStore` in Redis, shared by every process of a bot.
+
+    Parameters
+    ----------
+    url:
+        ``redis://host:port/db``, ``rediss://`` for TLS, or ``unix:///path.sock``. A password in the
+        URL works but is better given as ``password`` (from the environment).
+    prefix:
+        Prefix of every key; processes sharing a prefix share their records.
+    password:
+        The Redis password (``AUTH``); never logged.
+    timeout:
+        Seconds to wait for a connection or a reply before Redis counts as unreachable.
+    buffer_max_records, buffer_max_bytes:
+        Bounds of the write buffer used while Redis is unreachable.
+    retry_initial, retry_max:
+        Backoff between reconnection attempts: doubles from ``retry_initial`` up to ``retry_max`` seconds.
+    tls_ca_file:
+        A CA bundle to verify a ``rediss://`` server with (the system's CAs when omitted).
+    client:
+        An existing ``redis.asyncio.Redis`` (created with ``decode_responses=False``) to use instead.
+    read_header:
+        Reads a record's header (see :class:`~sonora_cog.store.base.HeaderReader`).
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "sonora",
+        password: str | None = None,
+        timeout: float = 5.0,
+        buffer_max_records: int = 10_000,
+        buffer_max_bytes: int = 64 * 1024 * 1024,
+        retry_initial: float = 0.25,
+        retry_max: float = 10.0,
+        tls_ca_file: str | None = None,
+        client: Any = None,
+        read_header: HeaderReader = read_meta_from_stream,
+    ) -> None:
+        aioredis = _driver()
+        if not prefix or any(c.isspace() for c in prefix):
+            raise ConfigError(f"storage.redis_prefix: expected a prefix without spaces, got {prefix!r}")
+        self.url = url
+        self.prefix = prefix
+        self._read_header = read_header
+        if client is None:
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            options: dict[str, Any] = {
+                "password": password, "socket_timeout": timeout, "socket_connect_timeout": timeout,
+                "retry": Retry(NoBackoff(), 1), "health_check_interval": 30,
+            }
+            if tls_ca_file:
+                options["ssl_ca_certs"] = tls_ca_file
+            client = aioredis.Redis.from_url(url, **options)
+        self._client = client
+        self._scripts = {name: client.register_script(getattr(lua, name)) for name in lua.__all__}
+        self._link = RedisLink(
+            client, url, f"prefix {prefix!r}", WriteBuffer(buffer_max_records, buffer_max_bytes), self._apply,
+            errors=(aioredis.ConnectionError, aioredis.TimeoutError, OSError, asyncio.TimeoutError),
+            refused=aioredis.RedisError, retry=(retry_initial, retry_max),
+        )
+        self._lease_owner = ""
+        self._reported: set[tuple[int, str]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisStore:
+        """The store ``[storage]`` describes (URL, prefix, timeout, buffer, TLS CA; password from the env)."""
+        storage = settings.storage
+        password = settings.redis_password.reveal() if settings.redis_password is not None else None
+        return cls(
+            storage.redis_url,
+            prefix=storage.redis_prefix,
+            password=password,
+            timeout=storage.redis_timeout,
+            buffer_max_records=storage.redis_buffer_max_records,
+            buffer_max_bytes=storage.redis_buffer_max_bytes,
+            tls_ca_file=storage.redis_tls_ca_file or None,
+        )
+
+    def __repr__(self) -> str:
+        return f"<RedisStore url={redact_url(self.url)!r} prefix={self.prefix!r}>"
+
+    async def __aenter__(self) -> RedisStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- keys ------------------------------------------------------------------------------------------
+    def _key(self, *parts: object) -> str:
+        return ":".join((self.prefix, *(str(p) for p in parts)))
+
+    def _live_key(self, guild_id: int) -> str:
+        return self._key("live", validate_guild_id(guild_id))
+
+    def _snap_key(self, guild_id: int, snapshot_id: str) -> str:
+        return self._key("snap", validate_guild_id(guild_id), validate_snapshot_id(snapshot_id))
+
+    # --- connection state (see RedisLink) -------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """Whether Redis answered the last command (``False`` during an outage)."""
+        return self._link.available
+
+    @property
+    def buffered(self) -> int:
+        """Writes waiting in memory for Redis."""
+        return len(self._link.buffer)
+
+    async def open(self) -> None:
+        """Check the connection once. Redis being down is logged and retried, not raised.
+
+        Raises
+        ------
+        StoreError
+            The store is closed.
+        """
+        await self._link.open()
+
+    async def close(self) -> None:
+        """Try a last flush of buffered writes (logging any left), then close the connections."""
+        await self._link.close()
+
+    async def wait_available(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until Redis answers and every buffered write is written; return whether it did in time."""
+        return await self._link.wait_available(timeout)
+
+    async def _apply(self, item: PendingWrite, retry: bool = False) -> bool:
+        guild = item.guild_id
+        if item.kind is PendingKind.put_aux:
+            await self._client.set(self._key("aux", item.name), item.data)
+            return True
+        live_keys = [self._live_key(guild), self._key("live-guilds"), self._key("lease", guild)]
+        if item.kind is PendingKind.put_live:
+            ok, holder = await self._scripts["PUT_LIVE"](live_keys, [item.data, guild, self._lease_owner])
+            if not ok:
+                raise LeaseConflict(guild, holder.decode(errors="replace"))
+        elif item.kind is PendingKind.delete_live:
+            deleted, holder = await self._scripts["DELETE_LIVE"](live_keys, [guild, self._lease_owner])
+            if deleted == -1:
+                raise LeaseConflict(guild, holder.decode(errors="replace"))
+            return bool(deleted)
+        else:
+            meta = item.meta
+            assert meta is not None
+            keys = [self._snap_key(guild, meta.id), self._key("idx", guild), self._key("meta", guild),
+                    self._key("guilds")]
+            info = orjson.dumps({**meta.to_json(), "size": len(item.data)})
+            args = [item.data, repr(meta.created_at), meta.id, info, guild, "1" if retry else "0"]
+            result = await self._scripts["SAVE_SNAPSHOT"](keys, args)
+            if result == 0:
+                raise DuplicateSnapshot(f"snapshot {meta.id} of guild {guild} already exists; snapshots are immutable")
+        return True
+
+    def _header(self, data: bytes) -> SnapshotMeta:
+        return read_meta_from_bytes(data, self._read_header)
+
+    @staticmethod
+    def _as_bytes(data: bytes) -> bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"a record is bytes, got {type(data).__name__}")
+        return bytes(data)
+
+    # --- live records ----------------------------------------------------------------------------------
+    async def put_live(self, guild_id: int, data: bytes) -> None:
+        """Write the guild's live record (buffered while Redis is down); see :meth:`SnapshotStore.put_live`.
+
+        Raises
+        ------
+        LeaseConflict
+            Another process holds the guild's lease (this store's lease owner is set and differs).
+        BufferFull
+            Redis is unreachable and the write buffer is full.
+        """
+        validate_guild_id(guild_id)
+        data = self._as_bytes(data)
+        check_header(self._header(data), guild_id, None)
+        await self._link.write(PendingWrite(PendingKind.put_live, guild_id, data))
+
+    async def get_live(self, guild_id: int) -> bytes | None:
+        """Return the guild's live record (a buffered one first), or ``None``."""
+        key = self._live_key(guild_id)
+        pending = self._link.buffer.live(guild_id)
+        if pending is not None:
+            return pending.data if pending.kind is PendingKind.put_live else None
+        data: bytes | None = await self._link.call(f"read the live record of guild {guild_id}", self._client.get, key)
+        return data
+
+    async def delete_live(self, guild_id: int) -> bool:
+        """Delete the guild's live record; return whether there was one (``True`` when buffered).
+
+        Raises
+        ------
+        LeaseConflict
+            Another process holds the guild's lease.
+        """
+        validate_guild_id(guild_id)
+        return bool(await self._link.write(PendingWrite(PendingKind.delete_live, guild_id)))
+
+    async def live_guilds(self) -> list[int]:
+        """Return the guilds with a live record (including buffered writes), ascending."""
+        members = await self._link.call("list the live records", self._client.smembers, self._key("live-guilds"))
+        guilds = {int(m) for m in members}
+        for item in self._link.buffer.lives():
+            (guilds.add if item.kind is PendingKind.put_live else guilds.discard)(item.guild_id)
+        return sorted(guilds)
+
+    async def quarantine_live(self, guild_id: int, reason: str) -> str | None:
+        """Move the live record to ``{prefix}:quarantine:{guild}:{utc}-{rand}``, noting ``reason``."""
+        live = self._live_key(guild_id)
+        now = time.time()
+        target = self._key("quarantine", guild_id, f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-"
+                           f"{secrets.token_hex(3)}")
+        note = json.dumps({"guild_id": str(guild_id), "record": "live", "quarantined_at": now,
+                           "reason": str(reason)[:_REASON_MAX]})
+        keys = [live, self._key("live-guilds"), target, self._key("quarantine-notes")]
+        async with self._link.lock(guild_id):
+            moved = await self._link.call(f"quarantine the live record of guild {guild_id}",
+                                     self._scripts["QUARANTINE_LIVE"], keys, [guild_id, note])
+        if not moved:
+            return None
+        _log.warning("quarantined the live record of guild %s to %s: %s", guild_id, target, reason)
+        return target
+
+    # --- auxiliary records -------------------------------------------------------------------------------
+    async def put_aux(self, key: str, data: bytes) -> None:
+        """Write an auxiliary record (buffered while Redis is down); see :meth:`SnapshotStore.put_aux`."""
+        data = self._as_bytes(data)
+        validate_aux_key(key, data)
+        await self._link.write(PendingWrite(PendingKind.put_aux, 0, data, name=key))
+
+    async def get_aux(self, key: str) -> bytes | None:
+        """Return an auxiliary record (a buffered one first), or ``None``."""
+        redis_key = self._key("aux", validate_aux_key(key))
+        pending = self._link.buffer.aux(key)
+        if pending is not None:
+            return pending.data
+        data = await self._link.call(f"read auxiliary record {key!r}", self._client.get, redis_key)
+        return None if data is None else bytes(data)
+
+    # --- snapshots ---------------------------------------------------------------------------------------
+    async def save(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Store a new immutable snapshot (buffered while Redis is down); see :meth:`SnapshotStore.save`."""
+        guild_id, snapshot_id = meta.guild_id, meta.id
+        self._snap_key(guild_id, snapshot_id)
+        data = self._as_bytes(data)
+        header = self._header(data)
+        check_header(header, guild_id, snapshot_id)
+        await self._link.write(PendingWrite(PendingKind.save, guild_id, data, header))
+
+    async def load(self, guild_id: int, snapshot_id: str) -> bytes:
+        """Return a snapshot's bytes (a buffered one first), or raise :class:`SnapshotNotFound`."""
+        key = self._snap_key(guild_id, snapshot_id)
+        pending = self._link.buffer.snapshot(guild_id, snapshot_id)
+        if pending is not None:
+            return pending.data
+        data = await self._link.call(f"read snapshot {snapshot_id} of guild {guild_id}", self._client.get, key)
+        if data is None:
+            raise SnapshotNotFound(f"guild {guild_id} has no snapshot {snapshot_id!r}")
+        return bytes(data)
+
+    def _parse_meta(self, guild_id: int, snapshot_id: str, raw: bytes) -> SnapshotMeta | None:
+        try:
+            obj = orjson.loads(raw)
+            meta = SnapshotMeta.from_json(obj, size=int(obj.get("size", 0)))
+            check_header(meta, guild_id, snapshot_id)
+        except (SonoraError, ValueError, TypeError, AttributeError) as exc:
+            level = logging.DEBUG if (guild_id, snapshot_id) in self._reported else logging.WARNING
+            self._reported.add((guild_id, snapshot_id))
+            _log.log(level, "skipping snapshot %s of guild %s: bad metadata in Redis (%s)", snapshot_id, guild_id, exc)
+            return None
+        return meta
+
+    async def _metas(self, guilds: Sequence[int]) -> builtins.list[SnapshotMeta]:
+        metas: list[SnapshotMeta] = []
+        for start in range(0, len(guilds), _CHUNK):
+            chunk = guilds[start : start + _CHUNK]
+
+            async def fetch(chunk: Sequence[int] = chunk) -> Any:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for guild in chunk:
+                        pipe.hgetall(self._key("meta", guild))
+                    return await pipe.execute()
+
+            for guild, entries in zip(chunk, await self._link.call("list snapshots", fetch), strict=True):
+                for snapshot_id, raw in entries.items():
+                    meta = self._parse_meta(guild, snapshot_id.decode(errors="replace"), raw)
+                    if meta is not None:
+                        metas.append(meta)
+        return metas
+
+    async def _snapshot_guilds(self) -> builtins.list[int]:
+        members = await self._link.call("list snapshots", self._client.smembers, self._key("guilds"))
+        return sorted(int(m) for m in members)
+
+    async def list(self, guild_id: int | None = None) -> builtins.list[SnapshotMeta]:
+        """Return snapshot metadata newest first, from the metadata hashes only (records are not read)."""
+        guilds = [validate_guild_id(guild_id)] if guild_id is not None else await self._snapshot_guilds()
+        metas = await self._metas(guilds)
+        known = {(m.guild_id, m.id) for m in metas}
+        for item in self._link.buffer.snapshots(guild_id):
+            assert item.meta is not None
+            if (item.guild_id, item.meta.id) not in known:
+                metas.append(item.meta.with_size(len(item.data)))
+        metas.sort(key=lambda m: (m.created_at, m.id), reverse=True)
+        return metas
+
+    async def _sizes(self, keys: Sequence[str]) -> builtins.list[int]:
+        async def fetch() -> Any:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.strlen(key)
+                return await pipe.execute()
+
+        return [int(n) for n in await self._link.call("measure records", fetch)] if keys else []
+
+    async def _live_sizes(self) -> builtins.list[tuple[int, str, int]]:
+        members = await self._link.call("list the live records", self._client.smembers, self._key("live-guilds"))
+        guilds = sorted(int(m) for m in members)
+        keys = [self._live_key(g) for g in guilds]
+        return [(g, k, n) for g, k, n in zip(guilds, keys, await self._sizes(keys), strict=True) if n > 0]
+
+    async def scan(self) -> AsyncIterator[RecordRef]:
+        """Yield every live record, then every snapshot (by guild, oldest first), via the sets and indexes."""
+        for guild, key, size in await self._live_sizes():
+            yield RecordRef(guild, None, key, size)
+        for guild in await self._snapshot_guilds():
+            ids = [i.decode() for i in await self._link.call("scan snapshots", self._client.zrange,
+                                                        self._key("idx", guild), 0, -1)]
+            keys = [self._snap_key(guild, i) for i in ids]
+            for snapshot_id, key, size in zip(ids, keys, await self._sizes(keys), strict=True):
+                if size:
+                    yield RecordRef(guild, snapshot_id, key, size)
+
+    async def replace(self, ref: RecordRef, data: bytes) -> None:
+        """Atomically rewrite an existing record (operator tools only); see :meth:`SnapshotStore.replace`."""
+        data = self._as_bytes(data)
+        header = self._header(data)
+        if ref.snapshot_id is None:
+            what = f"the live record of guild {ref.guild_id}"
+            script, keys, args = self._scripts["REPLACE_LIVE"], [self._live_key(ref.guild_id)], [data]
+        else:
+            what = f"snapshot {ref.snapshot_id} of guild {ref.guild_id}"
+            keys = [self._snap_key(ref.guild_id, ref.snapshot_id), self._key("meta", ref.guild_id)]
+            info = orjson.dumps({**header.to_json(), "size": len(data)})
+            script, args = self._scripts["REPLACE_SNAPSHOT"], [data, ref.snapshot_id, info]
+        async with self._link.lock(ref.guild_id):
+            try:
+                check_header(header, ref.guild_id, ref.snapshot_id)
+            except SonoraError:
+                if not await self._link.call(f"read {what}", self._client.exists, keys[0]):
+                    raise SnapshotNotFound(f"cannot replace {what}: it does not exist") from None
+                raise
+            if not await self._link.call(f"replace {what}", script, keys, args):
+                raise SnapshotNotFound(f"cannot replace {what}: it does not exist")
+
+    async def _delete_many(self, guild_id: int, snapshot_ids: Sequence[str]) -> set[str]:
+        keys = [self._key("idx", guild_id), self._key("meta", guild_id), self._key("guilds"),
+                *(self._snap_key(guild_id, i) for i in snapshot_ids)]
+        async with self._link.lock(guild_id):
+            deleted = await self._link.call(f"delete snapshots of guild {guild_id}", self._scripts["DELETE_SNAPSHOTS"],
+                                       keys, [guild_id, *snapshot_ids])
+        return {d.decode() for d in deleted}
+
+    async def delete(self, guild_id: int, snapshot_id: str) -> bool:
+        """Delete a snapshot (a buffered one is dropped from the buffer); return whether it existed."""
+        self._snap_key(guild_id, snapshot_id)
+        pending = self._link.buffer.snapshot(guild_id, snapshot_id)
+        if pending is not None and self._link.buffer.remove(pending):
+            return True
+        return bool(await self._delete_many(guild_id, [snapshot_id]))
+
+    async def prune(
+        self, *, max_per_guild: int | None, max_age_days: float | None, now: float | None = None
+    ) -> builtins.list[SnapshotMeta]:  # `list` is a method name here
+        """Apply retention in Redis: plan from the metadata hashes, delete per guild in one script each."""
+        doomed = plan_prune(
+            await self.list(),
+            max_per_guild=max_per_guild,
+            max_age_days=max_age_days,
+            now=time.time() if now is None else now,
+        )
+        by_guild: dict[int, list[SnapshotMeta]] = {}
+        for meta in doomed:
+            by_guild.setdefault(meta.guild_id, []).append(meta)
+        deleted: list[SnapshotMeta] = []
+        for guild_id, metas in by_guild.items():
+            for start in range(0, len(metas), _CHUNK):
+                chunk = metas[start : start + _CHUNK]
+                gone = await self._delete_many(guild_id, [m.id for m in chunk])
+                deleted.extend(m for m in chunk if m.id in gone)
+        if deleted:
+            _log.info("retention deleted %d snapshot(s)", len(deleted))
+        return deleted
+
+    async def stats(self) -> StoreStats:
+        """Return counts over the store, from the metadata hashes and record lengths."""
+        snapshots = await self.list()
+        live = await self._live_sizes()
+        return StoreStats.from_records(snapshots, [size for _, _, size in live])
+
+    # --- leases (see sonora_cog.lease) ---------------------------------------------------------------------
+    def set_lease_owner(self, owner: str | None) -> None:
+        """Fence this store's live writes: refuse them while another owner holds the guild's lease."""
+        self._lease_owner = owner or ""
+
+    async def lease_acquire(self, guild_ids: Sequence[int], owner: str, ttl: float) -> builtins.list[LeaseStatus]:
+        """Take or extend each guild's lease (``SET NX PX`` / compare-and-``PEXPIRE`` in Lua)."""
+        ttl_ms = max(1, int(ttl * 1000))
+        out: list[LeaseStatus] = []
+        ids = [validate_guild_id(g) for g in guild_ids]
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+
+            async def run(chunk: Sequence[int] = chunk) -> Any:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for guild in chunk:
+                        await self._scripts["LEASE_ACQUIRE"]([self._key("lease", guild)], [owner, ttl_ms], client=pipe)
+                    return await pipe.execute()
+
+            for guild, (code, holder, left) in zip(chunk, await self._link.call("take leases", run), strict=True):
+                out.append(LeaseStatus(guild, code > 0, holder.decode(errors="replace"), max(0, int(left)) / 1000))
+        return out
+
+    async def lease_release(self, guild_ids: Sequence[int], owner: str) -> int:
+        """Release ``owner``'s leases among ``guild_ids`` (compare-and-``DEL`` in Lua)."""
+        released = 0
+        ids = [validate_guild_id(g) for g in guild_ids]
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+
+            async def run(chunk: Sequence[int] = chunk) -> Any:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for guild in chunk:
+                        await self._scripts["LEASE_RELEASE"]([self._key("lease", guild)], [owner], client=pipe)
+                    return await pipe.execute()
+
+            released += sum(int(n) for n in await self._link.call("release leases", run))
+        return released
+
+    async def lease_holder(self, guild_id: int) -> str | None:
+        """The owner token holding the guild's lease, or ``None`` (for operators and tests)."""
+        key = self._key("lease", validate_guild_id(guild_id))
+        holder = await self._link.call("read a lease", self._client.get, key)
+        return None if holder is None else bytes(holder).decode(errors="replace")

@@ -1,0 +1,251 @@
+"""The connection of :class:`~sonora_cog.store.redis.RedisStore`: outages, backoff, and the write buffer.
+
+:class:`RedisLink` runs every command of the store. When Redis cannot be reached (at startup or
+later) it logs that once, retries with exponential backoff (with jitter), keeps writes in the bounded
+:class:`~sonora_cog.store.redis_buffer.WriteBuffer` and writes them, in order, when Redis answers
+again; meanwhile reads fail at once with a :class:`~sonora_cog.errors.StoreError` that says so.
+Any other Redis error (out of memory, a read-only replica...) is a refusal: a ``StoreError`` now,
+never buffered. Nothing is dropped silently: a write the buffer cannot hold raises, a buffered write
+Redis refuses is logged as an error, and closing with writes still buffered logs each of them.
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import SonoraError, StoreError
+from .redis_buffer import BufferFull, PendingWrite, WriteBuffer
+
+__all__ = ("RedisLink", "redact_url")
+
+_log = logging.getLogger(__name__)
+
+#: Applies one write to Redis: (write, is a retry of a buffered write) -> what the write returned.
+Apply = Callable[[PendingWrite, bool], Awaitable[bool]]
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for log lines and errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+
+
+class RedisLink:
+    """Runs a store's Redis commands through outages.
+
+    Parameters
+    ----------
+    client:
+        The ``redis.asyncio.Redis`` client.
+    url:
+        Its URL (shown redacted in logs and errors).
+    label:
+        What the store is, for the log (``prefix 'sonora'``).
+    buffer:
+        Where writes wait while Redis is unreachable.
+    apply:
+        Writes one buffered write to Redis.
+    errors:
+        Exceptions that mean "Redis is unreachable" (connection refused, timeouts...).
+    refused:
+        The driver's base exception; any other one is a refusal by Redis.
+    retry:
+        Backoff between reconnection attempts: (first delay, longest delay) in seconds.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        url: str,
+        label: str,
+        buffer: WriteBuffer,
+        apply: Apply,
+        *,
+        errors: tuple[type[BaseException], ...],
+        refused: type[BaseException],
+        retry: tuple[float, float] = (0.25, 10.0),
+    ) -> None:
+        self._client = client
+        self.url = url
+        self.label = label
+        self.buffer = buffer
+        self._apply = apply
+        self._errors = errors
+        self._refused = refused
+        self._retry = retry
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self._recovery: asyncio.Task[None] | None = None
+        self._opened = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<RedisStore url={redact_url(self.url)!r} {self.label}>"
+
+    @property
+    def available(self) -> bool:
+        """Whether Redis answered the last command (``False`` during an outage)."""
+        return self._down_since is None
+
+    async def open(self) -> None:
+        """Check the connection once. Redis being down is logged and retried, not raised.
+
+        Raises
+        ------
+        StoreError
+            The store is closed.
+        """
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        if self._opened:
+            return
+        self._opened = True
+        try:
+            await self._client.ping()
+        except self._errors as exc:
+            self._fault(exc)
+        else:
+            _log.info("snapshot store: Redis at %s (%s)", redact_url(self.url), self.label)
+
+    async def close(self) -> None:
+        """Try a last flush of buffered writes (logging any left), then close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        if self.buffer:
+            try:
+                await self._flush()
+            except self._errors as exc:
+                _log.error("closing with %d write(s) Redis never received (%s): %s", len(self.buffer), exc,
+                           "; ".join(item.describe() for item in list(self.buffer)[:20]))
+        await self._client.aclose()
+
+    async def wait_available(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until Redis answers and the buffer is written; return whether it happened in time."""
+        await self.open()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self.available or self.buffer:
+            if self._recovery is None or self._recovery.done():
+                self._start_recovery()
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def _fault(self, exc: BaseException) -> None:
+        """Redis could not be reached: log once, start retrying with backoff."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._down_reason = f"{type(exc).__name__}: {exc}"
+            _log.error("Redis at %s is unreachable (%s); buffering writes (up to %d records) and retrying",
+                       redact_url(self.url), self._down_reason, self.buffer.max_records)
+        self._start_recovery()
+
+    def _start_recovery(self) -> None:
+        if self._closed or (self._recovery is not None and not self._recovery.done()):
+            return
+        self._recovery = asyncio.get_running_loop().create_task(self._recover(), name="sonora-redis-recovery")
+
+    async def _recover(self) -> None:
+        delay, cap = self._retry
+        while True:
+            if self._down_since is not None:
+                await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+            try:
+                await self._client.ping()
+                written = await self._flush()
+            except self._errors as exc:
+                _log.debug("Redis still unreachable: %s", exc)
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                delay = min(delay * 2, cap)
+                continue
+            if self._down_since is not None:
+                _log.warning("Redis at %s is reachable again after %.1fs; wrote %d buffered record(s)",
+                             redact_url(self.url), time.monotonic() - self._down_since, written)
+            self._down_since = None
+            if not self.buffer:
+                return
+
+    async def _flush(self) -> int:
+        """Write buffered writes in order; a connection fault propagates (the rest stay buffered)."""
+        written = 0
+        while (item := self.buffer.first()) is not None:
+            async with self.lock(item.guild_id):
+                if self.buffer.first() is not item:
+                    continue  # replaced by a newer write meanwhile
+                try:
+                    await self._apply(item, True)
+                except self._errors:
+                    raise
+                except (SonoraError, self._refused) as exc:  # refused for good (fenced, duplicate, ...): loudly
+                    _log.error("buffered %s was NOT written: %s", item.describe(), exc)
+                self.buffer.remove(item)
+                written += 1
+        return written
+
+    def lock(self, guild_id: int) -> asyncio.Lock:
+        """The lock that orders one guild's writes within this process."""
+        return self._locks.setdefault(guild_id, asyncio.Lock())
+
+    def _unreachable(self, what: str) -> StoreError:
+        pending = f"; {len(self.buffer)} write(s) are buffered until it is back" if self.buffer else ""
+        return StoreError(f"cannot {what}: Redis at {redact_url(self.url)} is unreachable "
+                          f"({self._down_reason}){pending}")
+
+    async def call(self, what: str, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one read or tool command; raise :class:`StoreError` (fast) while Redis is down."""
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        await self.open()
+        if self._down_since is not None:
+            raise self._unreachable(what)
+        try:
+            return await coro_fn(*args, **kwargs)
+        except self._errors as exc:
+            self._fault(exc)
+            raise self._unreachable(what) from exc
+        except self._refused as exc:
+            raise StoreError(f"cannot {what}: Redis refused it: {exc}") from exc
+
+    async def write(self, item: PendingWrite) -> bool:
+        """Apply a write now, or buffer it while Redis is down (or a backlog is being written).
+
+        Returns what the write returned (for a delete: whether there was a record), ``True`` when buffered.
+        """
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        await self.open()
+        async with self.lock(item.guild_id):
+            if self._down_since is None and not self.buffer:
+                try:
+                    return await self._apply(item, False)
+                except self._errors as exc:
+                    self._fault(exc)
+                except self._refused as exc:
+                    raise StoreError(f"Redis refused the {item.describe()}: {exc}") from exc
+            try:
+                self.buffer.add(item)
+            except BufferFull as exc:
+                _log.error("%s", exc)
+                raise
+            self._start_recovery()
+            return True
