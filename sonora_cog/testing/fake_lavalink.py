@@ -179,6 +179,7 @@ class FakeLavalink:
         #: The source managers ``/v4/info`` reports and track decoding accepts (add_track extends it).
         self.source_managers: list[str] = list(_SOURCE_MANAGERS)
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._started_at = time.monotonic()
         self._sessions: dict[str, FakeSession] = {}  # connected sessions: the only ones REST can see
         self._resumable: dict[str, FakeSession] = {}  # disconnected, waiting for a resume
@@ -222,6 +223,7 @@ class FakeLavalink:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()
+        self._site = site
         if self._port == 0:
             self._port = int(self._runner.addresses[0][1])
         self._started_at = time.monotonic()
@@ -229,6 +231,11 @@ class FakeLavalink:
 
     async def close(self) -> None:
         """Stop the server, dropping every connection, session and player."""
+        # Stop listening first: a client reconnecting at once is refused, as by a dead Lavalink,
+        # instead of being accepted by a server that is shutting down and never answered.
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
         self._crash_sessions()
         if self._runner is not None:
             await self._runner.cleanup()

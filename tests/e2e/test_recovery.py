@@ -26,8 +26,12 @@ def scenario(tmp_path: Path) -> Callable[..., AsyncIterator[DemoScenario]]:
     @asynccontextmanager
     async def make(guilds: int = 2, **kwargs: object) -> AsyncIterator[DemoScenario]:
         async with DemoScenario(tmp_path, guilds, **kwargs) as demo:  # type: ignore[arg-type]
-            await demo.start_bot()
-            yield demo
+            try:
+                await demo.start_bot()
+                yield demo
+            except BaseException:
+                print(f"--- bot log (last lines) ---\n{demo.bot.tail(300)}")  # shown by pytest on failure
+                raise
 
     return make
 
