@@ -149,8 +149,13 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("background task %s failed", task.get_coro(), exc_info=task.exception())
 
     # -- listeners ----------------------------------------------------------------------------------
 

@@ -202,9 +202,10 @@ class RecoveryMixin:
         _log.warning("guild %s: %s; rebuilding its player", guild.id, reason)
         self._internal_leaves.add(guild.id)
         try:
-            await wavelink.Player.disconnect(player)  # not SonoraPlayer.disconnect: the session goes on
-        except (discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
-            _log.debug("disconnecting the lost player of guild %s failed: %s", guild.id, exc)
+            async with asyncio.timeout(10):
+                await wavelink.Player.disconnect(player)  # not SonoraPlayer.disconnect: the session goes on
+        except (TimeoutError, discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
+            _log.warning("leaving the lost voice connection of guild %s failed (%r); rejoining anyway", guild.id, exc)
         report = await self.restore(guild, state)
         self._dispatch_report(report)
         return report

@@ -40,6 +40,8 @@ __all__ = (
 
 _log = logging.getLogger(__name__)
 
+#: Seconds one guild's restore may take (join, apply, verify, rollback) before it is reported failed.
+RESTORE_TIMEOUT = 60.0
 #: The parts of a state that can be restored separately.
 ALL_PARTS: frozenset[str] = frozenset({"player", "queue", "filters", "autoplay"})
 
@@ -278,23 +280,15 @@ async def restore_state(
         return report
     channel = guild.get_channel(state.channel_id)  # type: ignore[arg-type]
     assert isinstance(channel, discord.VoiceChannel | discord.StageChannel)
+    if pacer is not None:
+        await pacer.acquire()
     try:
-        if pacer is not None:
-            await pacer.acquire()
-        player = await _connect(guild, channel, player_cls)
-        report.player = player
-        await apply_state(player, state, wanted, settings)
-        problem = await _verify(player, state, wanted, settings) if settings.verify else None
-        if problem is not None and backup is not None:
-            _log.warning("restore of guild %s failed verification (%s); rolling back", guild.id, problem)
-            await apply_state(player, backup, ALL_PARTS, settings)
-            report.status, report.reason = RestoreStatus.rolled_back, f"verification failed: {problem}"
-        elif problem is not None:
-            report.reason = f"verification failed: {problem}"
-        else:
-            report.status = RestoreStatus.restored
+        async with asyncio.timeout(RESTORE_TIMEOUT):  # nothing may hang a restore forever
+            player = await _restore_connected(guild, channel, state, wanted, settings, backup, player_cls, report)
     except (TimeoutError, discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
-        report.reason = f"{type(exc).__name__}: {exc}"
+        report.status = RestoreStatus.failed
+        detail = str(exc) or f"gave up after {RESTORE_TIMEOUT:g} s"
+        report.reason = f"{type(exc).__name__}: {detail}"
         _log.warning("restore of guild %s failed: %s", guild.id, report.reason)
         return report
     current = player.current
@@ -303,3 +297,29 @@ async def restore_state(
     report.queue_length = len(player.queue)
     report.volume = player.volume
     return report
+
+
+async def _restore_connected(
+    guild: discord.Guild,
+    channel: discord.VoiceChannel | discord.StageChannel,
+    state: SessionState,
+    wanted: frozenset[str],
+    settings: RestoreSettings,
+    backup: SessionState | None,
+    player_cls: type[wavelink.Player],
+    report: RestoreReport,
+) -> wavelink.Player:
+    """Join, apply, verify (and roll back); fill ``report``'s status and return the player."""
+    player = await _connect(guild, channel, player_cls)
+    report.player = player
+    await apply_state(player, state, wanted, settings)
+    problem = await _verify(player, state, wanted, settings) if settings.verify else None
+    if problem is not None and backup is not None:
+        _log.warning("restore of guild %s failed verification (%s); rolling back", guild.id, problem)
+        await apply_state(player, backup, ALL_PARTS, settings)
+        report.status, report.reason = RestoreStatus.rolled_back, f"verification failed: {problem}"
+    elif problem is not None:
+        report.reason = f"verification failed: {problem}"
+    else:
+        report.status = RestoreStatus.restored
+    return player

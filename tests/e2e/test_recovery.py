@@ -207,7 +207,7 @@ async def test_lost_voice_connection_is_rejoined(scenario: Callable[..., AsyncIt
         await demo.bot.wait_for_line(r"voice connection lost \(code 4006\)", timeout=10)
         await demo.lavalink.wait_for(
             lambda: (p := demo.lavalink.player(guild_id)) is not None and p.connected and p.track is not None,
-            timeout=20,
+            timeout=40,
         )
         assert demo.discord.bot_voice_channel(guild_id) == demo.world[0][2].id
 
