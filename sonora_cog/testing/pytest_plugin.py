@@ -35,7 +35,15 @@ from sonora_cog.testing.fake_discord import FakeDiscord
 from sonora_cog.testing.fake_discord_guild import FakeGuild
 from sonora_cog.testing.fake_discord_models import FakeChannel, FakeMember
 
-__all__ = ("World", "bot_process", "discord_world", "fake_discord", "fake_lavalink", "point_discord")
+__all__ = (
+    "World",
+    "bot_process",
+    "discord_world",
+    "fake_discord",
+    "fake_lavalink",
+    "point_discord",
+    "private_redis_server",
+)
 
 _PROCESSES_KEY = pytest.StashKey[list[BotProcess]]()
 
@@ -90,6 +98,23 @@ async def fake_lavalink() -> AsyncIterator[Any]:
 
     async with FakeLavalink(password="youshallnotpass", player_update_interval=5.0) as lavalink:  # noqa: S106 - Lavalink's well-known default
         yield lavalink
+
+
+@pytest.fixture
+def private_redis_server() -> Iterator[Any]:
+    """A real ``redis-server`` for this test alone (persistent: ``kill()`` then ``start()`` keeps its data).
+
+    Skipped when ``redis-server`` is not installed, except under ``CI`` where that is an error.
+    """
+    from sonora_cog.testing.redis_server import RedisServer, require_redis_server
+
+    require_redis_server()
+    server = RedisServer(persistent=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest_asyncio.fixture

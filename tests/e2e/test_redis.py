@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from sonora_cog.manager import SessionManager
 from sonora_cog.meta import SnapshotKind
 from sonora_cog.model import SessionState
 from sonora_cog.testing.botproc import BotProcess
-from sonora_cog.testing.redis_server import RedisServer, require_redis_server
+from sonora_cog.testing.redis_server import RedisServer
 
 PREFIX = "e2e"
 
@@ -77,19 +77,9 @@ class RedisScenario(DemoScenario):
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A real ``redis-server`` for this test (persistent, so it can be killed and restarted)."""
-    require_redis_server()
-    server = RedisServer(persistent=True)
-    server.start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-async def scenario(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Any]:
+async def scenario(tmp_path: Path, private_redis_server: RedisServer) -> AsyncIterator[Any]:
     def make(guilds: int = 1, **storage: Any) -> RedisScenario:
-        return RedisScenario(tmp_path, guilds, redis_server, **storage)
+        return RedisScenario(tmp_path, guilds, private_redis_server, **storage)
 
     yield make
 
@@ -203,7 +193,7 @@ async def test_blue_green_the_new_process_takes_over_after_the_old_ones_shutdown
         assert green.running
 
 
-async def test_redis_killed_mid_session_loses_nothing(scenario: Any, redis_server: RedisServer) -> None:
+async def test_redis_killed_mid_session_loses_nothing(scenario: Any, private_redis_server: RedisServer) -> None:
     async with scenario(guilds=1) as demo:
         guild, *_ = demo.world[0]
         await start(demo.bot)
@@ -215,7 +205,7 @@ async def test_redis_killed_mid_session_loses_nothing(scenario: Any, redis_serve
         finally:
             await manager.close()
 
-        redis_server.kill()
+        private_redis_server.kill()
         await demo.bot.wait_for_line("Redis at .* is unreachable", timeout=15)
         # the bot keeps playing and answering meanwhile; its writes wait in memory
         assert "Volume 42" in await demo.command(0, "volume", value=42)
@@ -224,7 +214,7 @@ async def test_redis_killed_mid_session_loses_nothing(scenario: Any, redis_serve
         await asyncio.sleep(2.5)
         assert demo.lavalink.player(guild.id).position > position  # type: ignore[union-attr]
 
-        await asyncio.to_thread(redis_server.start)
+        await asyncio.to_thread(private_redis_server.start)
         await demo.bot.wait_for_line("reachable again", timeout=30)
         await demo.wait_saved()
         after = await demo.live()
@@ -242,7 +232,7 @@ async def test_redis_killed_mid_session_loses_nothing(scenario: Any, redis_serve
 
 
 async def test_redis_down_at_startup_plays_then_restores_when_it_is_back(
-    scenario: Any, redis_server: RedisServer
+    scenario: Any, private_redis_server: RedisServer
 ) -> None:
     async with scenario(guilds=2) as demo:
         (old_guild, _t, old_voice, _u), (new_guild, _t2, new_voice, _u2) = demo.world
@@ -251,7 +241,7 @@ async def test_redis_down_at_startup_plays_then_restores_when_it_is_back(
         await demo.wait_saved()
         demo.bot.kill()
         await demo.bot.wait()
-        redis_server.kill()
+        private_redis_server.kill()
 
         await start(demo.bot)  # the next deployment starts while Redis is down
         await demo.bot.wait_for_line("cannot list the live records", timeout=15)
@@ -261,7 +251,7 @@ async def test_redis_down_at_startup_plays_then_restores_when_it_is_back(
         assert player is not None and player.track is not None
         await asyncio.sleep(2)
 
-        await asyncio.to_thread(redis_server.start)
+        await asyncio.to_thread(private_redis_server.start)
         await demo.bot.wait_for_line(rf"SONORA restored guild={old_guild.id}", timeout=60)
         assert demo.discord.bot_voice_channel(old_guild.id) == old_voice.id
         await demo.wait_saved()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,9 @@ LiveFactory = Callable[..., bytes]
 
 
 @pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    """A server of this test alone (persistent: it can be killed and restarted with its data)."""
-    require_redis_server()
-    server = RedisServer(persistent=True)
-    server.start()
-    yield server
-    server.cleanup()
+def own_server(private_redis_server: RedisServer) -> RedisServer:
+    """A server of this test alone (the plugin's ``private_redis_server``)."""
+    return private_redis_server
 
 
 @pytest.fixture
