@@ -138,13 +138,7 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
     async def _leave_voice_for_handover(self) -> None:
         """Leave voice before releasing the leases, so a late leave never disconnects the next process."""
         for player in self.tracker.players():
-            if player.guild is None:
-                continue
-            self._internal_leaves.add(player.guild.id)
-            try:
-                await wavelink.Player.disconnect(player)  # not SonoraPlayer.disconnect: the session goes on
-            except (discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
-                _log.debug("leaving voice in guild %s at shutdown failed: %s", player.guild.id, exc)
+            await self._leave_quietly(player)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -200,15 +200,22 @@ class RecoveryMixin:
             return None
         state = self.tracker.capture(player)
         _log.warning("guild %s: %s; rebuilding its player", guild.id, reason)
-        self._internal_leaves.add(guild.id)
-        try:
-            async with asyncio.timeout(10):
-                await wavelink.Player.disconnect(player)  # not SonoraPlayer.disconnect: the session goes on
-        except (TimeoutError, discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
-            _log.warning("leaving the lost voice connection of guild %s failed (%r); rejoining anyway", guild.id, exc)
+        await self._leave_quietly(player)
         report = await self.restore(guild, state)
         self._dispatch_report(report)
         return report
+
+    async def _leave_quietly(self, player: wavelink.Player) -> None:
+        """Leave voice without ending the session: the live record stays, and a restore may follow."""
+        guild = player.guild
+        if guild is None:
+            return
+        self._internal_leaves.add(guild.id)
+        try:
+            async with asyncio.timeout(10):
+                await wavelink.Player.disconnect(player)  # not SonoraPlayer.disconnect, which ends the session
+        except (TimeoutError, discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
+            _log.warning("leaving voice in guild %s failed (%r); going on", guild.id, exc)
 
     def _dispatch_report(self, report: RestoreReport) -> None:
         if report.ok:

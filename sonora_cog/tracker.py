@@ -205,11 +205,10 @@ class SessionTracker:
         if its content differs from its last write. The heartbeat lets a restore work out how far each
         unchanged track has played since its record was written (see ``restore.advance_position``).
         """
-        plain = {
-            p.guild.id for p in self.players() if p.guild is not None and not isinstance(p, SonoraPlayer)
-        }
+        players = self.players()
+        plain = {p.guild.id for p in players if p.guild is not None and not isinstance(p, SonoraPlayer)}
         written = await self.flush(self._dirty | plain, unless_unchanged=plain - self._dirty)
-        if self.players() and not self.closed:
+        if players and not self.closed:
             try:
                 await self.manager.write_heartbeat(self.owner)
             except SonoraError as exc:
