@@ -20,7 +20,15 @@ from .errors import SonoraError, StoreError
 from .lease import LeaseManager, LeaseStatus
 from .manager import SessionManager
 from .model import SessionState
-from .restore import ALL_PARTS, RestoreReport, RestoreStatus, TokenBucket, advance_position, restore_state
+from .restore import (
+    ALL_PARTS,
+    RestoreReport,
+    RestoreStatus,
+    TokenBucket,
+    advance_position,
+    leave_voice,
+    restore_state,
+)
 from .tracker import SessionTracker
 
 if TYPE_CHECKING:
@@ -213,7 +221,7 @@ class RecoveryMixin:
         self._internal_leaves.add(guild.id)
         try:
             async with asyncio.timeout(10):
-                await wavelink.Player.disconnect(player)  # not SonoraPlayer.disconnect, which ends the session
+                await leave_voice(player)
         except (TimeoutError, discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
             _log.warning("leaving voice in guild %s failed (%r); going on", guild.id, exc)
 

@@ -35,6 +35,7 @@ __all__ = (
     "TokenBucket",
     "advance_position",
     "apply_state",
+    "leave_voice",
     "restore_state",
 )
 
@@ -42,6 +43,8 @@ _log = logging.getLogger(__name__)
 
 #: Seconds one guild's restore may take (join, apply, verify, rollback) before it is reported failed.
 RESTORE_TIMEOUT = 60.0
+#: Seconds to wait for Discord to confirm that the bot left a voice channel.
+LEAVE_CONFIRM_TIMEOUT = 5.0
 #: The parts of a state that can be restored separately.
 ALL_PARTS: frozenset[str] = frozenset({"player", "queue", "filters", "autoplay"})
 
@@ -158,8 +161,41 @@ async def _connect(
             await current.move_to(channel)
         return current
     if current is not None:
-        await current.disconnect(force=True)
+        await leave_voice(current)
     return await channel.connect(cls=player_cls, self_deaf=True)
+
+
+async def leave_voice(voice_client: discord.VoiceProtocol) -> None:
+    """Leave voice without ending the session, then wait until Discord confirms the bot has left.
+
+    Joining again before that confirmation races it: the late "left" voice state update reaches the
+    *new* player, and wavelink destroys a player whose channel becomes ``None``. Gives up waiting
+    after :data:`LEAVE_CONFIRM_TIMEOUT` seconds (and goes on); errors from the disconnect propagate.
+    """
+    client = voice_client.client
+    guild: discord.Guild = voice_client.channel.guild  # type: ignore[union-attr]
+    me = guild.me
+    confirmation: asyncio.Future[object] | None = None
+    if me.voice is not None and me.voice.channel is not None:
+        confirmation = asyncio.ensure_future(client.wait_for(
+            "voice_state_update",
+            check=lambda member, _before, after: member.guild.id == guild.id and member.id == me.id
+            and after.channel is None,
+        ))
+    try:
+        if isinstance(voice_client, wavelink.Player):
+            await wavelink.Player.disconnect(voice_client)  # not SonoraPlayer.disconnect: that ends the session
+        else:
+            await voice_client.disconnect(force=True)
+        if confirmation is not None:
+            async with asyncio.timeout(LEAVE_CONFIRM_TIMEOUT):
+                await asyncio.shield(confirmation)
+    except TimeoutError:
+        _log.debug("guild %s: Discord did not confirm leaving voice within %g s; going on",
+                   guild.id, LEAVE_CONFIRM_TIMEOUT)
+    finally:
+        if confirmation is not None:
+            confirmation.cancel()
 
 
 async def apply_state(

@@ -139,6 +139,9 @@ class FakeDiscord(MessagingMixin):
         self.clock: Callable[[], float] = time.monotonic
         #: Minimum seconds between a message appearing/changing and a test clicking it.
         self.human_delay = 0.1
+        #: Seconds Discord takes to answer each op 4 voice state request (real Discord: tens of ms).
+        #: Answers keep their order; the client may send more requests meanwhile.
+        self.voice_latency = 0.0
 
         self.users: dict[int, FakeUser] = {bid: self.bot_user}
         self.guilds: dict[int, FakeGuild] = {}

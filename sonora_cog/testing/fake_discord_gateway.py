@@ -433,6 +433,8 @@ class FakeGateway:
         if not session.covers(guild_id):
             _log.warning("gateway: op 4 for guild %s outside shard %s ignored", guild_id, session.shard)
             return
+        if self.fake.voice_latency > 0:
+            await asyncio.sleep(self.fake.voice_latency)
         channel_id = d.get("channel_id")
         await self.fake._bot_voice_request(
             guild_id,

@@ -196,6 +196,26 @@ async def test_lavalink_restart_rebuilds_players(scenario: Callable[..., AsyncIt
             assert player is not None and player.connected
 
 
+async def test_rebuild_waits_for_discord_to_confirm_the_leave(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    # A rebuild leaves voice and joins again. If the join goes out before Discord's "left" update
+    # comes back, that late update reaches the new player and wavelink destroys it.
+    async with scenario(guilds=1) as demo:
+        await demo.play_one(0)
+        await demo.wait_saved()
+        guild_id = demo.world[0][0].id
+        demo.discord.voice_latency = 0.3
+        await demo.lavalink.restart()
+        await demo.bot.wait_for_line("SONORA restored", timeout=30)
+        player = await demo.lavalink.wait_for(
+            lambda: (p := demo.lavalink.player(guild_id)) is not None and p.connected and p.track is not None and p,
+            timeout=10,
+        )
+        assert player.track is not None
+        assert demo.discord.bot_voice_channel(guild_id) == demo.world[0][2].id
+
+
 async def test_lost_voice_connection_is_rejoined(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:
     async with scenario(guilds=1) as demo:
         await demo.play_one(0)
