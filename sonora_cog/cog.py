@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Iterable
 from typing import Any
 
 import discord
@@ -30,6 +31,7 @@ from .model import SessionState
 from .player import COG_NAME, SonoraPlayer
 from .recovery import RecoveryMixin
 from .restore import RestoreReport, TokenBucket
+from .resume import resume_sessions
 from .tracker import SessionTracker
 
 __all__ = ("SonoraCog",)
@@ -77,6 +79,8 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         self.pacer = TokenBucket(restore.joins_per_second, restore.join_burst)
         self._internal_leaves: set[int] = set()
         self._rehydration: asyncio.Task[list[RestoreReport]] | None = None
+        #: Set once the startup restore is over (or will not run): unowned Lavalink players may go.
+        self._rehydrated = asyncio.Event()
         #: Owned guilds with a live record found at startup; ``None`` until the store could be listed.
         self._startup_guilds: list[int] | None = None
         self._closing = False
@@ -90,6 +94,8 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
     async def cog_load(self) -> None:
         """Hold every guild that has a live record (until restored), start the jobs, add commands."""
         self.leases.start()
+        if not self.settings.restore.on_startup:
+            self._rehydrated.set()
         if self.settings.restore.on_startup:
             try:
                 await self._find_startup_guilds()
@@ -104,6 +110,29 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
             self._commands = SnapshotCommands(self)
             self.bot.tree.add_command(self._commands)
         self._maybe_rehydrate()
+
+    async def connect_nodes(self, nodes: Iterable[wavelink.Node], **options: Any) -> dict[str, wavelink.Node]:
+        """Connect wavelink's node pool, resuming the Lavalink sessions of the previous process.
+
+        Use it in place of ``wavelink.Pool.connect(nodes=nodes, client=bot, ...)`` (``options`` are passed
+        on: ``cache_capacity`` and so on), after the cog is loaded, in ``setup_hook``. Each node whose URI
+        had a session in the previous process asks Lavalink for it again; if Lavalink still holds it
+        (``restore.lavalink_resume_timeout``, 60 s by default), its players never stopped playing and
+        the startup restore adopts them without re-buffering. Otherwise the node gets a new session and
+        the startup restore plays every guild from its live record, as it does without this method.
+
+        Returns what ``wavelink.Pool.connect`` returns.
+        """
+        nodes = list(nodes)
+        if self.settings.restore.resume_lavalink_sessions and self.bot.user is not None:
+            try:
+                sessions = await self.manager.read_lavalink_sessions(self.tracker.owner)
+            except StoreError as exc:
+                _log.warning("cannot read the previous Lavalink session ids (%s); starting new sessions", exc)
+                sessions = {}
+            for node in resume_sessions(nodes, sessions):
+                _log.info("Lavalink node %s: asking to resume session %s", node.identifier, node.session_id)
+        return await wavelink.Pool.connect(nodes=nodes, client=self.bot, **options)
 
     async def cog_unload(self) -> None:
         """Write a ``shutdown`` snapshot and the live record of every player; stop the jobs."""

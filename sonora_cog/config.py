@@ -284,8 +284,12 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "verify_tolerance_ms": (_int_range(0), "position tolerance of that check, in ms"),
         "on_node_reconnect": (_boolean, "rebuild players when a Lavalink node comes back without them"),
         "on_voice_lost": (_boolean, "rejoin when a voice connection is lost by accident"),
-        "resume_lavalink_sessions": (_boolean, "ask Lavalink to keep players across a bot restart"),
-        "lavalink_resume_timeout": (_int_range(1, 3600), "seconds Lavalink keeps a session for resuming"),
+        "resume_lavalink_sessions": (
+            _boolean, "resume the Lavalink session after a bot restart (SonoraCog.connect_nodes): its players play on"
+        ),
+        "lavalink_resume_timeout": (
+            _int_range(1, 3600), "seconds Lavalink keeps a session and its players after the bot went away"
+        ),
     },
     "commands": {
         "enabled": (_boolean, "register the /snapshot slash commands"),

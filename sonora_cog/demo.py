@@ -4,8 +4,14 @@ It starts :class:`~sonora_cog.testing.fake_discord.FakeDiscord` and
 :class:`~sonora_cog.testing.fake_lavalink.FakeLavalink` on loopback, runs
 :mod:`sonora_cog.testing.music_bot` as a subprocess, and in each guild: a listener joins voice, then
 ``/play`` (a track and a queue), ``/volume``, ``/filter`` and ``/loop``. Then the bot is SIGKILLed
-mid-track, started again, and a before/after table per guild is printed. Exit 0 only if every guild
-came back: same channel, same track at the recorded position, same queue, volume, filters and loop.
+mid-track twice, and a before/after table per guild is printed each time:
+
+1. only the bot dies: the new process resumes its Lavalink session, whose players played on, and
+   adopts them (nothing re-buffers; the queue, loop mode and the rest come from the live records);
+2. the bot and Lavalink die together: every player is rebuilt from its live record on disk.
+
+Exit 0 only if every guild came back both times: same channel, same track at the right position
+(played on, or the recorded one), same queue, volume, filters and loop.
 """
 
 from __future__ import annotations
@@ -54,8 +60,9 @@ class GuildView:
     filters: str
     loop: str | None
 
-    def same_as(self, other: GuildView) -> list[str]:
-        """Differences between two views that matter for recovery (position within tolerance)."""
+    def same_as(self, other: GuildView, played_ms: int = 0) -> list[str]:
+        """Differences between two views that matter for recovery: ``other``'s position must be within
+        the tolerance of this one's plus ``played_ms`` (how long the track played on in between)."""
         diffs = [
             name
             for name in ("channel", "track", "queue", "volume", "filters", "loop")
@@ -63,7 +70,7 @@ class GuildView:
         ]
         if self.position is None or other.position is None:
             diffs += ["position"] if self.position != other.position else []
-        elif abs(other.position - self.position) > POSITION_TOLERANCE_MS:
+        elif abs(other.position - (self.position + played_ms)) > POSITION_TOLERANCE_MS:
             diffs.append("position")
         return diffs
 
@@ -196,10 +203,10 @@ class DemoScenario:
         await asyncio.sleep(self.checkpoint_interval + 0.5)
 
 
-def _table(before: list[GuildView], after: list[GuildView]) -> Table:
+def _table(before: list[GuildView], after: list[GuildView], played_ms: int) -> Table:
     table = Table("guild", "", "channel", "track", "position", "queue", "volume", "filters", "loop", "ok")
     for b, a in zip(before, after, strict=True):
-        diffs = b.same_as(a)
+        diffs = b.same_as(a, played_ms)
         for label, view in (("before", b), ("after", a)):
             table.add_row(
                 view.guild if label == "before" else "", label, view.channel or "-", view.track or "-",
@@ -212,8 +219,39 @@ def _table(before: list[GuildView], after: list[GuildView]) -> Table:
     return table
 
 
+async def _crash_and_recover(demo: DemoScenario, step: int, *, lavalink_too: bool) -> bool:
+    """SIGKILL the bot (and crash Lavalink too), start it again; print the table; True if all came back."""
+    before = await demo.views()
+    seen_at = time.monotonic()
+    what = "the bot and Lavalink" if lavalink_too else "the bot"
+    _console.print(f"[bold]{step}.[/bold] playing in {len(before)} guilds; killing {what} mid-track")
+    demo.bot.kill()
+    await demo.bot.wait()
+    if lavalink_too:
+        await demo.lavalink.restart()  # every Lavalink session and player is lost
+    killed_at = time.monotonic()
+    await demo.start_bot()
+    await demo.wait_restored(len(before))
+    restored_in = time.monotonic() - killed_at
+    adopted = sum("adopted from the resumed Lavalink session" in line for line in demo.bot.lines_since_start())
+    how = (f"{adopted} player(s) adopted from the resumed Lavalink session as they played on (nothing re-buffered)"
+           if adopted else "every player rebuilt from its live record on disk")
+    _console.print(f"[bold]{step + 1}.[/bold] bot restarted; {how}; {restored_in:.1f}s after the kill")
+    await asyncio.sleep(0.5)
+    after = await demo.views()
+    played_ms = 0 if lavalink_too else int((time.monotonic() - seen_at) * 1000)
+    _console.print(_table(before, after, played_ms))
+    failed = [b.guild for b, a in zip(before, after, strict=True) if b.same_as(a, played_ms)]
+    if failed:
+        _console.print(f"[red]not restored:[/red] {', '.join(failed)}")
+    expected_adopted = 0 if lavalink_too else len(before)
+    if adopted != expected_adopted:
+        _console.print(f"[red]{adopted} player(s) adopted, expected {expected_adopted}[/red]")
+    return not failed and adopted == expected_adopted
+
+
 async def run_demo(guilds: int = 3) -> int:
-    """Run the demo; return 0 if every guild came back, 1 otherwise."""
+    """Run the demo; return 0 if every guild came back both times, 1 otherwise."""
     workdir = Path(tempfile.mkdtemp(prefix="sonora-demo-"))
     try:
         async with DemoScenario(workdir, guilds) as demo:
@@ -224,23 +262,13 @@ async def run_demo(guilds: int = 3) -> int:
             await demo.play_everywhere()
             await asyncio.sleep(3)
             await demo.wait_saved()
-            before = await demo.views()
-            _console.print(f"[bold]3.[/bold] playing in {len(before)} guilds; killing the bot with SIGKILL mid-track")
-            demo.bot.kill()
-            await demo.bot.wait()
-            killed_at = time.monotonic()
-            await demo.start_bot()
-            await demo.wait_restored(len(before))
-            _console.print(f"[bold]4.[/bold] bot restarted; every guild restored {time.monotonic() - killed_at:.1f}s "
-                           "after the kill")
-            await asyncio.sleep(0.5)
-            after = await demo.views()
-            _console.print(_table(before, after))
-            failed = [b.guild for b, a in zip(before, after, strict=True) if b.same_as(a)]
-            if failed:
-                _console.print(f"[red]not restored:[/red] {', '.join(failed)}  (bot log: {workdir / 'bot.log'})")
+            ok = await _crash_and_recover(demo, 3, lavalink_too=False)
+            await demo.wait_saved()
+            ok = await _crash_and_recover(demo, 5, lavalink_too=True) and ok
+            if not ok:
+                _console.print(f"(bot log: {workdir / 'bot.log'})")
                 return 1
-            _console.print("[green]every guild came back[/green]")
+            _console.print("[green]every guild came back, both times[/green]")
             return 0
     except Exception as exc:
         _console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {exc}  (bot log: {workdir / 'bot.log'})")

@@ -8,6 +8,7 @@ the event loop is never blocked for long.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -369,17 +370,39 @@ class SessionManager:
 
     async def write_heartbeat(self, owner: str, at: float | None = None) -> None:
         """Record that ``owner`` (one bot process's shards) was alive and checkpointing at ``at``."""
-        await self.store.put_aux(f"heartbeat-{owner}", orjson.dumps({"at": time.time() if at is None else at}))
+        record = {"at": time.time() if at is None else at}
+        await self.store.put_aux(_owner_key("heartbeat", owner), orjson.dumps(record))
 
     async def read_heartbeat(self, owner: str) -> float | None:
         """When ``owner`` last checkpointed (Unix seconds), or ``None``; a damaged value reads as ``None``."""
-        data = await self.store.get_aux(f"heartbeat-{owner}")
-        try:
-            at = orjson.loads(data)["at"] if data else None
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            _log.warning("the heartbeat record of %s is damaged; ignoring it", owner)
-            return None
+        record = await self._read_owner_record("heartbeat", owner)
+        at = record.get("at")
         return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+
+    async def write_lavalink_sessions(self, owner: str, sessions: Mapping[str, str]) -> None:
+        """Record ``owner``'s Lavalink session id per node URI, for resuming after a restart."""
+        record = {"sessions": dict(sessions), "at": time.time()}
+        await self.store.put_aux(_owner_key("lavalink", owner), orjson.dumps(record))
+
+    async def read_lavalink_sessions(self, owner: str) -> dict[str, str]:
+        """``owner``'s last Lavalink session id per node URI; a damaged record reads as none."""
+        sessions = (await self._read_owner_record("lavalink", owner)).get("sessions")
+        if not isinstance(sessions, dict):
+            return {}
+        return {uri: sid for uri, sid in sessions.items() if isinstance(uri, str) and isinstance(sid, str)}
+
+    async def _read_owner_record(self, kind: str, owner: str) -> dict[str, Any]:
+        data = await self.store.get_aux(_owner_key(kind, owner))
+        if data is None:
+            return {}
+        try:
+            record = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            _log.warning("the %s record of %s is damaged; ignoring it", kind, owner)
+            return {}
+        return record
 
     async def live_guilds(self) -> list[int]:
         """Guilds that have a live record."""
@@ -451,3 +474,10 @@ class SessionManager:
         if self._store is not None:
             await self._store.close()
 
+
+def _owner_key(kind: str, owner: str) -> str:
+    """The auxiliary record key of ``kind`` for one process (hashed when the shard list is long)."""
+    key = f"{kind}-{owner}"
+    if len(key) <= 64:
+        return key
+    return f"{kind}-{hashlib.blake2b(owner.encode(), digest_size=16).hexdigest()}"

@@ -25,10 +25,12 @@ from .restore import (
     RestoreReport,
     RestoreStatus,
     TokenBucket,
+    adoptable,
     advance_position,
     leave_voice,
     restore_state,
 )
+from .resume import Ghost, destroy_ghost, enable_resuming, find_ghosts
 from .tracker import SessionTracker
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ class RecoveryMixin:
     player_cls: type[wavelink.Player]
     _internal_leaves: set[int]
     _rehydration: asyncio.Task[list[RestoreReport]] | None
+    _rehydrated: asyncio.Event
     _startup_guilds: list[int] | None
     _previous_heartbeat: float | None
     _spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]  # provided by the cog
@@ -103,18 +106,25 @@ class RecoveryMixin:
         ):
             return
         self._rehydration = self._spawn(self.rehydrate(self._startup_guilds))
+        self._rehydration.add_done_callback(lambda _: self._rehydrated.set())
 
     async def rehydrate(self, guild_ids: Iterable[int] | None = None) -> list[RestoreReport]:
         """Restore every owned guild's live record younger than ``restore.max_age``, paced.
 
         Each guild's lease is taken first: a guild another process holds (the old deployment, still
         shutting down) is waited for up to ``storage.lease_wait`` seconds, then skipped.
+
+        A player that a resumed Lavalink session kept playing for a guild (see :mod:`sonora_cog.resume`)
+        is adopted as it is when it plays the recorded track; the others are destroyed afterwards.
         """
         ids = await self.manager.live_guilds() if guild_ids is None else guild_ids
         targets = [g for g in ids if self.owns(g)]
         if not targets:
             _log.info("startup restore finished: nothing to restore")
             return []
+        ghosts = await find_ghosts(wavelink.Pool.nodes.values())
+        if ghosts:
+            _log.info("the resumed Lavalink session still plays in %d guild(s)", len(ghosts))
         _log.info("restoring %d guild(s) from their live records", len(targets))
         semaphore = asyncio.Semaphore(self.settings.restore.concurrency)
         done = 0
@@ -123,15 +133,16 @@ class RecoveryMixin:
             nonlocal done
             if lease is not None and lease.acquired:
                 async with semaphore:
-                    report = await self._rehydrate_guild(guild_id)
+                    report = await self._rehydrate_guild(guild_id, ghosts.get(guild_id))
             else:
                 self.tracker.release(guild_id, dirty=False)
                 reason = error or f"another process owns this guild ({lease.holder if lease else '?'})"
                 report = RestoreReport(guild_id, RestoreStatus.skipped, reason=reason)
                 self._dispatch_report(report)
             done += 1
+            how = "adopted from the resumed Lavalink session" if report.adopted else report.reason
             _log.info("restore %d/%d: guild %s %s%s", done, len(targets), guild_id, report.status.value,
-                      f" ({report.reason})" if report.reason else "")
+                      f" ({how})" if how else "")
             return report
 
         tasks: dict[int, asyncio.Task[RestoreReport]] = {}
@@ -147,7 +158,7 @@ class RecoveryMixin:
         _log.info("startup restore finished: %d restored, %d skipped or failed", restored, len(reports) - restored)
         return list(reports)
 
-    async def _rehydrate_guild(self, guild_id: int) -> RestoreReport:
+    async def _rehydrate_guild(self, guild_id: int, ghost: Ghost | None = None) -> RestoreReport:
         try:
             state = await self.manager.read_live(guild_id)
         except SonoraError as exc:
@@ -170,7 +181,9 @@ class RecoveryMixin:
         else:
             if self._previous_heartbeat is not None:
                 state = advance_position(state, self._previous_heartbeat)
-            report = await self.restore(guild, state)
+            # A ghost that plays another track is replaced by the restore, not adopted.
+            adopt = ghost if ghost is not None and adoptable(ghost, state) else None
+            report = await self.restore(guild, state, adopt=adopt)
         self.tracker.release(guild_id, dirty=report.ok)
         self._dispatch_report(report)
         return report
@@ -184,6 +197,7 @@ class RecoveryMixin:
         *,
         parts: Iterable[str] = ALL_PARTS,
         backup: SessionState | None = None,
+        adopt: Ghost | None = None,
     ) -> RestoreReport:
         """Restore ``state`` in ``guild`` now (paced; held from checkpoints while it runs)."""
         was_held = self.tracker.is_held(guild.id)  # the startup restore holds it until it is done
@@ -192,7 +206,7 @@ class RecoveryMixin:
             self.tracker.session_started(guild.id)
             report = await restore_state(
                 guild, state, self.settings.restore, parts=parts, backup=backup,
-                player_cls=self.player_cls, pacer=self.pacer,
+                player_cls=self.player_cls, pacer=self.pacer, adopt=adopt,
             )
         finally:
             if not was_held:
@@ -258,11 +272,31 @@ class RecoveryMixin:
     @commands.Cog.listener()
     async def on_wavelink_node_ready(self, payload: wavelink.NodeReadyEventPayload) -> None:
         self._maybe_rehydrate()
+        if self.settings.restore.resume_lavalink_sessions:
+            self._spawn(self._keep_lavalink_session(payload.node))
+        if payload.resumed:
+            self._spawn(self._destroy_ghosts_after_rehydration(payload.node))
         if payload.resumed or not self.settings.restore.on_node_reconnect:
             return
         lost = [p for p in self.tracker.players() if p.node is payload.node and p.current is not None]
         for player in lost:
             self._spawn(self.rebuild(player, "the Lavalink node came back without its players"))
+
+    async def _keep_lavalink_session(self, node: wavelink.Node) -> None:
+        """Have Lavalink hold the node's session across a restart, and record its id for the next process."""
+        await enable_resuming(node, self.settings.restore.lavalink_resume_timeout)
+        sessions = {n.uri: n.session_id for n in wavelink.Pool.nodes.values() if n.session_id}
+        try:
+            await self.manager.write_lavalink_sessions(self.tracker.owner, sessions)
+        except StoreError as exc:
+            _log.warning("cannot record the Lavalink session id of node %s: %s", node.identifier, exc)
+
+    async def _destroy_ghosts_after_rehydration(self, node: wavelink.Node) -> int:
+        """Once the startup restore has adopted what it could, destroy the node's players nobody controls."""
+        await self._rehydrated.wait()
+        ghosts = await find_ghosts([node])
+        destroyed = [await destroy_ghost(ghost) for ghost in ghosts.values()]
+        return sum(destroyed)
 
     @commands.Cog.listener()
     async def on_wavelink_websocket_closed(self, payload: wavelink.WebsocketClosedEventPayload) -> None:

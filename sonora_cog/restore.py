@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 import discord
 import wavelink
@@ -27,12 +28,14 @@ from .capture import autoplay_mode_to_wavelink, loop_mode_to_queue_mode, to_filt
 from .config import RestoreSettings
 from .model import SessionState
 from .player import SonoraPlayer
+from .resume import Ghost
 
 __all__ = (
     "ALL_PARTS",
     "RestoreReport",
     "RestoreStatus",
     "TokenBucket",
+    "adoptable",
     "advance_position",
     "apply_state",
     "leave_voice",
@@ -76,6 +79,9 @@ class RestoreReport:
         What the live player holds afterwards (as far as it was restored).
     state:
         The state that was applied (its ``extras`` are the bot's own).
+    adopted:
+        True when the player Lavalink kept playing through a resumed session was taken over as it
+        was (no re-buffering) instead of being started again.
     """
 
     guild_id: int
@@ -88,6 +94,7 @@ class RestoreReport:
     volume: int | None = None
     state: SessionState | None = field(default=None, repr=False)
     player: wavelink.Player | None = field(default=None, repr=False)
+    adopted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -153,16 +160,25 @@ def _skip_reason(guild: discord.Guild, state: SessionState, settings: RestoreSet
 
 
 async def _connect(
-    guild: discord.Guild, channel: discord.VoiceChannel | discord.StageChannel, player_cls: type[wavelink.Player]
+    guild: discord.Guild,
+    channel: discord.VoiceChannel | discord.StageChannel,
+    player_cls: type[wavelink.Player],
+    node: wavelink.Node | None = None,
 ) -> wavelink.Player:
     current = guild.voice_client
-    if isinstance(current, wavelink.Player) and current.connected:
+    if isinstance(current, wavelink.Player) and current.connected and node in (None, current.node):
         if current.channel != channel:
             await current.move_to(channel)
         return current
     if current is not None:
         await leave_voice(current)
-    return await channel.connect(cls=player_cls, self_deaf=True)
+    if node is None:
+        return await channel.connect(cls=player_cls, self_deaf=True)
+
+    def on_node(client: discord.Client, connectable: discord.abc.Connectable) -> wavelink.Player:
+        return player_cls(client, connectable, nodes=[node])
+
+    return await channel.connect(cls=on_node, self_deaf=True)  # type: ignore[arg-type]
 
 
 async def leave_voice(voice_client: discord.VoiceProtocol) -> None:
@@ -173,7 +189,7 @@ async def leave_voice(voice_client: discord.VoiceProtocol) -> None:
     after :data:`LEAVE_CONFIRM_TIMEOUT` seconds (and goes on); errors from the disconnect propagate.
     """
     client = voice_client.client
-    guild: discord.Guild = voice_client.channel.guild  # type: ignore[union-attr]
+    guild: discord.Guild = voice_client.channel.guild  # type: ignore[attr-defined]
     me = guild.me
     confirmation: asyncio.Future[object] | None = None
     if me.voice is not None and me.voice.channel is not None:
@@ -199,9 +215,18 @@ async def leave_voice(voice_client: discord.VoiceProtocol) -> None:
 
 
 async def apply_state(
-    player: wavelink.Player, state: SessionState, parts: Iterable[str], settings: RestoreSettings
+    player: wavelink.Player,
+    state: SessionState,
+    parts: Iterable[str],
+    settings: RestoreSettings,
+    *,
+    keep_playing: bool = False,
 ) -> None:
-    """Apply ``parts`` of ``state`` to a connected player (the tracks need no Lavalink request)."""
+    """Apply ``parts`` of ``state`` to a connected player (the tracks need no Lavalink request).
+
+    With ``keep_playing``, Lavalink already plays the current track (an adopted player): it is set
+    with ``noReplace``, so Lavalink keeps its playback and position and nothing re-buffers.
+    """
     wanted = frozenset(parts)
     if "queue" in wanted:
         player.queue.clear()
@@ -227,6 +252,7 @@ async def apply_state(
             start = 0
         await player.play(
             to_playable(current),
+            replace=not keep_playing,
             start=start,
             volume=state.player.volume or None,
             paused=state.player.paused,
@@ -245,7 +271,7 @@ async def apply_state(
 
 
 async def _verify(
-    player: wavelink.Player, state: SessionState, parts: frozenset[str], settings: RestoreSettings
+    player: wavelink.Player, state: SessionState, parts: frozenset[str], settings: RestoreSettings, *, adopted: bool
 ) -> str | None:
     """Compare what Lavalink holds with the state (one REST request); return the first difference."""
     if "queue" in parts and len(player.queue) != len(state.queue.upcoming):
@@ -258,18 +284,17 @@ async def _verify(
     current = state.queue.current
     if info is None:
         return "Lavalink holds no player for this guild"
-    # Lavalink re-encodes the playing track with its current position, so compare identities, not blobs.
-    if current is not None and (
-        info.track is None
-        or (info.track.identifier, info.track.source) != (current.info["identifier"], current.info["sourceName"])
-    ):
+    if current is not None and not _same_track(info.track, current.info):
         return "Lavalink is not playing the recorded track"
     if info.volume != state.player.volume:
         return f"volume is {info.volume}, expected {state.player.volume}"
     if info.paused != state.player.paused:
         return f"paused is {info.paused}, expected {state.player.paused}"
     if current is not None and not current.info.get("isStream"):
-        expected = max(0, state.player.position - int(settings.rewind_seconds * 1000))
+        if adopted:  # it played on from where Lavalink said it was
+            expected = advance_position(state, time.time()).player.position
+        else:
+            expected = max(0, state.player.position - int(settings.rewind_seconds * 1000))
         drift = abs(info.state.position - expected)
         if drift > settings.verify_tolerance_ms:
             return f"position is {info.state.position} ms, expected about {expected} ms"
@@ -285,6 +310,7 @@ async def restore_state(
     backup: SessionState | None = None,
     player_cls: type[wavelink.Player] = SonoraPlayer,
     pacer: TokenBucket | None = None,
+    adopt: Ghost | None = None,
 ) -> RestoreReport:
     """Bring ``state`` back in ``guild``. Never raises: the report says what happened.
 
@@ -304,6 +330,10 @@ async def restore_state(
         The player class for a fresh voice connection.
     pacer:
         A token bucket shared by concurrent restores, paced under the gateway limit.
+    adopt:
+        A player Lavalink kept playing for this guild through a resumed session that is
+        :func:`adoptable`: the bot joins on its node and takes it over, keeping its track, position,
+        volume and pause state, instead of playing the track again.
     """
     wanted = frozenset(parts) & ALL_PARTS
     report = RestoreReport(guild_id=guild.id, status=RestoreStatus.failed, parts=wanted, state=state)
@@ -318,9 +348,18 @@ async def restore_state(
     assert isinstance(channel, discord.VoiceChannel | discord.StageChannel)
     if pacer is not None:
         await pacer.acquire()
+    if adopt is not None:  # it may have played on (or ended) while this guild waited for its turn
+        adopt = await adopt.refresh()
+        if adopt is not None and adoptable(adopt, state):
+            state = _as_adopted(state, adopt)
+        else:
+            _log.info("guild %s: Lavalink no longer plays the recorded track; restoring it instead", guild.id)
+            adopt = None
     try:
         async with asyncio.timeout(RESTORE_TIMEOUT):  # nothing may hang a restore forever
-            player = await _restore_connected(guild, channel, state, wanted, settings, backup, player_cls, report)
+            player = await _restore_connected(
+                guild, channel, state, wanted, settings, backup, player_cls, report, adopt
+            )
     except (TimeoutError, discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
         report.status = RestoreStatus.failed
         detail = str(exc) or f"gave up after {RESTORE_TIMEOUT:g} s"
@@ -329,7 +368,8 @@ async def restore_state(
         return report
     current = player.current
     report.track = current.title if current else None
-    report.position = max(0, state.player.position - int(settings.rewind_seconds * 1000)) if current else None
+    rewind = 0 if report.adopted else int(settings.rewind_seconds * 1000)
+    report.position = max(0, state.player.position - rewind) if current else None
     report.queue_length = len(player.queue)
     report.volume = player.volume
     return report
@@ -344,12 +384,14 @@ async def _restore_connected(
     backup: SessionState | None,
     player_cls: type[wavelink.Player],
     report: RestoreReport,
+    adopt: Ghost | None,
 ) -> wavelink.Player:
     """Join, apply, verify (and roll back); fill ``report``'s status and return the player."""
-    player = await _connect(guild, channel, player_cls)
+    player = await _connect(guild, channel, player_cls, adopt.node if adopt is not None else None)
     report.player = player
-    await apply_state(player, state, wanted, settings)
-    problem = await _verify(player, state, wanted, settings) if settings.verify else None
+    report.adopted = adopt is not None
+    await apply_state(player, state, wanted, settings, keep_playing=report.adopted)
+    problem = await _verify(player, state, wanted, settings, adopted=report.adopted) if settings.verify else None
     if problem is not None and backup is not None:
         _log.warning("restore of guild %s failed verification (%s); rolling back", guild.id, problem)
         await apply_state(player, backup, ALL_PARTS, settings)
@@ -359,3 +401,27 @@ async def _restore_connected(
     else:
         report.status = RestoreStatus.restored
     return player
+
+
+def adoptable(ghost: Ghost, state: SessionState) -> bool:
+    """Whether a player Lavalink kept (``ghost``) plays ``state``'s current track, so it can be adopted."""
+    current = state.queue.current
+    return current is not None and _same_track(ghost.player.track, current.info)
+
+
+def _same_track(track: wavelink.Playable | None, info: Mapping[str, Any]) -> bool:
+    # Lavalink re-encodes the playing track with its current position: compare identities, not blobs.
+    return track is not None and (track.identifier, track.source) == (info["identifier"], info["sourceName"])
+
+
+def _as_adopted(state: SessionState, ghost: Ghost) -> SessionState:
+    """``state`` with what Lavalink says of the player it kept: volume, pause state and position."""
+    lavalink = ghost.player
+    player = replace(
+        state.player,
+        volume=lavalink.volume,
+        paused=lavalink.paused,
+        position=lavalink.state.position,
+        position_at=ghost.seen_at,
+    )
+    return replace(state, player=player)

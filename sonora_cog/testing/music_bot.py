@@ -31,6 +31,7 @@ import wavelink
 from discord import app_commands
 from discord.ext import commands
 
+from sonora_cog.cog import SonoraCog
 from sonora_cog.player import SonoraPlayer
 from sonora_cog.restore import RestoreReport
 
@@ -218,9 +219,11 @@ def build_bot() -> commands.Bot:
             password=os.environ.get("LAVALINK_PASSWORD", "youshallnotpass"),
             identifier="main",
         )
-        await wavelink.Pool.connect(nodes=[node], client=bot)
         await bot.add_cog(MusicCog(bot))
         await bot.load_extension("sonora_cog")
+        sonora = bot.get_cog("Sonora")
+        assert isinstance(sonora, SonoraCog)
+        await sonora.connect_nodes([node])  # wavelink.Pool.connect, resuming the last Lavalink session
 
     async def on_ready() -> None:
         _log.info("SONORA ready as %s in %d guild(s)", bot.user, len(bot.guilds))

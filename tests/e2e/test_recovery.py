@@ -8,6 +8,7 @@ restarts or disconnects it. Nothing in discord.py or wavelink is patched.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from sonora_cog.demo import POSITION_TOLERANCE_MS, DemoScenario
 from sonora_cog.manager import SessionManager
 from sonora_cog.meta import SnapshotKind
 from sonora_cog.model import SessionState
+from sonora_cog.restore import advance_position
 
 
 @pytest.fixture
@@ -48,6 +50,11 @@ async def live_states(demo: DemoScenario) -> dict[int, SessionState | None]:
         await manager.close()
 
 
+def track_starts(demo: DemoScenario) -> dict[int, int]:
+    """How many tracks Lavalink has started per guild (a restore that re-buffers starts one)."""
+    return {guild.id: len(demo.lavalink.events("TrackStartEvent", guild.id)) for guild, *_ in demo.world}
+
+
 async def kill_and_restart(demo: DemoScenario, restored: int) -> None:
     demo.bot.kill()
     await demo.bot.wait()
@@ -73,8 +80,14 @@ def assert_same_session(before: SessionState, after: SessionState, *, position: 
         assert abs(after.player.position - before.player.position) <= POSITION_TOLERANCE_MS
 
 
-async def test_kill_9_mid_track_restores_every_part(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:
-    async with scenario(guilds=2) as demo:
+@pytest.mark.parametrize("resume", [True, False], ids=["lavalink-session-resumed", "rehydrated"])
+async def test_kill_9_mid_track_restores_every_part(
+    scenario: Callable[..., AsyncIterator[DemoScenario]], resume: bool
+) -> None:
+    # Resumed: the new process resumes the Lavalink session, whose players played on, and adopts them.
+    # Rehydrated: a new Lavalink session; every player is started again from its live record.
+    config = "" if resume else "resume_lavalink_sessions = false\n"
+    async with scenario(guilds=2, extra_config=config) as demo:
         await demo.play_everywhere()
         await demo.command(1, "pause")
         await demo.command(0, "autoplay", mode="partial")
@@ -82,6 +95,8 @@ async def test_kill_9_mid_track_restores_every_part(scenario: Callable[..., Asyn
         await demo.wait_saved()
         before = await live_states(demo)
         views_before = await demo.views()
+        views_at = time.monotonic()
+        starts_before = track_starts(demo)
 
         await kill_and_restart(demo, restored=2)
         await demo.wait_saved()
@@ -91,12 +106,72 @@ async def test_kill_9_mid_track_restores_every_part(scenario: Callable[..., Asyn
         for guild, *_ in demo.world:
             b, a = before[guild.id], after[guild.id]
             assert b is not None and a is not None
-            assert_same_session(b, a)
+            assert_same_session(b, a, position=False)
+            # Adopted players played on while the bot was down; rehydrated ones restart where recorded.
+            expected = advance_position(b, a.player.position_at).player.position if resume else b.player.position
+            assert abs(a.player.position - expected) <= POSITION_TOLERANCE_MS
+        adopted = [line for line in demo.bot.lines_since_start() if "adopted from the resumed Lavalink" in line]
+        if resume:
+            assert track_starts(demo) == starts_before  # nothing was played again: no re-buffering
+            assert len(adopted) == 2
+        else:
+            assert all(track_starts(demo)[g] > starts_before[g] for g in starts_before)
+            assert adopted == []
         assert after[demo.world[1][0].id].player.paused is True  # a paused player comes back paused
-        for b, a in zip(views_before, views_after, strict=True):
-            assert b.same_as(a) == []
+        played_ms = int((time.monotonic() - views_at) * 1000) if resume else 0
+        for (guild, *_), b, a in zip(demo.world, views_before, views_after, strict=True):
+            paused = before[guild.id].player.paused  # type: ignore[union-attr]
+            assert b.same_as(a, 0 if paused else played_ms) == []
         paused = demo.lavalink.player(demo.world[1][0].id)
         assert paused is not None and paused.paused
+
+
+async def test_a_resumed_player_nobody_restores_is_destroyed(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=2) as demo:
+        for index in range(2):
+            await demo.play_one(index)
+        await demo.wait_saved()
+        kept, ended = demo.world[0][0].id, demo.world[1][0].id
+        demo.bot.kill()
+        await demo.bot.wait()
+        manager = manager_for(demo)
+        try:
+            assert await manager.end_live(ended)  # its session ended: nothing may bring it back
+        finally:
+            await manager.close()
+        ghost = demo.lavalink.player(ended)
+        assert ghost is not None and ghost.track is not None  # the Lavalink session plays on meanwhile
+        await demo.start_bot()
+        await demo.wait_restored(1)
+        await demo.bot.wait_for_line(f"guild {ended}: destroyed a Lavalink player nobody controls", timeout=10)
+        assert demo.lavalink.player(ended) is None
+        adopted = demo.lavalink.player(kept)
+        assert adopted is not None and adopted.track is not None and adopted.connected
+
+
+async def test_an_expired_lavalink_session_falls_back_to_rehydration(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=1, extra_config="lavalink_resume_timeout = 1\n") as demo:
+        await demo.play_one(0)
+        await demo.wait_saved()
+        guild_id = demo.world[0][0].id
+        before = (await live_states(demo))[guild_id]
+        starts = track_starts(demo)[guild_id]
+        demo.bot.kill()
+        await demo.bot.wait()
+        await asyncio.sleep(2.5)  # longer than the session is kept: Lavalink destroys its players
+        assert demo.lavalink.sessions == []
+        await demo.start_bot()
+        await demo.wait_restored(1)
+        log = "\n".join(demo.bot.lines_since_start())
+        assert "asking to resume session" in log and "adopted" not in log
+        player = demo.lavalink.player(guild_id)
+        assert player is not None and player.track is not None and before is not None
+        assert before.queue.current is not None and player.track["info"]["identifier"] == before.queue.current.info["identifier"]
+        assert track_starts(demo)[guild_id] == starts + 1  # played again from its live record
 
 
 async def test_restarting_twice_in_a_row_keeps_the_queue(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:

@@ -146,3 +146,26 @@ def test_importing_the_package_does_no_io(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
     assert list(tmp_path.iterdir()) == []  # no store directory was created
+
+
+async def test_lavalink_session_ids_round_trip_per_process(manager: SessionManager) -> None:
+    await manager.write_lavalink_sessions("1-all", {"http://a:2333": "abc123"})
+    await manager.write_lavalink_sessions("1-0", {"http://a:2333": "shard0"})
+    assert await manager.read_lavalink_sessions("1-all") == {"http://a:2333": "abc123"}
+    assert await manager.read_lavalink_sessions("1-0") == {"http://a:2333": "shard0"}
+    assert await manager.read_lavalink_sessions("2-all") == {}
+
+
+async def test_a_long_shard_list_still_gets_its_own_records(manager: SessionManager) -> None:
+    many, others = "1-" + "-".join(map(str, range(64))), "1-" + "-".join(map(str, range(1, 65)))
+    await manager.write_lavalink_sessions(many, {"http://a:2333": "many"})
+    await manager.write_heartbeat(many, at=123.0)
+    assert await manager.read_lavalink_sessions(many) == {"http://a:2333": "many"}
+    assert await manager.read_heartbeat(many) == 123.0
+    assert await manager.read_lavalink_sessions(others) == {}
+
+
+@pytest.mark.parametrize("damaged", [b"not json", b"[1, 2]", b'{"sessions": "x"}', b'{"sessions": {"u": 5}}'])
+async def test_a_damaged_lavalink_session_record_reads_as_none(manager: SessionManager, damaged: bytes) -> None:
+    await manager.store.put_aux("lavalink-1-all", damaged)
+    assert await manager.read_lavalink_sessions("1-all") == {}
