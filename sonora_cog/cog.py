@@ -124,7 +124,9 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         Returns what ``wavelink.Pool.connect`` returns.
         """
         nodes = list(nodes)
-        if self.settings.restore.resume_lavalink_sessions and self.bot.user is not None:
+        if self.settings.restore.resume_lavalink_sessions and self.bot.user is None:
+            _log.warning("connect_nodes() before the bot logged in (use setup_hook): not resuming Lavalink sessions")
+        elif self.settings.restore.resume_lavalink_sessions:
             try:
                 sessions = await self.manager.read_lavalink_sessions(self.tracker.owner)
             except StoreError as exc:
