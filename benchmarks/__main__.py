@@ -189,12 +189,15 @@ def _table(results: dict[str, Any]) -> Table:
                       f"{dirty['writes']} writes · {dirty['seconds']:.3f} s", "", "")
     rs = results.get("restore")
     if rs:
-        for size, row in sorted(rs["restore"].items(), key=lambda kv: -int(kv[0])):
-            table.add_row(f"d. restore {size} tracks" if size == str(rs["queue_tracks"]) else f"   (baseline {size})",
-                          "startup restore of the guild (bot log)",
-                          f"{row['seconds'] * 1e3:,.0f} ms · {row['lavalink_requests']} Lavalink requests",
-                          "constant requests, < 1 s" if size == str(rs["queue_tracks"]) else "",
-                          _yes(rs["met"]) if size == str(rs["queue_tracks"]) else "")
+        for mode in ("rebuilt", "adopted"):
+            for size, row in sorted(rs[mode].items(), key=lambda kv: -int(kv[0])):
+                big = size == str(rs["queue_tracks"])
+                first = big and mode == "rebuilt"
+                table.add_row(f"d. restore {size} tracks" if first else ("" if big else f"   (baseline {size})"),
+                              f"startup restore, {mode} (bot log)",
+                              f"{row['seconds'] * 1e3:,.0f} ms · {row['lavalink_requests']} Lavalink requests",
+                              "constant requests, < 1 s" if first else "",
+                              _yes(rs["met"]) if first else "")
         cpu = rs.get("cpu_parts") or {}
         if cpu:
             table.add_row("", "CPU parts (in process)", f"decode {cpu['decode_ms']} · validate {cpu['validate_ms']} · "

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import wavelink
 from discord.ext import commands  # noqa: F401 - SonoraPlayer reads discord.ext.commands.Bot
 
@@ -90,10 +91,18 @@ class FakeBot:
 class World:
     """``guilds`` players, each playing a track with ``tracks - 1`` more queued."""
 
-    def __init__(self, bot: FakeBot, players: list[SonoraPlayer], node: wavelink.Node, build_seconds: float) -> None:
+    def __init__(
+        self,
+        bot: FakeBot,
+        players: list[SonoraPlayer],
+        node: wavelink.Node,
+        session: aiohttp.ClientSession,
+        build_seconds: float,
+    ) -> None:
         self.bot = bot
         self.players = players
         self.node = node
+        self.session = session
         self.build_seconds = build_seconds
 
     def guild_ids(self) -> list[int]:
@@ -104,6 +113,7 @@ class World:
         self.bot.voice_clients.clear()
         self.bot.guilds.clear()
         await self.node.close()
+        await self.session.close()
 
 
 def _guild_ids(first: int = 800_000_000_000_000_001) -> Iterator[int]:
@@ -136,11 +146,18 @@ def make_player(node: wavelink.Node, bot: FakeBot, guild_id: int, tracks: int, *
     return player
 
 
+def offline_node() -> tuple[wavelink.Node, aiohttp.ClientSession]:
+    """A node that never connects (players need one), and the HTTP session to close with it."""
+    session = aiohttp.ClientSession()
+    node = wavelink.Node(uri="http://127.0.0.1:9", password="unused", identifier="bench-node", session=session)
+    return node, session
+
+
 def make_world(guilds: int, tracks: int) -> World:
     """Build the players (must run inside an event loop: wavelink's Node wants one)."""
     started = time.perf_counter()
-    node = wavelink.Node(uri="http://127.0.0.1:9", password="unused", identifier="bench-node")
+    node, session = offline_node()
     bot = FakeBot()
     ids = _guild_ids()
     players = [make_player(node, bot, next(ids), tracks) for _ in range(guilds)]
-    return World(bot, players, node, time.perf_counter() - started)
+    return World(bot, players, node, session, time.perf_counter() - started)

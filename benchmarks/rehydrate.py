@@ -50,7 +50,10 @@ def gateway_floors(joins: int, heartbeat_interval_s: float, rate: float, burst: 
 
 
 def _restore_lines(rate: float, burst: int, concurrency: int) -> str:
-    return f"joins_per_second = {rate}\njoin_burst = {burst}\nconcurrency = {concurrency}\n"
+    # Rebuilt from the live records, not adopted from a resumed Lavalink session: the path that does
+    # the most work per guild (both join voice once, which is what the gateway floor counts).
+    return (f"joins_per_second = {rate}\njoin_burst = {burst}\nconcurrency = {concurrency}\n"
+            "resume_lavalink_sessions = false\n")
 
 
 async def run_rehydrate(workdir: Path, guilds: int = 100, *, default_run: bool = True) -> dict[str, Any]:

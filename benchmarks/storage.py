@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import orjson
-import wavelink
 
 from sonora_cog.capture import capture_state
 from sonora_cog.codec import Codec
@@ -23,7 +22,7 @@ from sonora_cog.keyring import Keyring
 from sonora_cog.manager import SessionManager
 
 from ._util import ratio
-from ._world import FakeBot, make_player
+from ._world import FakeBot, make_player, offline_node
 
 __all__ = ("run_storage",)
 
@@ -48,7 +47,7 @@ async def run_storage(sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
         "record_zstd_aes": Codec(compression="zstd", keyring=keyring, encrypt=True),
     }
     manager = SessionManager(codec=codecs["record_none"])
-    node = wavelink.Node(uri="http://127.0.0.1:9", password="unused", identifier="bench-node")
+    node, session = offline_node()
     rows = []
     try:
         for size in sizes:
@@ -76,6 +75,7 @@ async def run_storage(sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
             await asyncio.sleep(0)
     finally:
         await node.close()
+        await session.close()
     return {
         "rows": rows,
         "target": "zstd >= 5x smaller than indented JSON",
