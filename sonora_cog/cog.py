@@ -94,14 +94,14 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
     async def cog_load(self) -> None:
         """Hold every guild that has a live record (until restored), start the jobs, add commands."""
         self.leases.start()
-        if not self.settings.restore.on_startup:
-            self._rehydrated.set()
         if self.settings.restore.on_startup:
             try:
                 await self._find_startup_guilds()
             except StoreError as exc:
                 _log.error("cannot list the live records (%s); the guilds are restored once the store is back", exc)
                 self._spawn(self._find_startup_guilds_when_store_is_back())
+        else:
+            self._rehydrated.set()
         self.scheduler.start()
         self._install_sigterm()
         if self.settings.commands.enabled:
