@@ -245,6 +245,8 @@ async def test_redis_down_at_startup_plays_then_restores_when_it_is_back(
 
         await start(demo.bot)  # the next deployment starts while Redis is down
         await demo.bot.wait_for_line("cannot list the live records", timeout=15)
+        # The previous Lavalink session id cannot be read either: a new session, no crash.
+        await demo.bot.wait_for_line("cannot read the previous Lavalink session ids", timeout=15)
         await demo.play_one(1, query="paper boats")  # music works meanwhile
         assert demo.discord.bot_voice_channel(new_guild.id) == new_voice.id
         player = demo.lavalink.player(new_guild.id)
