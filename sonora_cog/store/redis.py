@@ -495,36 +495,34 @@ class RedisStore:
     async def lease_acquire(self, guild_ids: Sequence[int], owner: str, ttl: float) -> builtins.list[LeaseStatus]:
         """Take or extend each guild's lease (``SET NX PX`` / compare-and-``PEXPIRE`` in Lua)."""
         ttl_ms = max(1, int(ttl * 1000))
-        out: list[LeaseStatus] = []
-        ids = [validate_guild_id(g) for g in guild_ids]
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-
-            async def run(chunk: Sequence[int] = chunk) -> Any:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for guild in chunk:
-                        await self._scripts["LEASE_ACQUIRE"]([self._key("lease", guild)], [owner, ttl_ms], client=pipe)
-                    return await pipe.execute()
-
-            for guild, (code, holder, left) in zip(chunk, await self._link.call("take leases", run), strict=True):
-                out.append(LeaseStatus(guild, code > 0, holder.decode(errors="replace"), max(0, int(left)) / 1000))
-        return out
+        results = await self._lease_script("take leases", "LEASE_ACQUIRE", guild_ids, [owner, ttl_ms])
+        return [
+            LeaseStatus(guild, code > 0, holder.decode(errors="replace"), max(0, int(left)) / 1000)
+            for guild, (code, holder, left) in results
+        ]
 
     async def lease_release(self, guild_ids: Sequence[int], owner: str) -> int:
         """Release ``owner``'s leases among ``guild_ids`` (compare-and-``DEL`` in Lua)."""
-        released = 0
+        results = await self._lease_script("release leases", "LEASE_RELEASE", guild_ids, [owner])
+        return sum(int(n) for _, n in results)
+
+    async def _lease_script(
+        self, what: str, script: str, guild_ids: Sequence[int], args: builtins.list[Any]
+    ) -> builtins.list[tuple[int, Any]]:
+        """Run a lease script on each guild's lease key, pipelined in chunks; ``(guild, result)`` pairs."""
         ids = [validate_guild_id(g) for g in guild_ids]
+        results: list[tuple[int, Any]] = []
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
 
             async def run(chunk: Sequence[int] = chunk) -> Any:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for guild in chunk:
-                        await self._scripts["LEASE_RELEASE"]([self._key("lease", guild)], [owner], client=pipe)
+                        await self._scripts[script]([self._key("lease", guild)], args, client=pipe)
                     return await pipe.execute()
 
-            released += sum(int(n) for n in await self._link.call("release leases", run))
-        return released
+            results.extend(zip(chunk, await self._link.call(what, run), strict=True))
+        return results
 
     async def lease_holder(self, guild_id: int) -> str | None:
         """The owner token holding the guild's lease, or ``None`` (for operators and tests)."""
