@@ -154,8 +154,10 @@ async def cmd_validate(manager: SessionManager, args: argparse.Namespace) -> int
 
 
 async def cmd_prune(manager: SessionManager, args: argparse.Namespace) -> int:
-    per_guild = args.max_per_guild or manager.settings.snapshots.max_snapshots_per_guild
-    days = args.max_age_days or manager.settings.snapshots.max_age_days
+    # An explicit 0 is honoured (0 per guild deletes every snapshot; 0 days deletes all but this instant's).
+    snapshots = manager.settings.snapshots
+    per_guild = snapshots.max_snapshots_per_guild if args.max_per_guild is None else args.max_per_guild
+    days = snapshots.max_age_days if args.max_age_days is None else args.max_age_days
     removed = await manager.store.prune(max_per_guild=per_guild, max_age_days=days)
     if args.json:
         _print_json({"removed": [_meta_json(m) for m in removed]})
@@ -285,6 +287,21 @@ _SNAPSHOT_COMMANDS = {
 }
 
 
+def _non_negative(kind: type[int] | type[float]) -> Any:
+    """An argparse type: a number of ``kind`` that is 0 or more (0 is a real value, not "unset")."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -308,8 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guild", type=int, metavar="ID")
     sub.add_parser("validate", parents=[common], help="check every record; changes nothing")
     p = sub.add_parser("prune", parents=[common], help="apply retention now")
-    p.add_argument("--max-per-guild", type=int, metavar="N")
-    p.add_argument("--max-age-days", type=float, metavar="DAYS")
+    p.add_argument("--max-per-guild", type=_non_negative(int), metavar="N")
+    p.add_argument("--max-age-days", type=_non_negative(float), metavar="DAYS")
     p = sub.add_parser("export", parents=[common], help="write a snapshot as plain schema-v1 JSON")
     p.add_argument("id")
     p.add_argument("--out", required=True, metavar="FILE.json")

@@ -116,6 +116,26 @@ def test_prune_and_stats(store: Path) -> None:
     assert stats["per_guild"] == {str(GUILD): 1, str(OTHER): 1}
 
 
+def test_prune_honours_an_explicit_zero(store: Path) -> None:
+    out = run("snapshots", "prune", "--store", str(store), "--max-per-guild", "0", "--json")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["removed"]) == 4  # every snapshot of both guilds
+    stats = json.loads(run("snapshots", "stats", "--store", str(store), "--json").stdout)
+    assert stats["total_snapshots"] == 0 and stats["live_records"] == 1  # live records are never pruned
+
+
+def test_prune_max_age_zero_removes_everything_older_than_now(store: Path) -> None:
+    out = run("snapshots", "prune", "--store", str(store), "--max-age-days", "0", "--max-per-guild", "100", "--json")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["removed"]) == 4
+
+
+def test_prune_refuses_a_negative_limit(store: Path) -> None:
+    out = run("snapshots", "prune", "--store", str(store), "--max-per-guild", "-1")
+    assert out.returncode == 2 and "must be 0 or more" in out.stderr
+    assert len(json.loads(run("snapshots", "list", "--store", str(store), "--json").stdout)) == 4
+
+
 def test_rekey_rotates_every_record(store: Path, tmp_path: Path) -> None:
     config = tmp_path / "sonora.toml"
     config.write_text(f'[storage]\npath = "{store}"\n[encryption]\nenabled = true\n')
