@@ -161,7 +161,7 @@ def _table(results: dict[str, Any]) -> Table:
         n = ck["guilds"]
         label = f"a. checkpoint {n} x {ck['tracks_per_guild']}"
         p, nf, fp, fd = a["product"], a["product_fsync_off"], a["floor_plain"], a["floor_durable"]
-        table.add_row(label, "product (tracker.checkpoint, durable)",
+        table.add_row(label, "product (owner.checkpoint, durable)",
                       f"{p['seconds']:.3f} s · {_us(p['seconds'], n)}/guild · {p['bytes'] / 1e6:.1f} MB",
                       f"{a['ratio_product_vs_plain_floor']}x plain · {a['ratio_product_vs_durable_floor']}x durable",
                       _yes((a["ratio_product_vs_plain_floor"] or 99) <= 1.5))

@@ -71,15 +71,16 @@ class _Guild(SimpleNamespace):
 
 
 class FakeBot:
-    """The part of ``commands.Bot`` that :class:`~sonora_cog.tracker.SessionTracker` reads."""
+    """The part of ``commands.Bot`` that :class:`~sonora_cog.owner.SessionOwner` reads."""
 
     def __init__(self) -> None:
         self.guilds: dict[int, Any] = {}
         self.voice_clients: list[wavelink.Player] = []
         self.dispatched = 0
-        self.user = SimpleNamespace(id=1)  # the tracker names its heartbeat after the bot user and shards
+        self.user = SimpleNamespace(id=1)  # the owner names its heartbeat after the bot user and shards
         self.shard_id: int | None = None
         self.shard_ids: list[int] | None = None
+        self.shard_count: int | None = None
 
     def get_guild(self, guild_id: int) -> Any:
         return self.guilds.get(guild_id)

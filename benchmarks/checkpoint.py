@@ -1,6 +1,6 @@
 """(a) checkpoint cycle vs its floor, (b) event-loop lag during it, (c) the incremental second cycle.
 
-The product path is the one the cog runs: :meth:`SessionTracker.checkpoint` over real ``SonoraPlayer``
+The product path is the one the cog runs: :meth:`SessionOwner.checkpoint` over real ``SonoraPlayer``
 objects (capture on the loop, then ``SessionManager.write_live`` per guild: encode, then the
 filesystem store's atomic write in a worker thread). Beside it, measured in the same run:
 
@@ -34,8 +34,8 @@ import sonora_cog.store.filesystem as fs_store
 from sonora_cog.capture import capture_state
 from sonora_cog.config import Settings, SnapshotSettings, StorageSettings
 from sonora_cog.manager import SessionManager
+from sonora_cog.owner import SessionOwner
 from sonora_cog.store.base import check_header
-from sonora_cog.tracker import SessionTracker
 
 from ._util import LagProbe, dir_bytes, ratio, sync_disks
 from ._world import World, lavalink_track, make_world
@@ -77,12 +77,13 @@ def _count_writes(manager: SessionManager) -> Callable[[], int]:
     return lambda: count
 
 
-def _tracker(world: World, path: Path) -> SessionTracker:
-    """A tracker over the world with every guild dirty: the first checkpoint after they all started playing."""
-    tracker = SessionTracker(world.bot, SessionManager(_settings(path)))  # type: ignore[arg-type]
+def _owner(world: World, path: Path) -> SessionOwner:
+    """A session owner over the world with every guild live and dirty: the first checkpoint after they all
+    started playing."""
+    owner = SessionOwner(world.bot, SessionManager(_settings(path)))  # type: ignore[arg-type]
     for guild_id in world.guild_ids():
-        tracker.mark_dirty(guild_id)
-    return tracker
+        owner.start(guild_id, "the benchmark plays here")
+    return owner
 
 
 def _floor_plain(payloads: list[tuple[int, dict[str, Any]]], folder: Path) -> dict[str, Any]:
@@ -121,15 +122,15 @@ def _floor_durable(payloads: list[tuple[int, dict[str, Any]]], folder: Path) -> 
     return {"seconds": time.perf_counter() - started, "bytes": written}
 
 
-async def _product_cycle(tracker: SessionTracker, store_root: Path, *, lag: bool) -> dict[str, Any]:
-    writes = _count_writes(tracker.manager)
+async def _product_cycle(owner: SessionOwner, store_root: Path, *, lag: bool) -> dict[str, Any]:
+    writes = _count_writes(owner.manager)
     probe = LagProbe()
     started = time.perf_counter()
     if lag:
         async with probe:
-            written = await tracker.checkpoint()
+            written = await owner.checkpoint()
     else:
-        written = await tracker.checkpoint()
+        written = await owner.checkpoint()
     seconds = time.perf_counter() - started
     files, size = dir_bytes(store_root / "live")
     out: dict[str, Any] = {"seconds": seconds, "guilds_written": written, "writes": writes(), "files": files,
@@ -140,7 +141,7 @@ async def _product_cycle(tracker: SessionTracker, store_root: Path, *, lag: bool
 
 
 def _cpu_breakdown(world: World, manager: SessionManager) -> dict[str, Any]:
-    """Capture and encode every guild with no I/O, one guild at a time as the tracker does (holding
+    """Capture and encode every guild with no I/O, one guild at a time as the owner does (holding
     every state at once would time the garbage collector walking them instead)."""
     capture_s = encode_s = dumps_s = 0.0
     total = 0
@@ -222,7 +223,7 @@ def profile_hot_path(world: World, workdir: Path, out_dir: Path | None, top: int
     return result
 
 
-async def _change(world: World, tracker: SessionTracker, count: int, salt: int) -> list[int]:
+async def _change(world: World, owner: SessionOwner, count: int, salt: int) -> list[int]:
     """Change ``count`` guilds the way commands do (queue a track, set the volume) and mark them dirty."""
     step = max(1, len(world.players) // max(count, 1))
     changed = []
@@ -230,7 +231,7 @@ async def _change(world: World, tracker: SessionTracker, count: int, salt: int) 
         player.queue.put(wavelink.Playable(lavalink_track(salt)))  # type: ignore[arg-type]
         player._volume = 50 + salt % 50
         assert player.guild is not None
-        tracker.mark_dirty(player.guild.id)
+        owner.mark_dirty(player.guild.id)
         changed.append(player.guild.id)
     return changed
 
@@ -256,35 +257,35 @@ async def run_checkpoint(guilds: int, tracks: int, workdir: Path, *, profile_dir
         async with idle:
             await asyncio.sleep(0.5)
         sync_disks()
-        tracker = _tracker(world, workdir / "store")
-        await tracker.manager.store.open()
-        product = await _product_cycle(tracker, workdir / "store", lag=True)
+        owner = _owner(world, workdir / "store")
+        await owner.manager.store.open()
+        product = await _product_cycle(owner, workdir / "store", lag=True)
 
         # -- the same with fsync stubbed: like for like with the plain floor ---------------------------
         sync_disks()
-        nosync_tracker = _tracker(world, workdir / "store-nofsync")
-        await nosync_tracker.manager.store.open()
+        nosync_owner = _owner(world, workdir / "store-nofsync")
+        await nosync_owner.manager.store.open()
         with _no_fsync():
-            nosync = await _product_cycle(nosync_tracker, workdir / "store-nofsync", lag=False)
-        await nosync_tracker.manager.close()
+            nosync = await _product_cycle(nosync_owner, workdir / "store-nofsync", lag=False)
+        await nosync_owner.manager.close()
 
-        cpu = _cpu_breakdown(world, tracker.manager)
+        cpu = _cpu_breakdown(world, owner.manager)
 
         # -- (c): a second cycle with 1% of the guilds changed ----------------------------------------
         changed_count = max(1, guilds // 100)
-        await _change(world, tracker, changed_count, salt=1)
+        await _change(world, owner, changed_count, salt=1)
         sync_disks()
-        second = await _product_cycle(tracker, workdir / "store", lag=True)
-        # What a dirty-only checkpoint would do (the tracker's debounced flush: tracker.flush()).
-        await _change(world, tracker, changed_count, salt=2)
+        second = await _product_cycle(owner, workdir / "store", lag=True)
+        # What a dirty-only checkpoint would do (the owner's debounced flush: owner.flush()).
+        await _change(world, owner, changed_count, salt=2)
         sync_disks()
-        writes = _count_writes(tracker.manager)
+        writes = _count_writes(owner.manager)
         started = time.perf_counter()
-        dirty_written = await tracker.flush()
+        dirty_written = await owner.flush()
         dirty_seconds = time.perf_counter() - started
-        if tracker._flush_handle is not None:
-            tracker._flush_handle.cancel()
-        await tracker.manager.close()
+        if owner._flush_handle is not None:
+            owner._flush_handle.cancel()
+        await owner.manager.close()
         if profile_dir is not None:
             result["profile"] = profile_hot_path(world, workdir, profile_dir)
 

@@ -11,14 +11,18 @@ from ._version import __version__
 from .config import Settings, load_settings
 from .errors import (
     BadMagic,
+    BufferFull,
     ChecksumMismatch,
     ConfigError,
     DecryptionError,
     DuplicateSnapshot,
     ForeignGuildError,
+    GuildNotOwned,
     InvalidIdentifier,
     InvalidSnapshot,
+    LeaseConflict,
     RestoreError,
+    RestoreInProgress,
     SchemaVersionError,
     SnapshotCorrupted,
     SnapshotNotFound,
@@ -27,6 +31,7 @@ from .errors import (
     StoreError,
     TamperedSnapshot,
     TruncatedSnapshot,
+    UnsupportedFormat,
     WrongKeyError,
 )
 from .manager import SessionManager
@@ -46,14 +51,18 @@ async def setup(bot: commands.Bot) -> None:
 
 __all__ = (
     "BadMagic",
+    "BufferFull",
     "ChecksumMismatch",
     "ConfigError",
     "DecryptionError",
     "DuplicateSnapshot",
     "ForeignGuildError",
+    "GuildNotOwned",
     "InvalidIdentifier",
     "InvalidSnapshot",
+    "LeaseConflict",
     "RestoreError",
+    "RestoreInProgress",
     "SchemaVersionError",
     "SessionManager",
     "SessionState",
@@ -68,6 +77,7 @@ __all__ = (
     "StoreError",
     "TamperedSnapshot",
     "TruncatedSnapshot",
+    "UnsupportedFormat",
     "WrongKeyError",
     "__version__",
     "load_settings",

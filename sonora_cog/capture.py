@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import wavelink
 
 from .meta import SnapshotKind
@@ -37,8 +38,11 @@ __all__ = (
     "autoplay_mode_from_wavelink",
     "autoplay_mode_to_wavelink",
     "capture_state",
+    "change_signature",
     "loop_mode_from_queue_mode",
     "loop_mode_to_queue_mode",
+    "playback_position",
+    "playback_speed",
     "to_filters",
     "to_playable",
     "track_state",
@@ -80,15 +84,27 @@ def autoplay_mode_to_wavelink(mode: AutoplayMode) -> wavelink.AutoPlayMode:
 
 @dataclass(frozen=True, slots=True)
 class PositionSample:
-    """The last position Lavalink reported (``on_wavelink_player_update``) and when it arrived.
+    """The playback clock of one player: where its track was at one instant, and whether it was paused.
 
-    wavelink extrapolates ``Player.position`` at 1x between updates; under a timescale filter the
-    track runs faster or slower, so capture extrapolates from this sample at the filter's speed and
-    the stored position stays in *track* time, as Lavalink reports it.
+    Set from Lavalink's ``playerUpdate`` (every few seconds) and by :class:`~sonora_cog.player.SonoraPlayer`
+    whenever the bot itself sets a position (play, seek) or pauses and resumes. wavelink extrapolates
+    ``Player.position`` at 1x from its last update and freezes it at that update while paused;
+    capture extrapolates from this sample at the timescale filter's speed instead, and takes a paused
+    position as it was when the pause happened, so the stored position is Lavalink's track time.
+
+    Attributes
+    ----------
+    position:
+        Milliseconds into the track.
+    monotonic:
+        ``time.monotonic()`` when it was there.
+    paused:
+        Whether the player was paused then (a paused clock does not advance).
     """
 
     position: int
     monotonic: float
+    paused: bool = False
 
 
 def track_state(track: wavelink.Playable) -> TrackState:
@@ -166,28 +182,79 @@ def to_filters(state: FilterState) -> wavelink.Filters:
     return wavelink.Filters(data=dict(state.filter_config))  # type: ignore[arg-type]
 
 
-def _speed(filter_config: Mapping[str, Any]) -> float:
+def playback_speed(filter_config: Mapping[str, Any]) -> float:
+    """How fast track time runs under a Lavalink filters object (timescale ``speed`` times ``rate``)."""
     timescale = filter_config.get("timescale") or {}
     speed = timescale.get("speed") or 1.0
     rate = timescale.get("rate") or 1.0
     return float(speed) * float(rate)
 
 
-def _position(
+def playback_position(
     player: wavelink.Player,
-    current: wavelink.Playable,
-    filter_config: Mapping[str, Any],
     sample: PositionSample | None,
-    monotonic_now: float,
+    *,
+    speed: float | None = None,
+    monotonic_now: float | None = None,
 ) -> int:
-    position = player.position
-    speed = _speed(filter_config)
-    if sample is not None and speed != 1.0 and not player.paused:
-        elapsed_ms = max(0.0, monotonic_now - sample.monotonic) * 1000.0
-        position = int(sample.position + elapsed_ms * speed)
+    """Where the player's current track is now, in track time (ms; 0 when nothing plays).
+
+    From ``sample`` when it agrees with the player on being paused: frozen when paused, moved on at
+    ``speed`` (the timescale's, by default) when playing. Otherwise (no sample, or the player was
+    paused or resumed where the clock did not see it) wavelink's own ``Player.position``.
+    """
+    current = player.current
+    if current is None:
+        return 0
+    if sample is None or sample.paused != player.paused:
+        position = player.position
+    elif sample.paused:
+        position = sample.position
+    else:
+        now = time.monotonic() if monotonic_now is None else monotonic_now
+        rate = playback_speed(player.filters()) if speed is None else speed
+        position = int(sample.position + max(0.0, now - sample.monotonic) * 1000.0 * rate)
     if not current.is_stream:
         position = min(position, current.length)
     return max(0, position)
+
+
+def change_signature(
+    player: wavelink.Player,
+    *,
+    sample: PositionSample | None = None,
+    extras: Any = None,
+    history_limit: int = 100,
+) -> int:
+    """A cheap hash of everything a live record holds except a playing track's position and the clock.
+
+    Equal for a player that did not change (a playing track moving on is not a change; a paused one
+    moving is). Used to find changes nobody reported (a plain ``wavelink.Player``, or a queued track's
+    extras changed in place) without capturing and encoding the whole state.
+    """
+    queue = player.queue
+    history = list(queue.history or ())[-history_limit:] if history_limit else []
+    groups = [[player.current] if player.current is not None else [], list(queue), history, list(player.auto_queue)]
+    channel = player.channel
+    try:
+        data = orjson.dumps(
+            [
+                channel.id if channel is not None else None,
+                player.volume,
+                player.paused,
+                playback_position(player, sample) if player.paused else None,
+                player.filters(),
+                queue.mode.value,
+                player.autoplay.value,
+                bool(getattr(player, "shuffle_enabled", False)),
+                extras,
+                [[(t.encoded, vars(t.extras)) for t in group] for group in groups],
+            ],
+            option=orjson.OPT_NON_STR_KEYS,
+        )
+    except TypeError:  # not JSON (the bot's extras): always "changed", so the write reports the error
+        return time.monotonic_ns()
+    return hash(data)
 
 
 def capture_state(
@@ -232,7 +299,7 @@ def capture_state(
     mono = time.monotonic() if monotonic_now is None else monotonic_now
     filter_config = player.filters()
     current = player.current
-    position = 0 if current is None else _position(player, current, filter_config, position_sample, mono)
+    position = playback_position(player, position_sample, speed=playback_speed(filter_config), monotonic_now=mono)
 
     history_queue = player.queue.history
     history: tuple[TrackState, ...] = ()

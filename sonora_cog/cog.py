@@ -1,11 +1,16 @@
-"""SonoraCog: wires Discord and wavelink events to the tracker, the jobs and the restore engine.
+"""SonoraCog: wires Discord and wavelink to the session owner, the jobs and the restore engine.
 
 Load it with ``await bot.load_extension("sonora_cog")`` (settings found as :func:`load_settings`
 describes), or build it yourself: ``await bot.add_cog(SonoraCog(bot, settings=..., manager=...))``.
 
-The cog is composed: this module is the lifecycle and the change-tracking listeners; recovery
-(startup rehydration, rebuilds, rejoins) is :class:`~sonora_cog.recovery.RecoveryMixin`; the
-``/snapshot`` commands are :class:`~sonora_cog.commands.SnapshotCommands`.
+The cog is composed: this module is the lifecycle; every guild's session is owned by
+:class:`~sonora_cog.owner.SessionOwner` (which listens to the player events itself); recovery (startup
+rehydration, rebuilds, rejoins, restores) is :class:`~sonora_cog.recovery.RecoveryMixin`; the
+``/snapshot`` commands are the :class:`~sonora_cog.commands.SnapshotCommands` group cog, added and
+removed with this one.
+
+``cog_load`` either completes or undoes everything it started (listeners, leases, jobs, the SIGTERM
+handler, the commands); ``cog_unload`` undoes it all in reverse, after writing the final state.
 """
 
 from __future__ import annotations
@@ -15,28 +20,30 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterable
+from types import FrameType
 from typing import Any
 
-import discord
 import wavelink
 from discord.ext import commands
 
 from .config import Settings, load_settings
 from .errors import StoreError
 from .jobs import build_scheduler
-from .lease import LeaseManager
 from .manager import SessionManager
-from .meta import SnapshotKind
-from .model import SessionState
-from .player import COG_NAME, SonoraPlayer
+from .owner import SessionOwner
+from .player import SonoraPlayer
 from .recovery import RecoveryMixin
 from .restore import RestoreReport, TokenBucket
 from .resume import resume_sessions
-from .tracker import SessionTracker
 
-__all__ = ("SonoraCog",)
+__all__ = ("COG_NAME", "SonoraCog")
 
 _log = logging.getLogger(__name__)
+
+#: The name the cog registers under (``bot.get_cog(COG_NAME)``).
+COG_NAME = "Sonora"
+#: Seconds the handover steps of a stop may take after the final state is written (voice leave, leases, store).
+HANDOVER_GRACE = 2.0
 
 
 class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
@@ -53,6 +60,11 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
     player_cls:
         The player class used when sonora_cog itself joins a channel to restore a session.
 
+    Attributes
+    ----------
+    owner:
+        The :class:`~sonora_cog.owner.SessionOwner` of every guild's session in this process.
+
     .. versionadded:: 0.1
     """
 
@@ -68,48 +80,71 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         self.settings = settings or (manager.settings if manager is not None else load_settings())
         self.manager = manager or SessionManager(self.settings)
         self.player_cls = player_cls
-        storage = self.settings.storage
-        #: Guild ownership between processes (a no-op lease within one process for the filesystem store).
-        self.leases = LeaseManager.for_store(
-            self.manager.store, ttl=storage.lease_ttl, renew_interval=storage.lease_renew_interval
-        )
-        self.tracker = SessionTracker(bot, self.manager, leases=self.leases)
-        self.scheduler = build_scheduler(self.tracker, self.settings)
+        self.owner = SessionOwner(bot, self.manager)
+        self.scheduler = build_scheduler(self.owner, self.settings)
         restore = self.settings.restore
         self.pacer = TokenBucket(restore.joins_per_second, restore.join_burst)
-        self._internal_leaves: set[int] = set()
         self._rehydration: asyncio.Task[list[RestoreReport]] | None = None
-        #: Set once the startup restore is over (or will not run): unowned Lavalink players may go.
-        self._rehydrated = asyncio.Event()
         #: Owned guilds with a live record found at startup; ``None`` until the store could be listed.
         self._startup_guilds: list[int] | None = None
-        self._closing = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._sigterm_installed = False
-        self._commands: Any = None
         self._previous_heartbeat: float | None = None
+        self._previous_sessions: dict[str, str] = {}
+        self._previous_lease_owner: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._undo = contextlib.AsyncExitStack()
+        self._stopping_on_signal = False
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def cog_load(self) -> None:
-        """Hold every guild that has a live record (until restored), start the jobs, add commands."""
-        self.leases.start()
-        if self.settings.restore.on_startup:
-            try:
-                await self._find_startup_guilds()
-            except StoreError as exc:
-                _log.error("cannot list the live records (%s); the guilds are restored once the store is back", exc)
-                self._spawn(self._find_startup_guilds_when_store_is_back())
-        else:
-            self._rehydrated.set()
-        self.scheduler.start()
-        self._install_sigterm()
-        if self.settings.commands.enabled:
-            from .commands import SnapshotCommands
+        """Own the sessions, hold every guild with a live record, start the jobs, add ``/snapshot``.
 
-            self._commands = SnapshotCommands(self)
-            self.bot.tree.add_command(self._commands)
+        If any step fails, the steps already taken are undone before the error propagates (discord.py
+        then does not add the cog).
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            self.owner.attach()
+            stack.callback(self.owner.detach)
+            self.owner.leases.start()
+            stack.push_async_callback(self._close_leases)
+            stack.push_async_callback(self._cancel_tasks)
+            if self.settings.restore.on_startup:
+                try:
+                    await self._find_startup_guilds()
+                except StoreError as exc:
+                    _log.error("cannot list the live records (%s); the guilds are restored once the store is back",
+                               exc)
+                    self._spawn(self._find_startup_guilds_when_store_is_back())
+            self.scheduler.start()
+            stack.callback(self.scheduler.shutdown, wait=False)
+            self._install_sigterm(stack)
+            if self.settings.commands.enabled:
+                from .commands import SnapshotCommands
+
+                commands_cog = SnapshotCommands(self)
+                await self.bot.add_cog(commands_cog)  # discord.py adds /snapshot with it, atomically
+                stack.push_async_callback(self._remove_commands, commands_cog)
+            self._undo = stack.pop_all()
         self._maybe_rehydrate()
+
+    async def cog_unload(self) -> None:
+        """Write the live record and a ``shutdown`` snapshot of every player, then undo ``cog_load``.
+
+        Bounded in time whatever the store does: ``snapshots.shutdown_timeout`` for the writes, then a
+        couple of seconds each for leaving voice (on SIGTERM), releasing the leases and closing the store.
+        """
+        if self._rehydration is not None and not self._rehydration.done():
+            self._rehydration.cancel()
+        await self.owner.shutdown()
+        if self._stopping_on_signal:
+            await self._leave_voice_for_handover()
+        await self._undo.aclose()  # commands, SIGTERM handler, jobs, tasks, leases, listeners: in reverse
+        try:
+            async with asyncio.timeout(HANDOVER_GRACE):
+                await self.manager.close()
+        except TimeoutError:
+            _log.warning("the store did not close within %gs", HANDOVER_GRACE)
+        _log.info("sonora_cog unloaded; every player's state is saved")
 
     async def connect_nodes(self, nodes: Iterable[wavelink.Node], **options: Any) -> dict[str, wavelink.Node]:
         """Connect wavelink's node pool, resuming the Lavalink sessions of the previous process.
@@ -128,48 +163,69 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
             _log.warning("connect_nodes() before the bot logged in (use setup_hook): not resuming Lavalink sessions")
         elif self.settings.restore.resume_lavalink_sessions:
             try:
-                sessions = await self.manager.read_lavalink_sessions(self.tracker.owner)
+                self._previous_sessions = await self.manager.read_lavalink_sessions(self.owner.key)
+                self._previous_lease_owner = await self.manager.read_lavalink_lease_owner(self.owner.key)
             except StoreError as exc:
                 _log.warning("cannot read the previous Lavalink session ids (%s); starting new sessions", exc)
-                sessions = {}
-            for node in resume_sessions(nodes, sessions):
+            for node in resume_sessions(nodes, self._previous_sessions):
                 _log.info("Lavalink node %s: asking to resume session %s", node.identifier, node.session_id)
         return await wavelink.Pool.connect(nodes=nodes, client=self.bot, **options)
 
-    async def cog_unload(self) -> None:
-        """Write a ``shutdown`` snapshot and the live record of every player; stop the jobs."""
-        if self._rehydration is not None and not self._rehydration.done():
-            self._rehydration.cancel()
-        await self.tracker.shutdown()
-        if self._closing:
-            await self._leave_voice_for_handover()
-        await self.leases.close()  # after the last writes: a waiting process takes over from here
-        self.scheduler.shutdown(wait=False)
-        if self._commands is not None:
-            self.bot.tree.remove_command(self._commands.name)
-        if self._sigterm_installed:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
-        await self.manager.close()
-        _log.info("sonora_cog unloaded; every player's state is saved")
+    # -- the steps cog_load takes and cog_unload undoes ---------------------------------------------
 
-    def _install_sigterm(self) -> None:
+    def _install_sigterm(self, stack: contextlib.AsyncExitStack) -> None:
+        """Save and close on SIGTERM, chained to the handler that was there; restored on unload.
+
+        A handler the host installed with ``signal.signal`` is called after ours; one it installed with
+        ``loop.add_signal_handler`` keeps running too (asyncio dispatches it from its wakeup fd).
+        """
         loop = asyncio.get_running_loop()
-        try:
-            loop.add_signal_handler(signal.SIGTERM, lambda: self._spawn(self._on_sigterm()))
-        except (NotImplementedError, RuntimeError, ValueError):
-            return  # not the main thread, or no signal support (Windows): bot.close() still saves
-        self._sigterm_installed = True
+        previous = signal.getsignal(signal.SIGTERM)
 
-    async def _on_sigterm(self) -> None:
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            loop.call_soon_threadsafe(self._sigterm_received)
+            if callable(previous):
+                previous(signum, frame)
+
+        try:
+            signal.signal(signal.SIGTERM, on_sigterm)
+        except ValueError:
+            return  # not the main thread (or no signals here): bot.close() still saves everything
+
+        def restore_previous() -> None:
+            if signal.getsignal(signal.SIGTERM) is on_sigterm:
+                signal.signal(signal.SIGTERM, previous)
+            else:
+                _log.debug("the SIGTERM handler was replaced after sonora_cog's; leaving it")
+
+        stack.callback(restore_previous)
+
+    def _sigterm_received(self) -> None:
         _log.info("SIGTERM: saving every player's state and closing the bot")
-        self._closing = True
-        await self.bot.close()
+        self._stopping_on_signal = True
+        self._spawn(self.bot.close())
+
+    async def _remove_commands(self, commands_cog: commands.Cog) -> None:
+        if self.bot.get_cog(commands_cog.qualified_name) is commands_cog:
+            await self.bot.remove_cog(commands_cog.qualified_name)
+
+    async def _close_leases(self) -> None:
+        await self.owner.leases.close(grace=HANDOVER_GRACE)  # after the last writes: a waiting process takes over
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=HANDOVER_GRACE)
 
     async def _leave_voice_for_handover(self) -> None:
         """Leave voice before releasing the leases, so a late leave never disconnects the next process."""
-        for player in self.tracker.players():
-            await self._leave_quietly(player)
+        leaving = [asyncio.ensure_future(self._leave_quietly(p)) for p in self.owner.players()]
+        if leaving:
+            _done, late = await asyncio.wait(leaving, timeout=HANDOVER_GRACE)
+            for task in late:
+                task.cancel()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -181,53 +237,3 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             _log.error("background task %s failed", task.get_coro(), exc_info=task.exception())
-
-    # -- listeners ----------------------------------------------------------------------------------
-
-    @commands.Cog.listener()
-    async def on_wavelink_player_update(self, payload: wavelink.PlayerUpdateEventPayload) -> None:
-        player = payload.player
-        if player is not None and player.guild is not None:
-            self.tracker.record_position(player.guild.id, payload.position)
-
-    @commands.Cog.listener()
-    async def on_wavelink_track_start(self, payload: wavelink.TrackStartEventPayload) -> None:
-        self._mark(payload.player)
-
-    @commands.Cog.listener()
-    async def on_wavelink_track_end(self, payload: wavelink.TrackEndEventPayload) -> None:
-        self._mark(payload.player)
-
-    @commands.Cog.listener()
-    async def on_voice_state_update(
-        self, member: discord.Member, before: discord.VoiceState, after: discord.VoiceState
-    ) -> None:
-        if self.bot.user is None or member.id != self.bot.user.id:
-            return
-        guild_id = member.guild.id
-        if before.channel is None and after.channel is not None:
-            self.tracker.session_started(guild_id)
-        elif before.channel is not None and after.channel is None:
-            if guild_id in self._internal_leaves:
-                self._internal_leaves.discard(guild_id)
-            elif self.tracker.is_held(guild_id) and not isinstance(member.guild.voice_client, wavelink.Player):
-                # Discord ended the *previous* process's voice state (its gateway session timed out)
-                # while this guild waits for its restore: that is not the session ending.
-                _log.debug("guild %s: the previous process's voice state ended; its restore is pending", guild_id)
-            else:
-                self.tracker.session_ended(guild_id, "disconnected from voice")
-        elif after.channel is not None:
-            self.tracker.mark_dirty(guild_id)
-
-    def _mark(self, player: wavelink.Player | None) -> None:
-        if player is not None and player.guild is not None:
-            self.tracker.mark_dirty(player.guild.id)
-
-    # -- for commands and bot code ------------------------------------------------------------------
-
-    def current_state(self, guild: discord.Guild, kind: SnapshotKind = SnapshotKind.manual) -> SessionState | None:
-        """Capture the guild's player now, or ``None`` when the bot is not playing there."""
-        player = guild.voice_client
-        if isinstance(player, wavelink.Player) and player.connected and player.guild is not None:
-            return self.tracker.capture(player, kind)
-        return None

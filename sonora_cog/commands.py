@@ -1,9 +1,11 @@
 """``/snapshot``: the slash commands server admins use to save, inspect and restore sessions.
 
-The group is added to the bot's tree by :class:`~sonora_cog.cog.SonoraCog` (unless
-``commands.enabled = false``). Who may use it is decided once, in :meth:`SnapshotCommands.interaction_check`:
-members with Manage Server, or with one of ``commands.allowed_role_ids``. Answers are ephemeral embeds;
-errors are one plain ephemeral sentence, chosen in :meth:`SnapshotCommands.on_error`.
+The group is a ``commands.GroupCog`` that :class:`~sonora_cog.cog.SonoraCog` adds and removes with
+itself (unless ``commands.enabled = false``), so discord.py adds ``/snapshot`` to the tree and takes
+it away atomically with the cog. Who may use it is decided once, in
+:meth:`SnapshotCommands.interaction_check`: members with Manage Server, or with one of
+``commands.allowed_role_ids``. Answers are ephemeral embeds; errors are one plain ephemeral sentence,
+chosen in :meth:`SnapshotCommands.cog_app_command_error`.
 
 A guild only ever sees its own snapshots: every lookup is made with the interaction's guild id, so an
 id from another guild is simply "not found" here.
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
 from .commands_views import (
     ConfirmView,
@@ -45,8 +48,11 @@ from .errors import (
     DecryptionError,
     DuplicateSnapshot,
     ForeignGuildError,
+    GuildNotOwned,
     InvalidIdentifier,
     InvalidSnapshot,
+    RestoreError,
+    RestoreInProgress,
     SchemaVersionError,
     SnapshotCorrupted,
     SnapshotNotFound,
@@ -54,9 +60,10 @@ from .errors import (
     SonoraError,
     StoreError,
 )
-from .meta import LABEL_MAX_LENGTH, SnapshotKind, SnapshotMeta
+from .meta import LABEL_MAX_LENGTH, SnapshotKind
 from .model import SessionState
 from .restore import ALL_PARTS, RestoreReport
+from .session import Phase
 
 if TYPE_CHECKING:
     from .cog import SonoraCog
@@ -141,6 +148,12 @@ def error_sentence(error: BaseException, *, command: str | None = None, snapshot
         return f"{what} cannot be decrypted with this bot's keys (wrong key, or it was tampered with)."
     if isinstance(error, StoreError):
         return "The snapshot store is not available right now; try again later."
+    if isinstance(error, RestoreInProgress):
+        return BUSY
+    if isinstance(error, GuildNotOwned):
+        return "Another process of this bot plays in this server right now; try again in a moment."
+    if isinstance(error, RestoreError):
+        return f"The restore could not run: {plain(str(error), 200)}."
     return None
 
 
@@ -187,19 +200,20 @@ async def _defer(interaction: discord.Interaction) -> None:
 # -- the group --------------------------------------------------------------------------------------
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
 class SnapshotCommands(
-    app_commands.Group,
-    name="snapshot",
-    description="Save, inspect and restore this server's music sessions",
-    guild_only=True,
-    default_permissions=discord.Permissions(manage_guild=True),
+    commands.GroupCog,
+    name="SonoraSnapshots",
+    group_name="snapshot",
+    group_description="Save, inspect and restore this server's music sessions",
 ):
-    """The ``/snapshot`` slash command group.
+    """The ``/snapshot`` slash command group (a group cog).
 
     Parameters
     ----------
     cog:
-        The loaded :class:`~sonora_cog.cog.SonoraCog` (its manager, tracker, settings and
+        The loaded :class:`~sonora_cog.cog.SonoraCog` (its manager, session owner, settings and
         :meth:`~sonora_cog.cog.SonoraCog.restore`).
 
     .. versionadded:: 0.1
@@ -209,8 +223,8 @@ class SnapshotCommands(
     page_timeout: float = 300.0
 
     def __init__(self, cog: SonoraCog) -> None:
-        super().__init__()
         self.cog = cog
+        super().__init__()
 
     @property
     def settings(self) -> CommandSettings:
@@ -237,7 +251,9 @@ class SnapshotCommands(
 
     # -- errors ---------------------------------------------------------------------------------
 
-    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError, /) -> None:
+    async def cog_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
         """Turn any error of a subcommand into one plain ephemeral sentence."""
         original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         await self.report_error(interaction, original)
@@ -356,14 +372,14 @@ class SnapshotCommands(
         guild = _guild(interaction)
         await _defer(interaction)
         state = await self.cog.manager.load_snapshot(snapshot, guild.id)
-        if self.cog.tracker.is_held(guild.id):
+        if self.cog.owner.phase(guild.id) is Phase.restoring:  # a quick answer; cog.restore is the real gate
             await send_text(interaction, BUSY)
             return
         wanted = _wanted_parts(parts)
         current = self.cog.current_state(guild, SnapshotKind.pre_restore)
         if not _has_session(current):
-            report, backup = await self._restore(guild, snapshot, state, wanted)
-            await _send_embed(interaction, report_embed(snapshot, report, backup))
+            report = await self._restore(guild, snapshot, state, wanted)
+            await _send_embed(interaction, report_embed(snapshot, report, report.backup))
             return
 
         async def confirmed(click: discord.Interaction) -> None:
@@ -371,11 +387,13 @@ class SnapshotCommands(
                 embed=discord.Embed(title="Restoring\N{HORIZONTAL ELLIPSIS}", description=f"Snapshot `{snapshot}`"),
                 view=None,
             )
-            if self.cog.tracker.is_held(guild.id):
-                await click.edit_original_response(embed=discord.Embed(title="Not restored", description=BUSY))
+            try:
+                report = await self._restore(guild, snapshot, state, wanted)
+            except RestoreError as exc:
+                sentence = error_sentence(exc) or GENERIC_ERROR
+                await click.edit_original_response(embed=discord.Embed(title="Not restored", description=sentence))
                 return
-            report, backup = await self._restore(guild, snapshot, state, wanted)
-            await click.edit_original_response(embed=report_embed(snapshot, report, backup))
+            await click.edit_original_response(embed=report_embed(snapshot, report, report.backup))
 
         timeout = self.settings.confirm_timeout
         view = ConfirmView(
@@ -403,15 +421,9 @@ class SnapshotCommands(
 
     async def _restore(
         self, guild: discord.Guild, snapshot_id: str, state: SessionState, parts: frozenset[str]
-    ) -> tuple[RestoreReport, SnapshotMeta | None]:
-        """Save what plays now as ``pre-restore`` (if anything), then restore ``parts`` of ``state``."""
-        current = self.cog.current_state(guild, SnapshotKind.pre_restore)
-        backup: SnapshotMeta | None = None
-        if current is not None and _has_session(current):
-            backup = await self.cog.manager.save_snapshot(current, f"before restoring {snapshot_id}")
-        else:
-            current = None
-        report = await self.cog.restore(guild, state, parts=parts, backup=current)
+    ) -> RestoreReport:
+        """Restore ``parts`` of ``state``, keeping what plays now as a ``pre-restore`` snapshot first."""
+        report = await self.cog.restore(guild, state, parts=parts, pre_restore_label=f"before restoring {snapshot_id}")
         _log.info(
             "guild %s: /snapshot restore %s (%s): %s%s",
             guild.id,
@@ -420,7 +432,7 @@ class SnapshotCommands(
             report.status.value,
             f" ({report.reason})" if report.reason else "",
         )
-        return report, backup
+        return report
 
     @app_commands.command(name="delete", description="Delete a snapshot")
     @app_commands.describe(snapshot="The snapshot (start typing to search)")
@@ -437,7 +449,7 @@ class SnapshotCommands(
         """Live record, last checkpoint, pending changes, snapshots."""
         guild = _guild(interaction)
         await _defer(interaction)
-        manager, tracker = self.cog.manager, self.cog.tracker
+        manager, owner = self.cog.manager, self.cog.owner
         live = await manager.store.get_live(guild.id) is not None
         metas = await manager.list_snapshots(guild.id)
         current = self.cog.current_state(guild, SnapshotKind.live)
@@ -455,10 +467,12 @@ class SnapshotCommands(
             )
         embed.add_field(name="Player", value=player, inline=False)
         embed.add_field(name="Live record", value="saved" if live else "none")
-        saved_at = tracker.last_saved_at(guild.id)
+        saved_at = owner.last_saved_at(guild.id)
         embed.add_field(name="Last checkpoint", value=format_age(saved_at) if saved_at else "not since the bot started")
-        embed.add_field(name="Unsaved changes", value="yes" if tracker.is_dirty(guild.id) else "no")
-        embed.add_field(name="Restore pending", value="yes" if tracker.is_held(guild.id) else "no")
+        embed.add_field(name="Unsaved changes", value="yes" if owner.is_dirty(guild.id) else "no")
+        session = owner.session(guild.id)
+        embed.add_field(name="Session", value=session.phase.value + (f" ({short(session.reason, 80)})"
+                                                                      if session.reason else ""))
         embed.add_field(name="Snapshots", value=str(len(metas)))
         if metas:
             newest = metas[0]

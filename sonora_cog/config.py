@@ -182,6 +182,7 @@ class SnapshotSettings:
     max_snapshots_per_guild: int = 25
     max_age_days: float = 30.0
     retention_interval: float = 86_400.0
+    shutdown_timeout: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +266,9 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "max_snapshots_per_guild": (_int_range(1), "keep at most this many snapshots per guild"),
         "max_age_days": (_positive("days"), "delete snapshots older than this many days"),
         "retention_interval": (_positive_seconds, "seconds between retention runs"),
+        "shutdown_timeout": (
+            _positive_seconds, "seconds a graceful stop may spend writing the final state (then ~6 s more at most)"
+        ),
     },
     "limits": {
         "max_queue_tracks": (_int_range(1), "most tracks accepted in one queue list"),

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 __all__ = (
     "BadMagic",
+    "BufferFull",
     "ChecksumMismatch",
     "ConfigError",
     "DecryptionError",
     "DuplicateSnapshot",
     "ForeignGuildError",
+    "GuildNotOwned",
     "InvalidIdentifier",
     "InvalidSnapshot",
+    "LeaseConflict",
     "RestoreError",
+    "RestoreInProgress",
     "SchemaVersionError",
     "SnapshotCorrupted",
     "SnapshotNotFound",
@@ -107,9 +111,41 @@ class TamperedSnapshot(DecryptionError):
     """The key matches but the authentication tag does not: the record was modified after encryption."""
 
 
+class LeaseConflict(StoreError):
+    """Another process holds the guild's lease, so this process may not write its live record.
+
+    Raised by the store (a fenced write, Redis). ``holder`` is the other process's owner token.
+    """
+
+    def __init__(self, guild_id: int, holder: str) -> None:
+        self.guild_id = guild_id
+        self.holder = holder
+        super().__init__(f"guild {guild_id} is owned by another process ({holder}); its live record was not written")
+
+
+class BufferFull(StoreError):
+    """Redis is unreachable and the in-memory write buffer is full: this write was refused, not stored.
+
+    Raised by the Redis store; the message says what was refused. Nothing is dropped silently.
+    """
+
+
 class ForeignGuildError(SonoraError):
     """The record belongs to another guild than the one it was asked for (raised by the manager)."""
 
 
 class RestoreError(SonoraError):
-    """Applying a state to a live player failed (raised by the restore engine)."""
+    """A restore could not run or did not succeed (raised by the restore engine and the session owner).
+
+    ``on_sonora_restore_failed(guild, error)`` receives one, its message the report's reason;
+    :meth:`SessionManager.restore_snapshot <sonora_cog.manager.SessionManager.restore_snapshot>` raises
+    one when Lavalink refuses the state.
+    """
+
+
+class RestoreInProgress(RestoreError):
+    """A restore is already running in that guild; a second one is refused, not queued."""
+
+
+class GuildNotOwned(RestoreError):
+    """Another process owns that guild (it holds the guild's lease): it is not restored here."""

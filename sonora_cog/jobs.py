@@ -1,8 +1,8 @@
 """APScheduler wiring: the checkpoint, auto-snapshot and retention jobs (APScheduler 3.x).
 
 Each job runs one instance at a time, coalesces missed runs into one, and tolerates a late start
-(misfire grace). The jobs themselves live on :class:`~sonora_cog.tracker.SessionTracker`; an error in
-one guild is logged with its id there and never stops the job for the others.
+(misfire grace). The jobs themselves live on the session owner (:class:`~sonora_cog.writer.SessionWriter`);
+an error in one guild is logged with its id there and never stops the job for the others.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .config import Settings
-from .tracker import SessionTracker
+from .writer import SessionWriter
 
 __all__ = ("AUTO_SNAPSHOT_JOB", "CHECKPOINT_JOB", "RETENTION_JOB", "build_scheduler")
 
@@ -22,7 +22,7 @@ AUTO_SNAPSHOT_JOB = "sonora-auto-snapshot"
 RETENTION_JOB = "sonora-retention"
 
 
-def build_scheduler(tracker: SessionTracker, settings: Settings) -> AsyncIOScheduler:
+def build_scheduler(writer: SessionWriter, settings: Settings) -> AsyncIOScheduler:
     """An (unstarted) scheduler with the three jobs, on the running event loop when started."""
     snapshots = settings.snapshots
     executor_log = logging.getLogger("apscheduler.executors.default")
@@ -34,16 +34,16 @@ def build_scheduler(tracker: SessionTracker, settings: Settings) -> AsyncIOSched
         timezone=dt.UTC,
     )
     scheduler.add_job(
-        tracker.checkpoint, "interval", seconds=snapshots.checkpoint_interval, id=CHECKPOINT_JOB,
+        writer.checkpoint, "interval", seconds=snapshots.checkpoint_interval, id=CHECKPOINT_JOB,
         name="checkpoint live records",
     )
     if snapshots.auto_enabled:
         scheduler.add_job(
-            tracker.auto_snapshot, "interval", seconds=snapshots.auto_interval, id=AUTO_SNAPSHOT_JOB,
+            writer.auto_snapshot, "interval", seconds=snapshots.auto_interval, id=AUTO_SNAPSHOT_JOB,
             name="automatic snapshots",
         )
     scheduler.add_job(
-        tracker.retention, "interval", seconds=snapshots.retention_interval, id=RETENTION_JOB,
+        writer.retention, "interval", seconds=snapshots.retention_interval, id=RETENTION_JOB,
         name="snapshot retention",
         next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60),
     )

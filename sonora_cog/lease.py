@@ -8,7 +8,7 @@ shutdown the lease is released after the last live record and the ``shutdown`` s
 On Redis (:class:`~sonora_cog.store.redis.RedisStore`) the lease is ``SET key owner NX PX ttl`` with
 compare-and-set renewal and release in Lua, and every live write is *fenced*: while another owner holds
 a guild's lease, this process's writes of that guild's live record are refused
-(:class:`LeaseConflict`). A blue-green deploy therefore hands a guild over cleanly: the new process
+(:class:`~sonora_cog.errors.LeaseConflict`). A blue-green deploy therefore hands a guild over cleanly: the new process
 waits (up to ``storage.lease_wait``) until the old one releases the lease after its shutdown snapshot,
 or until the lease of a crashed process expires, then takes the lease and restores.
 
@@ -31,11 +31,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import StoreError
+from .errors import LeaseConflict, StoreError
 
 __all__ = (
     "LeaseBackend",
-    "LeaseConflict",
+    "LeaseConflict",  # lives in sonora_cog.errors; re-exported here for the stores
     "LeaseManager",
     "LeaseStatus",
     "LocalLeases",
@@ -43,18 +43,6 @@ __all__ = (
 )
 
 _log = logging.getLogger(__name__)
-
-
-class LeaseConflict(StoreError):
-    """Another process holds the guild's lease, so this process may not write its live record.
-
-    Raised by the store (a fenced write). ``holder`` is the other process's owner token.
-    """
-
-    def __init__(self, guild_id: int, holder: str) -> None:
-        self.guild_id = guild_id
-        self.holder = holder
-        super().__init__(f"guild {guild_id} is owned by another process ({holder}); its live record was not written")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +171,7 @@ class LeaseManager:
         self._refused: set[int] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
+        self._stop = asyncio.Event()
 
     @classmethod
     def for_store(cls, store: object, **kwargs: Any) -> LeaseManager:
@@ -210,15 +199,30 @@ class LeaseManager:
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.get_running_loop().create_task(self._renew_loop(), name="sonora-lease-renew")
 
-    async def close(self) -> None:
-        """Stop renewing and release every lease held (call after the shutdown snapshot is written)."""
+    def stop(self) -> None:
+        """Stop renewing (the loop ends at its next look at the flag); leases then expire after ``ttl``."""
+        self._stop.set()
+
+    async def close(self, *, grace: float = 5.0) -> None:
+        """Stop renewing and release every lease held (call after the shutdown snapshot is written).
+
+        Returns within about ``2 * grace`` seconds whatever the backend does: the renewal loop is told
+        to stop through a flag it checks, and is only waited for ``grace`` seconds (a renewal stuck in
+        the backend is abandoned, and its leases expire after ``ttl``); the release gets as long.
+        """
         self._closed = True
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-            self._renewer = None
-        await self.release_all()
+        self._stop.set()
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None and not renewer.done():
+            _done, pending = await asyncio.wait({renewer}, timeout=grace)
+            if pending:
+                renewer.cancel()  # not awaited: a backend that swallows the cancellation must not hang us
+                _log.warning("a lease renewal did not finish within %gs; abandoning it", grace)
+        try:
+            async with asyncio.timeout(grace):
+                await self.release_all()
+        except TimeoutError:
+            _log.warning("could not release the leases within %gs; they expire within %gs", grace, self.ttl)
 
     # -- acquiring ------------------------------------------------------------------------------------
 
@@ -233,12 +237,20 @@ class LeaseManager:
         statuses = [status async for status in self.acquire_many([guild_id], wait=wait)]
         return statuses[-1]
 
-    async def acquire_many(self, guild_ids: Iterable[int], *, wait: float = 0.0) -> AsyncIterator[LeaseStatus]:
+    async def acquire_many(
+        self,
+        guild_ids: Iterable[int],
+        *,
+        wait: float = 0.0,
+        on_held: Callable[[LeaseStatus], Any] | None = None,
+    ) -> AsyncIterator[LeaseStatus]:
         """Take many guilds' leases; yield each guild's status as soon as it is decided.
 
         Free guilds are yielded at once (acquired). Guilds held by another process are polled together,
         every ``poll_interval`` seconds, and yielded when their holder releases them or its lease
         expires (acquired), or when ``wait`` seconds have passed (not acquired, ``holder`` set).
+        ``on_held`` is called with each status that is still held by another process, at every poll
+        (the caller learns who holds a guild while it waits).
 
         Raises
         ------
@@ -258,6 +270,8 @@ class LeaseManager:
                     yield status
                 else:
                     waiting.append(status)
+                    if on_held is not None:
+                        on_held(status)
             remaining = deadline - time.monotonic()
             if not waiting or remaining <= 0:
                 for status in waiting:
@@ -329,9 +343,12 @@ class LeaseManager:
     async def renew(self) -> None:
         """Renew every lease held (and take those wanted while the backend was down) once."""
         targets = sorted(self._held | self._wanted)
-        if not targets:
+        if not targets or self._closed:
             return
         statuses = await self.backend.lease_acquire(targets, self.owner, self.ttl)
+        if self._closed:  # a renewal that outlived close(): give back what it just took
+            await self.backend.lease_release([s.guild_id for s in statuses if s.acquired], self.owner)
+            return
         for status in statuses:
             guild_id = status.guild_id
             self._wanted.discard(guild_id)
@@ -345,9 +362,14 @@ class LeaseManager:
                     self.on_lost(guild_id)
 
     async def _renew_loop(self) -> None:
+        """Renew every ``renew_interval`` seconds until :meth:`close` sets the stop flag."""
         failing = False
-        while True:
-            await asyncio.sleep(self.renew_interval)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.renew_interval):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return
             try:
                 await self.renew()
             except StoreError as exc:

@@ -26,6 +26,8 @@ from .errors import (
     DuplicateSnapshot,
     ForeignGuildError,
     InvalidSnapshot,
+    RestoreError,
+    SnapshotCorrupted,
     SnapshotNotFound,
     SonoraError,
 )
@@ -36,6 +38,8 @@ from .store.base import SnapshotStore
 if TYPE_CHECKING:
     import wavelink
     from discord.ext import commands
+
+    from .owner import SessionOwner
 
 __all__ = ("SessionManager", "StoreAnalysis", "ValidationResult", "build_codec", "build_store")
 
@@ -133,6 +137,7 @@ class SessionManager:
         self.codec = codec or build_codec(self.settings)
         self.limits = self.settings.limits.to_limits()
         self._scheduler: Any = None
+        self._owner: SessionOwner | None = None
 
     # -- configuration ------------------------------------------------------------------------------
 
@@ -230,7 +235,8 @@ class SessionManager:
         ForeignGuildError
             The record inside claims another guild (it was copied into the wrong folder).
         SnapshotCorrupted, DecryptionError, SchemaVersionError
-            The record cannot be read; see the exception for why.
+            The record cannot be read, or the file holds another snapshot than its name says; see the
+            exception for why.
         """
         validate_snapshot_id(snapshot_id)
         data = await self.store.load(guild_id, snapshot_id)
@@ -240,7 +246,7 @@ class SessionManager:
                 f"snapshot {snapshot_id} is stored under guild {guild_id} but belongs to guild {state.guild_id}"
             )
         if meta.id != snapshot_id:
-            raise ForeignGuildError(f"snapshot file {snapshot_id} holds snapshot {meta.id}")
+            raise SnapshotCorrupted(f"snapshot file {snapshot_id} holds snapshot {meta.id} (renamed or copied by hand)")
         return state
 
     async def list_snapshots(self, guild_id: int | None = None) -> list[SnapshotMeta]:
@@ -379,10 +385,21 @@ class SessionManager:
         at = record.get("at")
         return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
 
-    async def write_lavalink_sessions(self, owner: str, sessions: Mapping[str, str]) -> None:
-        """Record ``owner``'s Lavalink session id per node URI, for resuming after a restart."""
-        record = {"sessions": dict(sessions), "at": time.time()}
+    async def write_lavalink_sessions(
+        self, owner: str, sessions: Mapping[str, str], *, lease_owner: str | None = None
+    ) -> None:
+        """Record ``owner``'s Lavalink session id per node URI, for resuming after a restart.
+
+        ``lease_owner`` is the writing process's lease token: the next process knows which lease
+        holder is the process whose session it resumed (see :meth:`read_lavalink_lease_owner`).
+        """
+        record = {"sessions": dict(sessions), "at": time.time(), "lease_owner": lease_owner}
         await self.store.put_aux(_owner_key("lavalink", owner), orjson.dumps(record))
+
+    async def read_lavalink_lease_owner(self, owner: str) -> str | None:
+        """The lease token of the process that last recorded ``owner``'s Lavalink sessions, or ``None``."""
+        token = (await self._read_owner_record("lavalink", owner)).get("lease_owner")
+        return token if isinstance(token, str) else None
 
     async def read_lavalink_sessions(self, owner: str) -> dict[str, str]:
         """``owner``'s last Lavalink session id per node URI; a damaged record reads as none."""
@@ -428,7 +445,7 @@ class SessionManager:
                         f"stored under guild {ref.guild_id} but belongs to guild {state.guild_id}"
                     )
                 if ref.snapshot_id is not None and meta.id != ref.snapshot_id:
-                    raise ForeignGuildError(f"file {ref.snapshot_id} holds snapshot {meta.id}")
+                    raise SnapshotCorrupted(f"file {ref.snapshot_id} holds snapshot {meta.id} (renamed by hand?)")
             except SonoraError as exc:
                 results.append(ValidationResult(ref.guild_id, ref.snapshot_id, False, str(exc), type(exc).__name__))
             else:
@@ -444,33 +461,66 @@ class SessionManager:
 
         The cog's restore (``SonoraCog.restore``) also joins the channel, verifies and rolls back;
         this is the bare application for bots that manage their players themselves.
+
+        Raises
+        ------
+        RestoreError
+            Lavalink refused the state (the wavelink error is the ``__cause__``).
         """
+        import wavelink
+
         from .restore import ALL_PARTS, apply_state
 
-        await apply_state(player, snapshot, ALL_PARTS if parts is None else parts, self.settings.restore)
+        try:
+            await apply_state(player, snapshot, ALL_PARTS if parts is None else parts, self.settings.restore)
+        except (wavelink.WavelinkException, OSError) as exc:
+            raise RestoreError(f"guild {snapshot.guild_id}: Lavalink refused the state: {exc}") from exc
 
-    def start_auto_snapshot(self, bot: commands.Bot) -> None:
-        """Run the checkpoint, auto-snapshot and retention jobs for ``bot``'s players (without the cog).
+    def start_auto_snapshot(self, bot: commands.Bot) -> SessionOwner:
+        """Persist ``bot``'s players without the cog: the same session owner and jobs the cog runs.
 
-        The cog does this by itself; call it only if you do not load the cog.
+        Every :class:`~sonora_cog.player.SonoraPlayer` change is written within ``snapshots.debounce``
+        seconds, plain ``wavelink.Player`` guilds at each checkpoint, auto snapshots and retention run
+        on their intervals. Call it from async code (``setup_hook``), and ``await manager.close()`` at
+        shutdown to write the final state. It does not restore anything after a restart: use the cog
+        for that, or :meth:`read_live` and :meth:`restore_snapshot`. Calling it twice returns the same
+        owner.
+
+        Raises
+        ------
+        RuntimeError
+            The cog (or another manager) already serves this bot.
         """
         from .jobs import build_scheduler
-        from .tracker import SessionTracker
+        from .owner import SessionOwner
 
-        if self._scheduler is not None:
-            return
-        self._scheduler = build_scheduler(SessionTracker(bot, self), self.settings)
+        if self._owner is not None:
+            return self._owner
+        owner = SessionOwner(bot, self)
+        owner.attach()
+        owner.leases.start()
+        self._scheduler = build_scheduler(owner, self.settings)
         self._scheduler.start()
+        self._owner = owner
+        return owner
 
     def stop_auto_snapshot(self) -> None:
-        """Stop the jobs started by :meth:`start_auto_snapshot`."""
+        """Stop the jobs started by :meth:`start_auto_snapshot` (nothing more is written)."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        if self._owner is not None:
+            self._owner.detach()
+            self._owner.leases.stop()
+            self._owner = None
 
     async def close(self) -> None:
-        """Stop the jobs (if any) and close the store."""
-        self.stop_auto_snapshot()
+        """Write the final state of :meth:`start_auto_snapshot`'s players (if any), stop, close the store."""
+        owner = self._owner
+        if owner is not None:
+            await owner.shutdown()
+            self.stop_auto_snapshot()
+            await owner.leases.close()
         if self._store is not None:
             await self._store.close()
 

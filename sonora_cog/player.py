@@ -3,40 +3,103 @@
 Use it where a bot already uses ``wavelink.Player``::
 
     player = await channel.connect(cls=sonora_cog.SonoraPlayer)
+    player.extras = {"announce_channel_id": "..."}   # saved; changes to it are saved too
 
-Every change (play, pause, seek, volume, filters, queue mutations, queue mode, autoplay) marks the
-guild dirty with the loaded :class:`~sonora_cog.cog.SonoraCog`, which writes the live record within
-``snapshots.debounce`` seconds. Bots that keep a plain ``wavelink.Player`` are still covered through
-wavelink's events and the checkpoint job, only less promptly.
+Every change (play, pause, seek, volume, filters, queue and history mutations, queue mode, autoplay,
+``extras``, ``shuffle_enabled``) marks the guild dirty with the bot's
+:class:`~sonora_cog.owner.SessionOwner` (the cog's, or the one :meth:`SessionManager.start_auto_snapshot
+<sonora_cog.manager.SessionManager.start_auto_snapshot>` runs), which writes the live record within
+``snapshots.debounce`` seconds. The player also sets the owner's playback clock whenever it sets a
+position or pauses, so a paused player's position is the one Lavalink froze, not the last
+``playerUpdate``'s. Bots that keep a plain ``wavelink.Player`` are still covered through wavelink's
+events and the checkpoint job, only less promptly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
+import aiohttp
 import discord
 import wavelink
-from discord.ext import commands
 
-__all__ = ("COG_NAME", "ObservedQueue", "SonoraPlayer")
+from .capture import playback_position
+from .owner import owner_of
 
-#: The name the cog registers under; the player finds it with ``client.get_cog(COG_NAME)``.
-COG_NAME = "Sonora"
+__all__ = ("ObservedDict", "ObservedQueue", "SonoraPlayer")
+
+_log = logging.getLogger(__name__)
 
 
-class _Tracker(Protocol):
-    def mark_dirty(self, guild_id: int) -> None: ...
+class ObservedDict(dict[str, Any]):
+    """A ``dict`` that calls ``on_change()`` after every top-level mutation (``player.extras``).
 
-    def session_ended(self, guild_id: int, reason: str) -> None: ...
+    A change *inside* a nested value (``extras["a"]["b"] = 1``) is not seen; the checkpoint finds it
+    within a minute, or call ``player.mark_dirty()``.
+    """
+
+    def __init__(self, on_change: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_change = on_change
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._on_change()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._on_change()
+
+    def __ior__(self, other: Any) -> ObservedDict:  # type: ignore[override,misc]
+        super().__ior__(other)
+        self._on_change()
+        return self
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._on_change()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        had = key in self
+        value = super().setdefault(key, default)
+        if not had:
+            self._on_change()
+        return value
+
+    def pop(self, key: str, *default: Any) -> Any:
+        had = key in self
+        value = super().pop(key, *default)
+        if had:
+            self._on_change()
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        item = super().popitem()
+        self._on_change()
+        return item
+
+    def clear(self) -> None:
+        super().clear()
+        self._on_change()
+
+    def __reduce__(self) -> Any:  # copies and pickles are plain dicts
+        return (dict, (dict(self),))
 
 
 class ObservedQueue(wavelink.Queue):
-    """A ``wavelink.Queue`` that calls ``on_change()`` after every mutation."""
+    """A ``wavelink.Queue`` that calls ``on_change()`` after every mutation, its history's included."""
 
     def __init__(self, on_change: Callable[[], None], *, history: bool = True) -> None:
         self._on_change = on_change
-        super().__init__(history=history)
+        super().__init__(history=False)
+        self._observed_history = ObservedQueue(on_change, history=False) if history else None
+
+    @property
+    def history(self) -> wavelink.Queue | None:  # type: ignore[override]
+        """The history queue (observed too)."""
+        return self._observed_history
 
     def _set_mode(self, value: wavelink.QueueMode) -> None:
         wavelink.Queue.mode.fset(self, value)  # type: ignore[attr-defined]
@@ -103,13 +166,14 @@ class ObservedQueue(wavelink.Queue):
 
 
 class SonoraPlayer(wavelink.Player):
-    """``wavelink.Player`` that marks its guild dirty on every state change.
+    """``wavelink.Player`` that reports every state change to the bot's session owner.
 
     Attributes
     ----------
     extras:
         Bot-specific JSON saved with the state and given back on restore (the announce channel,
-        who asked for the session...). Keep it small: it is capped by ``limits.max_extras_bytes``.
+        who asked for the session...). Assigning it, or changing one of its keys, is saved. Keep it
+        small: it is capped by ``limits.max_extras_bytes``.
     shuffle_enabled:
         A flag for bots with a "shuffle mode"; persisted as ``queue.shuffle_enabled``.
 
@@ -126,20 +190,56 @@ class SonoraPlayer(wavelink.Player):
         super().__init__(client, channel, nodes=nodes)
         self.queue = ObservedQueue(self.mark_dirty)
         self.auto_queue = ObservedQueue(self.mark_dirty)
-        self.extras: dict[str, Any] = {}
-        self.shuffle_enabled: bool = False
+        self._extras = ObservedDict(self.mark_dirty)
+        self._shuffle_enabled = False
 
-    def _tracker(self) -> _Tracker | None:
-        client = self.client if self.client is not discord.utils.MISSING else None
-        cog = client.get_cog(COG_NAME) if isinstance(client, commands.Bot) else None
-        return getattr(cog, "tracker", None)
+    @property
+    def extras(self) -> dict[str, Any]:
+        """The bot's own JSON for this session (see the class docstring)."""
+        return self._extras
+
+    @extras.setter
+    def extras(self, value: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
+        self._extras = ObservedDict(self.mark_dirty, value)
+        self.mark_dirty()
+
+    @property
+    def shuffle_enabled(self) -> bool:
+        """Whether the bot's "shuffle mode" is on (persisted as ``queue.shuffle_enabled``)."""
+        return self._shuffle_enabled
+
+    @shuffle_enabled.setter
+    def shuffle_enabled(self, value: bool) -> None:
+        self._shuffle_enabled = bool(value)
+        self.mark_dirty()
 
     def mark_dirty(self) -> None:
-        """Tell the cog this guild's state changed (called by every mutator; call it after your own)."""
+        """Tell the session owner this guild's state changed.
+
+        Every mutator of the player, its queues and its extras calls this; call it yourself only after
+        changing something in place that the player cannot see (a queued track's ``extras``, a value
+        nested inside ``player.extras``). Forgetting it loses nothing: the checkpoint finds such a
+        change within a minute and logs a warning once.
+        """
         guild = self.guild
-        tracker = self._tracker()
-        if guild is not None and tracker is not None:
-            tracker.mark_dirty(guild.id)
+        owner = owner_of(self.client)
+        if guild is not None and owner is not None:
+            owner.mark_dirty(guild.id)
+
+    def _position_now(self) -> int | None:
+        """The owner's playback clock now (``None`` without an owner)."""
+        owner = owner_of(self.client)
+        guild = self.guild
+        if owner is None or guild is None:
+            return None
+        return playback_position(self, owner.sample(guild.id))
+
+    def _anchor(self, position: int | None) -> None:
+        """Set the owner's playback clock: the current track is at ``position`` now."""
+        owner = owner_of(self.client)
+        guild = self.guild
+        if owner is not None and guild is not None and position is not None:
+            owner.anchor(guild.id, position, paused=self.paused)
 
     @wavelink.Player.autoplay.setter  # type: ignore[attr-defined,untyped-decorator]
     def autoplay(self, value: Any) -> None:
@@ -148,18 +248,38 @@ class SonoraPlayer(wavelink.Player):
 
     async def play(self, track: wavelink.Playable, **kwargs: Any) -> wavelink.Playable:
         """See ``wavelink.Player.play``."""
+        replaces = kwargs.get("replace", True) or self.current is None
         result = await super().play(track, **kwargs)
+        if replaces:
+            self._anchor(int(kwargs.get("start") or 0))
         self.mark_dirty()
         return result
 
     async def pause(self, value: bool, /) -> None:
-        """See ``wavelink.Player.pause``."""
+        """See ``wavelink.Player.pause``.
+
+        On a pause the owner's clock is set to the position Lavalink froze (one ``GET`` of the player:
+        wavelink drops the ``PATCH`` reply), so the saved position is exactly where it paused, not the
+        last ``playerUpdate``'s; on a resume it runs on from there.
+        """
+        position = self._position_now()
         await super().pause(value)
+        if value and self.guild is not None and position is not None:
+            try:
+                info = await self.node.fetch_player_info(self.guild.id)
+            except (wavelink.WavelinkException, aiohttp.ClientError, OSError) as exc:
+                _log.debug("guild %s: cannot read the paused position (%r); using the clock's", self.guild.id, exc)
+            else:
+                if info is not None and info.paused:
+                    position = info.state.position
+        self._anchor(position)
         self.mark_dirty()
 
     async def seek(self, position: int = 0, /) -> None:
         """See ``wavelink.Player.seek``."""
         await super().seek(position)
+        if self.current is not None:
+            self._anchor(position)
         self.mark_dirty()
 
     async def set_volume(self, value: int = 100, /) -> None:
@@ -168,8 +288,10 @@ class SonoraPlayer(wavelink.Player):
         self.mark_dirty()
 
     async def set_filters(self, filters: wavelink.Filters | None = None, /, *, seek: bool = False) -> None:
-        """See ``wavelink.Player.set_filters``."""
+        """See ``wavelink.Player.set_filters``. The clock moves on at the new speed from here."""
+        position = self._position_now()
         await super().set_filters(filters, seek=seek)
+        self._anchor(position)
         self.mark_dirty()
 
     async def skip(self, *, force: bool = True) -> wavelink.Playable | None:
@@ -181,7 +303,7 @@ class SonoraPlayer(wavelink.Player):
     async def disconnect(self, **kwargs: Any) -> None:
         """Leave voice on purpose: the session ends and its live record is deleted (no rejoin)."""
         guild = self.guild
-        tracker = self._tracker()
-        if guild is not None and tracker is not None:
-            tracker.session_ended(guild.id, "the bot left the voice channel")
+        owner = owner_of(self.client)
+        if guild is not None and owner is not None:
+            owner.end(guild.id, "the bot left the voice channel")
         await super().disconnect(**kwargs)

@@ -1,6 +1,6 @@
 """Recovery: bringing players back after a restart, a Lavalink restart, a lost voice connection or a
 gateway re-identify. A mixin of :class:`~sonora_cog.cog.SonoraCog` (one concern per module, as jishaku
-stacks its features); it uses the cog's manager, tracker, leases and pacer.
+stacks its features); every restore runs inside the session owner's ``restoring`` phase.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import wavelink
 from discord.ext import commands
 
 from .config import Settings
-from .errors import SonoraError, StoreError
-from .lease import LeaseManager, LeaseStatus
+from .errors import RestoreError, RestoreInProgress, SonoraError, StoreError
+from .lease import LeaseStatus
 from .manager import SessionManager
+from .meta import SnapshotKind
 from .model import SessionState
+from .owner import SessionOwner
 from .restore import (
     ALL_PARTS,
     RestoreReport,
@@ -31,7 +33,7 @@ from .restore import (
     restore_state,
 )
 from .resume import Ghost, destroy_ghost, enable_resuming, find_ghosts
-from .tracker import SessionTracker
+from .session import Phase
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -42,34 +44,34 @@ _log = logging.getLogger(__name__)
 
 #: Voice WebSocket close codes that mean "the connection was lost", not "you were removed".
 VOICE_LOST_CODES = frozenset({4006, 4009, 4015})
+#: Seconds a quiet voice leave (before a rebuild, at shutdown) may take.
+LEAVE_TIMEOUT = 10.0
 
 
 class RecoveryMixin:
-    """Startup rehydration, rebuilding lost players and rejoining lost voice connections."""
+    """Startup rehydration, rebuilding lost players, rejoining lost voice connections, restores."""
 
     bot: commands.Bot
     settings: Settings
     manager: SessionManager
-    tracker: SessionTracker
-    leases: LeaseManager
+    owner: SessionOwner
     pacer: TokenBucket
     player_cls: type[wavelink.Player]
-    _internal_leaves: set[int]
     _rehydration: asyncio.Task[list[RestoreReport]] | None
-    _rehydrated: asyncio.Event
     _startup_guilds: list[int] | None
     _previous_heartbeat: float | None
+    #: What the previous process of these shards left: its Lavalink session per node URI, its lease token.
+    _previous_sessions: dict[str, str]
+    _previous_lease_owner: str | None
     _spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]  # provided by the cog
 
     async def _find_startup_guilds(self) -> None:
-        """List the owned guilds with a live record and hold them until they are restored."""
-        playing = {p.guild.id for p in self.tracker.players() if p.guild is not None}
-        guilds = [g for g in await self.manager.live_guilds() if self.owns(g) and g not in playing]
+        """List the owned guilds with a live record and hold them (``pending``) until they are restored."""
+        playing = {p.guild.id for p in self.owner.players() if p.guild is not None}
+        records = [g for g in await self.manager.live_guilds() if g not in playing]
         # When the previous process last checkpointed: unchanged tracks played on until then.
-        self._previous_heartbeat = await self.manager.read_heartbeat(self.tracker.owner)
-        for guild_id in guilds:
-            self.tracker.hold(guild_id)
-        self._startup_guilds = guilds
+        self._previous_heartbeat = await self.manager.read_heartbeat(self.owner.key)
+        self._startup_guilds = self.owner.expect_restore(records)
         self._maybe_rehydrate()
 
     async def _find_startup_guilds_when_store_is_back(self) -> None:
@@ -83,19 +85,6 @@ class RecoveryMixin:
                 _log.debug("the store is still unavailable: %s", exc)
         _log.info("the store is back: restoring %d guild(s)", len(self._startup_guilds))
 
-    # -- ownership ----------------------------------------------------------------------------------
-
-    def owns(self, guild_id: int) -> bool:
-        """Whether this process's shards own ``guild_id`` (always true for an unsharded bot)."""
-        count = self.bot.shard_count or 1
-        if count <= 1:
-            return True
-        shard = (guild_id >> 22) % count
-        shard_ids: Iterable[int] | None = getattr(self.bot, "shard_ids", None)
-        if shard_ids is None:
-            shard_ids = [self.bot.shard_id or 0]
-        return shard in set(shard_ids)
-
     # -- startup rehydration ------------------------------------------------------------------------
 
     def _maybe_rehydrate(self) -> None:
@@ -106,23 +95,32 @@ class RecoveryMixin:
         ):
             return
         self._rehydration = self._spawn(self.rehydrate(self._startup_guilds))
-        self._rehydration.add_done_callback(lambda _: self._rehydrated.set())
 
     async def rehydrate(self, guild_ids: Iterable[int] | None = None) -> list[RestoreReport]:
-        """Restore every owned guild's live record younger than ``restore.max_age``, paced.
+        """Restore the live record of every ``pending`` guild (default: every owned guild with a live record).
 
         Each guild's lease is taken first: a guild another process holds (the old deployment, still
-        shutting down) is waited for up to ``storage.lease_wait`` seconds, then skipped.
+        shutting down) is waited for up to ``storage.lease_wait`` seconds, then skipped. Guilds of other
+        shards are never touched; a guild where a new session started meanwhile is skipped.
 
         A player that a resumed Lavalink session kept playing for a guild (see :mod:`sonora_cog.resume`)
-        is adopted as it is when it plays the recorded track; the others are destroyed afterwards.
+        is adopted as it is when it plays the recorded track. A ghost that is not adopted is destroyed as
+        soon as its guild's outcome is known, or as soon as its lease shows that another process took the
+        guild, so two processes never both play it.
         """
-        ids = await self.manager.live_guilds() if guild_ids is None else guild_ids
-        targets = [g for g in ids if self.owns(g)]
+        ids = await self.manager.live_guilds() if guild_ids is None else list(guild_ids)
+        self.owner.expect_restore(g for g in ids if self.owner.phase(g) is Phase.idle)
+        targets = [g for g in ids if self.owner.phase(g) is Phase.pending]
+        nodes = list(wavelink.Pool.nodes.values())
+        ghosts = await find_ghosts(nodes)
+        for guild_id in [g for g in ghosts if g not in targets]:
+            await self._drop_ghost(ghosts, guild_id, "no restore is pending for its guild here")
+        # The previous process's sessions that this one did not resume, and their players.
+        others = {n.uri: sid for n in nodes if (sid := self._previous_sessions.get(n.uri)) and sid != n.session_id}
+        strays = await find_ghosts(nodes, sessions=others) if others else {}
         if not targets:
             _log.info("startup restore finished: nothing to restore")
             return []
-        ghosts = await find_ghosts(wavelink.Pool.nodes.values())
         if ghosts:
             _log.info("the resumed Lavalink session still plays in %d guild(s)", len(ghosts))
         _log.info("restoring %d guild(s) from their live records", len(targets))
@@ -133,21 +131,31 @@ class RecoveryMixin:
             nonlocal done
             if lease is not None and lease.acquired:
                 async with semaphore:
-                    report = await self._rehydrate_guild(guild_id, ghosts.get(guild_id))
+                    report = await self._restore_pending(guild_id, ghosts.get(guild_id), strays.pop(guild_id, None))
             else:
-                self.tracker.release(guild_id, dirty=False)
                 reason = error or f"another process owns this guild ({lease.holder if lease else '?'})"
+                self.owner.lose(guild_id, reason)
                 report = RestoreReport(guild_id, RestoreStatus.skipped, reason=reason)
                 self._dispatch_report(report)
+            if not report.adopted:
+                await self._drop_ghost(ghosts, guild_id, report.reason or "it was restored")
             done += 1
             how = "adopted from the resumed Lavalink session" if report.adopted else report.reason
             _log.info("restore %d/%d: guild %s %s%s", done, len(targets), guild_id, report.status.value,
                       f" ({how})" if how else "")
             return report
 
+        def held_elsewhere(status: LeaseStatus) -> None:
+            # The process whose Lavalink session this one resumed still holds the lease until it expires;
+            # any other holder is alive and restores the guild itself: its ghost must go now.
+            if status.guild_id in ghosts and status.holder != self._previous_lease_owner:
+                self._spawn(self._drop_ghost(ghosts, status.guild_id, f"{status.holder} owns the guild"))
+
         tasks: dict[int, asyncio.Task[RestoreReport]] = {}
         try:
-            async for lease in self.leases.acquire_many(targets, wait=self.settings.storage.lease_wait):
+            async for lease in self.owner.leases.acquire_many(
+                targets, wait=self.settings.storage.lease_wait, on_held=held_elsewhere
+            ):
                 tasks[lease.guild_id] = self._spawn(one(lease.guild_id, lease))
         except StoreError as exc:
             for guild_id in targets:
@@ -158,35 +166,60 @@ class RecoveryMixin:
         _log.info("startup restore finished: %d restored, %d skipped or failed", restored, len(reports) - restored)
         return list(reports)
 
-    async def _rehydrate_guild(self, guild_id: int, ghost: Ghost | None = None) -> RestoreReport:
+    async def _drop_ghost(self, ghosts: dict[int, Ghost], guild_id: int, reason: str) -> None:
+        ghost = ghosts.pop(guild_id, None)
+        if ghost is not None:
+            _log.debug("guild %s: destroying the player the resumed Lavalink session kept (%s)", guild_id, reason)
+            await destroy_ghost(ghost)
+
+    async def _restore_pending(self, guild_id: int, ghost: Ghost | None, stray: Ghost | None) -> RestoreReport:
+        """Restore one guild from its live record, if it is still ``pending`` here."""
+        phase = self.owner.phase(guild_id)
+        if phase is not Phase.pending:
+            return RestoreReport(guild_id, RestoreStatus.skipped, reason=f"its session is {phase.value} here now")
+        return await self._restore_from_record(guild_id, "startup restore", ghost=ghost, stray=stray)
+
+    async def _restore_from_record(
+        self, guild_id: int, why: str, *, ghost: Ghost | None = None, stray: Ghost | None = None
+    ) -> RestoreReport:
+        """Restore one guild from its live record, inside its ``restoring`` phase.
+
+        ``ghost`` is its player on a Lavalink session this process resumed (adopted if it plays the
+        recorded track); ``stray`` its player on the previous process's session that another process
+        resumed (destroyed before this process plays the guild).
+        """
+        try:
+            async with self.owner.restoring(guild_id, why):
+                report = await self._restore_record_held(guild_id, ghost, stray)
+        except RestoreError as exc:
+            report = RestoreReport(guild_id, RestoreStatus.skipped, reason=str(exc))
+        self._dispatch_report(report)
+        return report
+
+    async def _restore_record_held(self, guild_id: int, ghost: Ghost | None, stray: Ghost | None) -> RestoreReport:
         try:
             state = await self.manager.read_live(guild_id)
         except SonoraError as exc:
-            self.tracker.release(guild_id, dirty=False)
-            report = RestoreReport(guild_id, RestoreStatus.failed, reason=f"{type(exc).__name__}: {exc}")
-            self._dispatch_report(report)
-            return report
+            return RestoreReport(guild_id, RestoreStatus.failed, reason=f"{type(exc).__name__}: {exc}")
         if state is None:
-            self.tracker.release(guild_id, dirty=False)
             return RestoreReport(guild_id, RestoreStatus.skipped, reason="no live record")
         # A record is only rewritten when something changes: the session was alive until the later of
         # its last write and the previous process's last checkpoint.
         age = time.time() - max(state.created_at, self._previous_heartbeat or 0.0)
         guild = self.bot.get_guild(guild_id)
         if age > self.settings.restore.max_age:
-            report = RestoreReport(guild_id, RestoreStatus.skipped, state=state,
-                                   reason=f"the session is stale ({age / 60:.0f} min old)")
-        elif guild is None:
-            report = RestoreReport(guild_id, RestoreStatus.skipped, state=state, reason="the guild is not available")
-        else:
-            if self._previous_heartbeat is not None:
-                state = advance_position(state, self._previous_heartbeat)
-            # A ghost that plays another track is replaced by the restore, not adopted.
-            adopt = ghost if ghost is not None and adoptable(ghost, state) else None
-            report = await self.restore(guild, state, adopt=adopt)
-        self.tracker.release(guild_id, dirty=report.ok)
-        self._dispatch_report(report)
-        return report
+            return RestoreReport(guild_id, RestoreStatus.skipped, state=state,
+                                 reason=f"the session is stale ({age / 60:.0f} min old)")
+        if guild is None:
+            return RestoreReport(guild_id, RestoreStatus.skipped, state=state, reason="the guild is not available")
+        if self._previous_heartbeat is not None:
+            state = advance_position(state, self._previous_heartbeat)
+        # A ghost that plays another track is replaced by the restore, not adopted.
+        adopt = ghost if ghost is not None and adoptable(ghost, state) else None
+        for other in (stray, None if adopt else ghost):  # never two players for one guild
+            if other is not None:
+                await destroy_ghost(other)
+        return await self._restore_held(guild, state, ALL_PARTS, None, adopt)
 
     # -- restoring ----------------------------------------------------------------------------------
 
@@ -197,44 +230,87 @@ class RecoveryMixin:
         *,
         parts: Iterable[str] = ALL_PARTS,
         backup: SessionState | None = None,
-        adopt: Ghost | None = None,
+        pre_restore_label: str | None = None,
     ) -> RestoreReport:
-        """Restore ``state`` in ``guild`` now (paced; held from checkpoints while it runs)."""
-        was_held = self.tracker.is_held(guild.id)  # the startup restore holds it until it is done
-        self.tracker.hold(guild.id)
-        try:
-            self.tracker.session_started(guild.id)
-            report = await restore_state(
-                guild, state, self.settings.restore, parts=parts, backup=backup,
-                player_cls=self.player_cls, pacer=self.pacer, adopt=adopt,
-            )
-        finally:
-            if not was_held:
-                self.tracker.release(guild.id, dirty=False)
-        if report.ok or report.status is RestoreStatus.rolled_back:
-            self.tracker.mark_dirty(guild.id)
+        """Restore ``state`` in ``guild`` now (paced; the guild is ``restoring`` while it runs).
+
+        Parameters
+        ----------
+        guild, state:
+            Where and what.
+        parts:
+            Any of ``player``, ``queue``, ``filters``, ``autoplay``.
+        backup:
+            What to roll back to if the restore cannot be verified.
+        pre_restore_label:
+            When given and something plays, it is saved first as a ``pre-restore`` snapshot with this
+            label and used as the backup (``report.backup`` is its metadata).
+
+        Raises
+        ------
+        RestoreInProgress
+            A restore already runs in this guild (checked before anything else happens).
+        GuildNotOwned
+            Another process owns the guild.
+        RestoreError
+            The bot is shutting down.
+        """
+        async with self.owner.restoring(guild.id, "a restore was asked for"):
+            meta = None
+            if pre_restore_label is not None:
+                current = self.current_state(guild, SnapshotKind.pre_restore)
+                if current is not None and (current.queue.current is not None or current.queue.upcoming):
+                    meta = await self.manager.save_snapshot(current, pre_restore_label)
+                    backup = current
+            report = await self._restore_held(guild, state, parts, backup, None)
+            report.backup = meta
         return report
+
+    async def _restore_held(
+        self,
+        guild: discord.Guild,
+        state: SessionState,
+        parts: Iterable[str],
+        backup: SessionState | None,
+        adopt: Ghost | None,
+    ) -> RestoreReport:
+        return await restore_state(
+            guild, state, self.settings.restore, parts=parts, backup=backup,
+            player_cls=self.player_cls, pacer=self.pacer, adopt=adopt,
+        )
+
+    def current_state(self, guild: discord.Guild, kind: SnapshotKind = SnapshotKind.manual) -> SessionState | None:
+        """Capture the guild's player now, or ``None`` when the bot is not playing there."""
+        player = self.owner.player(guild.id)
+        return self.owner.capture(player, kind) if player is not None else None
 
     async def rebuild(self, player: wavelink.Player, reason: str) -> RestoreReport | None:
         """Rebuild a player whose Lavalink side or voice connection was lost, from its own state."""
         guild = player.guild
         if guild is None:
             return None
-        state = self.tracker.capture(player)
-        _log.warning("guild %s: %s; rebuilding its player", guild.id, reason)
-        await self._leave_quietly(player)
-        report = await self.restore(guild, state)
+        try:
+            async with self.owner.restoring(guild.id, reason):
+                state = self.owner.capture(player)
+                _log.warning("guild %s: %s; rebuilding its player", guild.id, reason)
+                await self._leave_quietly(player)
+                report = await self._restore_held(guild, state, ALL_PARTS, None, None)
+        except RestoreInProgress:
+            _log.info("guild %s: %s, but a restore already runs there", guild.id, reason)
+            return None
+        except RestoreError as exc:
+            _log.info("guild %s: %s; not rebuilt (%s)", guild.id, reason, exc)
+            return None
         self._dispatch_report(report)
         return report
 
     async def _leave_quietly(self, player: wavelink.Player) -> None:
-        """Leave voice without ending the session: the live record stays, and a restore may follow."""
+        """Leave voice without ending the session (the guild is ``restoring`` or ``closed``)."""
         guild = player.guild
         if guild is None:
             return
-        self._internal_leaves.add(guild.id)
         try:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(LEAVE_TIMEOUT):
                 await leave_voice(player)
         except (TimeoutError, discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
             _log.warning("leaving voice in guild %s failed (%r); going on", guild.id, exc)
@@ -244,9 +320,11 @@ class RecoveryMixin:
             self.bot.dispatch("sonora_session_restored", report)
         elif report.status is not RestoreStatus.skipped:
             guild = self.bot.get_guild(report.guild_id)
-            self.bot.dispatch("sonora_restore_failed", guild, SonoraError(report.reason or "restore failed"))
+            self.bot.dispatch("sonora_restore_failed", guild, RestoreError(report.reason or "restore failed"))
         else:
             self.bot.dispatch("sonora_restore_skipped", report)
+
+    # -- listeners ----------------------------------------------------------------------------------
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -261,13 +339,14 @@ class RecoveryMixin:
         orphaned = []
         for guild_id in await self.manager.live_guilds():
             guild = self.bot.get_guild(guild_id)
-            if guild is not None and guild.voice_client is None and self.owns(guild_id):
+            if guild is not None and guild.voice_client is None and self.owner.phase(guild_id) is Phase.live:
                 orphaned.append(guild_id)
-        if orphaned:
-            _log.warning("gateway session was re-identified; rejoining %d guild(s)", len(orphaned))
-            for guild_id in orphaned:
-                self.tracker.hold(guild_id)
-        return await self.rehydrate(orphaned) if orphaned else []
+        if not orphaned:
+            return []
+        _log.warning("gateway session was re-identified; rejoining %d guild(s)", len(orphaned))
+        return list(await asyncio.gather(
+            *(self._restore_from_record(g, "rejoining after a gateway re-identify") for g in orphaned)
+        ))
 
     @commands.Cog.listener()
     async def on_wavelink_node_ready(self, payload: wavelink.NodeReadyEventPayload) -> None:
@@ -275,10 +354,10 @@ class RecoveryMixin:
         if self.settings.restore.resume_lavalink_sessions:
             self._spawn(self._keep_lavalink_session(payload.node))
         if payload.resumed:
-            self._spawn(self._destroy_ghosts_after_rehydration(payload.node))
+            self._spawn(self._destroy_unclaimed_ghosts(payload.node))
         if payload.resumed or not self.settings.restore.on_node_reconnect:
             return
-        lost = [p for p in self.tracker.players() if p.node is payload.node and p.current is not None]
+        lost = [p for p in self.owner.players() if p.node is payload.node and p.current is not None]
         for player in lost:
             self._spawn(self.rebuild(player, "the Lavalink node came back without its players"))
 
@@ -287,16 +366,18 @@ class RecoveryMixin:
         await enable_resuming(node, self.settings.restore.lavalink_resume_timeout)
         sessions = {n.uri: n.session_id for n in wavelink.Pool.nodes.values() if n.session_id}
         try:
-            await self.manager.write_lavalink_sessions(self.tracker.owner, sessions)
+            await self.manager.write_lavalink_sessions(self.owner.key, sessions, lease_owner=self.owner.leases.owner)
         except StoreError as exc:
             _log.warning("cannot record the Lavalink session id of node %s: %s", node.identifier, exc)
 
-    async def _destroy_ghosts_after_rehydration(self, node: wavelink.Node) -> int:
-        """Once the startup restore has adopted what it could, destroy the node's players nobody controls."""
-        await self._rehydrated.wait()
+    async def _destroy_unclaimed_ghosts(self, node: wavelink.Node) -> int:
+        """Destroy the resumed node's players of guilds with no restore pending or running here.
+
+        The others are decided by their guild's restore (adopted, or destroyed with its outcome).
+        """
         ghosts = await find_ghosts([node])
-        destroyed = [await destroy_ghost(ghost) for ghost in ghosts.values()]
-        return sum(destroyed)
+        unclaimed = [g for g in ghosts.values() if not self.owner.session(g.guild_id).held]
+        return sum([await destroy_ghost(ghost) for ghost in unclaimed])
 
     @commands.Cog.listener()
     async def on_wavelink_websocket_closed(self, payload: wavelink.WebsocketClosedEventPayload) -> None:

@@ -2,9 +2,10 @@
 
 This is the only module that changes a player. It joins the recorded channel, rebuilds the queue,
 history, loop mode and auto queue from the stored tracks (no Lavalink request per track), applies
-volume, filters and autoplay, plays the current track from its recorded position (less
-``rewind_seconds``) paused or not, then asks Lavalink once what it holds and compares. If that check
-fails and a backup was given, the backup is applied instead (rollback).
+volume, filters and autoplay, plays the current track from its recorded position paused or not
+(a playing track ``rewind_seconds`` earlier, to replay what the listeners may have missed; a paused one
+exactly where it paused: they missed nothing), then asks Lavalink once what it holds and compares. If
+that check fails and a backup was given, the backup is applied instead (rollback).
 
 Guilds that cannot be restored are *skipped with a reason* (channel gone, no permission, no
 listeners) and their records are kept; errors are *failed* with the error. Nothing raises out of
@@ -26,6 +27,7 @@ import wavelink
 
 from .capture import autoplay_mode_to_wavelink, loop_mode_to_queue_mode, to_filters, to_playable
 from .config import RestoreSettings
+from .meta import SnapshotMeta
 from .model import SessionState
 from .player import SonoraPlayer
 from .resume import Ghost
@@ -40,6 +42,7 @@ __all__ = (
     "apply_state",
     "leave_voice",
     "restore_state",
+    "start_position",
 )
 
 _log = logging.getLogger(__name__)
@@ -82,6 +85,9 @@ class RestoreReport:
     adopted:
         True when the player Lavalink kept playing through a resumed session was taken over as it
         was (no re-buffering) instead of being started again.
+    backup:
+        The ``pre-restore`` snapshot taken of what played before (``SonoraCog.restore(...,
+        pre_restore_label=...)``, ``/snapshot restore``), if any.
     """
 
     guild_id: int
@@ -95,6 +101,7 @@ class RestoreReport:
     state: SessionState | None = field(default=None, repr=False)
     player: wavelink.Player | None = field(default=None, repr=False)
     adopted: bool = False
+    backup: SnapshotMeta | None = None
 
     @property
     def ok(self) -> bool:
@@ -140,6 +147,18 @@ def advance_position(state: SessionState, until: float) -> SessionState:
     moved = int((until - state.player.position_at) * 1000 * speed)
     position = min(state.player.position + moved, current.length)
     return replace(state, player=replace(state.player, position=position, position_at=until))
+
+
+def start_position(state: SessionState, settings: RestoreSettings) -> int:
+    """Where a restore starts the current track: the recorded position, less ``rewind_seconds`` when it
+    plays (once per restore: the live record holds where Lavalink really is, never a rewound position
+    carried over), exactly the recorded one when it is paused, and 0 for a stream."""
+    current = state.queue.current
+    if current is None or current.info.get("isStream"):
+        return 0
+    if state.player.paused:
+        return state.player.position
+    return max(0, state.player.position - int(settings.rewind_seconds * 1000))
 
 
 def _skip_reason(guild: discord.Guild, state: SessionState, settings: RestoreSettings) -> str | None:
@@ -247,9 +266,11 @@ async def apply_state(
     filters = to_filters(state.filters) if "filters" in wanted else None
     current = state.queue.current
     if "player" in wanted and current is not None:
-        start = max(0, state.player.position - int(settings.rewind_seconds * 1000))
-        if current.info.get("isStream"):
-            start = 0
+        # Lavalink ignores the position of a noReplace play that finds its track playing; it is given
+        # anyway so that SonoraPlayer's clock starts where Lavalink's player is.
+        start = start_position(state, settings)
+        if keep_playing:
+            start = advance_position(state, time.time()).player.position
         await player.play(
             to_playable(current),
             replace=not keep_playing,
@@ -291,10 +312,8 @@ async def _verify(
     if info.paused != state.player.paused:
         return f"paused is {info.paused}, expected {state.player.paused}"
     if current is not None and not current.info.get("isStream"):
-        if adopted:  # it played on from where Lavalink said it was
-            expected = advance_position(state, time.time()).player.position
-        else:
-            expected = max(0, state.player.position - int(settings.rewind_seconds * 1000))
+        # An adopted player played on from where Lavalink said it was; a rebuilt one starts at start_position.
+        expected = advance_position(state, time.time()).player.position if adopted else start_position(state, settings)
         drift = abs(info.state.position - expected)
         if drift > settings.verify_tolerance_ms:
             return f"position is {info.state.position} ms, expected about {expected} ms"
@@ -368,8 +387,8 @@ async def restore_state(
         return report
     current = player.current
     report.track = current.title if current else None
-    rewind = 0 if report.adopted else int(settings.rewind_seconds * 1000)
-    report.position = max(0, state.player.position - rewind) if current else None
+    if current is not None:
+        report.position = state.player.position if report.adopted else start_position(state, settings)
     report.queue_length = len(player.queue)
     report.volume = player.volume
     return report

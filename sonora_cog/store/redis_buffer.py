@@ -21,14 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..errors import DuplicateSnapshot, StoreError
+from ..errors import BufferFull, DuplicateSnapshot
 from ..meta import SnapshotMeta
 
-__all__ = ("BufferFull", "PendingKind", "PendingWrite", "WriteBuffer")
-
-
-class BufferFull(StoreError):
-    """Redis is unreachable and the write buffer is full: this write was refused (not stored)."""
+__all__ = ("BufferFull", "PendingKind", "PendingWrite", "WriteBuffer")  # BufferFull lives in sonora_cog.errors
 
 
 class PendingKind(Enum):

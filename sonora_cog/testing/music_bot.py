@@ -1,8 +1,9 @@
 """A small, real music bot on :class:`~sonora_cog.player.SonoraPlayer`, with sonora_cog loaded.
 
 Slash commands: ``/play``, ``/skip``, ``/queue``, ``/pause``, ``/resume``, ``/stop``, ``/volume``,
-``/filter``, ``/loop``, ``/autoplay``. The demo and the end-to-end tests run it as a subprocess against
-the fakes; ``examples/bot.py`` runs it against a real Discord and Lavalink.
+``/filter``, ``/loop``, ``/autoplay``, ``/note`` (a key of ``player.extras``, set while playing). The
+demo and the end-to-end tests run it as a subprocess against the fakes; ``examples/bot.py`` runs it
+against a real Discord and Lavalink.
 
 Run it as a script; it reads its environment:
 
@@ -15,7 +16,10 @@ Run it as a script; it reads its environment:
 ``SONORA_CONFIG``
     sonora_cog's config file (see ``config.example.toml``).
 ``SHARD_ID`` / ``SHARD_COUNT``
-    Run as one shard of several (optional).
+    Run as one shard of several (optional): a plain ``Bot`` with that shard.
+``AUTO_SHARDED``
+    With ``SHARD_COUNT``: an ``AutoShardedBot`` instead, running every shard (or ``SHARD_IDS``, comma
+    separated) in this process.
 """
 
 from __future__ import annotations
@@ -196,6 +200,15 @@ class MusicCog(commands.Cog):
         player.autoplay = wavelink.AutoPlayMode[mode.value]
         await _reply(interaction, f"Autoplay {mode.value}.")
 
+    @app_commands.command(description="Remember a note for this session (saved with it).")
+    @app_commands.guild_only()
+    async def note(self, interaction: discord.Interaction, text: str) -> None:
+        player = await self._connected(interaction)
+        if player is None:
+            return
+        player.extras["note"] = text  # a key of extras, set while playing: saved like everything else
+        await _reply(interaction, "Noted.")
+
     @commands.Cog.listener()
     async def on_sonora_session_restored(self, report: RestoreReport) -> None:
         _log.info("SONORA restored guild=%s track=%r position=%s queue=%s", report.guild_id, report.track,
@@ -209,9 +222,15 @@ def build_bot() -> commands.Bot:
     intents.guilds = True
     shard_count = os.environ.get("SHARD_COUNT")
     options: dict[str, object] = {}
-    if shard_count:
+    bot_cls: type[commands.Bot] = commands.Bot
+    if shard_count and os.environ.get("AUTO_SHARDED"):
+        bot_cls = commands.AutoShardedBot
+        options = {"shard_count": int(shard_count)}
+        if os.environ.get("SHARD_IDS"):
+            options["shard_ids"] = [int(i) for i in os.environ["SHARD_IDS"].split(",")]
+    elif shard_count:
         options = {"shard_id": int(os.environ.get("SHARD_ID", "0")), "shard_count": int(shard_count)}
-    bot = commands.Bot(command_prefix=commands.when_mentioned, intents=intents, **options)  # type: ignore[arg-type]
+    bot = bot_cls(command_prefix=commands.when_mentioned, intents=intents, **options)  # type: ignore[arg-type]
 
     async def setup_hook() -> None:
         node = wavelink.Node(

@@ -6,6 +6,7 @@ the answers are read back from FakeDiscord, the player's state from FakeLavalink
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -17,8 +18,9 @@ from conftest import MusicWorld, RunningBot, StartBot
 
 from sonora_cog.commands import GENERIC_ERROR, SnapshotCommands
 from sonora_cog.config import CommandSettings
-from sonora_cog.errors import StoreError
+from sonora_cog.errors import RestoreInProgress, StoreError
 from sonora_cog.meta import SnapshotKind
+from sonora_cog.session import Phase
 from sonora_cog.testing.fake_discord_interactions import FakeInteraction
 from sonora_cog.testing.fake_discord_models import FakeMessage
 
@@ -106,7 +108,9 @@ async def test_group_is_synced_guild_only_with_manage_server_default(running_bot
     snapshot, parts = restore["options"]
     assert snapshot["autocomplete"] is True
     assert [c["value"] for c in parts["choices"]] == ["all", "player", "queue", "filters", "autoplay"]
-    assert isinstance(running_bot.bot.tree.get_command("snapshot"), SnapshotCommands)
+    group_cog = running_bot.bot.get_cog("SonoraSnapshots")
+    assert isinstance(group_cog, SnapshotCommands)
+    assert running_bot.bot.tree.get_command("snapshot") is group_cog.app_command
 
 
 async def test_member_without_manage_server_is_refused(running_bot: RunningBot) -> None:
@@ -194,12 +198,12 @@ async def test_status(running_bot: RunningBot) -> None:
     assert "Newest" not in before
 
     await running.play("Clair de Lune")
-    await running.wait_for(lambda: running.cog.tracker.last_saved_at(running.guild.id))
+    await running.wait_for(lambda: running.cog.owner.last_saved_at(running.guild.id))
     snapshot_id = await create(running)
     after = fields(embed_of(await ask(running, "status")))
     assert after["Player"].startswith("playing **Clair de Lune**")
     assert after["Live record"] == "saved" and after["Last checkpoint"].endswith("s ago")
-    assert after["Unsaved changes"] in ("yes", "no") and after["Restore pending"] == "no"
+    assert after["Unsaved changes"] in ("yes", "no") and after["Session"].startswith("live")
     assert after["Snapshots"] == "1" and snapshot_id in after["Newest"] and "manual" in after["Newest"]
 
 
@@ -207,8 +211,6 @@ async def test_list_pagination_buttons(start_bot: StartBot, music_world: MusicWo
     running = await start_bot(commands=CommandSettings(page_size=2))
     await running.play("Clair de Lune")
     ids = [await create(running, f"take {n}") for n in range(5)]
-    group = running.bot.tree.get_command("snapshot")
-    assert isinstance(group, SnapshotCommands)
 
     message = await ask(running, "list")
     page = embed_of(message)
@@ -242,7 +244,7 @@ async def test_list_buttons_time_out(start_bot: StartBot) -> None:
     await running.play("Clair de Lune")
     for n in range(2):
         await create(running, f"take {n}")
-    group = running.bot.tree.get_command("snapshot")
+    group = running.bot.get_cog("SonoraSnapshots")
     assert isinstance(group, SnapshotCommands)
     group.page_timeout = 0.3
     message = await ask(running, "list")
@@ -550,13 +552,44 @@ async def test_a_damaged_record_is_a_sentence(running_bot: RunningBot) -> None:
     assert running.lavalink_player().track["info"]["title"] == "Clair de Lune"  # type: ignore[union-attr]
 
 
-async def test_restore_is_refused_while_another_restore_runs(running_bot: RunningBot) -> None:
+async def test_two_confirmed_restores_at_once_run_exactly_one(running_bot: RunningBot) -> None:
+    # Both members see no restore running and confirm at the same instant: the check and the
+    # transition to "restoring" happen before the first await, so exactly one restores (and saves one
+    # pre-restore snapshot); the other is told a restore is already running.
+    running = running_bot
+    snapshot_id = await _change_what_plays(running)
+    first = await _ask_restore(running, snapshot_id)
+    second = await _ask_restore(running, snapshot_id)
+    running.fake.voice_latency = 0.3  # a restore that takes a moment, as a real one does
+    clicks = await asyncio.gather(
+        running.fake.click_button(first, "sonora:confirm:yes", running.world.admin.id),
+        running.fake.click_button(second, "sonora:confirm:yes", running.world.admin.id),
+    )
+    for click in clicks:
+        await click.wait_response()
+    outcomes = [
+        (await wait_title(running, m, "Snapshot restored", "Not restored", "Restore failed", "Restore rolled back"))
+        for m in (first, second)
+    ]
+    assert sorted(o["title"] for o in outcomes) == ["Not restored", "Snapshot restored"], outcomes
+    refused = next(o for o in outcomes if o["title"] == "Not restored")
+    assert "already running" in refused["description"]
+    kinds = [m.kind for m in await running.cog.manager.list_snapshots(running.guild.id)]
+    assert sorted(kinds) == sorted([SnapshotKind.manual, SnapshotKind.pre_restore])  # one backup, not two
+    assert await titles(running) == ("Clair de Lune", ["Boléro"])
+
+
+async def test_restore_is_refused_while_a_restore_runs(running_bot: RunningBot) -> None:
     running = running_bot
     await running.play("Clair de Lune")
     snapshot_id = await create(running)
-    running.cog.tracker.hold(running.guild.id)  # what startup does until the guild's restore finished
-    try:
+    async with running.cog.owner.restoring(running.guild.id, "a test holds it"):  # what startup does meanwhile
+        assert running.cog.owner.phase(running.guild.id) is Phase.restoring
         assert_sentence(await ask(running, "restore", {"snapshot": snapshot_id}), "already running")
-    finally:
-        running.cog.tracker.release(running.guild.id)
+        with pytest.raises(RestoreInProgress):
+            await running.cog.restore(running.discord_guild, await running.cog.manager.load_snapshot(
+                snapshot_id, running.guild.id))
+    assert running.cog.owner.phase(running.guild.id) is Phase.live
     assert [m.kind for m in await running.cog.manager.list_snapshots(running.guild.id)] == [SnapshotKind.manual]
+
+

@@ -105,8 +105,8 @@ async def test_one_broken_guild_never_stops_the_checkpoint_for_the_others(
     healthy = running.player(other.guild.id)
     assert healthy is not None
     await healthy.set_volume(12)
-    caplog.set_level(logging.ERROR, logger="sonora_cog.tracker")
-    written = await running.cog.tracker.checkpoint()
+    caplog.set_level(logging.ERROR, logger="sonora_cog.writer")
+    written = await running.cog.owner.checkpoint()
     assert written == 1
     state = await live(running, other.guild.id)
     assert state is not None and state.player.volume == 12
@@ -116,14 +116,14 @@ async def test_one_broken_guild_never_stops_the_checkpoint_for_the_others(
 async def test_auto_snapshots_are_incremental(debounced: RunningBot) -> None:
     running = debounced
     await running.play("clair de lune")
-    tracker, manager = running.cog.tracker, running.cog.manager
-    assert await tracker.auto_snapshot() == 1
+    owner, manager = running.cog.owner, running.cog.manager
+    assert await owner.auto_snapshot() == 1
     await asyncio.sleep(0.3)  # the track advanced: that alone is not a change
-    assert await tracker.auto_snapshot() == 0
+    assert await owner.auto_snapshot() == 0
     player = running.player()
     assert player is not None
     await player.set_volume(55)
-    assert await tracker.auto_snapshot() == 1
+    assert await owner.auto_snapshot() == 1
     kinds = [m.kind for m in await manager.list_snapshots(running.guild.id)]
     assert kinds == [SnapshotKind.auto, SnapshotKind.auto]
 
@@ -168,11 +168,11 @@ async def test_a_manual_restore_racing_the_checkpoint_never_writes_a_mixed_state
     manager.write_live = recording  # type: ignore[method-assign]
     restore = asyncio.create_task(running.cog.restore(running.discord_guild, snapshot))
     while not restore.done():
-        await running.cog.tracker.checkpoint()
+        await running.cog.owner.checkpoint()
         await asyncio.sleep(0)
     report = restore.result()
     assert report.ok, report.reason
-    await running.cog.tracker.checkpoint()
+    await running.cog.owner.checkpoint()
     assert written, "the checkpoint never ran"
     for state in written:
         signature = (state.queue.current.encoded if state.queue.current else None, len(state.queue.upcoming),
@@ -190,18 +190,18 @@ async def test_checkpoint_writes_only_changed_guilds_plus_a_heartbeat(start_bot:
     other = running.world.other
     await running.play("clair de lune")
     await running.play("paper boats", guild=other.guild)
-    tracker = running.cog.tracker
-    assert await tracker.checkpoint() == 2  # both changed (they started playing)
-    assert await tracker.checkpoint() == 0  # both still playing, nothing changed: no write at all
-    heartbeat = await running.cog.manager.read_heartbeat(tracker.owner)
+    owner = running.cog.owner
+    assert await owner.checkpoint() == 2  # both changed (they started playing)
+    assert await owner.checkpoint() == 0  # both still playing, nothing changed: no write at all
+    heartbeat = await running.cog.manager.read_heartbeat(owner.key)
     assert heartbeat is not None
     player = running.player(other.guild.id)
     assert player is not None
     await player.set_volume(5)
-    assert await tracker.checkpoint() == 1
+    assert await owner.checkpoint() == 1
     state = await live(running, other.guild.id)
     assert state is not None and state.player.volume == 5
-    assert (await running.cog.manager.read_heartbeat(tracker.owner) or 0) >= heartbeat
+    assert (await running.cog.manager.read_heartbeat(owner.key) or 0) >= heartbeat
 
 
 async def test_a_restore_that_fails_verification_rolls_back_to_the_backup(debounced: RunningBot) -> None:

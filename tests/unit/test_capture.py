@@ -19,6 +19,7 @@ from sonora_cog.capture import (
     PositionSample,
     active_filter_names,
     capture_state,
+    change_signature,
     to_filters,
     to_playable,
     track_state,
@@ -136,6 +137,45 @@ async def test_position_under_timescale_is_track_time(player: wavelink.Player) -
     assert state.player.position == 16_000  # 4 s of wall time at 1.5x = 6 s of track time
     player._paused = True
     assert capture_state(player, position_sample=sample, monotonic_now=104.0).player.position == 10_000
+
+
+async def test_a_paused_clock_is_the_position_where_the_pause_happened(player: wavelink.Player) -> None:
+    # wavelink freezes a paused player's position at its last playerUpdate (10 s here); the clock knows
+    # where the pause really happened (SonoraPlayer sets it when it pauses).
+    set_playing(player, playable("Paused"), 10_000, paused=True)
+    paused_at = PositionSample(position=13_750, monotonic=100.0, paused=True)
+    assert capture_state(player, position_sample=paused_at, monotonic_now=900.0).player.position == 13_750
+    # A clock that says "paused" for a player that plays again (a plain player resumed behind its back)
+    # is not trusted: wavelink's own extrapolation is.
+    player._paused = False
+    assert capture_state(player, position_sample=paused_at, monotonic_now=time.monotonic()).player.position >= 10_000
+    assert capture_state(player, position_sample=paused_at, monotonic_now=time.monotonic()).player.position < 13_750
+
+
+async def test_signature_ignores_a_playing_track_moving_on_but_not_a_change(player: wavelink.Player) -> None:
+    track = playable("Now", requester_id="1")
+    set_playing(player, track, 10_000)
+    player.queue.put([playable("Next", requester_id="2")])
+    first = change_signature(player, sample=PositionSample(10_000, 0.0), extras={"a": 1})
+    assert change_signature(player, sample=PositionSample(90_000, 0.0), extras={"a": 1}) == first
+    assert change_signature(player, sample=PositionSample(10_000, 0.0), extras={"a": 2}) != first
+    player.queue[0].extras = {"requester_id": "3"}  # a queued track's extras changed in place
+    changed = change_signature(player, sample=PositionSample(10_000, 0.0), extras={"a": 1})
+    assert changed != first
+    player._volume = 5
+    assert change_signature(player, sample=PositionSample(10_000, 0.0), extras={"a": 1}) != changed
+
+
+async def test_signature_of_a_paused_player_follows_its_position(player: wavelink.Player) -> None:
+    set_playing(player, playable("Now"), 10_000, paused=True)
+    here = change_signature(player, sample=PositionSample(10_000, 0.0, paused=True))
+    assert change_signature(player, sample=PositionSample(10_000, 50.0, paused=True)) == here
+    assert change_signature(player, sample=PositionSample(12_000, 0.0, paused=True)) != here
+
+
+async def test_signature_of_unserialisable_extras_always_differs(player: wavelink.Player) -> None:
+    set_playing(player, playable("Now"), 0)
+    assert change_signature(player, extras={"x": object()}) != change_signature(player, extras={"x": object()})
 
 
 async def test_position_never_exceeds_track_length(player: wavelink.Player) -> None:

@@ -1,20 +1,16 @@
-"""APScheduler wiring and the incremental-snapshot fingerprint."""
+"""APScheduler wiring."""
 
 from __future__ import annotations
 
-import dataclasses
 from types import SimpleNamespace
 
 from apscheduler.triggers.interval import IntervalTrigger
-from factories import sample_state
 
 from sonora_cog.config import Settings, SnapshotSettings
 from sonora_cog.jobs import AUTO_SNAPSHOT_JOB, CHECKPOINT_JOB, RETENTION_JOB, build_scheduler
-from sonora_cog.model import LoopMode, PlayerState
-from sonora_cog.tracker import state_fingerprint
 
 
-def tracker_stub() -> SimpleNamespace:
+def writer_stub() -> SimpleNamespace:
     async def job() -> int:
         return 0
 
@@ -23,7 +19,7 @@ def tracker_stub() -> SimpleNamespace:
 
 async def test_scheduler_has_three_coalesced_single_instance_jobs() -> None:
     settings = Settings(snapshots=SnapshotSettings(checkpoint_interval=7, auto_interval=120, retention_interval=3600))
-    scheduler = build_scheduler(tracker_stub(), settings)  # type: ignore[arg-type]
+    scheduler = build_scheduler(writer_stub(), settings)  # type: ignore[arg-type]
     scheduler.start(paused=True)  # job defaults are applied when the scheduler starts
     jobs = {job.id: job for job in scheduler.get_jobs()}
     scheduler.shutdown(wait=False)
@@ -37,17 +33,5 @@ async def test_scheduler_has_three_coalesced_single_instance_jobs() -> None:
 
 def test_auto_snapshots_can_be_switched_off() -> None:
     settings = Settings(snapshots=SnapshotSettings(auto_enabled=False))
-    scheduler = build_scheduler(tracker_stub(), settings)  # type: ignore[arg-type]
+    scheduler = build_scheduler(writer_stub(), settings)  # type: ignore[arg-type]
     assert AUTO_SNAPSHOT_JOB not in {job.id for job in scheduler.get_jobs()}
-
-
-def test_fingerprint_ignores_the_clock_but_not_the_content() -> None:
-    state = sample_state()
-    later = dataclasses.replace(
-        state, created_at=state.created_at + 300,
-        player=dataclasses.replace(state.player, position=state.player.position + 300_000, position_at=9e9),
-    )
-    assert state_fingerprint(later) == state_fingerprint(state)
-    assert state_fingerprint(dataclasses.replace(state, queue=dataclasses.replace(state.queue, loop_mode=LoopMode.track))) != state_fingerprint(state)
-    assert state_fingerprint(dataclasses.replace(state, queue=dataclasses.replace(state.queue, upcoming=state.queue.upcoming[:-1]))) != state_fingerprint(state)
-    assert state_fingerprint(dataclasses.replace(state, player=PlayerState(volume=5))) != state_fingerprint(state)

@@ -60,3 +60,56 @@ def test_config_refuses_a_renew_interval_not_below_the_ttl(tmp_path: object) -> 
     config.write_text("[storage]\nlease_ttl = 5\nlease_renew_interval = 5\n")
     with pytest.raises(ConfigError, match=r"storage\.lease_renew_interval: must be below storage\.lease_ttl"):
         load_settings(config, env={})
+
+
+class StuckBackend(LocalLeases):
+    """A backend whose renewals hang and swallow cancellation, as redis-py's ``wait_for`` does on 3.11."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stuck = False
+        self.unstick = asyncio.Event()
+        self.renewals_started = 0
+        self.swallowed = 0
+
+    async def lease_acquire(self, guild_ids, owner, ttl):  # type: ignore[no-untyped-def]
+        if self.stuck:
+            self.renewals_started += 1
+            while not self.unstick.is_set():
+                try:
+                    await self.unstick.wait()
+                except asyncio.CancelledError:
+                    self.swallowed += 1  # swallowed: the task goes on
+        return await super().lease_acquire(guild_ids, owner, ttl)
+
+
+async def test_close_returns_while_a_renewal_hangs_and_swallows_cancellation() -> None:
+    backend = StuckBackend()
+    manager = LeaseManager(backend, owner="a", ttl=5, renew_interval=0.001)
+    await manager.acquire(GUILD)
+    manager.start()
+    backend.stuck = True
+    while backend.renewals_started == 0:  # noqa: ASYNC110 - polling a counter the backend bumps
+        await asyncio.sleep(0.001)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(manager.close(grace=0.2), 5)  # before the fix: hung here forever
+    assert loop.time() - started < 2
+    assert backend.swallowed >= 1  # the cancellation really was swallowed, and close() returned anyway
+    assert not manager.held
+    backend.unstick.set()  # the abandoned renewal finishes; the loop sees the stop flag and ends
+    await asyncio.sleep(0.05)
+    assert backend.renewals_started == 1
+    assert (await LeaseManager(backend, owner="b").acquire(GUILD)).acquired  # the late renewal gave it back
+
+
+async def test_the_renew_loop_stops_on_its_flag_between_renewals() -> None:
+    backend = LocalLeases()
+    manager = LeaseManager(backend, owner="a", ttl=5, renew_interval=0.001)
+    await manager.acquire(GUILD)
+    manager.start()
+    renewer = manager._renewer
+    await asyncio.sleep(0.02)
+    await manager.close()
+    assert renewer is not None and renewer.done() and not renewer.cancelled()  # it ended by itself
+    assert (await LeaseManager(backend, owner="b").acquire(GUILD)).acquired

@@ -1,0 +1,300 @@
+"""Writing live records and auto snapshots: the part of the session owner that talks to the manager.
+
+A change marks the guild dirty; a debounce timer writes every dirty guild ``snapshots.debounce``
+seconds later, and the checkpoint job writes what changed since the last write. Only ``live``
+sessions are written (see :mod:`sonora_cog.session`): a guild whose restore is pending or running is
+*held*, so restarting twice in a row never overwrites its record with the empty state of a fresh
+process; an ended session is never written again.
+
+:class:`~sonora_cog.player.SonoraPlayer` reports its changes, so an unchanged guild costs nothing at a
+checkpoint. A plain ``wavelink.Player`` cannot: each checkpoint compares its
+:func:`~sonora_cog.capture.change_signature` with the one last written. SonoraPlayer guilds are
+compared too, a slice per checkpoint so that each is compared once a minute: a change nobody
+reported (a queued track's extras changed in place) is written then, and logged once per guild.
+
+Guilds are captured on the loop (cheap, pure), then encoded and written one by one through the
+manager, which moves large encodes and all file I/O off the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from .capture import change_signature
+from .errors import SonoraError
+from .meta import SnapshotKind
+from .session import Event, GuildSession, Phase
+
+if TYPE_CHECKING:
+    import wavelink
+    from discord.ext import commands
+
+    from .lease import LeaseManager
+    from .manager import SessionManager
+    from .model import SessionState
+
+__all__ = ("SessionWriter",)
+
+_log = logging.getLogger(__name__)
+
+
+class SessionWriter:
+    """Dirty marks, the debounced flush, the checkpoint, auto snapshots, retention and the shutdown write.
+
+    The base of :class:`~sonora_cog.owner.SessionOwner`, which provides the sessions and players.
+    """
+
+    # provided by SessionOwner
+    session: Callable[[int], GuildSession]
+    player: Callable[[int], wavelink.Player | None]
+    players: Callable[[], list[wavelink.Player]]
+    start: Callable[[int, str], bool]
+    sweep_size: Callable[[int], int]
+    key: str
+
+    def __init__(self, bot: commands.Bot, manager: SessionManager, leases: LeaseManager) -> None:
+        self.bot = bot
+        self.manager = manager
+        self.settings = manager.settings
+        #: Guild ownership between processes (within this process only, for the filesystem store).
+        self.leases = leases
+        self._sessions: dict[int, GuildSession] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweep_from = 0
+        #: Set when shutdown begins: no new writes are scheduled.
+        self.closing = False
+
+    # -- signals ------------------------------------------------------------------------------------
+
+    def mark_dirty(self, guild_id: int) -> None:
+        """The guild's state changed: write its live record within the debounce window (if it is ``live``)."""
+        session = self.session(guild_id)
+        if self.closing or session.phase in (Phase.ended, Phase.closed, Phase.foreign):
+            return
+        session.dirty = True
+        if self._flush_handle is None and session.writable:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self.settings.snapshots.debounce, self._debounced_flush)
+
+    def is_dirty(self, guild_id: int) -> bool:
+        """Whether the guild has changes not yet written."""
+        session = self._sessions.get(guild_id)
+        return session is not None and session.dirty
+
+    def last_saved_at(self, guild_id: int) -> float | None:
+        """Unix time of this guild's last live-record write by this process."""
+        session = self._sessions.get(guild_id)
+        return session.saved_at if session is not None else None
+
+    # -- capture ------------------------------------------------------------------------------------
+
+    def capture(self, player: wavelink.Player, kind: SnapshotKind = SnapshotKind.live) -> SessionState:
+        """Capture a player now, with the bot's extras and the guild's playback clock."""
+        assert player.guild is not None
+        return self.manager.create_snapshot(
+            player,
+            kind=kind,
+            extras=getattr(player, "extras", None),
+            position_sample=self.session(player.guild.id).sample,
+        )
+
+    def signature(self, player: wavelink.Player) -> int:
+        """The player's :func:`~sonora_cog.capture.change_signature` now."""
+        assert player.guild is not None
+        return change_signature(
+            player,
+            sample=self.session(player.guild.id).sample,
+            extras=getattr(player, "extras", None),
+            history_limit=self.settings.limits.max_history_tracks,
+        )
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    async def flush(self, guild_ids: Iterable[int] | None = None, *, unless_unchanged: Iterable[int] = ()) -> int:
+        """Write the live record of ``guild_ids`` (default: every dirty guild); return how many were written.
+
+        Guilds in ``unless_unchanged`` are written only if their signature changed since their last write.
+        """
+        return len(await self._flush(guild_ids, set(unless_unchanged)))
+
+    async def _flush(self, guild_ids: Iterable[int] | None, compare: set[int]) -> set[int]:
+        async with self._flush_lock:
+            if guild_ids is None:
+                guild_ids = [s.guild_id for s in self._sessions.values() if s.dirty]
+            written = set()
+            for guild_id in sorted(set(guild_ids)):
+                if await self._write_live(guild_id, only_if_changed=guild_id in compare):
+                    written.add(guild_id)
+            return written
+
+    async def _write_live(self, guild_id: int, *, only_if_changed: bool) -> bool:
+        session = self.session(guild_id)
+        player = self.player(guild_id)
+        if not session.writable or player is None:
+            return False
+        if not await self.leases.ensure(guild_id):
+            session.apply(Event.lose, "another process holds its lease")
+            return False
+        if not session.writable:  # it ended (or was lost) while the lease was checked
+            return False
+        signature = self.signature(player)
+        if only_if_changed and not session.dirty and signature == session.signature:
+            return False
+        session.dirty = False  # a change from here on marks it again
+        try:
+            state = self.capture(player)
+            meta = await self.manager.write_live(state)
+        except Exception as exc:  # one guild's failure must never stop the others
+            _log.error("could not save the live record of guild %s: %s: %s", guild_id, type(exc).__name__, exc)
+            session.dirty = True
+            return False
+        if session.phase is Phase.ended:  # ended while it was being written: take the write back
+            await self._end_live(guild_id)
+            return False
+        session.signature = signature
+        session.saved_at = time.time()
+        self.bot.dispatch("sonora_state_saved", guild_id, meta)
+        return True
+
+    async def checkpoint(self) -> int:
+        """The checkpoint job: write what changed since the last write, then one heartbeat.
+
+        Dirty guilds are written; plain ``wavelink.Player`` guilds are compared (they cannot report
+        their changes); a slice of the other guilds is compared too (see the module docstring). The
+        heartbeat lets a restore work out how far each unchanged track has played since its record was
+        written (see :func:`~sonora_cog.restore.advance_position`).
+        """
+        from .player import SonoraPlayer
+
+        players = self.players()
+        reporting: list[int] = []
+        compare: set[int] = set()
+        for player in players:
+            assert player.guild is not None
+            guild_id = player.guild.id
+            if self.session(guild_id).phase is Phase.idle:
+                self.start(guild_id, "found playing at a checkpoint")
+            if isinstance(player, SonoraPlayer):
+                reporting.append(guild_id)
+            else:
+                compare.add(guild_id)
+        swept = self._sweep(reporting)
+        dirty = {s.guild_id for s in self._sessions.values() if s.dirty}
+        written = await self._flush(dirty | compare | swept, (compare | swept) - dirty)
+        for guild_id in sorted((written & swept) - dirty):
+            self._warn_unreported(guild_id)
+        if players and not self.closing:
+            try:
+                await self.manager.write_heartbeat(self.key)
+            except SonoraError as exc:
+                _log.error("could not write the checkpoint heartbeat: %s", exc)
+        return len(written)
+
+    def _sweep(self, guild_ids: list[int]) -> set[int]:
+        """The next slice of ``guild_ids`` to compare, so that each is compared about once a minute."""
+        if not guild_ids:
+            return set()
+        size = self.sweep_size(len(guild_ids))
+        start = self._sweep_from % len(guild_ids)
+        self._sweep_from = start + size
+        return set((guild_ids[start:] + guild_ids[:start])[:size])
+
+    def _warn_unreported(self, guild_id: int) -> None:
+        session = self.session(guild_id)
+        if session.warned_unobserved:
+            return
+        session.warned_unobserved = True
+        _log.warning(
+            "guild %s changed without SonoraPlayer seeing it (a track's or the player's extras changed in place?); "
+            "the checkpoint saved it, up to a minute late. Call player.mark_dirty() after such a change.",
+            guild_id,
+        )
+
+    async def auto_snapshot(self) -> int:
+        """The auto-snapshot job: an ``auto`` snapshot of each ``live`` guild that changed since its last one."""
+        taken = 0
+        for player in self.players():
+            assert player.guild is not None
+            session = self.session(player.guild.id)
+            if not session.writable or player.current is None:
+                continue
+            try:
+                signature = self.signature(player)
+                if session.auto_signature == signature:
+                    continue
+                await self.manager.save_snapshot(self.capture(player, SnapshotKind.auto))
+            except Exception as exc:  # one guild's failure must never stop the others
+                _log.error("auto snapshot of guild %s failed: %s: %s", session.guild_id, type(exc).__name__, exc)
+                continue
+            session.auto_signature = signature
+            taken += 1
+        if taken:
+            _log.info("auto snapshot: %d guild(s) changed and were saved", taken)
+        return taken
+
+    async def retention(self) -> int:
+        """The retention job: apply ``max_snapshots_per_guild`` and ``max_age_days``."""
+        removed = await self.manager.apply_retention()
+        if removed:
+            _log.info("retention removed %d snapshot(s)", len(removed))
+        return len(removed)
+
+    async def shutdown(self) -> None:
+        """Write every ``live`` player's record and a ``shutdown`` snapshot, then close every session.
+
+        Takes at most ``snapshots.shutdown_timeout`` seconds whatever the store does: a guild not
+        written by then keeps its last checkpoint (said in the log).
+        """
+        self.closing = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        grace = self.settings.snapshots.shutdown_timeout
+        players = [p for p in self.players() if p.guild is not None and self.session(p.guild.id).writable]
+        done = 0
+        try:
+            async with asyncio.timeout(grace):
+                async with self._flush_lock:  # an in-flight flush finishes first
+                    for player in players:
+                        await self._write_final(player)
+                        done += 1
+                if self._tasks:
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+        except TimeoutError:
+            _log.error("shutdown: the store did not take the final state within %gs; %d of %d guild(s) keep "
+                       "their last checkpoint", grace, len(players) - done, len(players))
+        for session in self._sessions.values():
+            session.apply(Event.close, "the bot shut down")
+
+    async def _write_final(self, player: wavelink.Player) -> None:
+        assert player.guild is not None
+        guild_id = player.guild.id
+        try:
+            state = self.capture(player)
+            await self.manager.write_live(state)
+            await self.manager.save_snapshot(replace(state, kind=SnapshotKind.shutdown))
+        except Exception as exc:  # one guild's failure must never stop the others
+            _log.error("shutdown save of guild %s failed: %s: %s", guild_id, type(exc).__name__, exc)
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _debounced_flush(self) -> None:
+        self._flush_handle = None
+        task = asyncio.get_running_loop().create_task(self.flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _end_live(self, guild_id: int) -> None:
+        try:
+            await self.manager.end_live(guild_id)
+        except SonoraError as exc:
+            _log.error("could not delete the live record of guild %s: %s", guild_id, exc)
+            return
+        await self.leases.release(guild_id)
