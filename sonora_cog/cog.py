@@ -144,7 +144,10 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
                 await self.manager.close()
         except TimeoutError:
             _log.warning("the store did not close within %gs", HANDOVER_GRACE)
-        _log.info("sonora_cog unloaded; every player's state is saved")
+        if self.owner.shutdown_complete:
+            _log.info("sonora_cog unloaded; every player's state is saved")
+        else:
+            _log.warning("sonora_cog unloaded; some players kept their last checkpoint (see above)")
 
     async def connect_nodes(self, nodes: Iterable[wavelink.Node], **options: Any) -> dict[str, wavelink.Node]:
         """Connect wavelink's node pool, resuming the Lavalink sessions of the previous process.
@@ -155,18 +158,22 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         (``restore.lavalink_resume_timeout``, 60 s by default), its players never stopped playing and
         the startup restore adopts them without re-buffering. Otherwise the node gets a new session and
         the startup restore plays every guild from its live record, as it does without this method.
+        Either way, before the startup restore plays a guild, it destroys that guild's player on a
+        previous session this process did not resume (another process resumed it, or resuming is off),
+        so a guild never plays twice.
 
         Returns what ``wavelink.Pool.connect`` returns.
         """
         nodes = list(nodes)
-        if self.settings.restore.resume_lavalink_sessions and self.bot.user is None:
+        if self.bot.user is None:
             _log.warning("connect_nodes() before the bot logged in (use setup_hook): not resuming Lavalink sessions")
-        elif self.settings.restore.resume_lavalink_sessions:
-            try:
-                self._previous_sessions = await self.manager.read_lavalink_sessions(self.owner.key)
-                self._previous_lease_owner = await self.manager.read_lavalink_lease_owner(self.owner.key)
-            except StoreError as exc:
-                _log.warning("cannot read the previous Lavalink session ids (%s); starting new sessions", exc)
+            return await wavelink.Pool.connect(nodes=nodes, client=self.bot, **options)
+        try:  # read even when not resuming: the startup restore destroys what those sessions still play
+            self._previous_sessions = await self.manager.read_lavalink_sessions(self.owner.key)
+            self._previous_lease_owner = await self.manager.read_lavalink_lease_owner(self.owner.key)
+        except StoreError as exc:
+            _log.warning("cannot read the previous Lavalink session ids (%s); starting new sessions", exc)
+        if self.settings.restore.resume_lavalink_sessions:
             for node in resume_sessions(nodes, self._previous_sessions):
                 _log.info("Lavalink node %s: asking to resume session %s", node.identifier, node.session_id)
         return await wavelink.Pool.connect(nodes=nodes, client=self.bot, **options)

@@ -79,8 +79,19 @@ class DemoScenario:
     """Fakes + bot subprocess + world; the steps of the demo, reusable from tests."""
 
     def __init__(
-        self, workdir: Path, guilds: int = 3, *, checkpoint_interval: float = 1.0, extra_config: str = ""
+        self,
+        workdir: Path,
+        guilds: int = 3,
+        *,
+        checkpoint_interval: float = 1.0,
+        extra_config: str = "",
+        player_update_interval: float = 1.0,
+        session_timeout: float = 60.0,
+        shards: int = 0,
     ) -> None:
+        """``shards``: run the bot as an ``AutoShardedBot`` with that many shards (no explicit ids), guild
+        ``i`` on shard ``i % shards``. ``session_timeout``: how long FakeDiscord keeps a dead process's
+        gateway session (and its voice states). ``player_update_interval``: FakeLavalink's ``playerUpdate``."""
         from .testing.fake_discord import FakeDiscord
         from .testing.fake_lavalink import FakeLavalink
 
@@ -89,8 +100,9 @@ class DemoScenario:
         self.config_path = workdir / "sonora.toml"
         self.guild_count = guilds
         self.extra_config = extra_config
-        self.discord = FakeDiscord()
-        self.lavalink = FakeLavalink(player_update_interval=1.0)
+        self.shards = shards
+        self.discord = FakeDiscord(session_timeout=session_timeout)
+        self.lavalink = FakeLavalink(player_update_interval=player_update_interval)
         self.checkpoint_interval = checkpoint_interval
         self.world: list[tuple[Any, Any, Any, Any]] = []
         self.bot: Any = None
@@ -103,7 +115,10 @@ class DemoScenario:
         await self.lavalink.start()
         self.lavalink.seed_demo_catalogue()
         for i in range(self.guild_count):
-            guild = self.discord.add_guild(f"Demo Guild {i + 1}")
+            guild_id = None
+            if self.shards:  # a snowflake whose shard ((id >> 22) % shards) is i % shards
+                guild_id = ((1_000_000 + i) << 22) + 4242 + i
+            guild = self.discord.add_guild(f"Demo Guild {i + 1}", guild_id=guild_id)
             text = guild.add_text_channel("music-requests")
             voice = guild.add_voice_channel(f"Lounge {i + 1}")
             user = guild.add_member(name=f"listener{i + 1}")
@@ -120,6 +135,8 @@ class DemoScenario:
             "LAVALINK_PASSWORD": self.lavalink.password,
             "SONORA_CONFIG": str(self.config_path),
         }
+        if self.shards:
+            env |= {"AUTO_SHARDED": "1", "SHARD_COUNT": str(self.shards)}
         script = Path(testing.__path__[0]) / "music_bot.py"
         self.bot = BotProcess(script, env=env, log_file=self.workdir / "bot.log", name="demo-bot")
         return self

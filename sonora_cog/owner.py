@@ -103,7 +103,7 @@ class SessionOwner(SessionWriter):
     # -- the bot ------------------------------------------------------------------------------------
 
     def attach(self) -> None:
-        """Serve ``bot``: register as its owner and listen to its events.
+        """Serve ``bot``: register as its owner, listen to its events, take over the players it already has.
 
         Raises
         ------
@@ -119,6 +119,9 @@ class SessionOwner(SessionWriter):
         _OWNERS[self.bot] = self
         for name, listener in self._listeners:
             self.bot.add_listener(listener, name)
+        for player in self.players():  # loaded while the bot already plays: those sessions are live now
+            assert player.guild is not None
+            self.start(player.guild.id, "already playing when sonora_cog was loaded")
 
     def detach(self) -> None:
         """Stop serving the bot (idempotent)."""

@@ -132,6 +132,11 @@ async def destroy_ghost(ghost: Ghost) -> bool:
         return False
     try:
         await ghost.node.send("DELETE", path=f"v4/sessions/{ghost.session_id}/players/{ghost.guild_id}")
+    except wavelink.LavalinkException as exc:
+        if exc.status == 404:  # gone already (another process destroyed it, or its session ended)
+            return True
+        _log.warning("cannot destroy the unowned Lavalink player of guild %s: %r", ghost.guild_id, exc)
+        return False
     except _LAVALINK_ERRORS as exc:
         _log.warning("cannot destroy the unowned Lavalink player of guild %s: %r", ghost.guild_id, exc)
         return False

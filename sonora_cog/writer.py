@@ -70,6 +70,8 @@ class SessionWriter:
         self._sweep_from = 0
         #: Set when shutdown begins: no new writes are scheduled.
         self.closing = False
+        #: After :meth:`shutdown`: whether every player's final state was written.
+        self.shutdown_complete = False
 
     # -- signals ------------------------------------------------------------------------------------
 
@@ -270,8 +272,11 @@ class SessionWriter:
         except TimeoutError:
             _log.error("shutdown: the store did not take the final state within %gs; %d of %d guild(s) keep "
                        "their last checkpoint", grace, len(players) - done, len(players))
+        for task in self._tasks:  # a write still stuck in the store must not land after the handover
+            task.cancel()
         for session in self._sessions.values():
             session.apply(Event.close, "the bot shut down")
+        self.shutdown_complete = done == len(players)
 
     async def _write_final(self, player: wavelink.Player) -> None:
         assert player.guild is not None

@@ -835,6 +835,7 @@ class FakeLavalink:
             not player.connected
             or any(player.voice.get(key) != voice.get(key) for key in ("token", "endpoint", "sessionId"))
         ):
+            self._displace_voice(player)
             player.connect_voice(voice)
         elif voice is not _MISSING:
             player.voice = dict(voice)
@@ -869,6 +870,17 @@ class FakeLavalink:
                     end_time=None if end_time is _MISSING else end_time,
                 )
         return web.json_response(player.to_json())
+
+    def _displace_voice(self, player: FakePlayer) -> None:
+        """Discord allows a user one voice connection per guild: when ``player`` connects, a player of
+        the same bot user and guild on another session (another process, or a resumable session left
+        by a dead one) loses its voice socket (``WebSocketClosedEvent`` 4006, queued for a paused
+        session) and stops producing audio, as it would on Discord's voice servers."""
+        for session in self._all_sessions():
+            other = session.players.get(player.guild_id)
+            if session is not player.session and session.user_id == player.session.user_id and other is not None \
+                    and other.connected:
+                other.close_voice(4006, "Your session is no longer valid.", True)
 
     def _resolve_single(self, identifier: str) -> str:
         result = self.load(identifier)

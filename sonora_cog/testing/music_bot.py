@@ -43,7 +43,7 @@ __all__ = ("FILTER_PRESETS", "MusicCog", "build_bot", "main")
 
 _log = logging.getLogger("sonora_cog.music_bot")
 
-FILTER_PRESETS = ("nightcore", "karaoke", "bassboost", "vaporwave", "reset")
+FILTER_PRESETS = ("nightcore", "karaoke", "bassboost", "vaporwave", "speedup", "reset")
 LOOP_MODES = {"off": wavelink.QueueMode.normal, "track": wavelink.QueueMode.loop, "queue": wavelink.QueueMode.loop_all}
 
 
@@ -58,6 +58,8 @@ def preset_filters(name: str) -> wavelink.Filters:
         filters.equalizer.set(bands=[{"band": b, "gain": 0.25} for b in range(4)])
     elif name == "vaporwave":
         filters.timescale.set(speed=0.8, pitch=0.85, rate=1.0)
+    elif name == "speedup":
+        filters.timescale.set(speed=1.25, pitch=1.0, rate=1.0)
     return filters
 
 

@@ -19,6 +19,9 @@ Fixtures
     One bot at a time: start the next one (same store) after ``await running.stop()``.
 ``running_bot``
     ``await start_bot()`` with the defaults.
+``scenario``
+    ``async with scenario(guilds, **options) as demo:`` a :class:`~sonora_cog.demo.DemoScenario`: the
+    demo's music bot as a subprocess against the fakes, started; its log is printed when the block fails.
 """
 
 from __future__ import annotations
@@ -26,18 +29,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import discord
+import pytest
 import pytest_asyncio
 import wavelink
 from discord.ext import commands
 
 from sonora_cog.cog import SonoraCog
 from sonora_cog.config import Settings, SnapshotSettings, StorageSettings
+from sonora_cog.demo import DemoScenario
+from sonora_cog.manager import SessionManager
+from sonora_cog.model import SessionState
 from sonora_cog.testing.fake_discord import FakeDiscord
 from sonora_cog.testing.fake_discord_guild import FakeGuild
 from sonora_cog.testing.fake_discord_interactions import FakeInteraction
@@ -298,3 +306,47 @@ async def start_bot(
 async def running_bot(start_bot: StartBot) -> RunningBot:
     """A bot with the default test settings."""
     return await start_bot()
+
+
+# -- a real bot process (the demo's music bot) against the fakes ----------------------------------
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Callable[..., AsyncIterator[DemoScenario]]:
+    @asynccontextmanager
+    async def make(guilds: int = 2, **kwargs: object) -> AsyncIterator[DemoScenario]:
+        async with DemoScenario(tmp_path, guilds, **kwargs) as demo:  # type: ignore[arg-type]
+            try:
+                await demo.start_bot()
+                yield demo
+            except BaseException:
+                print(f"--- bot log (last lines) ---\n{demo.bot.tail(300)}")  # shown by pytest on failure
+                raise
+
+    return make
+
+
+def manager_for(demo: DemoScenario) -> SessionManager:
+    return SessionManager(Settings(storage=StorageSettings(path=str(demo.store_path))))
+
+
+async def live_states(demo: DemoScenario) -> dict[int, SessionState | None]:
+    manager = manager_for(demo)
+    try:
+        return {guild.id: await manager.read_live(guild.id) for guild, *_ in demo.world}
+    finally:
+        await manager.close()
+
+
+def track_starts(demo: DemoScenario) -> dict[int, int]:
+    """How many tracks Lavalink has started per guild (a restore that re-buffers starts one)."""
+    return {guild.id: len(demo.lavalink.events("TrackStartEvent", guild.id)) for guild, *_ in demo.world}
+
+
+async def kill_and_restart(demo: DemoScenario, restored: int) -> None:
+    demo.bot.kill()
+    await demo.bot.wait()
+    await demo.start_bot()
+    if restored:
+        await demo.wait_restored(restored)
+

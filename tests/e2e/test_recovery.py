@@ -10,57 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
+from conftest import kill_and_restart, live_states, manager_for, track_starts
 
-from sonora_cog.config import Settings, StorageSettings
 from sonora_cog.demo import POSITION_TOLERANCE_MS, DemoScenario
-from sonora_cog.manager import SessionManager
 from sonora_cog.meta import SnapshotKind
 from sonora_cog.model import SessionState
 from sonora_cog.restore import advance_position
-
-
-@pytest.fixture
-def scenario(tmp_path: Path) -> Callable[..., AsyncIterator[DemoScenario]]:
-    @asynccontextmanager
-    async def make(guilds: int = 2, **kwargs: object) -> AsyncIterator[DemoScenario]:
-        async with DemoScenario(tmp_path, guilds, **kwargs) as demo:  # type: ignore[arg-type]
-            try:
-                await demo.start_bot()
-                yield demo
-            except BaseException:
-                print(f"--- bot log (last lines) ---\n{demo.bot.tail(300)}")  # shown by pytest on failure
-                raise
-
-    return make
-
-
-def manager_for(demo: DemoScenario) -> SessionManager:
-    return SessionManager(Settings(storage=StorageSettings(path=str(demo.store_path))))
-
-
-async def live_states(demo: DemoScenario) -> dict[int, SessionState | None]:
-    manager = manager_for(demo)
-    try:
-        return {guild.id: await manager.read_live(guild.id) for guild, *_ in demo.world}
-    finally:
-        await manager.close()
-
-
-def track_starts(demo: DemoScenario) -> dict[int, int]:
-    """How many tracks Lavalink has started per guild (a restore that re-buffers starts one)."""
-    return {guild.id: len(demo.lavalink.events("TrackStartEvent", guild.id)) for guild, *_ in demo.world}
-
-
-async def kill_and_restart(demo: DemoScenario, restored: int) -> None:
-    demo.bot.kill()
-    await demo.bot.wait()
-    await demo.start_bot()
-    if restored:
-        await demo.wait_restored(restored)
 
 
 def assert_same_session(before: SessionState, after: SessionState, *, position: bool = True) -> None:

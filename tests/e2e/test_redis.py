@@ -3,6 +3,8 @@ against FakeDiscord and FakeLavalink, and a real ``redis-server`` started on a f
 
 - a new deployment (same shard) restores the guild of a process that was killed;
 - two processes racing for one guild: exactly one restores it;
+- two processes started together right after a crash: no guild ever plays on two Lavalink sessions, and
+  a resumed player of a guild another process owns is destroyed as soon as the lease says so;
 - blue-green: the new process waits for the old one's lease and takes over after its shutdown snapshot;
 - Redis killed mid-session and restarted: the music keeps playing, no record is lost, nothing crashes;
 - Redis down when a process starts: it plays anyway and restores once Redis is back.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -58,9 +61,15 @@ class RedisScenario(DemoScenario):
                 await process.wait()
         await super().__aexit__(*exc)
 
-    def new_process(self, name: str) -> BotProcess:
-        """Another process of the same bot (same token, shard, config): the next deployment."""
-        process = BotProcess(self.bot.script, env=self.bot.env, log_file=self.workdir / f"{name}.log", name=name)
+    def new_process(self, name: str, extra_config: str = "") -> BotProcess:
+        """Another process of the same bot (same token, shard, config + ``extra_config`` lines, appended to
+        its last section, ``[restore]``): the next deployment."""
+        env = dict(self.bot.env)
+        if extra_config:
+            config = self.workdir / f"{name}.toml"
+            config.write_text(self.config_path.read_text() + extra_config)
+            env["SONORA_CONFIG"] = str(config)
+        process = BotProcess(self.bot.script, env=env, log_file=self.workdir / f"{name}.log", name=name)
         self.processes.append(process)
         return process
 
@@ -155,6 +164,79 @@ async def test_two_processes_racing_for_a_guild_exactly_one_restores_it(scenario
         assert demo.discord.bot_voice_channel(guild.id) == voice.id
         await asyncio.sleep(2)
         assert (await demo.live()) is not None  # still there: the loser neither wrote nor deleted it
+
+
+async def crash_with_four_guilds_playing(demo: RedisScenario) -> None:
+    await start(demo.bot)
+    for index in range(4):
+        await demo.play_one(index)
+    await demo.wait_saved()
+    demo.bot.kill()
+    await demo.bot.wait()
+
+
+def audible(demo: RedisScenario) -> Counter[str]:
+    """Per guild, the Lavalink players (on any session) that produce audio: a track, not paused, voice up.
+
+    Discord admits one voice connection per bot user and guild (FakeLavalink displaces the older one as
+    Discord does), so "two processes play a guild" means two such players at the same instant.
+    """
+    return Counter(p.guild_id for p in demo.lavalink.players() if p.track is not None and p.connected and not p.paused)
+
+
+@pytest.mark.parametrize("run", range(2))
+async def test_two_processes_started_together_after_a_crash_never_play_a_guild_twice(scenario: Any, run: int) -> None:
+    # C is SIGKILLed; D and E (same shard) start at once. One resumes C's Lavalink session, whose players
+    # play on; the leases decide who plays each guild. Every fake player is polled during the whole race.
+    async with scenario(guilds=4, lease_wait=4.0) as demo:
+        await crash_with_four_guilds_playing(demo)
+        worst: Counter[str] = Counter()
+        racing = True
+
+        async def poll() -> None:
+            while racing:
+                for guild_id, count in audible(demo).items():
+                    worst[guild_id] = max(worst[guild_id], count)
+                await asyncio.sleep(0.005)
+
+        poller = asyncio.create_task(poll())
+        d, e = demo.new_process("bot-d"), demo.new_process("bot-e")
+        try:
+            await asyncio.gather(start(d), start(e))
+            await asyncio.gather(*(p.wait_for_line("startup restore finished", timeout=40) for p in (d, e)))
+            await asyncio.sleep(1.5)
+        finally:
+            racing = False
+            await poller
+        logs = f"{d.tail()}\n----\n{e.tail()}"
+        assert max(worst.values(), default=0) == 1, (dict(worst), logs)
+        assert audible(demo) == {str(guild.id): 1 for guild, *_ in demo.world}, logs
+        with_track = Counter(p.guild_id for p in demo.lavalink.players() if p.track is not None)
+        assert with_track == {str(guild.id): 1 for guild, *_ in demo.world}, logs  # no ghost left behind
+        assert all(any(restored(p, g.id) for p in (d, e)) for g, *_ in demo.world), logs
+
+
+async def test_a_resumed_ghost_of_a_guild_another_process_owns_is_destroyed_at_once(scenario: Any) -> None:
+    # E (which does not resume) starts first after C's crash and takes every guild; its joins displace the
+    # voice of C's players, which the Lavalink session C left keeps. D then resumes that session and finds
+    # those players: another live process holds each guild's lease, so D destroys them at once, not after
+    # its own startup restore (which waits lease_wait = 20 s for the guilds E holds).
+    async with scenario(guilds=4, lease_wait=20.0) as demo:
+        await crash_with_four_guilds_playing(demo)
+        await asyncio.sleep(3.5)  # C's leases expire
+        e = demo.new_process("bot-e", extra_config="resume_lavalink_sessions = false\n")  # [restore] is last
+        await start(e)
+        await e.wait_for_line("startup restore finished: 4 restored", timeout=30)
+        assert audible(demo) == {str(guild.id): 1 for guild, *_ in demo.world}
+        ghosts = [p for p in demo.lavalink.players() if p.track is not None and not p.connected]
+        assert len(ghosts) == 4  # C's players: still there, silent
+        d = demo.new_process("bot-d")
+        await start(d)
+        await d.wait_for_line(r"the resumed Lavalink session still plays in 4 guild\(s\)", timeout=20)
+        resumed = ghosts[0].session_id
+        await demo.lavalink.wait_for(lambda: not demo.lavalink.players(resumed), timeout=5)
+        assert not any("startup restore finished" in line for line in d.lines_since_start())  # still waiting
+        assert audible(demo) == {str(guild.id): 1 for guild, *_ in demo.world}
 
 
 async def test_blue_green_the_new_process_takes_over_after_the_old_ones_shutdown(scenario: Any) -> None:

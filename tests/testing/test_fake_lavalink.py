@@ -368,6 +368,31 @@ async def test_play_by_identifier(client: Client, lavalink: FakeLavalink) -> Non
 # -- resuming, restarts, blips -------------------------------------------------------------------------
 
 
+async def test_one_voice_connection_per_user_and_guild(lavalink: FakeLavalink) -> None:
+    # Discord keeps one voice connection per user per guild: a second process of the same bot joining
+    # the guild displaces the first one's connection (its Lavalink player gets WebSocketClosedEvent 4006
+    # and stops); another bot user in the same guild is not affected.
+    async with aiohttp.ClientSession() as http:
+        first, second, other_bot = Client(lavalink, http), Client(lavalink, http), Client(lavalink, http)
+        await first.connect()
+        await second.connect()
+        await other_bot.connect(headers={"User-Id": "999"})
+        try:
+            await play(first, lavalink)
+            await play(other_bot, lavalink)
+            mark = first.mark()
+            await play(second, lavalink)
+            closed = await first.expect(first.event("WebSocketClosedEvent"), after=mark)
+            assert (closed["guildId"], closed["code"]) == (str(GUILD), 4006)
+            by_session = {p.session_id: p for p in lavalink.players()}
+            assert by_session[first.session_id].connected is False
+            assert by_session[second.session_id].connected is True
+            assert by_session[other_bot.session_id].connected is True
+        finally:
+            for client in (first, second, other_bot):
+                await client.close()
+
+
 async def test_resume_within_timeout_keeps_players_and_replays_events(client: Client, lavalink: FakeLavalink) -> None:
     await client.connect()
     status, body = await client.request(
