@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from .cog import SonoraCog
     from .config import CommandSettings
 
-__all__ = ("MissingSnapshotPermission", "SnapshotCommands", "error_sentence")
+__all__ = ("SnapshotCommands", "error_sentence")
 
 _log = logging.getLogger(__name__)
 
@@ -84,10 +84,6 @@ PART_CHOICES = [
     app_commands.Choice(name="filters", value="filters"),
     app_commands.Choice(name="autoplay: mode and auto queue", value="autoplay"),
 ]
-
-
-class MissingSnapshotPermission(app_commands.CheckFailure):
-    """The member has neither Manage Server nor one of the allowed roles."""
 
 
 def _wanted_parts(parts: app_commands.Choice[str] | None) -> frozenset[str]:
@@ -119,7 +115,7 @@ def error_sentence(error: BaseException, *, command: str | None = None, snapshot
     named = f"`{plain(snapshot, 40)}`" if snapshot else "with that id"
     if isinstance(error, app_commands.NoPrivateMessage):
         return "These commands only work in a server."
-    if isinstance(error, MissingSnapshotPermission | app_commands.MissingPermissions):
+    if isinstance(error, app_commands.MissingPermissions):
         return "You need the Manage Server permission or an allowed role to manage snapshots."
     if isinstance(error, app_commands.CheckFailure):
         return "You cannot use this command here."
@@ -246,7 +242,7 @@ class SnapshotCommands(
         """The one permission check of every ``/snapshot`` subcommand."""
         _guild(interaction)
         if not self.is_allowed(interaction):
-            raise MissingSnapshotPermission("Manage Server or an allowed role is required")
+            raise app_commands.MissingPermissions(["manage_guild"])  # discord.py's own: or an allowed role
         return True
 
     # -- errors ---------------------------------------------------------------------------------
