@@ -14,7 +14,8 @@ Fixtures
     channels, where alice and the admin are members too.
 ``start_bot``
     ``await start_bot(**sections)`` starts a bot (``commands=CommandSettings(...)`` etc. override a
-    settings section) and returns a :class:`RunningBot`; every bot is closed at teardown, and the
+    settings section) and returns a :class:`RunningBot`; ``sonora=False`` leaves sonora_cog out (the
+    host bot alone) and ``setup=`` runs ``await setup(bot)`` at the end of ``setup_hook``; every bot is closed at teardown, and the
     wavelink ``Pool`` is emptied (it is class-level: a node left in it would leak into the next test).
     One bot at a time: start the next one (same store) after ``await running.stop()``.
 ``running_bot``
@@ -32,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import discord
@@ -41,7 +42,7 @@ import pytest_asyncio
 import wavelink
 from discord.ext import commands
 
-from sonora_cog.cog import SonoraCog
+from sonora_cog.cog import COG_NAME, SonoraCog
 from sonora_cog.config import Settings, SnapshotSettings, StorageSettings
 from sonora_cog.demo import DemoScenario
 from sonora_cog.manager import SessionManager
@@ -253,7 +254,13 @@ async def start_bot(
     sessions: list[aiohttp.ClientSession] = []
     assert not wavelink.Pool.nodes, f"wavelink.Pool leaked from an earlier test: {wavelink.Pool.nodes}"
 
-    async def start(*, settings: Settings | None = None, **sections: Any) -> RunningBot:
+    async def start(
+        *,
+        settings: Settings | None = None,
+        sonora: bool = True,
+        setup: Callable[[commands.Bot], Awaitable[None]] | None = None,
+        **sections: Any,
+    ) -> RunningBot:
         if any(not b.stopped for b in bots):
             raise RuntimeError("stop the running bot first: wavelink.Pool is shared by the whole process")
         chosen = settings or default_settings(tmp_path / "sonora", **sections)
@@ -261,7 +268,7 @@ async def start_bot(
         intents.voice_states = True
         intents.guilds = True
         bot = commands.Bot(command_prefix=commands.when_mentioned, intents=intents, guild_ready_timeout=0.05)
-        cog = SonoraCog(bot, settings=chosen)
+        cog = SonoraCog(bot, settings=chosen) if sonora else cast(SonoraCog, None)
         # wavelink never closes a session it made itself (Node.close leaves it open): give it ours
         session = aiohttp.ClientSession()
         sessions.append(session)
@@ -278,7 +285,10 @@ async def start_bot(
         async def setup_hook() -> None:
             await wavelink.Pool.connect(nodes=[node], client=bot)
             await bot.add_cog(MusicCog(bot))
-            await bot.add_cog(cog)
+            if sonora:
+                await bot.add_cog(cog)
+            if setup is not None:
+                await setup(bot)
 
         async def on_ready() -> None:
             ready.set()
@@ -289,6 +299,8 @@ async def start_bot(
         running.task = asyncio.create_task(bot.connect(reconnect=True))
         await asyncio.wait_for(ready.wait(), 15)
         await bot.tree.sync()
+        if not sonora:
+            running.cog = cast(SonoraCog, bot.get_cog(COG_NAME))  # the one ``setup`` loaded, if any
         return running
 
     try:

@@ -13,22 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
-import aiohttp
-import discord
 import pytest
-import pytest_asyncio
-import wavelink
-from conftest import MusicWorld, RunningBot, StartBot, close_pool, default_settings
+from conftest import RunningBot, StartBot, default_settings
 from discord import app_commands
 from discord.ext import commands
 
@@ -40,9 +37,6 @@ from sonora_cog.meta import SnapshotKind
 from sonora_cog.model import LoopMode, SessionState
 from sonora_cog.owner import SessionOwner, owner_of
 from sonora_cog.player import SonoraPlayer
-from sonora_cog.testing.fake_discord import FakeDiscord
-from sonora_cog.testing.fake_lavalink import FakeLavalink
-from sonora_cog.testing.music_bot import MusicCog
 
 SONORA_DIR = Path(sonora_cog.__file__).resolve().parent
 TESTING_DIR = SONORA_DIR / "testing"  # the fakes and the music commands: the host's code, not sonora_cog's
@@ -55,70 +49,11 @@ StartHost = Callable[..., Awaitable[RunningBot]]
 # -- a host bot without SonoraCog ---------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def start_host(
-    music_world: MusicWorld, point_discord: FakeDiscord, fake_lavalink: FakeLavalink, tmp_path: Path
-) -> AsyncIterator[StartHost]:
-    """Factory: ``await start_host(setup=..., settings=...)`` → a ready bot with the music commands only.
-
-    Like ``start_bot`` (conftest) but sonora_cog is not added: ``setup(bot)`` runs at the end of
-    ``setup_hook`` (the host adds what it wants there). ``running.cog`` is the Sonora cog if one was
-    loaded by then, else ``None``.
-    """
-    catalogue = fake_lavalink.seed_demo_catalogue()
-    bots: list[RunningBot] = []
-    sessions: list[aiohttp.ClientSession] = []
-    assert not wavelink.Pool.nodes, f"wavelink.Pool leaked from an earlier test: {wavelink.Pool.nodes}"
-
-    async def start(*, setup: Setup | None = None, settings: Settings | None = None) -> RunningBot:
-        if any(not b.stopped for b in bots):
-            raise RuntimeError("stop the running bot first: wavelink.Pool is shared by the whole process")
-        chosen = settings or default_settings(tmp_path / "sonora")
-        intents = discord.Intents.default()
-        intents.voice_states = True
-        intents.guilds = True
-        bot = commands.Bot(command_prefix=commands.when_mentioned, intents=intents, guild_ready_timeout=0.05)
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        node = wavelink.Node(
-            uri=fake_lavalink.uri,
-            password=fake_lavalink.password,
-            identifier=f"lifecycle-{next(_node_ids)}",
-            session=session,
-        )
-        running = RunningBot(
-            bot, cast(SonoraCog, None), point_discord, fake_lavalink, music_world, chosen, catalogue, _node=node
-        )
-        bots.append(running)
-        ready = asyncio.Event()
-
-        async def setup_hook() -> None:
-            await wavelink.Pool.connect(nodes=[node], client=bot)
-            await bot.add_cog(MusicCog(bot))
-            if setup is not None:
-                await setup(bot)
-
-        async def on_ready() -> None:
-            ready.set()
-
-        bot.setup_hook = setup_hook  # type: ignore[method-assign]
-        bot.add_listener(on_ready)
-        await bot.login(point_discord.token)
-        running.task = asyncio.create_task(bot.connect(reconnect=True))
-        await asyncio.wait_for(ready.wait(), 15)
-        await bot.tree.sync()
-        running.cog = cast(SonoraCog, bot.get_cog(COG_NAME))
-        return running
-
-    try:
-        yield start
-    finally:
-        for running in bots:
-            await running.stop()
-        await close_pool()
-        for session in sessions:
-            await session.close()
-        assert not wavelink.Pool.nodes
+@pytest.fixture
+def start_host(start_bot: StartBot) -> StartHost:
+    """``await start_host(setup=..., settings=...)``: ``start_bot`` without sonora_cog (the host bot alone;
+    ``setup(bot)`` runs at the end of ``setup_hook``, where the host adds what it wants)."""
+    return functools.partial(start_bot, sonora=False)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
