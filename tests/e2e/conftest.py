@@ -206,6 +206,29 @@ class RunningBot:
         """Poll ``predicate`` (sync or async) until it is truthy; return its value."""
         return await self.lavalink.wait_for(predicate, timeout)
 
+    async def live_record(
+        self,
+        check: Callable[[SessionState], Any],
+        *,
+        manager: SessionManager | None = None,
+        guild_id: int | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> SessionState:
+        """Wait until the guild's live record (main guild, read with the cog's manager by default)
+        satisfies ``check``; return it."""
+        reader = manager or self.cog.manager
+        found: list[SessionState] = []
+
+        async def ready() -> bool:
+            state = await reader.read_live(guild_id or self.guild.id)
+            if state is not None and check(state):
+                found.append(state)
+                return True
+            return False
+
+        await self.wait_for(ready, timeout)
+        return found[-1]
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def stop(self) -> None:

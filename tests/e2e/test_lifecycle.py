@@ -148,23 +148,6 @@ async def snapshot_kinds(settings: Settings, guild_id: int) -> list[SnapshotKind
         await manager.close()
 
 
-async def live_matching(
-    running: RunningBot, manager: SessionManager, check: Callable[[SessionState], bool], timeout: float = 5.0  # noqa: ASYNC109
-) -> SessionState:
-    """Wait until the main guild's live record satisfies ``check``; return it."""
-    found: list[SessionState] = []
-
-    async def ready() -> bool:
-        state = await manager.read_live(running.guild.id)
-        if state is not None and check(state):
-            found.append(state)
-            return True
-        return False
-
-    await running.wait_for(ready, timeout)
-    return found[-1]
-
-
 async def music(running: RunningBot, name: str, options: dict[str, Any] | None = None) -> str:
     """Send a music command as alice (who is in the voice channel) and return its answer."""
     interaction = await running.slash(name, None, options, user=running.world.alice)
@@ -249,7 +232,7 @@ async def test_a_failed_cog_load_leaves_nothing_behind(
     assert bot.tree.get_command("snapshot") is not mine
     await running.play("boléro")
     assert await music(running, "volume", {"value": 44}) == "Volume 44."
-    state = await live_matching(running, retry.manager, lambda s: s.player.volume == 44 and len(s.queue.upcoming) == 1)
+    state = await running.live_record(manager=retry.manager, check=lambda s: s.player.volume == 44 and len(s.queue.upcoming) == 1)
     assert state.queue.current is not None and state.queue.current.title == "Clair de Lune"
 
 
@@ -289,7 +272,7 @@ async def test_a_cog_load_refused_because_start_auto_snapshot_owns_the_bot_chang
 
         await running.play("clair de lune")
         assert await music(running, "volume", {"value": 21}) == "Volume 21."
-        await live_matching(running, manager, lambda s: s.player.volume == 21)
+        await running.live_record(manager=manager, check=lambda s: s.player.volume == 21)
     finally:
         await manager.close()
 
@@ -300,7 +283,7 @@ async def test_a_cog_load_refused_because_start_auto_snapshot_owns_the_bot_chang
 async def _play_and_save(running: RunningBot) -> None:
     await running.play("clair de lune")
     assert await music(running, "volume", {"value": 61}) == "Volume 61."
-    await live_matching(running, running.cog.manager, lambda s: s.player.volume == 61)
+    await running.live_record(manager=running.cog.manager, check=lambda s: s.player.volume == 61)
 
 
 async def _sigterm_and_wait_closed(running: RunningBot) -> None:
@@ -390,7 +373,7 @@ async def test_start_auto_snapshot_without_the_cog_persists_every_sonora_player_
         assert await music(running, "note", {"text": "birthday set"}) == "Noted."
 
         extras = {"announce_channel_id": str(world.text.id), "note": "birthday set"}
-        state = await live_matching(running, manager, lambda s: s.extras == extras and s.player.volume == 40)
+        state = await running.live_record(manager=manager, check=lambda s: s.extras == extras and s.player.volume == 40)
         assert state.channel_id == world.voice.id
         assert state.queue.current is not None and state.queue.current.title == "Clair de Lune"
         assert state.queue.current.user_data == {"requester_id": str(alice.id)}

@@ -28,21 +28,6 @@ async def live(running: RunningBot, guild_id: int | None = None) -> SessionState
     return await running.cog.manager.read_live(guild_id or running.guild.id)
 
 
-async def eventually(running: RunningBot, check: Any, timeout: float = 5.0) -> SessionState:  # noqa: ASYNC109
-    """Wait until the live record satisfies ``check(state)``; return it."""
-    found: list[SessionState] = []
-
-    async def ready() -> bool:
-        state = await live(running)
-        if state is not None and check(state):
-            found.append(state)
-            return True
-        return False
-
-    await running.wait_for(ready, timeout)
-    return found[-1]
-
-
 @pytest.fixture
 async def debounced(start_bot: StartBot) -> RunningBot:
     # no checkpoint job during the test: only the debounced writes of SonoraPlayer can save
@@ -54,29 +39,65 @@ async def test_every_state_change_reaches_the_live_record(debounced: RunningBot)
     await running.play("clair de lune")
     player = running.player()
     assert isinstance(player, SonoraPlayer)
-    await eventually(running, lambda s: s.queue.current is not None and s.queue.current.title == "Clair de Lune")
+    await running.live_record(lambda s: s.queue.current is not None and s.queue.current.title == "Clair de Lune")
 
     await player.set_volume(33)
-    await eventually(running, lambda s: s.player.volume == 33)
+    await running.live_record(lambda s: s.player.volume == 33)
     await player.pause(True)
-    await eventually(running, lambda s: s.player.paused)
+    await running.live_record(lambda s: s.player.paused)
     await player.pause(False)
     await player.seek(60_000)
-    await eventually(running, lambda s: s.player.position >= 59_000 and not s.player.paused)
+    await running.live_record(lambda s: s.player.position >= 59_000 and not s.player.paused)
     await player.set_filters(preset_filters("nightcore"))
-    await eventually(running, lambda s: "timescale" in s.filters.active_filters)
+    await running.live_record(lambda s: "timescale" in s.filters.active_filters)
     extra = to_playable(running.cog.current_state(running.discord_guild).queue.current)  # type: ignore[union-attr]
     player.queue.put(extra)
-    await eventually(running, lambda s: len(s.queue.upcoming) == 1)
+    await running.live_record(lambda s: len(s.queue.upcoming) == 1)
     player.queue.mode = wavelink.QueueMode.loop
-    await eventually(running, lambda s: s.queue.loop_mode is LoopMode.track)
+    await running.live_record(lambda s: s.queue.loop_mode is LoopMode.track)
     player.autoplay = wavelink.AutoPlayMode.partial
-    await eventually(running, lambda s: s.autoplay.mode.value == "partial")
+    await running.live_record(lambda s: s.autoplay.mode.value == "partial")
     player.queue.clear()
-    await eventually(running, lambda s: len(s.queue.upcoming) == 0)
-    player.extras = {"announce_channel_id": "42"}
+    await running.live_record(lambda s: len(s.queue.upcoming) == 0)
+    player.extras = {"announce_channel_id": "42"}  # assigning extras is seen: no mark_dirty() needed
+    await running.live_record(lambda s: s.extras == {"announce_channel_id": "42"})
+    player.extras["dj_id"] = "7"  # and so is changing one key while playing
+    await running.live_record(lambda s: s.extras == {"announce_channel_id": "42", "dj_id": "7"})
+    del player.extras["announce_channel_id"]
+    await running.live_record(lambda s: s.extras == {"dj_id": "7"})
+    player.extras["stats"] = {"skips": 0}
+    await running.live_record(lambda s: s.extras.get("stats") == {"skips": 0})
+    player.extras["stats"]["skips"] = 3  # nested: the player cannot see it; mark_dirty() says so
     player.mark_dirty()
-    await eventually(running, lambda s: s.extras == {"announce_channel_id": "42"})
+    await running.live_record(lambda s: s.extras.get("stats") == {"skips": 3})
+    player.shuffle_enabled = True
+    await running.live_record(lambda s: s.queue.shuffle_enabled)
+    assert player.queue.history is not None and len(player.queue.history) > 0
+    player.queue.history.clear()  # the history queue is observed too
+    await running.live_record(lambda s: s.queue.history == ())
+
+
+async def test_a_change_the_player_cannot_see_is_found_by_a_checkpoint_and_warned_once(
+    start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sonora_cog.writer")
+    running = await start_bot(snapshots=SnapshotSettings(debounce=0.1, checkpoint_interval=0.5, auto_enabled=False))
+    await running.play("Clair de Lune")
+    await running.play("Boléro")
+    player = running.player()
+    assert player is not None
+    await running.live_record(lambda s: len(s.queue.upcoming) == 1)
+    player.queue[0].extras = {"requester_id": "changed"}  # a queued track's extras, changed in place
+
+    def requester(state: SessionState) -> object:
+        return state.queue.upcoming[0].user_data.get("requester_id")
+
+    await running.live_record(lambda s: requester(s) == "changed", timeout=10)
+    warned = [r for r in caplog.records if "changed without SonoraPlayer seeing it" in r.getMessage()]
+    assert len(warned) == 1 and str(running.guild.id) in warned[0].getMessage()
+    player.queue[0].extras = {"requester_id": "again"}
+    await running.live_record(lambda s: requester(s) == "again", timeout=10)
+    assert len([r for r in caplog.records if "changed without SonoraPlayer" in r.getMessage()]) == 1  # once
 
 
 async def test_a_plain_wavelink_player_is_covered_by_events_and_checkpoints(start_bot: StartBot) -> None:
@@ -86,10 +107,10 @@ async def test_a_plain_wavelink_player_is_covered_by_events_and_checkpoints(star
     player = await channel.connect(cls=wavelink.Player)
     track = wavelink.Playable(running.track("Midnight Drive"))  # type: ignore[arg-type]
     await player.play(track)
-    state = await eventually(running, lambda s: s.queue.current is not None)
+    state = await running.live_record(lambda s: s.queue.current is not None)
     assert state.queue.current is not None and state.queue.current.title == "Midnight Drive"
     await player.set_volume(70)  # no event for this one: the checkpoint job picks it up
-    await eventually(running, lambda s: s.player.volume == 70)
+    await running.live_record(lambda s: s.player.volume == 70)
 
 
 async def test_one_broken_guild_never_stops_the_checkpoint_for_the_others(
