@@ -234,7 +234,10 @@ def change_signature(
     """
     queue = player.queue
     history = list(queue.history or ())[-history_limit:] if history_limit else []
-    groups = [[player.current] if player.current is not None else [], list(queue), history, list(player.auto_queue)]
+    current = [player.current] if player.current is not None else []
+    tracks = [*current, *queue, *history, *player.auto_queue]
+    # Which tracks, in which lists: hashing the same ``encoded`` str objects again reuses their cached hashes.
+    identity = hash((len(current), len(queue), len(history), *(t.encoded for t in tracks)))
     channel = player.channel
     try:
         data = orjson.dumps(
@@ -248,13 +251,13 @@ def change_signature(
                 player.autoplay.value,
                 bool(getattr(player, "shuffle_enabled", False)),
                 extras,
-                [[(t.encoded, vars(t.extras)) for t in group] for group in groups],
+                [vars(t.extras) for t in tracks],
             ],
             option=orjson.OPT_NON_STR_KEYS,
         )
     except TypeError:  # not JSON (the bot's extras): always "changed", so the write reports the error
         return time.monotonic_ns()
-    return hash(data)
+    return hash((identity, data))
 
 
 def capture_state(

@@ -134,6 +134,7 @@ class SessionWriter:
             for guild_id in sorted(set(guild_ids)):
                 if await self._write_live(guild_id, only_if_changed=guild_id in compare):
                     written.add(guild_id)
+                await asyncio.sleep(0)  # one guild at a time: the loop runs between them
             return written
 
     async def _write_live(self, guild_id: int, *, only_if_changed: bool) -> bool:

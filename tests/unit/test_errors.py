@@ -40,9 +40,9 @@ def test_every_exception_class_lives_in_errors() -> None:
     for name in product_modules():
         module = importlib.import_module(name)
         for attr, value in vars(module).items():
-            if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == name:
-                if name != "sonora_cog.errors":
-                    strays.append(f"{name}.{attr}")
+            defined_here = inspect.isclass(value) and value.__module__ == name != "sonora_cog.errors"
+            if defined_here and issubclass(value, BaseException):
+                strays.append(f"{name}.{attr}")
     assert strays == []
 
 
