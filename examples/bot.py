@@ -5,7 +5,7 @@
     export LAVALINK_PASSWORD=youshallnotpass
     python examples/bot.py
 
-Commands: /play /skip /queue /pause /resume /stop /volume /filter /loop /autoplay, plus sonora_cog's
+Commands: /play /skip /queue /pause /resume /stop /volume /filter /loop /autoplay /note, plus sonora_cog's
 /snapshot group. Kill it at any moment (even ``kill -9``) and start it again: every guild's player
 comes back where it was.
 

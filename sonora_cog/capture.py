@@ -207,7 +207,7 @@ def playback_position(
     if current is None:
         return 0
     if sample is None or sample.paused != player.paused:
-        position = player.position
+        position = wavelink.Player.position.fget(player)  # type: ignore[attr-defined]  # wavelink's own
     elif sample.paused:
         position = sample.position
     else:
@@ -280,8 +280,8 @@ def capture_state(
     kind, label:
         What the state is for (the live record, an auto or manual snapshot...).
     limits:
-        History is cut to the newest ``max_history_tracks``; the queue is captured whole (the cap is
-        enforced when a record is decoded, so an over-long queue is never silently truncated).
+        History is cut to the newest ``max_history_tracks``; the rest is captured whole. Every write
+        then fits the state to the limits and logs what it left out (see :mod:`sonora_cog.fit`).
     extras:
         Bot-supplied JSON to keep with the state (see ``SonoraPlayer.extras``).
     position_sample:

@@ -31,6 +31,7 @@ from .errors import (
     SnapshotNotFound,
     SonoraError,
 )
+from .fit import fit_to_limits
 from .meta import SnapshotKind, SnapshotMeta, new_snapshot_id, validate_label, validate_snapshot_id
 from .model import SessionState
 from .store.base import SnapshotStore
@@ -138,6 +139,7 @@ class SessionManager:
         self.limits = self.settings.limits.to_limits()
         self._scheduler: Any = None
         self._owner: SessionOwner | None = None
+        self._unfit_reported: set[tuple[int, str]] = set()
 
     # -- configuration ------------------------------------------------------------------------------
 
@@ -174,12 +176,23 @@ class SessionManager:
         )
 
     async def _encode(self, state: SessionState, snapshot_id: str) -> tuple[bytes, SnapshotMeta]:
+        state, notes = fit_to_limits(state, self.limits)  # never write what could not be read back
+        if notes:
+            self._report_unfit(state.guild_id, notes)
         meta = self._meta_for(state, snapshot_id)
         if state.track_count + len(state.queue.history) > _THREAD_THRESHOLD_TRACKS:
             record = await asyncio.to_thread(self.codec.encode, state.to_json(), meta)
         else:
             record = self.codec.encode(state.to_json(), meta)
         return record.data, record.meta
+
+    def _report_unfit(self, guild_id: int, notes: list[str]) -> None:
+        """Log what a write left out to fit the limits: once per guild and kind of thing per process."""
+        for note in notes:
+            key = (guild_id, note.split(":", 1)[0])
+            if key not in self._unfit_reported:
+                self._unfit_reported.add(key)
+                _log.warning("guild %s: %s (raise the limit in [limits] to keep it)", guild_id, note)
 
     def decode(self, data: bytes) -> tuple[SnapshotMeta, SessionState]:
         """Decode one record's bytes (any codec error or :class:`InvalidSnapshot` propagates)."""

@@ -213,6 +213,19 @@ class SonoraPlayer(wavelink.Player):
         self._shuffle_enabled = bool(value)
         self.mark_dirty()
 
+    @property
+    def position(self) -> int:
+        """The current track's position in ms, from the session owner's playback clock.
+
+        Unlike ``wavelink.Player.position`` it is right just after a pause or a seek (wavelink reports
+        the last ``playerUpdate`` until the next one) and under a timescale filter. Without an owner
+        (no cog, no ``start_auto_snapshot``) it is wavelink's.
+        """
+        owner = owner_of(self.client)
+        guild = self.guild
+        sample = owner.sample(guild.id) if owner is not None and guild is not None else None
+        return playback_position(self, sample)
+
     def mark_dirty(self) -> None:
         """Tell the session owner this guild's state changed.
 

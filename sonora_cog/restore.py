@@ -309,7 +309,7 @@ async def _verify(
         return "Lavalink is not playing the recorded track"
     if info.volume != state.player.volume:
         return f"volume is {info.volume}, expected {state.player.volume}"
-    if info.paused != state.player.paused:
+    if current is not None and info.paused != state.player.paused:  # with no track, Lavalink resets pause
         return f"paused is {info.paused}, expected {state.player.paused}"
     if current is not None and not current.info.get("isStream"):
         # An adopted player played on from where Lavalink said it was; a rebuilt one starts at start_position.

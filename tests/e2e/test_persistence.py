@@ -43,10 +43,14 @@ async def test_every_state_change_reaches_the_live_record(debounced: RunningBot)
 
     await player.set_volume(33)
     await running.live_record(lambda s: s.player.volume == 33)
+    await asyncio.sleep(0.3)  # it plays a little: the last playerUpdate is behind
     await player.pause(True)
-    await running.live_record(lambda s: s.player.paused)
+    frozen = running.lavalink_player().position  # type: ignore[union-attr]
+    assert player.position == frozen  # the player knows where Lavalink froze, at once
+    await running.live_record(lambda s: s.player.paused and s.player.position == frozen)
     await player.pause(False)
     await player.seek(60_000)
+    assert 60_000 <= player.position < 61_000  # right after the seek too
     await running.live_record(lambda s: s.player.position >= 59_000 and not s.player.paused)
     await player.set_filters(preset_filters("nightcore"))
     await running.live_record(lambda s: "timescale" in s.filters.active_filters)
