@@ -159,6 +159,8 @@ class FakeDiscord(MessagingMixin):
         #: ``(method, path)`` of requests to routes the fake does not implement.
         self.unknown_routes: list[tuple[str, str]] = []
         self.voice_servers_sent: list[dict[str, Any]] = []
+        #: Channels added while the bot is connected, announced (CHANNEL_CREATE) before the next event.
+        self.unannounced_channels: list[FakeChannel] = []
 
         self.gateway = FakeGateway(self)
         self._rest = FakeRest(self)

@@ -406,7 +406,16 @@ class FakeGateway:
         return [s for s in self.sessions.values() if not s.ended and (guild_id is None or s.covers(guild_id))]
 
     async def dispatch(self, event: str, data: dict[str, Any], *, guild_id: int | None = None) -> int:
-        """Dispatch an event to every session that covers ``guild_id`` and wants it; return how many."""
+        """Dispatch an event to every session that covers ``guild_id`` and wants it; return how many.
+
+        Channels added since the last event are announced first (CHANNEL_CREATE), so a test that adds a
+        channel and then acts in it is seen by the bot in that order, as on Discord.
+        """
+        while self.fake.unannounced_channels:
+            channel = self.fake.unannounced_channels.pop(0)
+            for session in self.live_sessions(channel.guild_id):
+                if session.wants("CHANNEL_CREATE"):
+                    await session.dispatch("CHANNEL_CREATE", channel.to_payload())
         targets = [s for s in self.live_sessions(guild_id) if s.wants(event)]
         for session in targets:
             await session.dispatch(event, data)

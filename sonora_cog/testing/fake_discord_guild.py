@@ -55,6 +55,8 @@ class FakeGuild:
     def _add_channel(self, name: str, type_: int, **kwargs: Any) -> FakeChannel:
         channel = FakeChannel(self._fake.snowflake(), self.id, name, type_, position=len(self.channels), **kwargs)
         self.channels[channel.id] = channel
+        if self._fake.gateway.live_sessions(self.id):  # Discord sends CHANNEL_CREATE to a connected bot
+            self._fake.unannounced_channels.append(channel)
         return channel
 
     def add_text_channel(self, name: str, *, topic: str | None = None) -> FakeChannel:

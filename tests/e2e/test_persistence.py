@@ -21,6 +21,7 @@ from sonora_cog.config import SnapshotSettings
 from sonora_cog.meta import SnapshotKind
 from sonora_cog.model import LoopMode, SessionState
 from sonora_cog.player import SonoraPlayer
+from sonora_cog.session import Phase
 from sonora_cog.testing.music_bot import preset_filters
 
 
@@ -102,6 +103,17 @@ async def test_a_change_the_player_cannot_see_is_found_by_a_checkpoint_and_warne
     player.queue[0].extras = {"requester_id": "again"}
     await running.live_record(lambda s: requester(s) == "again", timeout=10)
     assert len([r for r in caplog.records if "changed without SonoraPlayer" in r.getMessage()]) == 1  # once
+
+
+async def test_a_moderator_moving_the_bot_to_a_channel_made_meanwhile_keeps_the_session(debounced: RunningBot) -> None:
+    running = debounced
+    await running.play("clair de lune")
+    await running.live_record(lambda s: s.queue.current is not None)
+    stage = running.guild.add_voice_channel("Made later")  # Discord announces it: CHANNEL_CREATE
+    await running.fake.move_bot(running.guild.id, stage.id)
+    await running.wait_for(lambda: running.bot.get_channel(stage.id) is not None)
+    state = await running.live_record(lambda s: s.channel_id == stage.id)
+    assert state.queue.current is not None and running.cog.owner.phase(running.guild.id) is Phase.live
 
 
 async def test_a_plain_wavelink_player_is_covered_by_events_and_checkpoints(start_bot: StartBot) -> None:
