@@ -140,10 +140,6 @@ class GuildSession:
         """Whether this process writes the guild's live record now."""
         return self.phase is Phase.live
 
-    def can(self, event: Event) -> bool:
-        """Whether ``event`` applies in the current phase."""
-        return (event is Event.finish_restore and self.phase is Phase.restoring) or (self.phase, event) in _NEXT
-
     def apply(self, event: Event, reason: str = "", *, playing: bool = False) -> bool:
         """Move to the phase ``event`` leads to; return whether anything changed.
 
