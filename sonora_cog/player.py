@@ -304,7 +304,8 @@ class SonoraPlayer(wavelink.Player):
         """See ``wavelink.Player.set_filters``. The clock moves on at the new speed from here."""
         position = self._position_now()
         await super().set_filters(filters, seek=seek)
-        self._anchor(position)
+        if not seek:  # with seek, wavelink's seek() has set the clock already
+            self._anchor(position)
         self.mark_dirty()
 
     async def skip(self, *, force: bool = True) -> wavelink.Playable | None:

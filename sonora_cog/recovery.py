@@ -357,7 +357,8 @@ class RecoveryMixin:
             self._spawn(self._destroy_unclaimed_ghosts(payload.node))
         if payload.resumed or not self.settings.restore.on_node_reconnect:
             return
-        lost = [p for p in self.owner.players() if p.node is payload.node and p.current is not None]
+        # Every player of the node, idle ones too: Lavalink lost their voice connections with them.
+        lost = [p for p in self.owner.players() if p.node is payload.node]
         for player in lost:
             self._spawn(self.rebuild(player, "the Lavalink node came back without its players"))
 

@@ -285,8 +285,8 @@ async def apply_state(
         return
     if "player" in wanted:
         await player.set_volume(state.player.volume)
-        if player.current is not None:
-            await player.pause(state.player.paused)
+        # Even with nothing playing: a paused player starts its next track paused (wavelink sends it).
+        await player.pause(state.player.paused)
     if filters is not None:
         await player.set_filters(filters)
 

@@ -36,12 +36,13 @@ import itertools
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 import wavelink
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -70,21 +71,22 @@ GUILD_ID = 800_000_000_000_000_001
 VOICE_CHANNEL_ID = 800_000_000_000_000_002
 LISTENER_ID = 700_000_000_000_000_001
 
-#: Seconds between Lavalink's ``playerUpdate`` s (Lavalink's default is 5; short here so the samples the
-#: owner's clock runs on change often within a run, which is what can go wrong).
-PLAYER_UPDATE_INTERVAL = 0.25
+#: Seconds between Lavalink's ``playerUpdate`` s (Lavalink's default is 5). Long enough that the owner's
+#: clock really extrapolates between two of them (a clock running at the wrong speed drifts visibly),
+#: short enough that several arrive in every run (paused players' updates, the ones after a seek).
+PLAYER_UPDATE_INTERVAL = 0.5
 #: ``snapshots.debounce``: every reported change is written this long after it.
 DEBOUNCE = 0.02
 #: How far ``advance_position(record, now)`` may be from Lavalink's position now while a track plays.
 #: The owner's clock is anchored when the bot's PATCH (play, seek, resume, filters) *returns*, while
-#: Lavalink moved at the moment it *handled* it, and a ``playerUpdate`` is received a little after
-#: Lavalink sent it; so the record lags Lavalink by about one loopback HTTP answer or one WebSocket
-#: delivery (a few ms here), times the timescale speed (at most 2 here). Extrapolating over wall time
-#: (``position_at``) instead of the monotonic clock adds well under a ms. 250 ms leaves room for an event
-#: loop stalled ~100 ms on a loaded 2-core CI runner at 2x speed, and is still 8x tighter than the
-#: 2 s rewind, so a missing or doubled rewind, a clock running at the wrong speed for a second, or a
-#: stale sample after a seek are all caught.
-PLAYING_TOLERANCE_MS = 250
+#: Lavalink moved when it *handled* it, and a ``playerUpdate`` is received a little after Lavalink sent
+#: it: the record lags Lavalink by one loopback HTTP answer or WebSocket delivery, times the timescale
+#: speed (2.0 at most here); ``advance_position`` extrapolating over wall time (``position_at``) rather
+#: than the monotonic clock adds well under a ms. Measured: at most 4 ms over ~1000 checks. 100 ms
+#: leaves room for a 50 ms event-loop stall at 2x on a loaded CI runner, and is 20x tighter than the
+#: 2 s rewind (a missing or doubled rewind fails at once) and catches a clock whose speed is off by
+#: 0.25 or more within one ``playerUpdate`` interval.
+PLAYING_TOLERANCE_MS = 100
 #: Tracks are never sought or started closer than this to their end, so none ends by itself in a run.
 END_MARGIN_MS = 60_000
 #: How long the stand-in waits for anything asynchronous that should be (nearly) immediate.
@@ -92,6 +94,7 @@ SETTLE_TIMEOUT = 5.0
 #: How long after the debounce a write (or the deletion of an ended session's record) may take.
 WRITE_GRACE = 0.5
 
+PLAYLIST_URL = "https://www.youtube.com/playlist?list=PLclassicalessentials"  # seed_demo_catalogue's
 SPEEDS = (0.5, 0.8, 1.0, 1.25, 1.5, 2.0)
 RATES = (1.0, 0.9, 1.0)
 
@@ -373,7 +376,7 @@ class Process:
         assert node is not None
         await until(
             lambda: node.status is wavelink.NodeStatus.CONNECTED and node.session_id not in (None, old_session),
-            timeout=30,
+            timeout=10,
             what="the wavelink node to be ready",
         )
 
@@ -414,15 +417,18 @@ class Process:
 
 # -- the model -----------------------------------------------------------------------------------------
 
-Ref = tuple[str, dict[str, Any]]  # (Lavalink's encoded track, its userData)
+#: A track as the model knows it: Lavalink's encoded track, its userData, and its playlist (name, size).
+Ref = tuple[str, dict[str, Any], tuple[str, int] | None]
 
 
 def ref(track: wavelink.Playable) -> Ref:
-    return track.encoded, dict(vars(track.extras))
+    playlist = track.playlist
+    return track.encoded, dict(vars(track.extras)), None if playlist is None else (playlist.name, playlist.tracks)
 
 
 def stored(track: TrackState) -> Ref:
-    return track.encoded, dict(track.user_data)
+    playlist = track.playlist
+    return track.encoded, dict(track.user_data), None if playlist is None else (playlist["name"], playlist["tracks"])
 
 
 @dataclass
@@ -489,6 +495,7 @@ def differences(model: Model, record: SessionState | None, lavalink: FakePlayerS
     same("filters", dict(record.filters.filter_config), model.filters)
     same("extras", dict(record.extras), model.extras)
     same("channel", record.channel_id, VOICE_CHANNEL_ID)
+    same("connected", record.player.connected, True)
 
     # Lavalink holds what the model says (the bot really plays it, not only believes it does).
     if lavalink is None or not lavalink.connected:
@@ -550,6 +557,9 @@ class SessionModel(RuleBasedStateMachine):
             snapshots=SnapshotSettings(debounce=DEBOUNCE, auto_enabled=False),
         )
         self.model = Model()
+        #: Lavalink crashes once per example at most: each costs wavelink's reconnect backoff (0-2 s for
+        #: the first outage of a node, growing for the next ones: a node never resets it).
+        self.lavalink_crashed = False
         self.proc = Process(self.world, self.settings)
         self.run(self.proc.start())
 
@@ -593,22 +603,26 @@ class SessionModel(RuleBasedStateMachine):
         phase = self.proc.owner.phase(GUILD_ID)
         expected = {Phase.live} if self.model.connected else {Phase.idle, Phase.ended}
         assert phase in expected, f"the session is {phase.value}, expected one of {sorted(p.value for p in expected)}"
-        deadline = time.monotonic() + WRITE_GRACE  # an ended session's record is deleted by a task of its own
+        deadline = time.monotonic() + WRITE_GRACE
         while True:
             record = await self.proc.manager.read_live(GUILD_ID)
             lavalink, now = self.lavalink.player(GUILD_ID), time.time()  # read together, no await between
             problems = differences(self.model, record, lavalink, now)
-            if not problems or time.monotonic() > deadline:
+            # Only an ended session's record may need another look: a task of the owner's deletes it.
+            if not problems or self.model.connected or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.02)
         assert not problems, "what a restart would restore differs from the model:\n  " + "\n  ".join(problems)
 
     # -- joining and leaving ---------------------------------------------------------------------------
 
-    @initialize()
+    @initialize(index=indexes, start=st.integers(0, 120_000), paused=st.booleans())
     @on_loop
-    async def join_at_start(self) -> None:
+    async def join_and_play(self, index: int, start: int, paused: bool) -> None:
+        """As most sessions start: the bot joins and plays a track (here maybe paused at once), so that
+        positions are checked from the first step on."""
         await self.join_voice()
+        await self.play_track(index, None, start, replace=True, paused=paused, volume=None)
 
     @precondition(lambda self: not self.model.connected)
     @rule()
@@ -621,19 +635,29 @@ class SessionModel(RuleBasedStateMachine):
         await self.proc.join()
         self.model = Model(connected=True)
 
+    async def write_in_flight(self) -> None:
+        """Change something and wait until its debounced write has begun (it is not finished yet)."""
+        self.player.extras["leaving"] = True
+        await until(lambda: not self.proc.owner.is_dirty(GUILD_ID), what="the debounced write to begin")
+
     @precondition(lambda self: self.model.connected)
-    @rule()
+    @rule(in_flight=st.booleans())
     @on_loop
-    async def stop(self) -> None:
-        """``/stop``: the bot leaves on purpose; the session ends and its live record is deleted."""
+    async def stop(self, in_flight: bool) -> None:
+        """``/stop``: the bot leaves on purpose; the session ends and its live record is deleted (also when
+        a write of it is in flight at that moment)."""
+        if in_flight:
+            await self.write_in_flight()
         await self.player.disconnect()
         self.model = Model()
 
     @precondition(lambda self: self.model.connected)
-    @rule()
+    @rule(in_flight=st.booleans())
     @on_loop
-    async def moderator_disconnects_the_bot(self) -> None:
+    async def moderator_disconnects_the_bot(self, in_flight: bool) -> None:
         """Discord says the bot left voice (a moderator disconnected it): the session ends."""
+        if in_flight:
+            await self.write_in_flight()
         self.proc.guild.voice_state_update(None)
         await self.proc.bot.settle()
         assert self.proc.player is None, "wavelink kept its player after Discord disconnected the bot"
@@ -642,17 +666,41 @@ class SessionModel(RuleBasedStateMachine):
     # -- playing ---------------------------------------------------------------------------------------
 
     @precondition(lambda self: self.model.connected)
-    @rule(index=indexes, extras=track_extras, start=st.integers(0, 120_000))
+    @rule(
+        index=indexes,
+        extras=track_extras,
+        start=st.integers(0, 120_000),
+        replace=st.booleans(),
+        paused=st.none() | st.booleans(),
+        volume=st.none() | st.integers(1, 1000),
+    )
     @on_loop
-    async def play(self, index: int, extras: dict[str, Any] | None, start: int) -> None:
-        """Play a catalogue track (its extras set first) from ``start``; paused stays paused (wavelink)."""
+    async def play(
+        self, index: int, extras: dict[str, Any] | None, start: int, replace: bool, paused: bool | None,
+        volume: int | None,
+    ) -> None:
+        """Play a catalogue track (its extras set first) from ``start``; ``paused=None`` keeps the pause
+        state (wavelink). ``replace=False`` with a track playing only adds the track to the history
+        (wavelink; Lavalink's ``noReplace`` keeps the current one)."""
+        await self.play_track(index, extras, start, replace=replace, paused=paused, volume=volume)
+
+    async def play_track(
+        self, index: int, extras: dict[str, Any] | None, start: int, *, replace: bool, paused: bool | None,
+        volume: int | None,
+    ) -> None:
         track, data = self.playable(index, extras)
+        m = self.model
+        if not replace and m.current is not None:
+            await self.player.play(track, replace=False)
+            m.history.append(ref(track))
+            return
         is_stream = bool(data["info"]["isStream"])
         start = 0 if is_stream else min(start, int(data["info"]["length"]) - END_MARGIN_MS)
-        await self.player.play(track, start=start)
-        m = self.model
+        await self.player.play(track, start=start, replace=replace, paused=paused, volume=volume)
         m.current, m.current_json = ref(track), data
         m.history.append(ref(track))
+        m.paused = m.paused if paused is None else paused
+        m.volume = volume or m.volume
         m.paused_position = start if m.paused and not is_stream else None
         if not is_stream:
             position = self.lavalink_position()
@@ -697,11 +745,11 @@ class SessionModel(RuleBasedStateMachine):
         assert position <= now <= position + PLAYING_TOLERANCE_MS, f"Lavalink is at {now} after a seek to {position}"
 
     @precondition(lambda self: self.model.connected)
-    @rule(volume=st.integers(0, 1000))
+    @rule(volume=st.integers(-50, 1050))
     @on_loop
     async def set_volume(self, volume: int) -> None:
         await self.player.set_volume(volume)
-        self.model.volume = volume
+        self.model.volume = max(0, min(1000, volume))  # wavelink clamps
 
     @precondition(lambda self: self.model.connected)
     @rule(
@@ -709,20 +757,25 @@ class SessionModel(RuleBasedStateMachine):
         rate=st.sampled_from(RATES),
         karaoke=st.sampled_from([None, 0.3]),
         reset=st.booleans(),
+        seek=st.booleans(),
     )
     @on_loop
-    async def set_filters(self, speed: float, rate: float, karaoke: float | None, reset: bool) -> None:
-        """Set a timescale (the track's clock runs at ``speed * rate``), maybe karaoke; or reset them."""
-        if reset:
-            await self.player.set_filters(None)
-            self.model.filters = wavelink.Filters()()
-            return
+    async def set_filters(self, speed: float, rate: float, karaoke: float | None, reset: bool, seek: bool) -> None:
+        """Set a timescale (the track's clock runs at ``speed * rate``), maybe karaoke; or reset them.
+
+        With ``seek``, wavelink seeks to its own idea of the position right after (to apply the filters
+        at once); where Lavalink lands is wavelink's business, but the record must say where it is.
+        """
         filters = wavelink.Filters()
-        filters.timescale.set(speed=speed, pitch=1.0, rate=rate)
-        if karaoke is not None:
-            filters.karaoke.set(level=karaoke)
-        await self.player.set_filters(filters)
-        self.model.filters = filters()
+        if not reset:
+            filters.timescale.set(speed=speed, pitch=1.0, rate=rate)
+            if karaoke is not None:
+                filters.karaoke.set(level=karaoke)
+        await self.player.set_filters(None if reset else filters, seek=seek)
+        m = self.model
+        m.filters = filters()
+        if seek and m.paused and m.current is not None and not m.is_stream:
+            m.paused_position = self.lavalink_position()
 
     # -- the queue, its history, the auto queue, modes ---------------------------------------------------
 
@@ -739,6 +792,64 @@ class SessionModel(RuleBasedStateMachine):
             at %= len(self.model.upcoming) + 1
             self.player.queue.put_at(at, track)
             self.model.upcoming.insert(at, ref(track))
+
+    @precondition(lambda self: self.model.connected)
+    @rule(count=st.integers(1, 3), first=st.integers(0, 7))
+    @on_loop
+    async def queue_playlist(self, count: int, first: int) -> None:
+        """Queue tracks of a playlist (each keeps its playlist: name and size)."""
+        loaded = self.lavalink.load(PLAYLIST_URL)
+        assert loaded["loadType"] == "playlist"
+        playlist = wavelink.Playlist(loaded["data"])
+        tracks = playlist.tracks[first:first + count]
+        self.player.queue.put(tracks)
+        self.model.upcoming.extend(map(ref, tracks))
+
+    @precondition(lambda self: self.model.connected and self.model.loop is not wavelink.QueueMode.loop and (
+        self.model.upcoming or (self.model.loop is wavelink.QueueMode.loop_all and self.model.history)))
+    @rule()
+    @on_loop
+    async def queue_get(self) -> None:
+        """Take the next track off the queue (loop_all refills an empty queue from the history first)."""
+        track = self.player.queue.get()
+        m = self.model
+        if m.loop is wavelink.QueueMode.loop_all and not m.upcoming:
+            m.upcoming, m.history = m.history, []
+        assert ref(track) == m.upcoming.pop(0)
+
+    @precondition(lambda self: self.model.connected and self.model.upcoming)
+    @rule(index=indexes, how=st.sampled_from(["get_at", "del", "remove"]))
+    @on_loop
+    async def queue_take(self, index: int, how: str) -> None:
+        """Take a track out of the queue by index (``get_at``, ``del``) or by equality (``remove``)."""
+        queue, upcoming = self.player.queue, self.model.upcoming
+        index %= len(upcoming)
+        if how == "get_at":
+            assert ref(queue.get_at(index)) == upcoming.pop(index)
+        elif how == "del":
+            del queue[index]
+            del upcoming[index]
+        else:
+            target = queue[index]
+            assert queue.remove(target) == 1
+            del upcoming[[t[0] for t in upcoming].index(target.encoded)]  # the first equal one (same encoded)
+
+    @precondition(lambda self: self.model.connected and self.model.upcoming)
+    @rule(index=indexes, track=indexes, extras=track_extras)
+    @on_loop
+    async def queue_replace(self, index: int, track: int, extras: dict[str, Any] | None) -> None:
+        index %= len(self.model.upcoming)
+        playable, _ = self.playable(track, extras)
+        self.player.queue[index] = playable
+        self.model.upcoming[index] = ref(playable)
+
+    @precondition(lambda self: self.model.connected)
+    @rule()
+    @on_loop
+    async def queue_reset(self) -> None:
+        """``Queue.reset``: queue and history cleared, loop mode back to normal."""
+        self.player.queue.reset()
+        self.model.upcoming, self.model.history, self.model.loop = [], [], wavelink.QueueMode.normal
 
     @precondition(lambda self: self.model.connected and self.model.upcoming)
     @rule(index=indexes)
@@ -765,6 +876,22 @@ class SessionModel(RuleBasedStateMachine):
         shuffled = [ref(t) for t in self.player.queue]
         assert sorted(map(repr, shuffled)) == sorted(map(repr, self.model.upcoming)), "shuffle changed the tracks"
         self.model.upcoming = shuffled  # the order is random: the model takes it, the record must follow it
+
+    @precondition(lambda self: self.model.connected and self.model.upcoming)
+    @rule(index=indexes, requester=st.sampled_from(["333", "444"]), then=st.sampled_from(["mark_dirty", "checkpoint"]))
+    @on_loop
+    async def queued_track_extras_changed_in_place(self, index: int, requester: str, then: str) -> None:
+        """A queued track's extras changed where the player cannot see it; the bot calls ``mark_dirty()``
+        as documented, or the next checkpoint finds the change."""
+        index %= len(self.model.upcoming)
+        track = self.player.queue[index]
+        track.extras = {"requester_id": requester}
+        if then == "mark_dirty":
+            self.player.mark_dirty()
+        else:
+            await self.proc.settle()
+            await self.proc.owner.checkpoint()
+        self.model.upcoming[index] = ref(track)
 
     @precondition(lambda self: self.model.connected)
     @rule()
@@ -827,6 +954,47 @@ class SessionModel(RuleBasedStateMachine):
         self.player.extras[key] = value
         self.model.extras[key] = value
 
+    @precondition(lambda self: self.model.connected)
+    @rule(op=st.sampled_from(["update", "ior", "setdefault", "pop", "popitem", "clear"]), key=extras_keys,
+          value=extras_values)
+    @on_loop
+    async def extras_mutated(self, op: str, key: str, value: Any) -> None:
+        """The other ways to change ``player.extras`` (each is seen by the player)."""
+        extras, model = self.player.extras, self.model.extras
+        if op == "update":
+            extras.update({key: value})
+            model.update({key: value})
+        elif op == "ior":
+            extras |= {key: value}
+            model[key] = value
+        elif op == "setdefault":
+            assert extras.setdefault(key, value) == model.setdefault(key, value)
+        elif op == "pop":
+            assert extras.pop(key, None) == model.pop(key, None)
+        elif op == "popitem" and model:
+            popped = extras.popitem()
+            assert model.pop(popped[0]) == popped[1]
+        elif op == "clear":
+            extras.clear()
+            model.clear()
+
+    @precondition(lambda self: self.model.connected)
+    @rule(key=extras_keys, value=extras_values, then=st.sampled_from(["mark_dirty", "checkpoint"]))
+    @on_loop
+    async def nested_extras_changed_in_place(self, key: str, value: Any, then: str) -> None:
+        """A value nested in ``player.extras`` changed in place (the player cannot see it); the bot calls
+        ``mark_dirty()``, or the next checkpoint finds it."""
+        if not isinstance(self.model.extras.get("settings"), dict):
+            self.player.extras["settings"] = {}
+            self.model.extras["settings"] = {}
+            await self.proc.settle()
+        self.player.extras["settings"][key] = value
+        self.model.extras["settings"][key] = value
+        if then == "mark_dirty":
+            self.player.mark_dirty()
+        else:
+            await self.proc.owner.checkpoint()
+
     @precondition(lambda self: self.model.connected and self.model.extras)
     @rule(key=extras_keys)
     @on_loop
@@ -834,6 +1002,14 @@ class SessionModel(RuleBasedStateMachine):
         key = key if key in self.model.extras else next(iter(self.model.extras))
         del self.player.extras[key]
         del self.model.extras[key]
+
+    # -- time ---------------------------------------------------------------------------------------------
+
+    @rule(seconds=st.sampled_from([0.05, 0.15, 0.3]))
+    @on_loop
+    async def time_passes(self, seconds: float) -> None:
+        """Nobody does anything for a while: tracks play on, Lavalink's ``playerUpdate`` s come and go."""
+        await asyncio.sleep(seconds)
 
     # -- the checkpoint job ---------------------------------------------------------------------------------
 
@@ -845,34 +1021,73 @@ class SessionModel(RuleBasedStateMachine):
 
     # -- crashes ----------------------------------------------------------------------------------------
 
-    @rule(unsaved=st.sampled_from([None, "extras", "queue", "loop"]), index=indexes)
+    def unsaved_change(self, unsaved: str | None, index: int, *, model_too: bool) -> None:
+        """A change made just before the process stops, inside the debounce window (not written yet)."""
+        player = self.proc.player
+        if unsaved is None or player is None:
+            return
+        if unsaved == "extras":
+            player.extras["last_words"] = index
+            if model_too:
+                self.model.extras["last_words"] = index
+        elif unsaved == "queue":
+            track, _ = self.playable(index, None)
+            player.queue.put(track)
+            if model_too:
+                self.model.upcoming.append(ref(track))
+        else:
+            player.queue.mode = wavelink.QueueMode.loop_all
+            if model_too:
+                self.model.loop = wavelink.QueueMode.loop_all
+
+    @rule(unsaved=st.sampled_from([None, "extras", "queue", "loop"]), index=indexes, stale_leave=st.booleans())
     @on_loop
-    async def bot_crashes_and_restarts(self, unsaved: str | None, index: int) -> None:
+    async def bot_crashes_and_restarts(self, unsaved: str | None, index: int, stale_leave: bool) -> None:
         """The bot process dies (no shutdown write) and a new one restores the guild from its live record,
         as the cog's startup restore does.
 
         With ``unsaved``, a change is made just before the crash, inside the debounce window: it was never
-        written, so it is lost, and the new process must restore the state from before it.
+        written, so it is lost, and the new process restores the state from before it. With
+        ``stale_leave``, the dead process's voice state times out (Discord says the bot left) while the
+        new process's restore is pending: that must not end the session.
         """
+        self.unsaved_change(unsaved, index, model_too=False)
         old = self.proc
-        if unsaved is not None and old.player is not None:
-            player = old.player
-            if unsaved == "extras":
-                player.extras["lost"] = index
-            elif unsaved == "queue":
-                player.queue.put(self.playable(index, None)[0])
-            else:
-                player.queue.mode = wavelink.QueueMode.loop_all
         old.kill()  # no await since the change: the debounce had no chance to write it
         await old.bury()
+        await self.restart(stale_leave)
 
+    @rule(unsaved=st.sampled_from([None, "extras", "queue", "loop"]), index=indexes)
+    @on_loop
+    async def bot_restarts_gracefully(self, unsaved: str | None, index: int) -> None:
+        """The bot shuts down (the owner writes every live session's final state, changes of the last
+        debounce window included), then a new process restores it."""
+        self.unsaved_change(unsaved, index, model_too=True)
+        old = self.proc
+        await old.owner.shutdown()
+        assert old.owner.phase(GUILD_ID) is Phase.closed
+        old.kill()
+        await old.bury()
+        await self.restart(stale_leave=False)
+
+    async def restart(self, stale_leave: bool) -> None:
+        """A new bot process starts and restores the guild from its live record, as ``SonoraCog`` does:
+        hold the guilds with a live record (``pending``), then restore each inside ``restoring``, advanced
+        to the previous process's last checkpoint heartbeat. (``restore_state``'s channel checks and
+        verification want real discord.py channels; its join and ``apply_state`` are what run here.)"""
         new = self.proc = Process(self.world, self.settings)
         await new.start()
-        # SonoraCog: hold the guilds that have a live record, then restore each from it.
         held = new.owner.expect_restore(await new.manager.live_guilds())
         assert held == ([GUILD_ID] if self.model.connected else []), f"held {held} for the startup restore"
         if not held:
             return
+        if stale_leave:
+            # The new process's READY still shows the bot in the channel (the dead process's voice session),
+            # until Discord times that session out and says the bot left.
+            new.guild.me.voice = SimpleNamespace(channel=new.guild.channel, self_mute=False, self_deaf=True)
+            new.guild.voice_state_update(None)
+            await new.bot.settle()
+            assert new.owner.phase(GUILD_ID) is Phase.pending, "a stale voice leave ended a pending session"
         heartbeat = await new.manager.read_heartbeat(new.owner.key)
         async with new.owner.restoring(GUILD_ID, "startup restore"):
             state = await new.manager.read_live(GUILD_ID)
@@ -881,7 +1096,7 @@ class SessionModel(RuleBasedStateMachine):
                 state = advance_position(state, heartbeat)
             player = await new.join()
             await apply_state(player, state, ALL_PARTS, self.settings.restore)
-            self.expect_restored_position(state, "the restore after a crash")
+            self.expect_restored_position(state, "the restore after a restart")
 
     def expect_restored_position(self, state: SessionState, what: str) -> None:
         """Lavalink starts the track ``rewind_seconds`` early when it played, exactly where it was if paused."""
@@ -900,7 +1115,7 @@ class SessionModel(RuleBasedStateMachine):
                 f"{what} started at {position} ms, expected {start} ms "
                 f"({state.player.position} ms recorded, less the rewind)")
 
-    @precondition(lambda self: self.model.connected)
+    @precondition(lambda self: self.model.connected and not self.lavalink_crashed)
     @rule()
     @on_loop
     async def lavalink_crashes(self) -> None:
@@ -911,6 +1126,7 @@ class SessionModel(RuleBasedStateMachine):
         assert node is not None
         before, lost_at = self.lavalink.player(GUILD_ID), time.monotonic()
         old_session = node.session_id
+        self.lavalink_crashed = True
         await self.lavalink.restart()
         assert self.lavalink.player(GUILD_ID) is None
         await proc.node_ready(old_session)
@@ -929,19 +1145,51 @@ class SessionModel(RuleBasedStateMachine):
             self.expect_restored_position(state, "the rebuild after a node loss")
 
 
-def test_a_restart_restores_what_the_session_model_says() -> None:
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    """One event loop and one FakeLavalink for the module (the bot processes come and go)."""
     world = World()
     world.run(world.start())
+    SessionModel.world = world
     try:
-        SessionModel.world = world
-        run_state_machine_as_test(
-            SessionModel,
-            settings=settings(
-                max_examples=20,
-                stateful_step_count=20,
-                deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            ),
-        )
+        yield world
     finally:
         world.close()
+
+
+def test_a_restart_restores_what_the_session_model_says(world: World) -> None:
+    # About 20 s on a 2-core machine: most of it is the invariant (~15 ms a step: the debounced write
+    # and a read of the record) and the Lavalink crashes (wavelink's reconnect backoff, up to 2 s).
+    run_state_machine_as_test(
+        SessionModel,
+        settings=settings(
+            max_examples=20,
+            stateful_step_count=20,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
+
+
+@pytest.mark.parametrize("restart", ["bot crash", "graceful restart", "Lavalink crash"])
+def test_a_paused_player_whose_track_was_skipped_stays_paused_after_a_restart(world: World, restart: str) -> None:
+    # Found by the state machine above (its shrunk example, kept here so the failure does not depend on
+    # hypothesis drawing it again): a paused track is skipped, so nothing plays and the player is
+    # paused (wavelink plays the next track paused too). The record says paused, but
+    # restore.apply_state applies the pause only to a player that has a current track, so the restored
+    # player is not paused, and the record is then rewritten as not paused.
+    machine = SessionModel()
+    try:
+        machine.join_and_play(index=0, start=0, paused=True)
+        machine.a_restart_restores_the_model()
+        machine.skip()
+        machine.a_restart_restores_the_model()
+        if restart == "bot crash":
+            machine.bot_crashes_and_restarts(unsaved=None, index=0, stale_leave=False)
+        elif restart == "graceful restart":
+            machine.bot_restarts_gracefully(unsaved=None, index=0)
+        else:
+            machine.lavalink_crashes()
+        machine.a_restart_restores_the_model()
+    finally:
+        machine.teardown()
