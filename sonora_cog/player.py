@@ -240,12 +240,8 @@ class SonoraPlayer(wavelink.Player):
             owner.mark_dirty(guild.id)
 
     def _position_now(self) -> int | None:
-        """The owner's playback clock now (``None`` without an owner)."""
-        owner = owner_of(self.client)
-        guild = self.guild
-        if owner is None or guild is None:
-            return None
-        return playback_position(self, owner.sample(guild.id))
+        """The playback clock now, or ``None`` without an owner (there is no clock to set then)."""
+        return self.position if owner_of(self.client) is not None and self.guild is not None else None
 
     def _anchor(self, position: int | None) -> None:
         """Set the owner's playback clock: the current track is at ``position`` now."""
