@@ -76,14 +76,15 @@ class RecoveryMixin:
 
     async def _find_startup_guilds_when_store_is_back(self) -> None:
         delay = 1.0
-        while self._startup_guilds is None:
+        while self._startup_guilds is None and not self.owner.closing:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
             try:
                 await self._find_startup_guilds()
             except StoreError as exc:
                 _log.debug("the store is still unavailable: %s", exc)
-        _log.info("the store is back: restoring %d guild(s)", len(self._startup_guilds))
+        if self._startup_guilds is not None:
+            _log.info("the store is back: restoring %d guild(s)", len(self._startup_guilds))
 
     # -- startup rehydration ------------------------------------------------------------------------
 

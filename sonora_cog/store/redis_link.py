@@ -28,6 +28,9 @@ __all__ = ("RedisLink", "redact_url")
 
 _log = logging.getLogger(__name__)
 
+#: Seconds each step of closing (the retry loop, the last flush, the disconnect) may take.
+CLOSE_GRACE = 2.0
+
 #: Applies one write to Redis: (write, is a retry of a buffered write) -> what the write returned.
 Apply = Callable[[PendingWrite, bool], Awaitable[bool]]
 
@@ -121,21 +124,33 @@ class RedisLink:
         else:
             _log.info("snapshot store: Redis at %s (%s)", redact_url(self.url), self.label)
 
-    async def close(self) -> None:
-        """Try a last flush of buffered writes (logging any left), then close the connections."""
+    async def close(self, *, grace: float = CLOSE_GRACE) -> None:
+        """Try a last flush of buffered writes (logging any left), then close the connections.
+
+        Bounded whatever Redis does: the retry loop stops on the closed flag it checks (and is waited
+        for at most ``grace`` seconds, then abandoned); the last flush and the disconnect get ``grace``
+        seconds each.
+        """
         if self._closed:
             return
         self._closed = True
-        if self._recovery is not None:
-            self._recovery.cancel()
-            await asyncio.gather(self._recovery, return_exceptions=True)
+        recovery, self._recovery = self._recovery, None
+        if recovery is not None and not recovery.done():
+            recovery.cancel()  # it also stops at its next look at the flag, if a command swallows the cancel
+            await asyncio.wait({recovery}, timeout=grace)
         if self.buffer:
             try:
-                await self._flush()
-            except self._errors as exc:
-                _log.error("closing with %d write(s) Redis never received (%s): %s", len(self.buffer), exc,
+                async with asyncio.timeout(grace):
+                    await self._flush()
+            except (TimeoutError, *self._errors) as exc:
+                _log.error("closing with %d write(s) Redis never received (%s): %s", len(self.buffer),
+                           type(exc).__name__ if isinstance(exc, TimeoutError) else exc,
                            "; ".join(item.describe() for item in list(self.buffer)[:20]))
-        await self._client.aclose()
+        try:
+            async with asyncio.timeout(grace):
+                await self._client.aclose()
+        except TimeoutError:
+            _log.warning("the Redis connections did not close within %gs", grace)
 
     async def wait_available(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until Redis answers and the buffer is written; return whether it happened in time."""
@@ -166,7 +181,7 @@ class RedisLink:
 
     async def _recover(self) -> None:
         delay, cap = self._retry
-        while True:
+        while not self._closed:
             if self._down_since is not None:
                 await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,27 @@ async def test_closing_with_writes_redis_never_got_logs_them(
     with caplog.at_level(logging.ERROR):
         await store.close()
     assert "never received" in caplog.text and f"live record of guild {GUILD_A}" in caplog.text
+
+
+async def test_closing_is_bounded_when_redis_stops_answering(
+    own_server: RedisServer, make_live: LiveFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A frozen Redis (SIGSTOP: connections stay open, nothing answers) must not hang a shutdown: the retry
+    # loop, the last flush and the disconnect each get a bounded time.
+    store = RedisStore(own_server.url, prefix="frozen", timeout=0.3)
+    await store.open()
+    assert own_server.process is not None
+    own_server.process.send_signal(signal.SIGSTOP)
+    try:
+        await store.put_live(GUILD_A, make_live())  # times out, then buffered; the retry loop starts
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with caplog.at_level(logging.ERROR):
+            await asyncio.wait_for(store.close(), 20)
+        assert loop.time() - started < 8
+        assert "never received" in caplog.text
+    finally:
+        own_server.process.send_signal(signal.SIGCONT)
 
 
 # --- leases ---------------------------------------------------------------------------------------------
