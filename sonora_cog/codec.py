@@ -507,7 +507,8 @@ class Codec:
     def _seal(self, raw: bytes, raw_digest: bytes, meta: SnapshotMeta) -> bytes:
         if len(raw) > self.max_payload_bytes:
             raise SnapshotTooLarge(
-                f"payload is {len(raw)} bytes, over the max_payload_bytes cap of {self.max_payload_bytes}"
+                f"payload is {len(raw)} bytes, over the max_payload_bytes cap of {self.max_payload_bytes}",
+                size=len(raw), cap=self.max_payload_bytes,
             )
         flags = 0
         body = raw
@@ -533,7 +534,8 @@ class Codec:
         record_bytes = len(header) + body_len + CHECKSUM_BYTES
         if record_bytes > self.max_record_bytes:
             raise SnapshotTooLarge(
-                f"record would be {record_bytes} bytes, over the max_record_bytes cap of {self.max_record_bytes}"
+                f"record would be {record_bytes} bytes, over the max_record_bytes cap of {self.max_record_bytes}",
+                size=record_bytes, cap=self.max_record_bytes,
             )
         if cipher is not None:
             body = cipher.encrypt(nonce, body, header)

@@ -74,7 +74,15 @@ class ChecksumMismatch(SnapshotCorrupted):
 
 
 class SnapshotTooLarge(SnapshotCorrupted):
-    """The record, or what it decompresses to, exceeds the configured size cap."""
+    """The record, or what it decompresses to, exceeds the configured size cap.
+
+    When the codec refuses to *write* a record, ``size`` and ``cap`` say by how much (else ``None``).
+    """
+
+    def __init__(self, message: str, *, size: int | None = None, cap: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+        self.cap = cap
 
 
 class InvalidSnapshot(SnapshotCorrupted):

@@ -1,21 +1,27 @@
-"""Fit a captured state to the configured limits, so that every record sonora_cog writes can be read back.
+"""Fit a state to the configured limits, so that a guild is never lost to a cap.
 
-The ``[limits]`` caps guard the reader against hostile records; a state the bot really holds can exceed
-them (a 10,050-track playlist, 20 KB of extras, a track whose URL is 5,000 characters). Written as it
-is, such a record would be refused when it is read back, and the whole guild lost after a crash. So
-every write fits the state first, keeps everything that fits, and says what it left out:
+The ``[limits]`` caps are what a guild's state may hold; a state the bot really holds can exceed them
+(a 10,050-track playlist, 20 KB of extras, a track whose URL is 5,000 characters), and a record written
+under higher limits can meet a process with lower ones. Refusing such a state would lose the whole
+guild, so both ways it is *fitted*: everything that fits is kept, and what was left out is said.
 
 * a queue or auto queue longer than ``max_queue_tracks`` keeps the first ones (those that play next);
-* extras over ``max_extras_bytes`` are left out (the rest of the state is saved), as are a track's
-  ``userData`` and a filters object over it;
+  a history longer than ``max_history_tracks`` keeps the newest;
+* extras over ``max_extras_bytes`` lose their largest keys until they fit; a track's ``userData`` or a
+  filters object over it is left out;
 * a track text field (title, author, URL...) or playlist name over ``max_string_length`` is shortened;
-* a track whose ``encoded`` form exceeds ``max_encoded_length`` cannot be stored and is left out.
+* a track whose ``encoded`` form exceeds ``max_encoded_length`` cannot be stored and is left out;
+* a whole record over ``storage.max_record_bytes`` keeps a part of each track list (:func:`shrink`).
+
+Records read from the store are parsed with :func:`read_limits` (generous; the record and payload size
+caps bound the work) and then fitted. Imported files are not: they are refused when over the limits.
 
 Pure: no I/O; the caller logs the notes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -23,10 +29,44 @@ import orjson
 
 from .model import Limits, SessionState, TrackState
 
-__all__ = ("fit_to_limits",)
+__all__ = ("fit_to_limits", "read_limits", "shrink")
 
 #: Fields of a track's ``info`` that are text.
 _TEXT_FIELDS = ("identifier", "author", "title", "uri", "artworkUrl", "isrc", "sourceName")
+
+
+def read_limits(limits: Limits) -> Limits:
+    """The caps a record from the store is parsed with: ``limits`` or far more (it is fitted afterwards)."""
+    return Limits(
+        max_queue_tracks=max(limits.max_queue_tracks, 1_000_000),
+        max_history_tracks=max(limits.max_history_tracks, 1_000_000),
+        max_string_length=max(limits.max_string_length, 1 << 20),
+        max_encoded_length=max(limits.max_encoded_length, 1 << 22),
+        max_extras_bytes=max(limits.max_extras_bytes, 1 << 26),
+    )
+
+
+def shrink(state: SessionState, fraction: float) -> tuple[SessionState, str] | None:
+    """``state`` keeping ``fraction`` of each track list (upcoming and auto queue: the first ones; history:
+    the newest), with a note; ``None`` when the lists are empty (nothing left to take out)."""
+    queue, autoplay = state.queue, state.autoplay
+    if not (queue.upcoming or queue.history or autoplay.auto_queue):
+        return None
+
+    def keep(count: int) -> int:
+        return min(count - 1, int(count * fraction)) if count else 0
+
+    upcoming = queue.upcoming[: keep(len(queue.upcoming))]
+    history = queue.history[len(queue.history) - keep(len(queue.history)):]
+    auto_queue = autoplay.auto_queue[: keep(len(autoplay.auto_queue))]
+    note = (f"record: over storage.max_record_bytes; saved {len(upcoming):,} of {len(queue.upcoming):,} queued, "
+            f"{len(history):,} of {len(queue.history):,} history and {len(auto_queue):,} of "
+            f"{len(autoplay.auto_queue):,} auto-queue tracks (turn on compression, or raise the cap)")
+    return replace(
+        state,
+        queue=replace(queue, upcoming=upcoming, history=history),
+        autoplay=replace(autoplay, auto_queue=auto_queue),
+    ), note
 
 
 def fit_to_limits(state: SessionState, limits: Limits) -> tuple[SessionState, list[str]]:
@@ -36,13 +76,14 @@ def fit_to_limits(state: SessionState, limits: Limits) -> tuple[SessionState, li
     queue, autoplay = state.queue, state.autoplay
     current = _fit_track(queue.current, "the current track", limits, notes) if queue.current else None
     upcoming = _fit_list(queue.upcoming, "queue", limits, notes)
-    history = _fit_list(queue.history, "history", limits, notes)
+    history = queue.history
+    if len(history) > limits.max_history_tracks:
+        notes.append(f"history: {len(history):,} tracks, over limits.max_history_tracks "
+                     f"({limits.max_history_tracks:,}); the newest {limits.max_history_tracks:,} are kept")
+        history = history[len(history) - limits.max_history_tracks:]
+    history = _fit_list(history, "history", limits, notes)
     auto_queue = _fit_list(autoplay.auto_queue, "auto queue", limits, notes)
-    extras = state.extras
-    if extras and _json_size(extras) > limits.max_extras_bytes:
-        notes.append(f"extras: {_json_size(extras):,} bytes of JSON, over limits.max_extras_bytes "
-                     f"({limits.max_extras_bytes:,}); saved without them")
-        extras = {}
+    extras = _fit_extras(state.extras, limits, notes)
     filters = state.filters
     if _json_size(filters.filter_config) > limits.max_extras_bytes:
         notes.append(f"filters: over limits.max_extras_bytes ({limits.max_extras_bytes:,}) as JSON; "
@@ -57,6 +98,24 @@ def fit_to_limits(state: SessionState, limits: Limits) -> tuple[SessionState, li
         filters=filters,
         extras=extras,
     ), notes
+
+
+def _fit_extras(extras: Mapping[str, Any], limits: Limits, notes: list[str]) -> Mapping[str, Any]:
+    """The extras without their largest keys, until they fit (most extras have one big value, if any)."""
+    size = _json_size(extras) if extras else 0
+    if size <= limits.max_extras_bytes:
+        return extras
+    kept = dict(extras)
+    dropped = []
+    for key in sorted(kept, key=lambda k: _json_size({k: kept[k]}), reverse=True):
+        del kept[key]
+        dropped.append(key)
+        if _json_size(kept) <= limits.max_extras_bytes:
+            break
+    names = ", ".join(repr(k) for k in dropped[:5]) + (", ..." if len(dropped) > 5 else "")
+    notes.append(f"extras: {size:,} bytes of JSON, over limits.max_extras_bytes ({limits.max_extras_bytes:,}); "
+                 f"saved without {names}")
+    return kept
 
 
 def _fit_list(tracks: tuple[TrackState, ...], name: str, limits: Limits, notes: list[str]) -> tuple[TrackState, ...]:

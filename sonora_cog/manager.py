@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -29,9 +30,10 @@ from .errors import (
     RestoreError,
     SnapshotCorrupted,
     SnapshotNotFound,
+    SnapshotTooLarge,
     SonoraError,
 )
-from .fit import fit_to_limits
+from .fit import fit_to_limits, read_limits, shrink
 from .meta import SnapshotKind, SnapshotMeta, new_snapshot_id, validate_label, validate_snapshot_id
 from .model import SessionState
 from .store.base import SnapshotStore
@@ -48,6 +50,8 @@ _log = logging.getLogger(__name__)
 
 #: States with more tracks than this are encoded / decoded in a worker thread.
 _THREAD_THRESHOLD_TRACKS = 200
+#: Times a state over ``storage.max_record_bytes`` is shrunk before the write gives up.
+_SHRINK_ATTEMPTS = 6
 _LIVE_ID = "live"
 
 
@@ -137,6 +141,7 @@ class SessionManager:
         self._store = store
         self.codec = codec or build_codec(self.settings)
         self.limits = self.settings.limits.to_limits()
+        self._read_limits = read_limits(self.limits)
         self._scheduler: Any = None
         self._owner: SessionOwner | None = None
         self._unfit_reported: set[tuple[int, str]] = set()
@@ -176,28 +181,49 @@ class SessionManager:
         )
 
     async def _encode(self, state: SessionState, snapshot_id: str) -> tuple[bytes, SnapshotMeta]:
-        state, notes = fit_to_limits(state, self.limits)  # never write what could not be read back
-        if notes:
-            self._report_unfit(state.guild_id, notes)
-        meta = self._meta_for(state, snapshot_id)
-        if state.track_count + len(state.queue.history) > _THREAD_THRESHOLD_TRACKS:
-            record = await asyncio.to_thread(self.codec.encode, state.to_json(), meta)
-        else:
-            record = self.codec.encode(state.to_json(), meta)
-        return record.data, record.meta
+        """Encode ``state``, fitted to the limits and to ``storage.max_record_bytes``, so that what is
+        written can always be read back (what was left out is logged, see :mod:`sonora_cog.fit`)."""
+        state, notes = fit_to_limits(state, self.limits)
+        for _attempt in range(_SHRINK_ATTEMPTS):
+            meta = self._meta_for(state, snapshot_id)
+            try:
+                if state.track_count + len(state.queue.history) > _THREAD_THRESHOLD_TRACKS:
+                    record = await asyncio.to_thread(self.codec.encode, state.to_json(), meta)
+                else:
+                    record = self.codec.encode(state.to_json(), meta)
+            except SnapshotTooLarge as exc:
+                smaller = shrink(state, 0.9 * exc.cap / exc.size) if exc.size and exc.cap else None
+                if smaller is None:
+                    raise
+                state, note = smaller
+                notes.append(note)
+                continue
+            if notes:
+                self._report_unfit(state.guild_id, notes, "saved")
+            return record.data, record.meta
+        raise SnapshotTooLarge(f"guild {state.guild_id}: the state does not fit storage.max_record_bytes")
 
-    def _report_unfit(self, guild_id: int, notes: list[str]) -> None:
-        """Log what a write left out to fit the limits: once per guild and kind of thing per process."""
+    def _report_unfit(self, guild_id: int, notes: list[str], how: str) -> None:
+        """Log what was left out to fit the limits: each kind of thing once per guild per process."""
         for note in notes:
-            key = (guild_id, note.split(":", 1)[0])
+            key = (guild_id, re.sub(r"[\d,.]+", "#", note))  # the same note with other numbers is the same
             if key not in self._unfit_reported:
                 self._unfit_reported.add(key)
-                _log.warning("guild %s: %s (raise the limit in [limits] to keep it)", guild_id, note)
+                _log.warning("guild %s (%s): %s (raise the limit to keep it)", guild_id, how, note)
 
     def decode(self, data: bytes) -> tuple[SnapshotMeta, SessionState]:
-        """Decode one record's bytes (any codec error or :class:`InvalidSnapshot` propagates)."""
+        """Decode one record's bytes (any codec error or :class:`InvalidSnapshot` propagates).
+
+        The record is parsed with generous caps and then fitted to the configured ``[limits]``: a record
+        written under higher limits (the limits were lowered since) is trimmed, with a warning, never
+        refused.
+        """
         record = self.codec.decode(data)
-        return record.meta, SessionState.from_json(record.payload, self.limits)
+        state = SessionState.from_json(record.payload, self._read_limits)
+        state, notes = fit_to_limits(state, self.limits)
+        if notes:
+            self._report_unfit(state.guild_id, notes, "read from a record written under higher limits")
+        return record.meta, state
 
     async def _decode(self, data: bytes) -> tuple[SnapshotMeta, SessionState]:
         if len(data) > 256 * 1024:
@@ -325,8 +351,6 @@ class SessionManager:
         ------
         SnapshotTooLarge, InvalidSnapshot, SchemaVersionError
         """
-        from .errors import SnapshotTooLarge
-
         cap = self.settings.storage.max_payload_bytes if max_bytes is None else max_bytes
         if len(data) > cap:
             raise SnapshotTooLarge(f"{len(data)} bytes exceeds the import cap of {cap} bytes")

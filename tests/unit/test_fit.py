@@ -10,6 +10,7 @@ import pytest
 from factories import lavalink_track, sample_state
 
 from sonora_cog.config import LimitSettings, Settings, StorageSettings
+from sonora_cog.errors import InvalidSnapshot
 from sonora_cog.fit import fit_to_limits
 from sonora_cog.manager import SessionManager
 from sonora_cog.model import Limits, SessionState, TrackState
@@ -23,14 +24,10 @@ def track(title: str = "Song", **user_data: object) -> TrackState:
 
 
 def roundtrips(state: SessionState, limits: Limits) -> SessionState:
-    """Encode and decode with these limits, as a restart would (raises if the record is refused)."""
-    settings = Settings(limits=LimitSettings(max_queue_tracks=limits.max_queue_tracks,
-                                             max_string_length=limits.max_string_length,
-                                             max_extras_bytes=limits.max_extras_bytes))
-    manager = SessionManager(settings)
-    manager.limits = limits  # also max_encoded_length, which has no setting
+    """Encode, then parse *strictly* with these limits (raises if any field is over a cap)."""
+    manager = SessionManager(Settings())
     record = manager.codec.encode(state.to_json(), manager._meta_for(state, "live"))
-    return manager.decode(record.data)[1]
+    return SessionState.from_json(manager.codec.decode(record.data).payload, limits)
 
 
 def test_a_state_within_the_limits_is_kept_as_it_is() -> None:
@@ -49,14 +46,15 @@ def test_everything_over_a_limit_is_fitted_and_said() -> None:
         autoplay=dataclasses.replace(state.autoplay, auto_queue=(track("auto", note="y" * 400),)),
         extras={"blob": "z" * 400, "keep": "no"},
     )
-    with pytest.raises(Exception, match="exceed"):
-        roundtrips(state, LIMITS)  # as it is, the record would be refused: the guild lost after a crash
+    with pytest.raises(InvalidSnapshot, match="exceed"):
+        roundtrips(state, LIMITS)  # as it is, it is over the caps
     fitted, notes = fit_to_limits(state, LIMITS)
     back = roundtrips(fitted, LIMITS)
     assert len(back.queue.upcoming) == 10 and back.queue.upcoming[0].title == long_title[:200]
     assert [t.title for t in back.queue.upcoming[1:]] == [f"Q{i}" for i in range(9)]  # the ones that play next
     assert back.queue.current is not None and back.queue.current.title == "now"
-    assert back.extras == {} and back.autoplay.auto_queue[0].user_data == {}
+    assert back.extras == {"keep": "no"}  # only the key that did not fit is left out
+    assert back.autoplay.auto_queue[0].user_data == {}
     assert back.queue.current.encoded == state.queue.current.encoded  # nothing else touched
     kinds = {note.split(":", 1)[0] for note in notes}
     assert {"extras", "queue", "queue track 1", "auto queue track 1"} <= kinds
@@ -77,14 +75,74 @@ async def test_the_manager_fits_every_write_and_warns_once(tmp_path: Path, caplo
     settings = Settings(storage=StorageSettings(path=str(tmp_path)), limits=LimitSettings(max_extras_bytes=300))
     manager = SessionManager(settings)
     try:
-        state = sample_state(extras={"big": "x" * 1_000})
+        state = sample_state(extras={"big": "x" * 1_000, "small": 1})
         await manager.write_live(state)
-        await manager.write_live(dataclasses.replace(state, extras={"big": "x" * 2_000}))
+        await manager.write_live(dataclasses.replace(state, extras={"big": "x" * 2_000, "small": 1}))
         back = await manager.read_live(state.guild_id)
-        assert back is not None and back.extras == {} and back.queue.current is not None
+        assert back is not None and back.extras == {"small": 1} and back.queue.current is not None
         warned = [r.getMessage() for r in caplog.records if "limits.max_extras_bytes" in r.getMessage()]
-        assert len(warned) == 1 and str(state.guild_id) in warned[0] and "[limits]" in warned[0]
+        assert len(warned) == 1 and str(state.guild_id) in warned[0] and "'big'" in warned[0]
         meta = await manager.save_snapshot(state)
-        assert (await manager.load_snapshot(meta.id, state.guild_id)).extras == {}
+        assert (await manager.load_snapshot(meta.id, state.guild_id)).extras == {"small": 1}
+    finally:
+        await manager.close()
+
+
+async def test_each_thing_left_out_is_warned_even_in_one_track(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sonora_cog.manager")
+    settings = Settings(storage=StorageSettings(path=str(tmp_path)),
+                        limits=LimitSettings(max_string_length=200, max_extras_bytes=300))
+    manager = SessionManager(settings)
+    try:
+        state = sample_state(tracks=2)
+        both = track("T" * 300, requester="r" * 400)  # a long title and a large userData in one track
+        state = dataclasses.replace(state, queue=dataclasses.replace(state.queue, upcoming=(both,)))
+        await manager.write_live(state)
+        text = caplog.text
+        assert "title over limits.max_string_length" in text and "userData is over" in text
+    finally:
+        await manager.close()
+
+
+async def test_lowering_a_limit_trims_old_records_instead_of_losing_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Written under the defaults, read by a process whose limits were lowered meanwhile (a redeploy).
+    big = sample_state(tracks=300, extras={"note": "n" * 5_000, "dj": "7"})
+    writer = SessionManager(Settings(storage=StorageSettings(path=str(tmp_path))))
+    try:
+        await writer.write_live(big)
+        snapshot = await writer.save_snapshot(big)
+    finally:
+        await writer.close()
+    caplog.set_level(logging.WARNING, logger="sonora_cog.manager")
+    lowered = LimitSettings(max_queue_tracks=100, max_extras_bytes=1_024, max_string_length=1_000)
+    reader = SessionManager(Settings(storage=StorageSettings(path=str(tmp_path)), limits=lowered))
+    try:
+        live = await reader.read_live(big.guild_id)
+        assert live is not None and len(live.queue.upcoming) == 100 and live.extras == {"dj": "7"}
+        assert (await reader.load_snapshot(snapshot.id, big.guild_id)).queue.upcoming == live.queue.upcoming
+        assert [r.ok for r in await reader.validate_all()] == [True, True]
+        assert not (tmp_path / "quarantine").exists() or not any((tmp_path / "quarantine").iterdir())
+        assert "written under higher limits" in caplog.text and "limits.max_queue_tracks" in caplog.text
+    finally:
+        await reader.close()
+
+
+async def test_a_state_over_the_record_size_cap_keeps_what_fits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sonora_cog.manager")
+    settings = Settings(storage=StorageSettings(path=str(tmp_path), max_record_bytes=64 * 1024))
+    manager = SessionManager(settings)
+    try:
+        tracks = tuple(track(f"Q{i}", note="u" * 1_000) for i in range(200))  # about 300 KB as a record
+        state = sample_state(tracks=2)
+        state = dataclasses.replace(state, queue=dataclasses.replace(state.queue, upcoming=tracks))
+        meta = await manager.write_live(state)
+        assert meta.size <= 64 * 1024
+        back = await manager.read_live(state.guild_id)
+        assert back is not None and 0 < len(back.queue.upcoming) < 200
+        assert [t.title for t in back.queue.upcoming] == [f"Q{i}" for i in range(len(back.queue.upcoming))]
+        assert back.queue.current is not None and back.queue.current.title == state.queue.current.title  # type: ignore[union-attr]
+        assert "over storage.max_record_bytes" in caplog.text and "compression" in caplog.text
     finally:
         await manager.close()
