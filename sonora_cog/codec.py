@@ -648,12 +648,14 @@ class Codec:
     def _decrypt(self, header: _Header, body: memoryview, aad: memoryview) -> bytes:
         assert header.key_id is not None
         if self.keyring is None:
-            raise WrongKeyError(f"record is encrypted with key {header.key_id} and no keyring is configured")
+            raise WrongKeyError(f"record is encrypted with key {header.key_id} and no keyring is configured",
+                                key_id=header.key_id)
         cipher = self.keyring.cipher(header.key_id)
         if cipher is None:
             raise WrongKeyError(
                 f"record is encrypted with key {header.key_id}, which is not in the keyring "
-                f"(keys: {', '.join(self.keyring.key_ids) or 'none'})"
+                f"(keys: {', '.join(self.keyring.key_ids) or 'none'})",
+                key_id=header.key_id,
             )
         invalid_tag = importlib.import_module("cryptography.exceptions").InvalidTag
         try:

@@ -90,6 +90,7 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         self._previous_heartbeat: float | None = None
         self._previous_sessions: dict[str, str] = {}
         self._previous_lease_owner: str | None = None
+        self._unreadable: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._undo = contextlib.AsyncExitStack()
         self._stopping_on_signal = False

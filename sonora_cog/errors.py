@@ -18,6 +18,7 @@ __all__ = (
     "InvalidIdentifier",
     "InvalidSnapshot",
     "LeaseConflict",
+    "NotReadableHere",
     "RestoreError",
     "RestoreInProgress",
     "SchemaVersionError",
@@ -94,7 +95,16 @@ class InvalidSnapshot(SnapshotCorrupted):
         super().__init__(f"{path}: {message}" if path else message)
 
 
-class SchemaVersionError(SonoraError):
+class NotReadableHere(SonoraError):
+    """The record is intact, but this process is not configured to read it: a key that is not configured
+    (:class:`WrongKeyError`), or a newer release's format (:class:`SchemaVersionError`).
+
+    A configuration problem, not damage: the record is kept where it is (never quarantined), the guild is
+    skipped with this reason, and a later start with the right key (or release) restores it.
+    """
+
+
+class SchemaVersionError(NotReadableHere):
     """The record uses a schema version this release cannot read (raised by the model)."""
 
 
@@ -111,8 +121,15 @@ class DecryptionError(SonoraError):
     """An encrypted record could not be decrypted (raised by the codec)."""
 
 
-class WrongKeyError(DecryptionError):
-    """No configured key matches the record's key id (missing key, or a different key)."""
+class WrongKeyError(DecryptionError, NotReadableHere):
+    """No configured key matches the record's key id (missing key, or a different key).
+
+    ``key_id`` is the record's key id (never the key), when known.
+    """
+
+    def __init__(self, message: str, *, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
 
 
 class TamperedSnapshot(DecryptionError):

@@ -27,6 +27,7 @@ from .errors import (
     DuplicateSnapshot,
     ForeignGuildError,
     InvalidSnapshot,
+    NotReadableHere,
     RestoreError,
     SnapshotCorrupted,
     SnapshotNotFound,
@@ -391,8 +392,10 @@ class SessionManager:
     async def read_live(self, guild_id: int) -> SessionState | None:
         """The guild's live record, or ``None``.
 
-        A record that cannot be read is quarantined (moved aside, never deleted) and the error is
-        raised, so one bad guild never stops the others.
+        A damaged record is quarantined (moved aside, never deleted) and the error is raised, so one bad
+        guild never stops the others. A record this process is not configured to read
+        (:class:`~sonora_cog.errors.NotReadableHere`: a key that is not configured, a newer release's
+        format) is left where it is and the error raised: fix the configuration and it is read again.
         """
         data = await self.store.get_live(guild_id)
         if data is None:
@@ -401,6 +404,8 @@ class SessionManager:
             _meta, state = await self._decode(data)
             if state.guild_id != guild_id:
                 raise ForeignGuildError(f"live record of guild {guild_id} belongs to guild {state.guild_id}")
+        except NotReadableHere:
+            raise
         except SonoraError as exc:
             where = await self.store.quarantine_live(guild_id, type(exc).__name__)
             _log.error("live record of guild %s is unreadable (%s); moved aside to %s", guild_id, exc, where)

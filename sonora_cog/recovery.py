@@ -16,7 +16,7 @@ import wavelink
 from discord.ext import commands
 
 from .config import Settings
-from .errors import RestoreError, RestoreInProgress, SonoraError, StoreError
+from .errors import NotReadableHere, RestoreError, RestoreInProgress, SonoraError, StoreError, WrongKeyError
 from .lease import LeaseStatus
 from .manager import SessionManager
 from .meta import SnapshotKind
@@ -63,6 +63,8 @@ class RecoveryMixin:
     #: What the previous process of these shards left: its Lavalink session per node URI, its lease token.
     _previous_sessions: dict[str, str]
     _previous_lease_owner: str | None
+    #: Per configuration problem (a key that is not configured...), how many live records it kept from restoring.
+    _unreadable: dict[str, int]
     _spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]  # provided by the cog
 
     async def _find_startup_guilds(self) -> None:
@@ -165,6 +167,10 @@ class RecoveryMixin:
         reports = await asyncio.gather(*tasks.values())
         restored = sum(r.ok for r in reports)
         _log.info("startup restore finished: %d restored, %d skipped or failed", restored, len(reports) - restored)
+        for problem, count in sorted(self._unreadable.items()):
+            _log.warning("%d live record(s) are %s; they are kept and restored by a start that can read them",
+                         count, problem)
+        self._unreadable.clear()
         return list(reports)
 
     async def _drop_ghost(self, ghosts: dict[int, Ghost], guild_id: int, reason: str) -> None:
@@ -200,6 +206,10 @@ class RecoveryMixin:
     async def _restore_record_held(self, guild_id: int, ghost: Ghost | None, stray: Ghost | None) -> RestoreReport:
         try:
             state = await self.manager.read_live(guild_id)
+        except NotReadableHere as exc:  # a configuration problem: the record stays, a later start reads it
+            problem = _configuration_problem(exc)
+            self._unreadable[problem] = self._unreadable.get(problem, 0) + 1
+            return RestoreReport(guild_id, RestoreStatus.skipped, reason=f"its live record is {problem}")
         except SonoraError as exc:
             return RestoreReport(guild_id, RestoreStatus.failed, reason=f"{type(exc).__name__}: {exc}")
         if state is None:
@@ -388,3 +398,12 @@ class RecoveryMixin:
         if player is None or code not in VOICE_LOST_CODES or not self.settings.restore.on_voice_lost:
             return
         self._spawn(self.rebuild(player, f"voice connection lost (code {code})"))
+
+
+def _configuration_problem(exc: NotReadableHere) -> str:
+    """What keeps this process from reading a record, said so that records with the same problem group."""
+    if isinstance(exc, WrongKeyError):
+        if exc.key_id:
+            return f"encrypted with a key that is not configured (key id {exc.key_id})"
+        return "encrypted, and no key is configured"
+    return f"from a newer sonora_cog release ({exc})"
