@@ -110,9 +110,19 @@ def _optional_text(value: Any) -> str:
 
 
 def _env_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.replace("_", "").isalnum():
+    if isinstance(value, str) and _looks_like_a_key(value):
+        raise ValueError(
+            "expected the NAME of an environment variable, and this looks like a key itself: put the key in "
+            "an environment variable and its name here"
+        )
+    if not isinstance(value, str) or not value.replace("_", "").isalnum() or not value.isascii():
         raise ValueError("expected the NAME of an environment variable (letters, digits, _)")
     return value
+
+
+def _looks_like_a_key(value: str) -> bool:
+    """A long run of base64 or hex with digits in it: a key (or password) pasted where a name belongs."""
+    return len(value.strip()) >= 32 and sum(c.isdigit() for c in value) >= 4 and not any(c.isspace() for c in value)
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
@@ -392,6 +402,8 @@ def _build_section(name: str, raw: Any, env: Mapping[str, str]) -> Any:
         try:
             values[f.name] = check(value)
         except ValueError as exc:
+            if check is _env_name:  # what is in a variable-name field may be the secret itself: never echo it
+                raise ConfigError(f"{where}: {exc} (the value is not shown)") from None
             shown = f'"{value}"' if isinstance(value, str) else repr(value)
             raise ConfigError(f"{where}: {exc}, got {shown}") from None
     return replace(defaults, **values)

@@ -91,8 +91,10 @@ def build_codec(settings: Settings) -> Codec:
                 keys.reveal() if keys is not None else None,
                 [k.reveal() for k in settings.old_encryption_keys],
             )
-        except ValueError as exc:
-            raise ConfigError(f"encryption: {exc}") from None
+        except ValueError as exc:  # the message says which key, never its text; name its variable too
+            encryption = settings.encryption
+            variable = encryption.key_env if "current" in str(exc) else encryption.old_keys_env
+            raise ConfigError(f"{variable} (environment): {exc}") from None
     return Codec(
         compression=settings.storage.compression,  # type: ignore[arg-type]
         compression_level=settings.storage.compression_level,
