@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from rich.table import Table
 
 from ._version import __version__
 from .config import Settings, load_settings
-from .errors import ConfigError, SnapshotNotFound, SonoraError
+from .errors import ConfigError, SnapshotNotFound, SnapshotTooLarge, SonoraError
 from .manager import SessionManager
 from .meta import SnapshotMeta
 
@@ -176,9 +177,21 @@ async def cmd_export(manager: SessionManager, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_capped(path: Path, cap: int) -> bytes:
+    """The file's bytes, its size checked before anything is read (and at most ``cap + 1`` bytes read)."""
+    with path.open("rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size > cap:
+            raise SnapshotTooLarge(f"{path} is {size} bytes, over the import cap of {cap} bytes; not read")
+        data = stream.read(cap + 1)
+    if len(data) > cap:
+        raise SnapshotTooLarge(f"{path} grew over the import cap of {cap} bytes while it was read")
+    return data
+
+
 async def cmd_import(manager: SessionManager, args: argparse.Namespace) -> int:
     try:
-        data = await asyncio.to_thread(Path(args.file).read_bytes)
+        data = await asyncio.to_thread(_read_capped, Path(args.file), manager.settings.storage.max_payload_bytes)
     except OSError as exc:
         _err.print(f"error: cannot read {args.file}: {exc.strerror}")
         return EXIT_USAGE

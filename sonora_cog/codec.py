@@ -85,6 +85,7 @@ __all__ = (
     "EncodedRecord",
     "Keyring",
     "RecordInfo",
+    "check_json_shape",
     "describe",
     "header_length",
     "read_meta",
@@ -699,7 +700,29 @@ class Codec:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk: no copy
 
 
+def check_json_shape(raw: bytes | bytearray | memoryview, what: str = "payload") -> None:
+    """Refuse JSON whose element count is out of proportion to its size, before it is parsed.
+
+    Parsing builds one Python object per element; ``[[],[],...]`` makes a 60-byte list of every 3 bytes
+    of input. Counting brackets and commas (C speed, no objects) bounds what a parse may allocate to a
+    small multiple of the input's size, which the size caps bound already.
+
+    Raises
+    ------
+    InvalidSnapshot
+        Far more containers or values than real records ever hold for that size.
+    """
+    data = bytes(raw) if isinstance(raw, memoryview) else raw
+    size = len(data)
+    containers = data.count(b"[") + data.count(b"{")
+    values = data.count(b",")
+    if containers > max(100_000, size // 16) or values > max(200_000, size // 6):
+        raise InvalidSnapshot("", f"{what} has {containers:,} lists/objects and {values:,} values in {size:,} bytes: "
+                                  "not a record (refused before parsing)")
+
+
 def _load_payload(raw: bytes | memoryview) -> dict[str, Any]:
+    check_json_shape(raw)  # before any object is built
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from .model import Limits, SessionState, TrackState
+from .model import MAX_JSON_DEPTH, Limits, SessionState, TrackState, json_too_deep
 
 __all__ = ("fit_to_limits", "read_limits", "shrink")
 
@@ -85,7 +85,8 @@ def fit_to_limits(state: SessionState, limits: Limits) -> tuple[SessionState, li
     auto_queue = _fit_list(autoplay.auto_queue, "auto queue", limits, notes)
     extras = _fit_extras(state.extras, limits, notes)
     filters = state.filters
-    if _json_size(filters.filter_config) > limits.max_extras_bytes:
+    config = filters.filter_config
+    if json_too_deep(config) or _json_size(config) > limits.max_extras_bytes:
         notes.append(f"filters: over limits.max_extras_bytes ({limits.max_extras_bytes:,}) as JSON; "
                      "saved without filters")
         filters = replace(filters, active_filters=(), filter_config={})
@@ -101,7 +102,12 @@ def fit_to_limits(state: SessionState, limits: Limits) -> tuple[SessionState, li
 
 
 def _fit_extras(extras: Mapping[str, Any], limits: Limits, notes: list[str]) -> Mapping[str, Any]:
-    """The extras without their largest keys, until they fit (most extras have one big value, if any)."""
+    """The extras without keys nested too deep, then without their largest keys until they fit."""
+    deep = [key for key, value in extras.items() if json_too_deep(value, MAX_JSON_DEPTH - 1)]
+    if deep:
+        notes.append(f"extras: {', '.join(map(repr, deep[:5]))} nested deeper than {MAX_JSON_DEPTH} levels; "
+                     "saved without")
+        extras = {k: v for k, v in extras.items() if k not in deep}
     size = _json_size(extras) if extras else 0
     if size <= limits.max_extras_bytes:
         return extras
@@ -148,9 +154,9 @@ def _fit_track(track: TrackState, where: str, limits: Limits, notes: list[str]) 
             notes.append(f"{where}: {', '.join(long)} over limits.max_string_length ({cap:,}); shortened")
             changed["info"] = {**info, **long}
     user_data = data.get("userData")
-    if user_data and _json_size(user_data) > limits.max_extras_bytes:
-        notes.append(f"{where}: its userData is over limits.max_extras_bytes ({limits.max_extras_bytes:,}); "
-                     "saved without it")
+    if user_data and (json_too_deep(user_data) or _json_size(user_data) > limits.max_extras_bytes):
+        notes.append(f"{where}: its userData is over limits.max_extras_bytes ({limits.max_extras_bytes:,}) "
+                     f"or nested deeper than {MAX_JSON_DEPTH} levels; saved without it")
         changed["userData"] = {}
     playlist = data.get("playlist")
     if playlist is not None and isinstance(playlist.get("name"), str) and len(playlist["name"]) > cap:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .capture import PositionSample, capture_state
-from .codec import Codec, Keyring
+from .codec import Codec, Keyring, check_json_shape
 from .config import Settings
 from .errors import (
     ConfigError,
@@ -33,6 +33,7 @@ from .errors import (
     SnapshotNotFound,
     SnapshotTooLarge,
     SonoraError,
+    StoreError,
 )
 from .fit import fit_to_limits, read_limits, shrink
 from .meta import SnapshotKind, SnapshotMeta, new_snapshot_id, validate_label, validate_snapshot_id
@@ -110,7 +111,7 @@ def build_store(settings: Settings) -> SnapshotStore:
     if settings.storage.backend == "filesystem":
         from .store.filesystem import FilesystemStore
 
-        return FilesystemStore(settings.storage.path)
+        return FilesystemStore(settings.storage.path, max_record_bytes=settings.storage.max_record_bytes)
     if settings.storage.backend == "redis":
         try:
             from .store.redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
@@ -357,6 +358,7 @@ class SessionManager:
         cap = self.settings.storage.max_payload_bytes if max_bytes is None else max_bytes
         if len(data) > cap:
             raise SnapshotTooLarge(f"{len(data)} bytes exceeds the import cap of {cap} bytes")
+        check_json_shape(data, "the file")
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -399,14 +401,14 @@ class SessionManager:
         (:class:`~sonora_cog.errors.NotReadableHere`: a key that is not configured, a newer release's
         format) is left where it is and the error raised: fix the configuration and it is read again.
         """
-        data = await self.store.get_live(guild_id)
-        if data is None:
-            return None
         try:
+            data = await self.store.get_live(guild_id)  # an oversized record is refused before it is read
+            if data is None:
+                return None
             _meta, state = await self._decode(data)
             if state.guild_id != guild_id:
                 raise ForeignGuildError(f"live record of guild {guild_id} belongs to guild {state.guild_id}")
-        except NotReadableHere:
+        except (NotReadableHere, StoreError):  # a configuration problem, or the store failing: not damage
             raise
         except SonoraError as exc:
             where = await self.store.quarantine_live(guild_id, type(exc).__name__)

@@ -134,7 +134,11 @@ class RecoveryMixin:
             nonlocal done
             if lease is not None and lease.acquired:
                 async with semaphore:
-                    report = await self._restore_pending(guild_id, ghosts.get(guild_id), strays.pop(guild_id, None))
+                    try:
+                        report = await self._restore_pending(guild_id, ghosts.get(guild_id), strays.pop(guild_id, None))
+                    except Exception as exc:  # one guild's surprise never stops the others' restore
+                        _log.exception("restore of guild %s failed unexpectedly", guild_id)
+                        report = RestoreReport(guild_id, RestoreStatus.failed, reason=f"{type(exc).__name__}: {exc}")
             else:
                 reason = error or f"another process owns this guild ({lease.holder if lease else '?'})"
                 self.owner.lose(guild_id, reason)

@@ -26,6 +26,7 @@ from ..errors import InvalidIdentifier, SnapshotTooLarge, TruncatedSnapshot
 from ..meta import SnapshotKind, SnapshotMeta, validate_snapshot_id
 
 __all__ = (
+    "DEFAULT_MAX_RECORD_BYTES",
     "MAX_AUX_BYTES",
     "MAX_GUILD_ID",
     "MAX_HEADER_BYTES",
@@ -41,6 +42,8 @@ __all__ = (
     "validate_guild_id",
 )
 
+#: Records larger than this are refused before they are read (``storage.max_record_bytes``'s default).
+DEFAULT_MAX_RECORD_BYTES = 8 * 1024 * 1024
 #: Discord snowflakes are unsigned 64-bit integers.
 MAX_GUILD_ID = 2**64 - 1
 #: A header longer than this is refused before it is read: metadata is a few hundred bytes.

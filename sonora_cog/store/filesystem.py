@@ -34,9 +34,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from ..errors import DuplicateSnapshot, SnapshotNotFound, SonoraError, StoreError
+from ..errors import DuplicateSnapshot, SnapshotNotFound, SnapshotTooLarge, SonoraError, StoreError
 from ..meta import SNAPSHOT_ID_RE, SnapshotMeta, validate_snapshot_id
 from .base import (
+    DEFAULT_MAX_RECORD_BYTES,
+    MAX_AUX_BYTES,
     HeaderReader,
     RecordRef,
     StoreStats,
@@ -114,6 +116,9 @@ class FilesystemStore:
     stale_temp_age:
         Temporary files older than this many seconds are removed when the store opens (younger ones
         may belong to another process writing right now, e.g. the bot while the CLI runs).
+    max_record_bytes:
+        A record file larger than this is refused (:class:`~sonora_cog.errors.SnapshotTooLarge`) before
+        anything of it is read.
 
     The store opens itself on first use; ``await store.open()`` or ``async with store`` does it early.
 
@@ -126,8 +131,11 @@ class FilesystemStore:
         *,
         read_header: HeaderReader = read_meta_from_stream,
         stale_temp_age: float = 60.0,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self._root = Path(root)
+        #: Records larger than this are refused before they are read (``storage.max_record_bytes``).
+        self.max_record_bytes = max_record_bytes
         self._live_dir = self._root / "live"
         self._snapshot_dir = self._root / "snapshots"
         self._quarantine_dir = self._root / "quarantine"
@@ -289,14 +297,23 @@ class FilesystemStore:
                 raise DuplicateSnapshot(f"{what} already exists; snapshots are immutable") from None
             _replace(tmp, path)
 
-    def _read_file(self, path: Path, what: str) -> bytes | None:
+    def _read_file(self, path: Path, what: str, cap: int | None = None) -> bytes | None:
+        """The file's bytes, its size checked first: a file over ``cap`` is never read, and at most
+        ``cap + 1`` bytes are read in any case (a file growing meanwhile is refused too)."""
+        cap = self.max_record_bytes if cap is None else cap
         try:
             with _open_read(path) as stream:
-                return stream.read()
+                size = os.fstat(stream.fileno()).st_size
+                data = stream.read(cap + 1) if size <= cap else b""
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StoreError(f"could not read {what} from {path}: {_describe(exc)}") from exc
+        if size > cap or len(data) > cap:
+            size = max(size, len(data))
+            raise SnapshotTooLarge(f"{what} at {path} is {size} bytes, over the {cap}-byte cap; not read",
+                                   size=size, cap=cap)
+        return data
 
     def _unlink(self, path: Path, what: str) -> bool:
         try:
@@ -415,7 +432,7 @@ class FilesystemStore:
     async def get_aux(self, key: str) -> bytes | None:
         """Return an auxiliary record, or ``None``."""
         path = self._aux_dir / f"{validate_aux_key(key)}{SUFFIX}"
-        return await self._run(self._read_file, path, f"auxiliary record {key!r}")
+        return await self._run(self._read_file, path, f"auxiliary record {key!r}", MAX_AUX_BYTES)
 
     async def get_live(self, guild_id: int) -> bytes | None:
         """Return the guild's live record, or ``None``."""

@@ -41,11 +41,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import ConfigError, DuplicateSnapshot, SnapshotNotFound, SonoraError
+from ..errors import ConfigError, DuplicateSnapshot, SnapshotNotFound, SnapshotTooLarge, SonoraError
 from ..lease import LeaseConflict, LeaseStatus
 from ..meta import SnapshotMeta, validate_snapshot_id
 from . import redis_scripts as lua
 from .base import (
+    DEFAULT_MAX_RECORD_BYTES,
     HeaderReader,
     RecordRef,
     StoreStats,
@@ -121,8 +122,11 @@ class RedisStore:
         tls_ca_file: str | None = None,
         client: Any = None,
         read_header: HeaderReader = read_meta_from_stream,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         aioredis = _driver()
+        #: Records larger than this are refused before they are read (``storage.max_record_bytes``).
+        self.max_record_bytes = max_record_bytes
         if not prefix or any(c.isspace() for c in prefix):
             raise ConfigError(f"storage.redis_prefix: expected a prefix without spaces, got {prefix!r}")
         self.url = url
@@ -162,6 +166,7 @@ class RedisStore:
             buffer_max_records=storage.redis_buffer_max_records,
             buffer_max_bytes=storage.redis_buffer_max_bytes,
             tls_ca_file=storage.redis_tls_ca_file or None,
+            max_record_bytes=storage.max_record_bytes,
         )
 
     def __repr__(self) -> str:
@@ -271,8 +276,7 @@ class RedisStore:
         pending = self._link.buffer.live(guild_id)
         if pending is not None:
             return pending.data if pending.kind is PendingKind.put_live else None
-        data: bytes | None = await self._link.call(f"read the live record of guild {guild_id}", self._client.get, key)
-        return data
+        return await self._capped_get(key, f"the live record of guild {guild_id}")
 
     async def delete_live(self, guild_id: int) -> bool:
         """Delete the guild's live record; return whether there was one (``True`` when buffered).
@@ -323,8 +327,7 @@ class RedisStore:
         pending = self._link.buffer.aux(key)
         if pending is not None:
             return pending.data
-        data = await self._link.call(f"read auxiliary record {key!r}", self._client.get, redis_key)
-        return None if data is None else bytes(data)
+        return await self._capped_get(redis_key, f"auxiliary record {key!r}")
 
     # --- snapshots ---------------------------------------------------------------------------------------
     async def save(self, meta: SnapshotMeta, data: bytes) -> None:
@@ -342,10 +345,18 @@ class RedisStore:
         pending = self._link.buffer.snapshot(guild_id, snapshot_id)
         if pending is not None:
             return pending.data
-        data = await self._link.call(f"read snapshot {snapshot_id} of guild {guild_id}", self._client.get, key)
+        data = await self._capped_get(key, f"snapshot {snapshot_id} of guild {guild_id}")
         if data is None:
             raise SnapshotNotFound(f"guild {guild_id} has no snapshot {snapshot_id!r}")
-        return bytes(data)
+        return data
+
+    async def _capped_get(self, key: str, what: str) -> bytes | None:
+        """``GET`` a value, checking its size in Redis first: a value over the cap is never transferred."""
+        result = await self._link.call(f"read {what}", self._scripts["CAPPED_GET"], [key], [self.max_record_bytes])
+        if isinstance(result, list):
+            raise SnapshotTooLarge(f"{what} is {result[0]} bytes, over the {self.max_record_bytes}-byte cap; not read",
+                                   size=int(result[0]), cap=self.max_record_bytes)
+        return None if result is None else bytes(result)
 
     def _parse_meta(self, guild_id: int, snapshot_id: str, raw: bytes) -> SnapshotMeta | None:
         try:

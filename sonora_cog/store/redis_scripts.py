@@ -10,6 +10,7 @@ its index entry, or a live record missing from the set of live guilds. Keys are 
 from __future__ import annotations
 
 __all__ = (
+    "CAPPED_GET",
     "DELETE_LIVE",
     "DELETE_SNAPSHOTS",
     "LEASE_ACQUIRE",
@@ -20,6 +21,14 @@ __all__ = (
     "REPLACE_SNAPSHOT",
     "SAVE_SNAPSHOT",
 )
+
+# A read that checks the size first: a value over the cap is never sent (nor allocated by the reader).
+# KEYS: key   ARGV: cap   -> nil | the value | {size} when the value is larger than cap
+CAPPED_GET = """
+local size = redis.call('STRLEN', KEYS[1])
+if size > tonumber(ARGV[1]) then return {size} end
+return redis.call('GET', KEYS[1])
+"""
 
 # A live write is fenced by the guild's lease: when another owner holds it, nothing is written.
 # KEYS: live, live-set, lease   ARGV: data, guild, owner ('' = not fenced)   -> {1, ''} | {0, holder}

@@ -287,6 +287,9 @@ async def test_listing_reads_only_headers(
             read["bytes"] += len(chunk)
             return chunk
 
+        def fileno(self) -> int:
+            return self._stream.fileno()
+
         def __enter__(self) -> Counting:
             return self
 
