@@ -19,6 +19,7 @@ import asyncio
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,9 +32,10 @@ from rich.table import Table
 
 from ._version import __version__
 from .config import Settings, load_settings
-from .errors import ConfigError, SnapshotNotFound, SnapshotTooLarge, SonoraError
+from .errors import ConfigError, RecordChanged, SnapshotNotFound, SnapshotTooLarge, SonoraError
 from .manager import SessionManager
 from .meta import SnapshotMeta
+from .store.base import RecordRef
 
 __all__ = ("main",)
 
@@ -211,29 +213,46 @@ async def cmd_rekey(manager: SessionManager, args: argparse.Namespace) -> int:
             f"{manager.settings.encryption.key_env} (old keys in {manager.settings.encryption.old_keys_env})"
         )
     refs = [ref async for ref in manager.store.scan()]
-    failed = 0
+    outcomes: Counter[str] = Counter()
     with _progress(not args.json) as progress:
         task = progress.add_task("re-encrypting", total=len(refs))
         for ref in refs:
-            try:
-                data = (
-                    await manager.store.get_live(ref.guild_id)
-                    if ref.snapshot_id is None
-                    else await manager.store.load(ref.guild_id, ref.snapshot_id)
-                )
-                if data is not None:
-                    await manager.store.replace(ref, await asyncio.to_thread(manager.codec.reencode, data))
-            except SonoraError as exc:
-                failed += 1
-                _err.print(f"[red]could not rekey[/red] {ref.location}: {type(exc).__name__}: {exc}")
+            outcomes[await _rekey_one(manager, ref)] += 1
             progress.advance(task)
-    summary = {"records": len(refs), "rekeyed": len(refs) - failed, "failed": failed,
-               "key_id": manager.codec.keyring.current_id}
+    failed = outcomes["failed"]
+    summary = {"records": len(refs), "rekeyed": outcomes["rekeyed"], "skipped": outcomes["skipped"],
+               "failed": failed, "key_id": manager.codec.keyring.current_id}
     if args.json:
         _print_json(summary)
     else:
-        _out.print(f"{summary['rekeyed']} of {len(refs)} records now use key {summary['key_id']}; {failed} failed")
+        _out.print(f"{summary['rekeyed']} of {len(refs)} records now use key {summary['key_id']}; "
+                   f"{summary['skipped']} skipped (removed or rewritten meanwhile); {failed} failed")
     return EXIT_BAD_RECORDS if failed else EXIT_OK
+
+
+async def _rekey_one(manager: SessionManager, ref: RecordRef) -> str:
+    """Re-encrypt one record with compare-and-replace: ``rekeyed``, ``skipped`` (removed, or rewritten by
+    another writer each time it was read) or ``failed`` (said on stderr)."""
+    for _attempt in range(3):
+        try:
+            data = (
+                await manager.store.get_live(ref.guild_id)
+                if ref.snapshot_id is None
+                else await manager.store.load(ref.guild_id, ref.snapshot_id)
+            )
+            if data is None:
+                return "skipped"
+            await manager.store.replace(ref, await asyncio.to_thread(manager.codec.reencode, data), expected=data)
+        except RecordChanged:
+            continue  # the bot wrote it meanwhile: re-encrypt what is there now
+        except SnapshotNotFound:
+            return "skipped"  # removed meanwhile (retention, the session ended): nothing to re-encrypt
+        except SonoraError as exc:
+            _err.print(f"[red]could not rekey[/red] {ref.location}: {type(exc).__name__}: {exc}")
+            return "failed"
+        return "rekeyed"
+    _err.print(f"[yellow]skipped[/yellow] {ref.location}: it kept changing while being re-encrypted; run rekey again")
+    return "skipped"
 
 
 async def cmd_stats(manager: SessionManager, args: argparse.Namespace) -> int:

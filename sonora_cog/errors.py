@@ -19,6 +19,7 @@ __all__ = (
     "InvalidSnapshot",
     "LeaseConflict",
     "NotReadableHere",
+    "RecordChanged",
     "RestoreError",
     "RestoreInProgress",
     "SchemaVersionError",
@@ -146,6 +147,14 @@ class LeaseConflict(StoreError):
         self.guild_id = guild_id
         self.holder = holder
         super().__init__(f"guild {guild_id} is owned by another process ({holder}); its live record was not written")
+
+
+class RecordChanged(StoreError):
+    """Another writer changed (or removed) the record after it was read: nothing was replaced.
+
+    Raised by a store's compare-and-replace (operator tools rewriting records while the bot runs: a
+    record is never moved backwards). Read it again and retry, or leave it: it is newer already.
+    """
 
 
 class BufferFull(StoreError):

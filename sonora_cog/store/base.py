@@ -402,13 +402,19 @@ class SnapshotStore(Protocol):
         """Yield every record, live and snapshots, readable or not (for ``validate`` and ``rekey``)."""
         ...
 
-    async def replace(self, ref: RecordRef, data: bytes) -> None:
+    async def replace(self, ref: RecordRef, data: bytes, *, expected: bytes | None = None) -> None:
         """Atomically rewrite an existing record in place. For operator tools (re-keying) only.
+
+        With ``expected`` (the bytes the caller read before), this is a compare-and-replace shared by every
+        process using the store: the record is replaced only if it still holds exactly those bytes, so a
+        tool never moves back a record the bot (or another tool) rewrote meanwhile.
 
         Raises
         ------
         SnapshotNotFound
-            The record does not exist.
+            The record does not exist (removed meanwhile).
+        RecordChanged
+            ``expected`` was given and the record holds other bytes now.
         InvalidIdentifier
             The new record's header disagrees with ``ref``.
         """

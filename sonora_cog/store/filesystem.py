@@ -5,14 +5,30 @@ Layout::
     root/live/<guild_id>.snr                        one live record per guild, overwritten in place
     root/snapshots/<guild_id>/<snapshot_id>.snr     immutable snapshots
     root/quarantine/<guild_id>-live-<utc>-<rand>.snr (+ .json with the reason)  bad live records
+    root/aux/<key>.snr                              small records (heartbeats, Lavalink session ids)
+    root/.lock                                      the advisory lock every process of this store shares
 
-Directories are created ``0700`` and files ``0600``. Every write goes to a temporary file in the
-destination directory (``.<name>.<random>.tmp``), which is flushed and fsynced, then renamed over the
-destination, then the directory is fsynced: a reader sees the old record or the new one, never a torn
-file. A new snapshot is published with a hard link, which fails if the id exists, so a snapshot can
-never be overwritten. Temporary files left by a crash are ignored by every listing and removed when a
-store opens. All blocking I/O runs in worker threads; a per-guild :class:`asyncio.Lock` serialises the
-writes of one guild.
+**The store touches only what it created.** Every directory below the root is opened component by
+component with ``O_NOFOLLOW | O_DIRECTORY``, and every file is opened, created, renamed, linked and
+removed *relative to those directory descriptors* (``openat`` and friends), never through a path: a
+symbolic link anywhere inside the store is refused with a :class:`~sonora_cog.errors.StoreError` that
+names it, and nothing outside the store is read, written, chmodded, moved or deleted. (The root itself
+may be a symbolic link: that is the operator's choice of where the store lives.) Directories the store
+creates are ``0700`` and files ``0600``; existing ones are never re-chmodded, but a group- or
+world-writable mode, or a foreign owner, is reported once in the log and by ``snapshots validate``.
+Temporary-file cleanup removes only names the store itself generates. A read-only store (an inspection
+host's read-only mount) can be listed, shown, validated and exported.
+
+**Writes are atomic and never move a record backwards.** A write goes to a temporary file in the
+destination directory, which is fsynced, then renamed over the destination, then the directory is
+fsynced: a reader sees the old record or the new one, never a torn file. A new snapshot is published
+with a hard link, which fails if the id exists, so a snapshot is never overwritten. Renames of live
+records and every compare-and-replace (:meth:`FilesystemStore.replace` with ``expected``) happen under
+an ``flock`` on ``root/.lock`` shared by every process using the store (the bot, ``rekey``, ``migrate``),
+so an operator tool never replaces a record the bot rewrote after the tool read it.
+
+All blocking I/O runs in worker threads; a per-guild :class:`asyncio.Lock` serialises the writes of one
+guild within a process.
 
 .. versionadded:: 0.1
 """
@@ -23,6 +39,7 @@ import asyncio
 import builtins
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -30,11 +47,11 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from ..errors import DuplicateSnapshot, SnapshotNotFound, SnapshotTooLarge, SonoraError, StoreError
+from ..errors import DuplicateSnapshot, RecordChanged, SnapshotNotFound, SnapshotTooLarge, SonoraError, StoreError
 from ..meta import SNAPSHOT_ID_RE, SnapshotMeta, validate_snapshot_id
 from .base import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -58,19 +75,29 @@ _T = TypeVar("_T")
 SUFFIX = ".snr"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+LOCK_NAME = ".lock"
 _REASON_MAX = 2000
 _LIVE_NAME_RE = re.compile(r"^([1-9][0-9]{0,19})\.snr$")
 _GUILD_DIR_RE = re.compile(r"^[1-9][0-9]{0,19}$")
-_TEMP_NAME_RE = re.compile(r"^\..+\.tmp$")
-_O_EXTRA = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: Exactly the temporary names this store generates (``.<name>.snr.<12 hex>.tmp``): nothing else is removed.
+_TEMP_NAME_RE = re.compile(r"^\.[A-Za-z0-9_.-]+\.(?:snr|json)\.[0-9a-f]{12}\.tmp$")
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
+#: O_NONBLOCK: opening a FIFO planted in the store must not block; a regular file ignores it.
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+#: What opening a symbolic link (or a non-directory) with those flags fails with.
+_REFUSED_ERRNOS = {errno.ELOOP, errno.ENOTDIR, getattr(errno, "EFTYPE", errno.ELOOP)}
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 # Filesystems without hard links: fall back to "check, then rename" (safe in-process under the lock).
 _NO_LINK_ERRNOS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
 
 # --- the system calls the store makes, one seam each, so tests can inject faults or count bytes ---
-def _open_read(path: Path) -> BinaryIO:
-    """Open ``path`` unbuffered for reading (so reading a header reads only the header)."""
-    return os.fdopen(os.open(path, os.O_RDONLY | _O_EXTRA), "rb", buffering=0)
+def _open_read(name: str, dir_fd: int) -> BinaryIO:
+    """Open ``name`` in ``dir_fd`` unbuffered for reading, never through a symlink."""
+    return os.fdopen(os.open(name, _READ_FLAGS, dir_fd=dir_fd), "rb", buffering=0)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -80,23 +107,23 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 _fsync = os.fsync
-_replace = os.replace
-_link = os.link
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink in ``directory`` durable (a no-op where directories cannot be opened)."""
+def _replace(src: str, dst: str, src_dir_fd: int, dst_dir_fd: int) -> None:
+    os.replace(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+
+def _link(src: str, dst: str, dir_fd: int) -> None:
+    os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _fsync_dir(dir_fd: int) -> None:
+    """Make a rename or unlink in a directory durable (a no-op where directories cannot be fsynced)."""
     try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        _fsync(fd)
+        _fsync(dir_fd)
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.EBADF):
             raise
-    finally:
-        os.close(fd)
 
 
 def _describe(exc: OSError) -> str:
@@ -109,7 +136,7 @@ class FilesystemStore:
     Parameters
     ----------
     root:
-        The store directory; created (``0700``) if missing.
+        The store directory; created (``0700``) when the first write needs it.
     read_header:
         Reads a record's metadata from an open binary file, consuming only its header. Defaults to
         :func:`~sonora_cog.store.base.read_meta_from_stream`, which uses the codec.
@@ -136,10 +163,6 @@ class FilesystemStore:
         self._root = Path(root)
         #: Records larger than this are refused before they are read (``storage.max_record_bytes``).
         self.max_record_bytes = max_record_bytes
-        self._live_dir = self._root / "live"
-        self._snapshot_dir = self._root / "snapshots"
-        self._quarantine_dir = self._root / "quarantine"
-        self._aux_dir = self._root / "aux"
         self._read_header = read_header
         self._stale_temp_age = stale_temp_age
         self._locks: dict[int, asyncio.Lock] = {}
@@ -147,6 +170,10 @@ class FilesystemStore:
         self._opened = False
         self._closed = False
         self._reported: set[str] = set()
+        #: Paths whose permissions are unsafe (group/world-writable, a foreign owner), with why.
+        self.unsafe: dict[str, str] = {}
+        #: Whether opening found the store read-only (listing and reading still work).
+        self.read_only = False
 
     def __repr__(self) -> str:
         return f"<FilesystemStore root={str(self._root)!r}>"
@@ -165,12 +192,14 @@ class FilesystemStore:
 
     # --- plumbing ------------------------------------------------------------------------------------
     async def open(self) -> None:
-        """Create the directories and remove stale temporary files (idempotent).
+        """Check the directories, create missing ones if it can, remove its own stale temp files (idempotent).
+
+        A store that cannot be written (a read-only mount) opens anyway, for reading.
 
         Raises
         ------
         StoreError
-            The directories cannot be created.
+            A directory of the store is a symbolic link, or cannot be opened.
         """
         if self._closed:
             raise StoreError(f"{self!r} is closed")
@@ -207,191 +236,348 @@ class FilesystemStore:
         async with lock:
             return await self._thread(fn, *args)
 
-    def _live_path(self, guild_id: int) -> Path:
-        return self._live_dir / f"{validate_guild_id(guild_id)}{SUFFIX}"
-
-    def _guild_dir(self, guild_id: int) -> Path:
-        return self._snapshot_dir / str(validate_guild_id(guild_id))
-
-    def _snapshot_path(self, guild_id: int, snapshot_id: str) -> Path:
-        validate_guild_id(guild_id)
-        return self._guild_dir(guild_id) / f"{validate_snapshot_id(snapshot_id)}{SUFFIX}"
-
     @staticmethod
     def _as_bytes(data: bytes) -> bytes:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"a record is bytes, got {type(data).__name__}")
         return bytes(data)
 
-    # --- blocking helpers (run in threads) -------------------------------------------------------------
-    def _setup_sync(self) -> None:
-        try:
-            self._root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            for directory in (self._live_dir, self._snapshot_dir, self._quarantine_dir, self._aux_dir):
-                directory.mkdir(mode=DIR_MODE, exist_ok=True)
-                directory.chmod(DIR_MODE)
-        except OSError as exc:
-            message = f"cannot create the store directories under {self._root}: {_describe(exc)}"
-            raise StoreError(message) from exc
-        folders = [self._live_dir, self._quarantine_dir, self._aux_dir]
-        with contextlib.suppress(OSError):
-            folders += [p for p in self._snapshot_dir.iterdir() if _GUILD_DIR_RE.fullmatch(p.name)]
-        cutoff = time.time() - self._stale_temp_age
-        removed = 0
-        for folder in folders:
-            try:
-                with os.scandir(folder) as entries:
-                    stale = [e.path for e in entries if _TEMP_NAME_RE.fullmatch(e.name)]
-            except OSError:
-                continue
-            for path in stale:
-                with contextlib.suppress(OSError):
-                    if os.lstat(path).st_mtime < cutoff:
-                        os.unlink(path)  # noqa: PTH108
-                        removed += 1
-        if removed:
-            _log.info("removed %d stale temp file(s) left in %s by interrupted writes", removed, self._root)
+    # --- directories, opened without following a symlink (run in threads) -------------------------------
+    @contextlib.contextmanager
+    def _dir(self, *names: str, create: bool = False) -> Iterator[int]:
+        """A descriptor of ``root/names...``, each component opened with ``O_NOFOLLOW``.
 
-    def _ensure_dir(self, directory: Path) -> None:
+        Raises ``FileNotFoundError`` when a component is missing (and ``create`` is false), and
+        :class:`StoreError` naming the path when one is a symbolic link or not a directory.
+        """
+        fds: list[int] = []
         try:
-            directory.mkdir(mode=DIR_MODE)
-        except FileExistsError:
-            return
-        directory.chmod(DIR_MODE)
-        _fsync_dir(directory.parent)
-
-    def _atomic_write(self, path: Path, data: bytes, *, exclusive: bool, what: str) -> None:
-        """Write ``data`` to ``path`` via a fsynced temp file; ``exclusive`` refuses an existing ``path``."""
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            self._ensure_dir(path.parent)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_EXTRA, FILE_MODE)
-            try:
-                if hasattr(os, "fchmod"):
-                    os.fchmod(fd, FILE_MODE)  # whatever the umask
-                _write_all(fd, data)
-                _fsync(fd)
-            finally:
-                os.close(fd)
-            if exclusive:
-                self._publish_new(tmp, path, what)
-            else:
-                _replace(tmp, path)
-            _fsync_dir(path.parent)
-        except OSError as exc:
-            raise StoreError(f"could not write {what} to {path}: {_describe(exc)}") from exc
+            fds.append(self._open_root(create))
+            path = self._root
+            for name in names:
+                path = path / name
+                fds.append(self._open_child(fds[-1], name, path, create))
+            yield fds[-1]
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)  # noqa: PTH108 - gone already after a rename; removes it after a link or failure
+            for fd in reversed(fds):
+                os.close(fd)
+
+    def _open_root(self, create: bool) -> int:
+        made = False
+        if create and not self._root.exists():
+            try:
+                self._root.mkdir(mode=DIR_MODE, parents=True)
+                made = True
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"cannot create the store directories under {self._root}: {_describe(exc)}") from exc
+        try:
+            fd = os.open(self._root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StoreError(f"cannot open the store directories under {self._root}: {_describe(exc)}") from exc
+        if made:
+            os.fchmod(fd, DIR_MODE)
+        else:
+            self._check_mode(fd, self._root)
+        return fd
+
+    def _open_child(self, parent: int, name: str, path: Path, create: bool) -> int:
+        made = False
+        if create:
+            try:
+                os.mkdir(name, DIR_MODE, dir_fd=parent)
+                made = True
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"cannot create {path}: {_describe(exc)}") from exc
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if exc.errno in _REFUSED_ERRNOS:
+                raise StoreError(f"refusing {path}: it is a symbolic link or not a directory (the store never "
+                                 "follows a link out of itself)") from None
+            raise StoreError(f"cannot open {path}: {_describe(exc)}") from exc
+        if made:
+            os.fchmod(fd, DIR_MODE)  # whatever the umask
+            _fsync_dir(parent)
+        else:
+            self._check_mode(fd, path)
+        return fd
+
+    def _check_mode(self, fd: int, path: Path) -> None:
+        """Report (once) a store path others could write or that another user owns; never change it."""
+        info = os.fstat(fd)
+        problems = []
+        if info.st_mode & 0o022:
+            problems.append(f"group- or world-writable (mode {stat.S_IMODE(info.st_mode):o})")
+        if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+            problems.append(f"owned by uid {info.st_uid}, not by this process's uid {os.geteuid()}")
+        if problems and str(path) not in self.unsafe:
+            self.unsafe[str(path)] = "; ".join(problems)
+            _log.warning("unsafe permissions on %s: %s (left as it is; fix them with chmod/chown)",
+                         path, self.unsafe[str(path)])
+
+    # --- files (run in threads) ---------------------------------------------------------------------------
+    def _read_in(self, dir_fd: int, name: str, path: Path, what: str, cap: int) -> bytes | None:
+        """A file's bytes, its size checked first: a file over ``cap`` is never read, and at most ``cap + 1``
+        bytes are read in any case (a file growing meanwhile is refused too)."""
+        try:
+            with _open_read(name, dir_fd) as stream:
+                info = os.fstat(stream.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise StoreError(f"refusing {path}: not a regular file")
+                self._check_mode(stream.fileno(), path)
+                data = stream.read(cap + 1) if info.st_size <= cap else b""
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in _REFUSED_ERRNOS:
+                raise StoreError(f"refusing {path}: it is a symbolic link (the store never follows one)") from None
+            raise StoreError(f"could not read {what} from {path}: {_describe(exc)}") from exc
+        size = max(info.st_size, len(data))
+        if size > cap:
+            raise SnapshotTooLarge(f"{what} at {path} is {size} bytes, over the {cap}-byte cap; not read",
+                                   size=size, cap=cap)
+        return data
+
+    def _read_file(self, names: tuple[str, ...], filename: str, what: str, cap: int | None = None) -> bytes | None:
+        try:
+            with self._dir(*names) as fd:
+                return self._read_in(fd, filename, self._root.joinpath(*names, filename), what,
+                                     self.max_record_bytes if cap is None else cap)
+        except FileNotFoundError:
+            return None
 
     @staticmethod
-    def _publish_new(tmp: Path, path: Path, what: str) -> None:
+    def _refuse_link(dir_fd: int, name: str, path: Path) -> bool:
+        """Whether ``name`` exists in ``dir_fd``; a symbolic link there is refused."""
         try:
-            _link(tmp, path)
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(info.st_mode):
+            raise StoreError(f"refusing {path}: it is a symbolic link (the store never follows one)")
+        return True
+
+    @contextlib.contextmanager
+    def _store_lock(self) -> Iterator[None]:
+        """The advisory lock every process of this store takes around renames and compare-and-replace."""
+        with self._dir(create=True) as root:
+            try:
+                fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, FILE_MODE, dir_fd=root)
+            except OSError as exc:
+                raise StoreError(f"cannot open the store's lock {self._root / LOCK_NAME}: {_describe(exc)}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _write(self, names: tuple[str, ...], filename: str, data: bytes, *, mode: str, what: str,
+               expected: bytes | None = None) -> None:
+        """Write ``data`` to ``root/names/filename`` via a fsynced temp file.
+
+        ``mode``: ``"new"`` refuses an existing file (snapshots are immutable), ``"replace"`` overwrites
+        (under the store lock), ``"existing"`` requires the file to exist and, with ``expected``, to hold
+        exactly those bytes (compare-and-replace, under the store lock).
+        """
+        path = self._root.joinpath(*names, filename)
+        tmp = f".{filename}.{secrets.token_hex(6)}.tmp"
+        try:
+            with self._dir(*names, create=True) as directory:
+                try:
+                    fd = os.open(tmp, _CREATE_FLAGS, FILE_MODE, dir_fd=directory)
+                    try:
+                        os.fchmod(fd, FILE_MODE)  # whatever the umask
+                        _write_all(fd, data)
+                        _fsync(fd)
+                    finally:
+                        os.close(fd)
+                    if mode == "new":
+                        self._publish_new(directory, tmp, filename, path, what)
+                    else:
+                        with self._store_lock():
+                            self._check_current(directory, filename, path, what, mode, expected)
+                            _replace(tmp, filename, directory, directory)
+                    _fsync_dir(directory)
+                finally:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=directory)  # gone after a rename; removes it after a link or failure
+        except OSError as exc:
+            raise StoreError(f"could not write {what} to {path}: {_describe(exc)}") from exc
+
+    def _check_current(self, directory: int, filename: str, path: Path, what: str, mode: str,
+                       expected: bytes | None) -> None:
+        exists = self._refuse_link(directory, filename, path)
+        if mode != "existing":
+            return
+        if not exists:
+            raise SnapshotNotFound(f"cannot replace {what}: it does not exist (removed meanwhile?)")
+        if expected is not None and self._read_in(directory, filename, path, what, self.max_record_bytes) != expected:
+            raise RecordChanged(f"{what} changed after it was read; not replaced")
+
+    def _publish_new(self, directory: int, tmp: str, filename: str, path: Path, what: str) -> None:
+        try:
+            _link(tmp, filename, directory)
         except FileExistsError:
             raise DuplicateSnapshot(f"{what} already exists; snapshots are immutable") from None
         except OSError as exc:
             if exc.errno not in _NO_LINK_ERRNOS:
                 raise
-            if path.exists():
+            if self._refuse_link(directory, filename, path):
                 raise DuplicateSnapshot(f"{what} already exists; snapshots are immutable") from None
-            _replace(tmp, path)
+            _replace(tmp, filename, directory, directory)
 
-    def _read_file(self, path: Path, what: str, cap: int | None = None) -> bytes | None:
-        """The file's bytes, its size checked first: a file over ``cap`` is never read, and at most
-        ``cap + 1`` bytes are read in any case (a file growing meanwhile is refused too)."""
-        cap = self.max_record_bytes if cap is None else cap
+    def _exists(self, names: tuple[str, ...], filename: str) -> bool:
         try:
-            with _open_read(path) as stream:
-                size = os.fstat(stream.fileno()).st_size
-                data = stream.read(cap + 1) if size <= cap else b""
+            with self._dir(*names) as directory:
+                return self._refuse_link(directory, filename, self._root.joinpath(*names, filename))
         except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreError(f"could not read {what} from {path}: {_describe(exc)}") from exc
-        if size > cap or len(data) > cap:
-            size = max(size, len(data))
-            raise SnapshotTooLarge(f"{what} at {path} is {size} bytes, over the {cap}-byte cap; not read",
-                                   size=size, cap=cap)
-        return data
+            return False
 
-    def _unlink(self, path: Path, what: str) -> bool:
+    def _unlink(self, names: tuple[str, ...], filename: str, what: str) -> bool:
+        path = self._root.joinpath(*names, filename)
         try:
-            os.unlink(path)  # noqa: PTH108
+            with self._dir(*names) as directory:
+                if not self._refuse_link(directory, filename, path):
+                    return False
+                os.unlink(filename, dir_fd=directory)
+                with contextlib.suppress(OSError):
+                    _fsync_dir(directory)
         except FileNotFoundError:
             return False
         except OSError as exc:
             raise StoreError(f"could not delete {what} at {path}: {_describe(exc)}") from exc
-        with contextlib.suppress(OSError):
-            _fsync_dir(path.parent)
         return True
 
     def _header(self, data: bytes) -> SnapshotMeta:
         return read_meta_from_bytes(data, self._read_header)
 
-    def _snapshot_entries(self, guild_id: int | None) -> list[tuple[int, str, str, int]]:
-        """Every snapshot file as (guild, id, path, size); temp files and stray names are skipped."""
-        guilds = [guild_id] if guild_id is not None else [int(p.name) for p in self._guild_folders_sync()]
-        found: list[tuple[int, str, str, int]] = []
-        for guild in guilds:
-            folder = self._guild_dir(guild)
-            try:
-                with os.scandir(folder) as entries:
-                    for entry in entries:
-                        if entry.name.startswith("."):
-                            continue  # temp files of writes in progress or interrupted
-                        stem = entry.name.removesuffix(SUFFIX)
-                        if stem == entry.name or not SNAPSHOT_ID_RE.fullmatch(stem):
-                            _log.warning("ignoring stray file %s in the snapshot store", entry.path)
-                            continue
-                        try:
-                            info = entry.stat(follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue  # deleted meanwhile
-                        if not stat.S_ISREG(info.st_mode):
-                            _log.warning("ignoring %s: not a regular file", entry.path)
-                            continue
-                        found.append((guild, stem, entry.path, info.st_size))
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise StoreError(f"cannot list {folder}: {_describe(exc)}") from exc
-        return found
-
-    def _guild_folders_sync(self) -> list[Path]:
+    # --- opening: modes, read-only, stale temp files -----------------------------------------------------
+    def _setup_sync(self) -> None:
+        folders = ("live", "snapshots", "quarantine", "aux")
         try:
-            return sorted(
-                (p for p in self._snapshot_dir.iterdir() if _GUILD_DIR_RE.fullmatch(p.name)),
-                key=lambda p: int(p.name),
-            )
+            for name in folders:
+                with self._dir(name, create=True):
+                    pass
+        except (StoreError, OSError) as exc:
+            cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+            if not isinstance(cause, OSError) or cause.errno not in _READ_ONLY_ERRNOS:
+                if not isinstance(exc, StoreError):
+                    raise StoreError(f"cannot set up the store under {self._root}: {_describe(exc)}") from exc
+                # A folder is a link (refused, and said so): the store opens, and what needs it fails.
+                _log.warning("%s", exc)
+            else:
+                self.read_only = True
+                _log.info("the store %s is read-only (%s): listing and reading only", self._root, _describe(cause))
+        removed = 0
+        for names in [("live",), ("quarantine",), ("aux",), *(("snapshots", g) for g in self._guild_folders_sync())]:
+            removed += self._remove_stale_temp(names)
+        if removed:
+            _log.info("removed %d stale temp file(s) left in %s by interrupted writes", removed, self._root)
+
+    def _remove_stale_temp(self, names: tuple[str, ...]) -> int:
+        """Remove this store's own temp files older than ``stale_temp_age`` in one folder; return how many."""
+        cutoff = time.time() - self._stale_temp_age
+        removed = 0
+        try:
+            with self._dir(*names) as directory, os.scandir(directory) as entries:
+                for entry in entries:
+                    if not _TEMP_NAME_RE.fullmatch(entry.name):
+                        continue
+                    with contextlib.suppress(OSError):
+                        info = entry.stat(follow_symlinks=False)
+                        if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff and not self.read_only:
+                            os.unlink(entry.name, dir_fd=directory)
+                            removed += 1
+        except (FileNotFoundError, StoreError) as exc:
+            if isinstance(exc, StoreError):
+                _log.warning("%s", exc)
+        return removed
+
+    # --- listing (run in threads) -------------------------------------------------------------------------
+    def _guild_folders_sync(self) -> list[str]:
+        """The guild folders under ``snapshots/`` (real directories only; a link is reported and skipped)."""
+        folders = []
+        try:
+            with self._dir("snapshots") as directory, os.scandir(directory) as entries:
+                for entry in entries:
+                    if not _GUILD_DIR_RE.fullmatch(entry.name):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.name)
+                    else:
+                        self._report_once(f"{self._root / 'snapshots' / entry.name}",
+                                          "ignoring it: a symbolic link or not a directory")
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise StoreError(f"cannot list {self._snapshot_dir}: {_describe(exc)}") from exc
+            raise StoreError(f"cannot list {self._root / 'snapshots'}: {_describe(exc)}") from exc
+        return sorted(folders, key=int)
+
+    def _report_once(self, path: str, message: str) -> None:
+        level = logging.DEBUG if path in self._reported else logging.WARNING
+        self._reported.add(path)
+        _log.log(level, "%s: %s", path, message)
+
+    def _snapshot_files(self, guild: str, directory: int) -> list[tuple[str, os.stat_result]]:
+        """(snapshot id, stat) of every snapshot file in a guild folder; temp files and stray names skipped."""
+        found = []
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue  # temp files of writes in progress or interrupted
+                stem = entry.name.removesuffix(SUFFIX)
+                path = f"{self._root / 'snapshots' / guild / entry.name}"
+                if stem == entry.name or not SNAPSHOT_ID_RE.fullmatch(stem):
+                    self._report_once(path, "ignoring a stray file in the snapshot store")
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                if not stat.S_ISREG(info.st_mode):
+                    self._report_once(path, "ignoring it: not a regular file (a link?)")
+                    continue
+                found.append((stem, info))
+        return found
 
     def _list_sync(self, guild_id: int | None) -> list[SnapshotMeta]:
+        guilds = [str(guild_id)] if guild_id is not None else self._guild_folders_sync()
         metas: list[SnapshotMeta] = []
-        for guild, snapshot_id, path, size in self._snapshot_entries(guild_id):
+        for guild in guilds:
             try:
-                with _open_read(Path(path)) as stream:
-                    meta = self._read_header(stream)
-                check_header(meta, guild, snapshot_id)
+                with self._dir("snapshots", guild) as directory:
+                    for snapshot_id, info in self._snapshot_files(guild, directory):
+                        path = self._root / "snapshots" / guild / f"{snapshot_id}{SUFFIX}"
+                        try:
+                            with _open_read(f"{snapshot_id}{SUFFIX}", directory) as stream:
+                                meta = self._read_header(stream)
+                            check_header(meta, int(guild), snapshot_id)
+                        except FileNotFoundError:
+                            continue  # deleted while listing
+                        except (OSError, SonoraError) as exc:
+                            # warn once per file and process: listings run often (autocomplete); the file stays
+                            self._report_once(str(path), f"skipping this snapshot: {exc}")
+                            continue
+                        metas.append(meta.with_size(info.st_size))
             except FileNotFoundError:
-                continue  # deleted while listing
-            except (OSError, SonoraError) as exc:
-                # warn once per file and process: listings run often (autocomplete), the file stays put
-                level = logging.DEBUG if path in self._reported else logging.WARNING
-                self._reported.add(path)
-                _log.log(level, "skipping snapshot %s: %s", path, exc)
                 continue
-            metas.append(meta.with_size(size))
+            except OSError as exc:
+                raise StoreError(f"cannot list {self._root / 'snapshots' / guild}: {_describe(exc)}") from exc
         metas.sort(key=lambda m: (m.created_at, m.id), reverse=True)
         return metas
 
     def _live_sizes_sync(self) -> list[tuple[int, str, int]]:
+        found = []
         try:
-            with os.scandir(self._live_dir) as entries:
-                found = []
+            with self._dir("live") as directory, os.scandir(directory) as entries:
                 for entry in entries:
                     match = _LIVE_NAME_RE.fullmatch(entry.name)
                     if not match:
@@ -401,48 +587,58 @@ class FilesystemStore:
                     except FileNotFoundError:
                         continue
                     if stat.S_ISREG(info.st_mode):
-                        found.append((int(match[1]), entry.path, info.st_size))
+                        found.append((int(match[1]), str(self._root / "live" / entry.name), info.st_size))
+                    else:
+                        self._report_once(str(self._root / "live" / entry.name), "ignoring it: not a regular file")
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise StoreError(f"cannot list {self._live_dir}: {_describe(exc)}") from exc
+            raise StoreError(f"cannot list {self._root / 'live'}: {_describe(exc)}") from exc
         return sorted(found)
+
+    def _snapshot_entries(self, guild: str) -> list[tuple[int, str, str, int]]:
+        try:
+            with self._dir("snapshots", guild) as directory:
+                return [(int(guild), snapshot_id, str(self._root / "snapshots" / guild / f"{snapshot_id}{SUFFIX}"),
+                         info.st_size) for snapshot_id, info in self._snapshot_files(guild, directory)]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"cannot list {self._root / 'snapshots' / guild}: {_describe(exc)}") from exc
 
     # --- live records ----------------------------------------------------------------------------------
     async def put_live(self, guild_id: int, data: bytes) -> None:
         """Atomically write the guild's live record; see :meth:`SnapshotStore.put_live`."""
-        path, data = self._live_path(guild_id), self._as_bytes(data)
+        name, data = self._live_name(guild_id), self._as_bytes(data)
+        what = f"the live record of guild {guild_id}"
 
         def work() -> None:
             check_header(self._header(data), guild_id, None)
-            self._atomic_write(path, data, exclusive=False, what=f"the live record of guild {guild_id}")
+            self._write(("live",), name, data, mode="replace", what=what)
 
         await self._run_locked(guild_id, work)
 
     async def put_aux(self, key: str, data: bytes) -> None:
         """Atomically write an auxiliary record; see :meth:`SnapshotStore.put_aux`."""
         data = self._as_bytes(data)
-        path = self._aux_dir / f"{validate_aux_key(key, data)}{SUFFIX}"
-
-        def work() -> None:
-            self._atomic_write(path, data, exclusive=False, what=f"auxiliary record {key!r}")
-
-        await self._run(work)
+        name = f"{validate_aux_key(key, data)}{SUFFIX}"
+        what = f"auxiliary record {key!r}"
+        await self._run(lambda: self._write(("aux",), name, data, mode="replace", what=what))
 
     async def get_aux(self, key: str) -> bytes | None:
         """Return an auxiliary record, or ``None``."""
-        path = self._aux_dir / f"{validate_aux_key(key)}{SUFFIX}"
-        return await self._run(self._read_file, path, f"auxiliary record {key!r}", MAX_AUX_BYTES)
+        name = f"{validate_aux_key(key)}{SUFFIX}"
+        return await self._run(self._read_file, ("aux",), name, f"auxiliary record {key!r}", MAX_AUX_BYTES)
 
     async def get_live(self, guild_id: int) -> bytes | None:
         """Return the guild's live record, or ``None``."""
-        path = self._live_path(guild_id)
-        return await self._run(self._read_file, path, f"the live record of guild {guild_id}")
+        return await self._run(self._read_file, ("live",), self._live_name(guild_id),
+                               f"the live record of guild {guild_id}")
 
     async def delete_live(self, guild_id: int) -> bool:
         """Delete the guild's live record; return whether there was one."""
-        path = self._live_path(guild_id)
-        return await self._run_locked(guild_id, self._unlink, path, f"the live record of guild {guild_id}")
+        what = f"the live record of guild {guild_id}"
+        return await self._run_locked(guild_id, self._unlink, ("live",), self._live_name(guild_id), what)
 
     async def live_guilds(self) -> list[int]:
         """Return the ids of the guilds with a live record, ascending."""
@@ -450,33 +646,30 @@ class FilesystemStore:
 
     async def quarantine_live(self, guild_id: int, reason: str) -> str | None:
         """Move the live record into ``root/quarantine/`` next to a ``.json`` note of ``reason``."""
-        source = self._live_path(guild_id)
+        source = self._live_name(guild_id)
         now = time.time()
         name = f"{guild_id}-live-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-{secrets.token_hex(3)}"
-        target = self._quarantine_dir / f"{name}{SUFFIX}"
         note = json.dumps(
-            {
-                "guild_id": str(guild_id),
-                "record": "live",
-                "quarantined_at": now,
-                "reason": str(reason)[:_REASON_MAX],
-            },
+            {"guild_id": str(guild_id), "record": "live", "quarantined_at": now, "reason": str(reason)[:_REASON_MAX]},
             indent=2,
         ).encode()
+        target = self._root / "quarantine" / f"{name}{SUFFIX}"
 
         def work() -> str | None:
             try:
-                self._ensure_dir(self._quarantine_dir)
-                _replace(source, target)
+                with self._dir("live") as live, self._dir("quarantine", create=True) as quarantine:
+                    if not self._refuse_link(live, source, self._root / "live" / source):
+                        return None
+                    with self._store_lock():
+                        _replace(source, target.name, live, quarantine)
+                    _fsync_dir(quarantine)
+                    _fsync_dir(live)
             except FileNotFoundError:
                 return None
             except OSError as exc:
-                raise StoreError(f"could not quarantine {source}: {_describe(exc)}") from exc
+                raise StoreError(f"could not quarantine {self._root / 'live' / source}: {_describe(exc)}") from exc
             try:
-                _fsync_dir(self._quarantine_dir)
-                _fsync_dir(self._live_dir)
-                note_path = target.with_suffix(".json")
-                self._atomic_write(note_path, note, exclusive=False, what="a quarantine note")
+                self._write(("quarantine",), f"{name}.json", note, mode="replace", what="a quarantine note")
             except (OSError, StoreError) as exc:
                 _log.warning("quarantined %s but could not write its note: %s", target, exc)
             return str(target)
@@ -490,18 +683,19 @@ class FilesystemStore:
     async def save(self, meta: SnapshotMeta, data: bytes) -> None:
         """Store a new immutable snapshot; see :meth:`SnapshotStore.save`."""
         guild_id, snapshot_id = meta.guild_id, meta.id
-        path, data = self._snapshot_path(guild_id, snapshot_id), self._as_bytes(data)
+        folder, name = self._snapshot_place(guild_id, snapshot_id)
+        data = self._as_bytes(data)
 
         def work() -> None:
             check_header(self._header(data), guild_id, snapshot_id)
-            self._atomic_write(path, data, exclusive=True, what=f"snapshot {snapshot_id} of guild {guild_id}")
+            self._write(folder, name, data, mode="new", what=f"snapshot {snapshot_id} of guild {guild_id}")
 
         await self._run_locked(guild_id, work)
 
     async def load(self, guild_id: int, snapshot_id: str) -> bytes:
         """Return a snapshot's bytes, or raise :class:`SnapshotNotFound`."""
-        path = self._snapshot_path(guild_id, snapshot_id)
-        data = await self._run(self._read_file, path, f"snapshot {snapshot_id} of guild {guild_id}")
+        folder, name = self._snapshot_place(guild_id, snapshot_id)
+        data = await self._run(self._read_file, folder, name, f"snapshot {snapshot_id} of guild {guild_id}")
         if data is None:
             raise SnapshotNotFound(f"guild {guild_id} has no snapshot {snapshot_id!r}")
         return data
@@ -517,32 +711,37 @@ class FilesystemStore:
         for guild, location, size in await self._run(self._live_sizes_sync):
             yield RecordRef(guild, None, location, size)
         for folder in await self._run(self._guild_folders_sync):
-            entries = await self._run(self._snapshot_entries, int(folder.name))
-            for guild, snapshot_id, location, size in entries:
+            for guild, snapshot_id, location, size in await self._run(self._snapshot_entries, folder):
                 yield RecordRef(guild, snapshot_id, location, size)
 
-    async def replace(self, ref: RecordRef, data: bytes) -> None:
-        """Atomically rewrite an existing record (operator tools only); see :meth:`SnapshotStore.replace`."""
+    async def replace(self, ref: RecordRef, data: bytes, *, expected: bytes | None = None) -> None:
+        """Atomically rewrite an existing record in place (operator tools only); see :meth:`SnapshotStore.replace`.
+
+        With ``expected`` (the bytes the caller read), the record is replaced only if it still holds
+        exactly those bytes, checked under the store's lock: :class:`~sonora_cog.errors.RecordChanged`
+        otherwise.
+        """
         if ref.snapshot_id is None:
-            path, what = self._live_path(ref.guild_id), f"the live record of guild {ref.guild_id}"
+            folder, name = ("live",), self._live_name(ref.guild_id)
+            what = f"the live record of guild {ref.guild_id}"
         else:
-            path = self._snapshot_path(ref.guild_id, ref.snapshot_id)
+            folder, name = self._snapshot_place(ref.guild_id, ref.snapshot_id)
             what = f"snapshot {ref.snapshot_id} of guild {ref.guild_id}"
         data = self._as_bytes(data)
 
         def work() -> None:
-            if not path.is_file():
+            if not self._exists(folder, name):
                 raise SnapshotNotFound(f"cannot replace {what}: it does not exist")
             check_header(self._header(data), ref.guild_id, ref.snapshot_id)
-            self._atomic_write(path, data, exclusive=False, what=what)
+            self._write(folder, name, data, mode="existing", what=what, expected=expected)
 
         await self._run_locked(ref.guild_id, work)
 
     async def delete(self, guild_id: int, snapshot_id: str) -> bool:
         """Delete a snapshot; return whether it existed."""
-        path = self._snapshot_path(guild_id, snapshot_id)
+        folder, name = self._snapshot_place(guild_id, snapshot_id)
         what = f"snapshot {snapshot_id} of guild {guild_id}"
-        return await self._run_locked(guild_id, self._unlink, path, what)
+        return await self._run_locked(guild_id, self._unlink, folder, name, what)
 
     async def prune(
         self, *, max_per_guild: int | None, max_age_days: float | None, now: float | None = None
@@ -567,3 +766,12 @@ class FilesystemStore:
         snapshots = await self.list()
         live = await self._run(self._live_sizes_sync)
         return StoreStats.from_records(snapshots, [size for _, _, size in live])
+
+    # --- names ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _live_name(guild_id: int) -> str:
+        return f"{validate_guild_id(guild_id)}{SUFFIX}"
+
+    @staticmethod
+    def _snapshot_place(guild_id: int, snapshot_id: str) -> tuple[tuple[str, str], str]:
+        return ("snapshots", str(validate_guild_id(guild_id))), f"{validate_snapshot_id(snapshot_id)}{SUFFIX}"

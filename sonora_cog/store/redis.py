@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
 import json
 import logging
 import secrets
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import ConfigError, DuplicateSnapshot, SnapshotNotFound, SnapshotTooLarge, SonoraError
+from ..errors import ConfigError, DuplicateSnapshot, RecordChanged, SnapshotNotFound, SnapshotTooLarge, SonoraError
 from ..lease import LeaseConflict, LeaseStatus
 from ..meta import SnapshotMeta, validate_snapshot_id
 from . import redis_scripts as lua
@@ -431,18 +432,23 @@ class RedisStore:
                 if size:
                     yield RecordRef(guild, snapshot_id, key, size)
 
-    async def replace(self, ref: RecordRef, data: bytes) -> None:
-        """Atomically rewrite an existing record (operator tools only); see :meth:`SnapshotStore.replace`."""
+    async def replace(self, ref: RecordRef, data: bytes, *, expected: bytes | None = None) -> None:
+        """Atomically rewrite an existing record (operator tools only); see :meth:`SnapshotStore.replace`.
+
+        With ``expected`` (the bytes the caller read), Redis replaces the value only if it still holds
+        exactly those bytes (compared in the script): :class:`~sonora_cog.errors.RecordChanged` otherwise.
+        """
         data = self._as_bytes(data)
         header = self._header(data)
+        digest = "" if expected is None else hashlib.sha1(expected, usedforsecurity=False).hexdigest()
         if ref.snapshot_id is None:
             what = f"the live record of guild {ref.guild_id}"
-            script, keys, args = self._scripts["REPLACE_LIVE"], [self._live_key(ref.guild_id)], [data]
+            script, keys, args = self._scripts["REPLACE_LIVE"], [self._live_key(ref.guild_id)], [data, digest]
         else:
             what = f"snapshot {ref.snapshot_id} of guild {ref.guild_id}"
             keys = [self._snap_key(ref.guild_id, ref.snapshot_id), self._key("meta", ref.guild_id)]
             info = orjson.dumps({**header.to_json(), "size": len(data)})
-            script, args = self._scripts["REPLACE_SNAPSHOT"], [data, ref.snapshot_id, info]
+            script, args = self._scripts["REPLACE_SNAPSHOT"], [data, ref.snapshot_id, info, digest]
         async with self._link.lock(ref.guild_id):
             try:
                 check_header(header, ref.guild_id, ref.snapshot_id)
@@ -450,7 +456,10 @@ class RedisStore:
                 if not await self._link.call(f"read {what}", self._client.exists, keys[0]):
                     raise SnapshotNotFound(f"cannot replace {what}: it does not exist") from None
                 raise
-            if not await self._link.call(f"replace {what}", script, keys, args):
+            replaced = await self._link.call(f"replace {what}", script, keys, args)
+            if replaced == -1:
+                raise RecordChanged(f"{what} changed after it was read; not replaced")
+            if not replaced:
                 raise SnapshotNotFound(f"cannot replace {what}: it does not exist")
 
     async def _delete_many(self, guild_id: int, snapshot_ids: Sequence[str]) -> set[str]:

@@ -96,15 +96,20 @@ return deleted
 """
 
 # KEYS: live   ARGV: data   -> 1 replaced | 0 missing
+# ARGV[2]: the SHA-1 hex of the value the caller read ('' = replace whatever is there): compare-and-replace.
 REPLACE_LIVE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if ARGV[2] ~= '' and redis.sha1hex(current) ~= ARGV[2] then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS: record, meta   ARGV: data, id, meta json   -> 1 replaced | 0 missing
+# KEYS: record, meta   ARGV: data, id, meta json, expected sha1 ('' = any)   -> 1 replaced | 0 missing | -1 changed
 REPLACE_SNAPSHOT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if ARGV[4] ~= '' and redis.sha1hex(current) ~= ARGV[4] then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 1

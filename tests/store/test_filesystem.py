@@ -149,7 +149,7 @@ async def test_permission_denied_is_a_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
     store = FilesystemStore(blocker / "store")  # a directory cannot be created under a file
-    with pytest.raises(StoreError, match="cannot create the store directories"):
+    with pytest.raises(StoreError, match="the store directories under"):
         await store.live_guilds()
 
 
@@ -296,9 +296,9 @@ async def test_listing_reads_only_headers(
         def __exit__(self, *exc: object) -> None:
             self._stream.close()
 
-    def counting_open(path: Path) -> Any:
+    def counting_open(name: str, dir_fd: int) -> Any:
         read["opens"] += 1
-        return Counting(real_open(path))
+        return Counting(real_open(name, dir_fd))
 
     monkeypatch.setattr(fs_module, "_open_read", counting_open)
     [meta] = await fs_store.list(GUILD_A)
