@@ -139,6 +139,7 @@ async def cmd_validate(manager: SessionManager, args: argparse.Namespace) -> int
         progress.add_task("validating", total=None)
         results = await manager.validate_all()
     bad = [r for r in results if not r.ok]
+    unsafe = manager.store.unsafe_paths()
     if args.json:
         _print_json({
             "checked": len(results),
@@ -147,13 +148,16 @@ async def cmd_validate(manager: SessionManager, args: argparse.Namespace) -> int
                  "error_type": r.error_type}
                 for r in bad
             ],
+            "unsafe": [{"path": path, "problem": problem} for path, problem in sorted(unsafe.items())],
         })
     else:
         for r in bad:
             where = f"guild {r.guild_id} {'live record' if r.snapshot_id is None else 'snapshot ' + r.snapshot_id}"
             _out.print(f"[red]BAD[/red] {where}: {r.error_type}: {r.error}")
-        _out.print(f"{len(results)} records checked, {len(bad)} bad")
-    return EXIT_BAD_RECORDS if bad else EXIT_OK
+        for path, problem in sorted(unsafe.items()):
+            _out.print(f"[yellow]UNSAFE[/yellow] {path}: {problem}")
+        _out.print(f"{len(results)} records checked, {len(bad)} bad, {len(unsafe)} path(s) with unsafe permissions")
+    return EXIT_BAD_RECORDS if bad or unsafe else EXIT_OK
 
 
 async def cmd_prune(manager: SessionManager, args: argparse.Namespace) -> int:

@@ -448,6 +448,11 @@ class SnapshotStore(Protocol):
         """Return counts over the whole store."""
         ...
 
+    def unsafe_paths(self) -> dict[str, str]:
+        """Places of the store others could change (group/world-writable, a foreign owner) seen so far, with
+        why. ``validate`` reports them; the store never changes their permissions itself."""
+        ...
+
     async def close(self) -> None:
         """Release resources; the store cannot be used afterwards."""
         ...

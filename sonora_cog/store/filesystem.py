@@ -767,6 +767,10 @@ class FilesystemStore:
         live = await self._run(self._live_sizes_sync)
         return StoreStats.from_records(snapshots, [size for _, _, size in live])
 
+    def unsafe_paths(self) -> dict[str, str]:
+        """Store paths with unsafe permissions seen so far (see :meth:`SnapshotStore.unsafe_paths`)."""
+        return dict(self.unsafe)
+
     # --- names ---------------------------------------------------------------------------------------
     @staticmethod
     def _live_name(guild_id: int) -> str:

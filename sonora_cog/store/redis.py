@@ -501,6 +501,10 @@ class RedisStore:
             _log.info("retention deleted %d snapshot(s)", len(deleted))
         return deleted
 
+    def unsafe_paths(self) -> dict[str, str]:
+        """Nothing here has file permissions: access to Redis is its password and ACLs (always empty)."""
+        return {}
+
     async def stats(self) -> StoreStats:
         """Return counts over the store, from the metadata hashes and record lengths."""
         snapshots = await self.list()
