@@ -40,7 +40,8 @@ class SonoraError(Exception):
 
 
 class ConfigError(SonoraError):
-    """The configuration is invalid; the message names the offending key (raised by ``config``)."""
+    """The configuration is invalid; the message names the offending key (raised by ``config``, by the codec
+    for a malformed key, and by the Redis store when Redis refuses the configured credentials)."""
 
 
 class SnapshotNotFound(SonoraError):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .config import Settings
-from .errors import DuplicateSnapshot, SonoraError, StoreError
+from .errors import DuplicateSnapshot, RecordChanged, SonoraError, StoreError
 from .store.base import RecordRef, SnapshotStore, read_meta_from_bytes
 
 __all__ = ("MigrationReport", "is_redis_location", "migrate", "migrate_locations", "open_location")
@@ -98,7 +98,13 @@ async def _copy_one(source: SnapshotStore, target: SnapshotStore, ref: RecordRef
             return "present"
         if existing is not None and not overwrite_live:
             return "conflict"
-        await target.put_live(ref.guild_id, data)
+        if existing is None:
+            await target.put_live(ref.guild_id, data)
+            return "copied"
+        try:  # compare-and-replace: a record the bot rewrote since it was read here is not overwritten
+            await target.replace(RecordRef(ref.guild_id, None, ref.location, len(existing)), data, expected=existing)
+        except RecordChanged:
+            return "conflict"
         return "copied"
     data = await source.load(ref.guild_id, ref.snapshot_id)
     meta = read_meta_from_bytes(data)

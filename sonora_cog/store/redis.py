@@ -126,6 +126,8 @@ class RedisStore:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         aioredis = _driver()
+        from redis import exceptions
+
         #: Records larger than this are refused before they are read (``storage.max_record_bytes``).
         self.max_record_bytes = max_record_bytes
         if not prefix or any(c.isspace() for c in prefix):
@@ -150,6 +152,8 @@ class RedisStore:
             client, url, f"prefix {prefix!r}", WriteBuffer(buffer_max_records, buffer_max_bytes), self._apply,
             errors=(aioredis.ConnectionError, aioredis.TimeoutError, OSError, asyncio.TimeoutError),
             refused=aioredis.RedisError, retry=(retry_initial, retry_max),
+            denied=(exceptions.AuthenticationError, exceptions.AuthorizationError, exceptions.NoPermissionError),
+            denied_hint="storage.redis_password_env (the password) or storage.redis_url (the user)",
         )
         self._lease_owner = ""
         self._reported: set[tuple[int, str]] = set()

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import SonoraError, StoreError
+from ..errors import ConfigError, SonoraError, StoreError
 from .redis_buffer import BufferFull, PendingWrite, WriteBuffer
 
 __all__ = ("RedisLink", "redact_url")
@@ -63,6 +63,11 @@ class RedisLink:
         Writes one buffered write to Redis.
     errors:
         Exceptions that mean "Redis is unreachable" (connection refused, timeouts...).
+    denied:
+        Exceptions that mean "Redis refused these credentials or this user's permissions": a
+        configuration error (:class:`~sonora_cog.errors.ConfigError`), raised at once and never buffered.
+    denied_hint:
+        What to fix when that happens (the settings that hold the credentials).
     refused:
         The driver's base exception; any other one is a refusal by Redis.
     retry:
@@ -79,6 +84,8 @@ class RedisLink:
         *,
         errors: tuple[type[BaseException], ...],
         refused: type[BaseException],
+        denied: tuple[type[BaseException], ...] = (),
+        denied_hint: str = "",
         retry: tuple[float, float] = (0.25, 10.0),
     ) -> None:
         self._client = client
@@ -88,6 +95,8 @@ class RedisLink:
         self._apply = apply
         self._errors = errors
         self._refused = refused
+        self._denied = denied
+        self._denied_hint = denied_hint
         self._retry = retry
         self._locks: dict[int, asyncio.Lock] = {}
         self._down_since: float | None = None
@@ -111,6 +120,8 @@ class RedisLink:
         ------
         StoreError
             The store is closed.
+        ConfigError
+            Redis refused the credentials or the user's permissions (a wrong password is not an outage).
         """
         if self._closed:
             raise StoreError(f"{self!r} is closed")
@@ -119,6 +130,9 @@ class RedisLink:
         self._opened = True
         try:
             await self._client.ping()
+        except self._denied as exc:
+            self._opened = False
+            raise self._denial(exc) from None
         except self._errors as exc:
             self._fault(exc)
         else:
@@ -187,6 +201,9 @@ class RedisLink:
             try:
                 await self._client.ping()
                 written = await self._flush()
+            except self._denied as exc:
+                _log.error("%s; the %d buffered write(s) stay in memory", self._denial(exc), len(self.buffer))
+                return
             except self._errors as exc:
                 _log.debug("Redis still unreachable: %s", exc)
                 if self._down_since is None:
@@ -221,6 +238,10 @@ class RedisLink:
         """The lock that orders one guild's writes within this process."""
         return self._locks.setdefault(guild_id, asyncio.Lock())
 
+    def _denial(self, exc: BaseException) -> ConfigError:
+        return ConfigError(f"{self._denied_hint}: Redis at {redact_url(self.url)} refused the credentials or the "
+                           f"permissions ({type(exc).__name__}: {exc}); nothing is buffered for a wrong password")
+
     def _unreachable(self, what: str) -> StoreError:
         pending = f"; {len(self.buffer)} write(s) are buffered until it is back" if self.buffer else ""
         return StoreError(f"cannot {what}: Redis at {redact_url(self.url)} is unreachable "
@@ -235,6 +256,8 @@ class RedisLink:
             raise self._unreachable(what)
         try:
             return await coro_fn(*args, **kwargs)
+        except self._denied as exc:
+            raise self._denial(exc) from None
         except self._errors as exc:
             self._fault(exc)
             raise self._unreachable(what) from exc
@@ -253,6 +276,8 @@ class RedisLink:
             if self._down_since is None and not self.buffer:
                 try:
                     return await self._apply(item, False)
+                except self._denied as exc:
+                    raise self._denial(exc) from None
                 except self._errors as exc:
                     self._fault(exc)
                 except self._refused as exc:

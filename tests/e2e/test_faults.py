@@ -57,3 +57,43 @@ async def test_a_wrong_key_skips_and_keeps_every_record_until_the_right_key_is_b
     await third.wait_for(lambda: "startup restore finished: 2 restored" in caplog.text, timeout=20)
     player = third.lavalink_player()
     assert player is not None and player.track is not None and player.track["info"]["title"] == "Clair de Lune"
+
+
+async def test_a_hostile_live_record_never_stops_the_other_guilds_restore(
+    start_bot: StartBot, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One guild's record is valid on the outside (checksums right) around JSON the writer could never
+    # produce (300 levels of nesting in its extras): it used to kill the whole startup restore.
+    import hashlib
+
+    import orjson
+
+    from sonora_cog.codec import Codec
+    from sonora_cog.manager import SessionManager
+    from sonora_cog.meta import SnapshotKind
+    from sonora_cog.store.filesystem import FilesystemStore
+
+    base = default_settings(tmp_path / "sonora")
+    first = await start_bot(settings=base)
+    await first.play("Clair de Lune")
+    await first.play("Boléro", guild=first.world.other.guild, user=first.world.admin)
+    state = await first.live_record(lambda s: s.queue.current is not None)
+    await first.stop()
+
+    text = orjson.dumps(state.to_json()).decode()
+    hostile = text.replace('"extras":{', '"extras":{"deep":' + "[" * 300 + "]" * 300 + ",", 1).encode()
+    digest = hashlib.sha256(hostile).digest()
+    meta = dataclasses.replace(SessionManager(base)._meta_for(dataclasses.replace(state, kind=SnapshotKind.live),
+                                                              "live"), content_hash=digest.hex())
+    store = FilesystemStore(base.storage.path)
+    await store.put_live(state.guild_id, Codec()._seal(hostile, digest, meta))
+    await store.close()
+
+    caplog.set_level(logging.INFO)
+    second = await start_bot(settings=base)
+    await second.wait_for(lambda: "startup restore finished" in caplog.text, timeout=20)
+    assert "startup restore finished: 1 restored, 1 skipped or failed" in caplog.text
+    assert "extras: nested deeper than 64 levels" in caplog.text
+    other = second.lavalink_player(second.world.other.guild.id)
+    assert other is not None and other.track is not None and other.track["info"]["title"] == "Boléro"
+    assert list((tmp_path / "sonora" / "quarantine").glob("*.snr"))  # the hostile one moved aside, not lost

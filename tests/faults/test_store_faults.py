@@ -234,3 +234,29 @@ async def test_a_full_disk_keeps_the_old_record_and_leaves_no_temp_file(tmp_path
             assert not [p for p in (store / "live").iterdir() if p.name.endswith(".tmp")]
         finally:
             await manager.close()
+
+
+async def test_a_wrong_redis_password_is_a_configuration_error_not_an_outage(tmp_path: Path) -> None:
+    from sonora_cog.config import Secret
+    from sonora_cog.errors import ConfigError
+    from sonora_cog.testing.redis_server import RedisServer, require_redis_server
+
+    require_redis_server()
+    server = RedisServer(password="the-right-one", persistent=False)
+    server.start()
+    settings = Settings(storage=StorageSettings(backend="redis", redis_url=server.url, redis_prefix="auth",
+                                                redis_timeout=1.0),
+                        redis_password=Secret("a-wrong-one"))
+    manager = SessionManager(settings)
+    try:
+        with pytest.raises(ConfigError, match="refused the credentials") as raised:
+            await manager.live_guilds()  # loud at once: not "unreachable", no retry loop
+        message = str(raised.value)
+        assert "a-wrong-one" not in message and "the-right-one" not in message
+        assert "storage.redis_password_env" in message
+        with pytest.raises(ConfigError):
+            await manager.write_live(sample_state(guild_id=GUILD, kind=SnapshotKind.live))
+        assert len(manager.store._link.buffer) == 0  # type: ignore[attr-defined]  # nothing acknowledged into memory
+    finally:
+        await manager.close()
+        server.cleanup()
