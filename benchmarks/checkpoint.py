@@ -57,7 +57,7 @@ def _no_fsync() -> Iterator[None]:
     """Stub the filesystem store's fsync seams (benchmark only: shows the cost of everything else)."""
     saved = fs_store._fsync, fs_store._fsync_dir
     fs_store._fsync = lambda fd: None
-    fs_store._fsync_dir = lambda directory: None
+    fs_store._fsync_dir = lambda dir_fd: None
     try:
         yield
     finally:
@@ -185,8 +185,8 @@ def profile_hot_path(world: World, workdir: Path, out_dir: Path | None, top: int
             state = capture_state(player)
             record = manager.codec.encode(state.to_json(), manager._meta_for(state, "live"))
             check_header(store._header(record.data), state.guild_id, None)  # type: ignore[attr-defined]
-            store._atomic_write(  # type: ignore[attr-defined]
-                store._live_path(state.guild_id), record.data, exclusive=False, what="live"  # type: ignore[attr-defined]
+            store._write(  # type: ignore[attr-defined]
+                ("live",), store._live_name(state.guild_id), record.data, mode="replace", what="live"  # type: ignore[attr-defined]
             )
 
     result: dict[str, Any] = {}

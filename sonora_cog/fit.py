@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from .model import MAX_JSON_DEPTH, Limits, SessionState, TrackState, json_too_deep
+from .model import Limits, SessionState, TrackState
 
 __all__ = ("fit_to_limits", "read_limits", "shrink")
 
@@ -85,8 +85,8 @@ def fit_to_limits(state: SessionState, limits: Limits) -> tuple[SessionState, li
     auto_queue = _fit_list(autoplay.auto_queue, "auto queue", limits, notes)
     extras = _fit_extras(state.extras, limits, notes)
     filters = state.filters
-    config = filters.filter_config
-    if json_too_deep(config) or _json_size(config) > limits.max_extras_bytes:
+    config_size = _json_size(filters.filter_config)
+    if config_size is None or config_size > limits.max_extras_bytes:
         notes.append(f"filters: over limits.max_extras_bytes ({limits.max_extras_bytes:,}) as JSON; "
                      "saved without filters")
         filters = replace(filters, active_filters=(), filter_config={})
@@ -102,25 +102,21 @@ def fit_to_limits(state: SessionState, limits: Limits) -> tuple[SessionState, li
 
 
 def _fit_extras(extras: Mapping[str, Any], limits: Limits, notes: list[str]) -> Mapping[str, Any]:
-    """The extras without keys nested too deep, then without their largest keys until they fit."""
-    deep = [key for key, value in extras.items() if json_too_deep(value, MAX_JSON_DEPTH - 1)]
-    if deep:
-        notes.append(f"extras: {', '.join(map(repr, deep[:5]))} nested deeper than {MAX_JSON_DEPTH} levels; "
-                     "saved without")
-        extras = {k: v for k, v in extras.items() if k not in deep}
+    """The extras without keys that cannot be written (nested over ~254 levels, not JSON), then without
+    their largest keys until they fit (most extras have one big value, if any)."""
     size = _json_size(extras) if extras else 0
-    if size <= limits.max_extras_bytes:
+    if size is not None and size <= limits.max_extras_bytes:
         return extras
-    kept = dict(extras)
-    dropped = []
-    for key in sorted(kept, key=lambda k: _json_size({k: kept[k]}), reverse=True):
+    kept = {k: v for k, v in extras.items() if _json_size({k: v}) is not None}
+    dropped = [k for k in extras if k not in kept]
+    for key in sorted(kept, key=lambda k: _json_size({k: kept[k]}) or 0, reverse=True):
+        if (_json_size(kept) or 0) <= limits.max_extras_bytes:
+            break
         del kept[key]
         dropped.append(key)
-        if _json_size(kept) <= limits.max_extras_bytes:
-            break
     names = ", ".join(repr(k) for k in dropped[:5]) + (", ..." if len(dropped) > 5 else "")
-    notes.append(f"extras: {size:,} bytes of JSON, over limits.max_extras_bytes ({limits.max_extras_bytes:,}); "
-                 f"saved without {names}")
+    shown = f"{size:,} bytes of JSON, over" if size is not None else "not all JSON the writer can write; limit"
+    notes.append(f"extras: {shown} limits.max_extras_bytes ({limits.max_extras_bytes:,}); saved without {names}")
     return kept
 
 
@@ -130,10 +126,25 @@ def _fit_list(tracks: tuple[TrackState, ...], name: str, limits: Limits, notes: 
         notes.append(f"{name}: {len(tracks):,} tracks, over limits.max_queue_tracks "
                      f"({limits.max_queue_tracks:,}); the first {limits.max_queue_tracks:,} are saved")
         kept = tracks[: limits.max_queue_tracks]
+    if _all_fit(kept, limits):  # the common case: one pass, no per-track work
+        return kept
     fitted = [_fit_track(t, f"{name} track {i + 1}", limits, notes) for i, t in enumerate(kept)]
     if all(f is t for f, t in zip(fitted, kept, strict=True)):
         return kept
     return tuple(t for t in fitted if t is not None)
+
+
+def _all_fit(tracks: tuple[TrackState, ...], limits: Limits) -> bool:
+    """Whether every track surely fits: short ``encoded`` forms (so short text fields, see _fit_track), short
+    playlist names, and all their userData together within one track's cap."""
+    cap = limits.max_string_length
+    for track in tracks:
+        data = track.data
+        playlist = data.get("playlist")
+        if len(data["encoded"]) > cap or (playlist is not None and len(playlist.get("name") or "") > cap):
+            return False
+    total = _json_size([track.data.get("userData") for track in tracks])
+    return total is not None and total <= limits.max_extras_bytes
 
 
 def _fit_track(track: TrackState, where: str, limits: Limits, notes: list[str]) -> TrackState | None:
@@ -154,9 +165,10 @@ def _fit_track(track: TrackState, where: str, limits: Limits, notes: list[str]) 
             notes.append(f"{where}: {', '.join(long)} over limits.max_string_length ({cap:,}); shortened")
             changed["info"] = {**info, **long}
     user_data = data.get("userData")
-    if user_data and (json_too_deep(user_data) or _json_size(user_data) > limits.max_extras_bytes):
+    size = _json_size(user_data) if user_data else 0
+    if size is None or size > limits.max_extras_bytes:
         notes.append(f"{where}: its userData is over limits.max_extras_bytes ({limits.max_extras_bytes:,}) "
-                     f"or nested deeper than {MAX_JSON_DEPTH} levels; saved without it")
+                     "or not JSON the writer can write; saved without it")
         changed["userData"] = {}
     playlist = data.get("playlist")
     if playlist is not None and isinstance(playlist.get("name"), str) and len(playlist["name"]) > cap:
@@ -165,8 +177,9 @@ def _fit_track(track: TrackState, where: str, limits: Limits, notes: list[str]) 
     return TrackState({**data, **changed}) if changed else track
 
 
-def _json_size(value: Any) -> int:
+def _json_size(value: Any) -> int | None:
+    """Bytes of ``value`` as JSON, or ``None`` when it cannot be written (nested too deep, not JSON)."""
     try:
         return len(orjson.dumps(value))
     except TypeError:
-        return 0  # not JSON at all: the encoder says so, with the field
+        return None

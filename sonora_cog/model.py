@@ -22,7 +22,6 @@ from .errors import InvalidSnapshot, SchemaVersionError
 from .meta import SnapshotKind
 
 __all__ = (
-    "MAX_JSON_DEPTH",
     "SCHEMA_VERSION",
     "AutoplayMode",
     "AutoplayState",
@@ -33,14 +32,10 @@ __all__ = (
     "QueueState",
     "SessionState",
     "TrackState",
-    "json_too_deep",
     "register_migration",
 )
 
 SCHEMA_VERSION = 1
-#: Deepest nesting accepted in free-form JSON (extras, userData, filters, pluginInfo): far more than any
-#: bot needs, far less than what the JSON writer can write back (about 254 levels).
-MAX_JSON_DEPTH = 64
 _E = TypeVar("_E", bound=StrEnum)
 _SNOWFLAKE_MAX = 2**64 - 1
 
@@ -439,25 +434,14 @@ def _expect_str(value: Any, path: str, limits: Limits, max_length: int | None = 
     return value
 
 
-def _check_json_size(value: Any, path: str, cap: int) -> None:
-    if json_too_deep(value):
-        raise InvalidSnapshot(path, f"nested deeper than {MAX_JSON_DEPTH} levels")
-    size = len(orjson.dumps(value))
-    if size > cap:
+def _check_json_size(value: Any, path: str, cap: int | None) -> None:
+    """Refuse free-form JSON the writer could not write back (nested over ~254 levels) or over ``cap``."""
+    try:
+        size = len(orjson.dumps(value))
+    except TypeError:  # orjson's recursion limit: what was read could never be written again
+        raise InvalidSnapshot(path, "nested too deep to be written back") from None
+    if cap is not None and size > cap:
         raise InvalidSnapshot(path, f"{size} bytes of JSON exceeds the cap of {cap}")
-
-
-def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether lists and objects nest deeper than ``limit`` levels in ``value`` (iterative: any depth is safe)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False
-
 
 
 def _check_track(obj: Any, path: str, limits: Limits) -> None:
@@ -485,8 +469,8 @@ def _check_track(obj: Any, path: str, limits: Limits) -> None:
         value = obj.get(name, {})
         if not isinstance(value, dict):
             raise InvalidSnapshot(f"{path}.{name}", "expected object")
-        if value and json_too_deep(value):
-            raise InvalidSnapshot(f"{path}.{name}", f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if obj.get("pluginInfo"):
+        _check_json_size(obj["pluginInfo"], f"{path}.pluginInfo", None)
     if obj.get("userData"):
         _check_json_size(obj["userData"], f"{path}.userData", limits.max_extras_bytes)
     playlist = obj.get("playlist")

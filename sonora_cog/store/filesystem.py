@@ -174,6 +174,7 @@ class FilesystemStore:
         self.unsafe: dict[str, str] = {}
         #: Whether opening found the store read-only (listing and reading still work).
         self.read_only = False
+        self._checked_folders: set[Path] = set()
 
     def __repr__(self) -> str:
         return f"<FilesystemStore root={str(self._root)!r}>"
@@ -311,8 +312,15 @@ class FilesystemStore:
         return fd
 
     def _check_mode(self, fd: int, path: Path) -> None:
-        """Report (once) a store path others could write or that another user owns; never change it."""
+        """Report (once) a store path others could write or that another user owns; never change it.
+
+        Each folder is looked at once per process (it is opened on every operation); files every time.
+        """
+        if path in self._checked_folders:
+            return
         info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            self._checked_folders.add(path)
         problems = []
         if info.st_mode & 0o022:
             problems.append(f"group- or world-writable (mode {stat.S_IMODE(info.st_mode):o})")
@@ -367,12 +375,17 @@ class FilesystemStore:
 
     @contextlib.contextmanager
     def _store_lock(self) -> Iterator[None]:
-        """The advisory lock every process of this store takes around renames and compare-and-replace."""
-        with self._dir(create=True) as root:
-            try:
-                fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, FILE_MODE, dir_fd=root)
-            except OSError as exc:
-                raise StoreError(f"cannot open the store's lock {self._root / LOCK_NAME}: {_describe(exc)}") from exc
+        """The advisory lock every process of this store takes around renames and compare-and-replace.
+
+        Opened through the root's path (the root may be a link: the operator's choice), never through a
+        link named ``.lock``.
+        """
+        try:
+            fd = os.open(self._root / LOCK_NAME, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            if exc.errno in _REFUSED_ERRNOS:
+                raise StoreError(f"refusing {self._root / LOCK_NAME}: it is a symbolic link") from None
+            raise StoreError(f"cannot open the store's lock {self._root / LOCK_NAME}: {_describe(exc)}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -146,3 +146,15 @@ async def test_a_state_over_the_record_size_cap_keeps_what_fits(tmp_path: Path, 
         assert "over storage.max_record_bytes" in caplog.text and "compression" in caplog.text
     finally:
         await manager.close()
+
+
+def test_extras_the_writer_cannot_write_lose_only_that_key() -> None:
+    deep: list[object] = []
+    inner = deep
+    for _ in range(300):  # deeper than the JSON writer goes (about 254 levels)
+        inner.append([])
+        inner = inner[0]  # type: ignore[assignment]
+    state = sample_state(extras={"deep": deep, "dj": "7"})
+    fitted, notes = fit_to_limits(state, LIMITS)
+    assert fitted.extras == {"dj": "7"} and roundtrips(fitted, LIMITS).extras == {"dj": "7"}
+    assert any(note.startswith("extras:") and "'deep'" in note for note in notes)
