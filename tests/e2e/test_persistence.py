@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -142,7 +143,12 @@ async def test_one_broken_guild_never_stops_the_checkpoint_for_the_others(
     await running.play("paper boats", guild=other.guild)
     broken = running.player()
     assert isinstance(broken, SonoraPlayer)
-    broken.extras = {"not json": object()}
+    await running.live_record(lambda s: s.queue.current is not None)
+    # the store cannot replace this guild's live record: a folder stands where its file was
+    record = Path(running.cog.settings.storage.path) / "live" / f"{running.guild.id}.snr"
+    record.unlink()
+    record.mkdir()
+    await broken.set_volume(44)
     healthy = running.player(other.guild.id)
     assert healthy is not None
     await healthy.set_volume(12)
@@ -152,6 +158,20 @@ async def test_one_broken_guild_never_stops_the_checkpoint_for_the_others(
     state = await live(running, other.guild.id)
     assert state is not None and state.player.volume == 12
     assert f"could not save the live record of guild {running.guild.id}" in caplog.text
+
+
+async def test_extras_that_are_not_json_lose_only_those_keys(
+    debounced: RunningBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = debounced
+    await running.play("clair de lune")
+    player = running.player()
+    assert isinstance(player, SonoraPlayer)
+    caplog.set_level(logging.WARNING, logger="sonora_cog.manager")
+    player.extras = {"not json": object(), "dj": "ana"}
+    state = await running.live_record(lambda s: s.extras.get("dj") == "ana")
+    assert "not json" not in state.extras and state.queue.current is not None
+    assert "saved without 'not json'" in caplog.text
 
 
 async def test_auto_snapshots_are_incremental(debounced: RunningBot) -> None:
