@@ -33,6 +33,7 @@ class SnapshotKind(StrEnum):
     manual = "manual"
     shutdown = "shutdown"
     pre_restore = "pre-restore"
+    pre_deploy = "pre-deploy"
     imported = "import"
 
 

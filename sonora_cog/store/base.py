@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins
 import io
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -30,16 +30,21 @@ __all__ = (
     "MAX_AUX_BYTES",
     "MAX_GUILD_ID",
     "MAX_HEADER_BYTES",
+    "MAX_JOURNAL_BYTES",
+    "MAX_JOURNAL_ENTRY_BYTES",
     "HeaderReader",
     "RecordRef",
     "SnapshotStore",
     "StoreStats",
     "check_header",
+    "newest_deploy_tags",
     "plan_prune",
     "read_meta_from_bytes",
     "read_meta_from_stream",
+    "split_journal",
     "validate_aux_key",
     "validate_guild_id",
+    "validate_journal_entries",
 )
 
 #: Records larger than this are refused before they are read (``storage.max_record_bytes``'s default).
@@ -67,6 +72,31 @@ def validate_aux_key(key: str, data: bytes | None = None) -> str:
     if data is not None and len(data) > MAX_AUX_BYTES:
         raise InvalidIdentifier(f"auxiliary record {key!r} is larger than {MAX_AUX_BYTES} bytes")
     return key
+
+
+#: A journal entry is one line of at most this many bytes; a journal is read whole up to MAX_JOURNAL_BYTES.
+MAX_JOURNAL_ENTRY_BYTES = 4096
+MAX_JOURNAL_BYTES = 32 * 1024 * 1024
+
+
+def validate_journal_entries(name: str, entries: Sequence[bytes]) -> list[bytes]:
+    """Return ``entries`` as bytes if ``name`` is a record key and each entry is one short line, else raise
+    :class:`InvalidIdentifier`."""
+    validate_aux_key(name)
+    checked = []
+    for entry in entries:
+        if not isinstance(entry, bytes | bytearray):
+            raise InvalidIdentifier(f"a journal entry is bytes, got {type(entry).__name__}")
+        if b"\n" in entry or not entry or len(entry) > MAX_JOURNAL_ENTRY_BYTES:
+            raise InvalidIdentifier(f"a journal entry is one non-empty line of at most {MAX_JOURNAL_ENTRY_BYTES} bytes")
+        checked.append(bytes(entry))
+    return checked
+
+
+def split_journal(data: bytes) -> list[bytes]:
+    """The complete entries of a journal's bytes: a torn last line (a crash mid-append) is dropped."""
+    lines = data.split(b"\n")
+    return [line for line in lines[:-1] if line]
 
 
 def validate_guild_id(guild_id: int) -> int:
@@ -163,6 +193,7 @@ def plan_prune(
     max_per_guild: int | None,
     max_age_days: float | None,
     now: float,
+    keep_deploy_tags: int = 0,
 ) -> list[SnapshotMeta]:
     """Choose which snapshots retention deletes (pure; every backend's ``prune`` uses it).
 
@@ -178,6 +209,9 @@ def plan_prune(
         ``None``: no limit.
     now:
         The current Unix time.
+    keep_deploy_tags:
+        The ``pre-deploy`` snapshots of the newest this many deploy tags (their label) are never deleted
+        and do not count against ``max_per_guild``.
 
     Returns
     -------
@@ -193,8 +227,12 @@ def plan_prune(
         raise ValueError(f"max_per_guild must be >= 0, got {max_per_guild}")
     if max_age_days is not None and max_age_days < 0:
         raise ValueError(f"max_age_days must be >= 0, got {max_age_days}")
+    snapshots = list(snapshots)
+    kept_tags = newest_deploy_tags(snapshots, keep_deploy_tags)
     by_guild: dict[int, list[SnapshotMeta]] = {}
     for meta in snapshots:
+        if meta.kind is SnapshotKind.pre_deploy and meta.label in kept_tags:
+            continue
         by_guild.setdefault(meta.guild_id, []).append(meta)
     cutoff = None if max_age_days is None else now - max_age_days * 86400.0
     doomed: list[SnapshotMeta] = []
@@ -209,6 +247,16 @@ def plan_prune(
             excess = (autos + others)[: len(kept) - max_per_guild]
         doomed.extend(sorted(expired + excess, key=lambda m: (m.created_at, m.id)))
     return doomed
+
+
+def newest_deploy_tags(snapshots: Iterable[SnapshotMeta], count: int) -> set[str]:
+    """The labels of the newest ``count`` deploy tags among ``pre-deploy`` snapshots (a tag is as new as its
+    newest snapshot)."""
+    newest: dict[str, float] = {}
+    for meta in snapshots:
+        if meta.kind is SnapshotKind.pre_deploy and meta.label is not None:
+            newest[meta.label] = max(newest.get(meta.label, 0.0), meta.created_at)
+    return set(sorted(newest, key=lambda tag: (newest[tag], tag), reverse=True)[: max(count, 0)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +409,47 @@ class SnapshotStore(Protocol):
         """Return an auxiliary record, or ``None`` when there is none."""
         ...
 
+    async def delete_aux(self, key: str) -> bool:
+        """Delete an auxiliary record; return whether there was one."""
+        ...
+
+    async def aux_keys(self, prefix: str) -> builtins.list[str]:
+        """Return the keys of the auxiliary records whose key starts with ``prefix``, sorted."""
+        ...
+
+    async def append_journal(self, name: str, entries: Sequence[bytes]) -> None:
+        """Append lines to the journal ``name`` (created on first use), durably, as one write.
+
+        Any number of processes may append to one journal at once; no entry is lost or interleaved with
+        another. Each entry is one line without a newline, at most :data:`MAX_JOURNAL_ENTRY_BYTES`.
+
+        Raises
+        ------
+        InvalidIdentifier
+            A bad name (as an auxiliary key) or entry.
+        StoreError
+            The append failed.
+        """
+        ...
+
+    async def read_journal(self, name: str) -> builtins.list[bytes]:
+        """Return the journal's entries in the order they were appended (``[]`` when there is none).
+
+        Raises
+        ------
+        SnapshotTooLarge
+            The journal is over :data:`MAX_JOURNAL_BYTES` (nothing of it is read).
+        """
+        ...
+
+    async def journal_names(self) -> builtins.list[str]:
+        """Return the names of every journal, sorted."""
+        ...
+
+    async def delete_journal(self, name: str) -> bool:
+        """Delete a journal; return whether there was one."""
+        ...
+
     async def save(self, meta: SnapshotMeta, data: bytes) -> None:
         """Store a new, immutable snapshot named by ``meta.guild_id`` and ``meta.id``.
 
@@ -425,7 +514,12 @@ class SnapshotStore(Protocol):
         ...
 
     async def prune(
-        self, *, max_per_guild: int | None, max_age_days: float | None, now: float | None = None
+        self,
+        *,
+        max_per_guild: int | None,
+        max_age_days: float | None,
+        now: float | None = None,
+        keep_deploy_tags: int = 0,
     ) -> builtins.list[SnapshotMeta]:  # `list` is a method name here
         """Apply retention and return the metadata of the snapshots deleted.
 
@@ -439,6 +533,8 @@ class SnapshotStore(Protocol):
             ``None``: no limit.
         now:
             The current Unix time (defaults to :func:`time.time`).
+        keep_deploy_tags:
+            Never delete the ``pre-deploy`` snapshots of the newest this many deploy tags.
 
         Live records are never touched.
         """

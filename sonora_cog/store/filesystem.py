@@ -6,6 +6,7 @@ Layout::
     root/snapshots/<guild_id>/<snapshot_id>.snr     immutable snapshots
     root/quarantine/<guild_id>-live-<utc>-<rand>.snr (+ .json with the reason)  bad live records
     root/aux/<key>.snr                              small records (heartbeats, Lavalink session ids)
+    root/journal/<name>.log                         append-only journals (deploy status), one entry per line
     root/.lock                                      the advisory lock every process of this store shares
 
 **The store touches only what it created.** Every directory below the root is opened component by
@@ -47,7 +48,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -56,6 +57,7 @@ from ..meta import SNAPSHOT_ID_RE, SnapshotMeta, validate_snapshot_id
 from .base import (
     DEFAULT_MAX_RECORD_BYTES,
     MAX_AUX_BYTES,
+    MAX_JOURNAL_BYTES,
     HeaderReader,
     RecordRef,
     StoreStats,
@@ -63,8 +65,10 @@ from .base import (
     plan_prune,
     read_meta_from_bytes,
     read_meta_from_stream,
+    split_journal,
     validate_aux_key,
     validate_guild_id,
+    validate_journal_entries,
 )
 
 __all__ = ("DIR_MODE", "FILE_MODE", "SUFFIX", "FilesystemStore")
@@ -87,6 +91,9 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
 #: O_NONBLOCK: opening a FIFO planted in the store must not block; a regular file ignores it.
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+_APPEND_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+JOURNAL_SUFFIX = ".log"
+_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 #: What opening a symbolic link (or a non-directory) with those flags fails with.
 _REFUSED_ERRNOS = {errno.ELOOP, errno.ENOTDIR, getattr(errno, "EFTYPE", errno.ELOOP)}
 _READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
@@ -643,6 +650,80 @@ class FilesystemStore:
         name = f"{validate_aux_key(key)}{SUFFIX}"
         return await self._run(self._read_file, ("aux",), name, f"auxiliary record {key!r}", MAX_AUX_BYTES)
 
+    async def delete_aux(self, key: str) -> bool:
+        """Delete an auxiliary record; return whether there was one."""
+        name = f"{validate_aux_key(key)}{SUFFIX}"
+        return await self._run(self._unlink, ("aux",), name, f"auxiliary record {key!r}")
+
+    async def aux_keys(self, prefix: str) -> list[str]:
+        """Return the keys of the auxiliary records starting with ``prefix``, sorted."""
+        names = await self._run(self._names_sync, "aux", SUFFIX)
+        return [name for name in names if name.startswith(prefix)]
+
+    async def append_journal(self, name: str, entries: Sequence[bytes]) -> None:
+        """Append lines to a journal with one ``O_APPEND`` write, then fsync (see the protocol)."""
+        lines = validate_journal_entries(name, entries)
+        if lines:
+            await self._run(self._append_sync, f"{name}{JOURNAL_SUFFIX}", b"".join(line + b"\n" for line in lines))
+
+    async def read_journal(self, name: str) -> list[bytes]:
+        """Return a journal's complete entries, in order (``[]`` when there is none)."""
+        validate_aux_key(name)
+        data = await self._run(self._read_file, ("journal",), f"{name}{JOURNAL_SUFFIX}", f"journal {name!r}",
+                               MAX_JOURNAL_BYTES)
+        return split_journal(data) if data else []
+
+    async def journal_names(self) -> list[str]:
+        """Return the names of every journal, sorted."""
+        return await self._run(self._names_sync, "journal", JOURNAL_SUFFIX)
+
+    async def delete_journal(self, name: str) -> bool:
+        """Delete a journal; return whether there was one."""
+        validate_aux_key(name)
+        return await self._run(self._unlink, ("journal",), f"{name}{JOURNAL_SUFFIX}", f"journal {name!r}")
+
+    def _names_sync(self, folder: str, suffix: str) -> list[str]:
+        """The record keys in ``folder`` (regular files named ``<key><suffix>``), sorted."""
+        keys = []
+        try:
+            with self._dir(folder) as directory, os.scandir(directory) as entries:
+                for entry in entries:
+                    key = entry.name.removesuffix(suffix)
+                    if key != entry.name and _KEY_RE.fullmatch(key) and entry.is_file(follow_symlinks=False):
+                        keys.append(key)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"cannot list {self._root / folder}: {_describe(exc)}") from exc
+        return sorted(keys)
+
+    def _append_sync(self, filename: str, data: bytes) -> None:
+        path = self._root / "journal" / filename
+        try:
+            with self._dir("journal", create=True) as directory:
+                try:
+                    fd = os.open(filename, _APPEND_FLAGS, FILE_MODE, dir_fd=directory)
+                except OSError as exc:
+                    if exc.errno in _REFUSED_ERRNOS:
+                        raise StoreError(f"refusing {path}: it is a symbolic link (the store never follows one)"
+                                         ) from None
+                    raise
+                try:
+                    info = os.fstat(fd)
+                    if not stat.S_ISREG(info.st_mode):
+                        raise StoreError(f"refusing {path}: not a regular file")
+                    if info.st_size + len(data) > MAX_JOURNAL_BYTES:
+                        raise StoreError(f"journal {path} would grow over {MAX_JOURNAL_BYTES} bytes; not appended")
+                    # one write with O_APPEND: appends of several processes never interleave
+                    if os.write(fd, data) != len(data):
+                        raise StoreError(f"journal {path}: a short write (disk full?); the last entry may be torn")
+                    _fsync(fd)
+                finally:
+                    os.close(fd)
+                _fsync_dir(directory)
+        except OSError as exc:
+            raise StoreError(f"could not append to {path}: {_describe(exc)}") from exc
+
     async def get_live(self, guild_id: int) -> bytes | None:
         """Return the guild's live record, or ``None``."""
         return await self._run(self._read_file, ("live",), self._live_name(guild_id),
@@ -757,7 +838,12 @@ class FilesystemStore:
         return await self._run_locked(guild_id, self._unlink, folder, name, what)
 
     async def prune(
-        self, *, max_per_guild: int | None, max_age_days: float | None, now: float | None = None
+        self,
+        *,
+        max_per_guild: int | None,
+        max_age_days: float | None,
+        now: float | None = None,
+        keep_deploy_tags: int = 0,
     ) -> builtins.list[SnapshotMeta]:  # `list` is a method name here
         """Apply retention (see :func:`~sonora_cog.store.base.plan_prune`); return what was deleted."""
         doomed = plan_prune(
@@ -765,6 +851,7 @@ class FilesystemStore:
             max_per_guild=max_per_guild,
             max_age_days=max_age_days,
             now=time.time() if now is None else now,
+            keep_deploy_tags=keep_deploy_tags,
         )
         deleted: list[SnapshotMeta] = []
         for meta in doomed:

@@ -12,6 +12,8 @@ is created, not when this module is. Key layout under ``prefix`` (``storage.redi
     {prefix}:quarantine:{guild}:{utc}-{rand}   a live record moved aside; notes in {prefix}:quarantine-notes
     {prefix}:lease:{guild}            the owner token of the process that owns the guild (PX ttl)
     {prefix}:aux:{key}                a small auxiliary record (heartbeats, Lavalink session ids)
+    {prefix}:journal:{name}           an append-only journal (deploy status): a list, one entry per item
+    {prefix}:journals                 set of journal names
 
 Every multi-key change is one Lua script (:mod:`~sonora_cog.store.redis_scripts`), so readers never
 see half of it. Listing reads the metadata hashes only, never the records. Values are the codec's
@@ -42,12 +44,21 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import ConfigError, DuplicateSnapshot, RecordChanged, SnapshotNotFound, SnapshotTooLarge, SonoraError
+from ..errors import (
+    ConfigError,
+    DuplicateSnapshot,
+    RecordChanged,
+    SnapshotNotFound,
+    SnapshotTooLarge,
+    SonoraError,
+    StoreError,
+)
 from ..lease import LeaseConflict, LeaseStatus
 from ..meta import SnapshotMeta, validate_snapshot_id
 from . import redis_scripts as lua
 from .base import (
     DEFAULT_MAX_RECORD_BYTES,
+    MAX_JOURNAL_BYTES,
     HeaderReader,
     RecordRef,
     StoreStats,
@@ -57,6 +68,7 @@ from .base import (
     read_meta_from_stream,
     validate_aux_key,
     validate_guild_id,
+    validate_journal_entries,
 )
 from .redis_buffer import BufferFull, PendingKind, PendingWrite, WriteBuffer
 from .redis_link import RedisLink, redact_url
@@ -65,6 +77,15 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 __all__ = ("BufferFull", "RedisStore", "redact_url")
+
+
+#: Connections the store opens to Redis at most; more concurrent calls wait for one.
+MAX_CONNECTIONS = 32
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis ``MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 _log = logging.getLogger(__name__)
 _REASON_MAX = 2000
@@ -145,7 +166,10 @@ class RedisStore:
             }
             if tls_ca_file:
                 options["ssl_ca_certs"] = tls_ca_file
-            client = aioredis.Redis.from_url(url, **options)
+            # A burst of calls waits for a free connection instead of failing (and counting as Redis down).
+            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=timeout,
+                                                            **options)
+            client = aioredis.Redis.from_pool(pool)  # owns the pool: closing the client closes it
         self._client = client
         self._scripts = {name: client.register_script(getattr(lua, name)) for name in lua.__all__}
         self._link = RedisLink(
@@ -334,6 +358,64 @@ class RedisStore:
             return pending.data
         return await self._capped_get(redis_key, f"auxiliary record {key!r}")
 
+    async def delete_aux(self, key: str) -> bool:
+        """Delete an auxiliary record; return whether there was one."""
+        redis_key = self._key("aux", validate_aux_key(key))
+        return bool(await self._link.call(f"delete auxiliary record {key!r}", self._client.delete, redis_key))
+
+    async def aux_keys(self, prefix: str) -> builtins.list[str]:
+        """Return the keys of the auxiliary records starting with ``prefix``, sorted (``SCAN``, never ``KEYS``)."""
+        start = self._key("aux", "")
+        pattern = _glob_escape(start + prefix) + "*"
+
+        async def scan() -> builtins.list[str]:
+            return [k.decode() if isinstance(k, bytes) else k
+                    async for k in self._client.scan_iter(match=pattern, count=500)]
+
+        found = await self._link.call("list auxiliary records", scan)
+        return sorted(k[len(start):] for k in found)
+
+    async def append_journal(self, name: str, entries: Sequence[bytes]) -> None:
+        """Append lines to a journal (one script: ``RPUSH``es and the set of journals); see the protocol."""
+        lines = validate_journal_entries(name, entries)
+        if not lines:
+            return
+        keys = [self._key("journal", name), self._key("journals")]
+        size = sum(len(line) + 1 for line in lines)
+        result = await self._link.call(f"append to journal {name!r}", self._scripts["APPEND_JOURNAL"], keys,
+                                       [MAX_JOURNAL_BYTES, name, size, *lines])
+        if isinstance(result, list):
+            raise StoreError(f"journal {name!r} would grow to {result[1]} bytes, over {MAX_JOURNAL_BYTES}; "
+                             "not appended")
+
+    async def read_journal(self, name: str) -> builtins.list[bytes]:
+        """Return a journal's entries, in order (``[]`` when there is none)."""
+        key = self._key("journal", validate_aux_key(name))
+        result = await self._link.call(f"read journal {name!r}", self._scripts["CAPPED_JOURNAL"], [key],
+                                       [MAX_JOURNAL_BYTES])
+        if result[0] == -1:
+            raise SnapshotTooLarge(f"journal {name!r} is {result[1]} bytes, over the {MAX_JOURNAL_BYTES}-byte cap; "
+                                   "not read", size=int(result[1]), cap=MAX_JOURNAL_BYTES)
+        return [bytes(item) for item in result[1:]]
+
+    async def journal_names(self) -> builtins.list[str]:
+        """Return the names of every journal, sorted."""
+        members = await self._link.call("list journals", self._client.smembers, self._key("journals"))
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    async def delete_journal(self, name: str) -> bool:
+        """Delete a journal; return whether there was one."""
+        key = self._key("journal", validate_aux_key(name))
+
+        async def delete() -> int:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.srem(self._key("journals"), name)
+                deleted, _ = await pipe.execute()
+                return int(deleted)
+
+        return bool(await self._link.call(f"delete journal {name!r}", delete))
+
     # --- snapshots ---------------------------------------------------------------------------------------
     async def save(self, meta: SnapshotMeta, data: bytes) -> None:
         """Store a new immutable snapshot (buffered while Redis is down); see :meth:`SnapshotStore.save`."""
@@ -483,7 +565,12 @@ class RedisStore:
         return bool(await self._delete_many(guild_id, [snapshot_id]))
 
     async def prune(
-        self, *, max_per_guild: int | None, max_age_days: float | None, now: float | None = None
+        self,
+        *,
+        max_per_guild: int | None,
+        max_age_days: float | None,
+        now: float | None = None,
+        keep_deploy_tags: int = 0,
     ) -> builtins.list[SnapshotMeta]:  # `list` is a method name here
         """Apply retention in Redis: plan from the metadata hashes, delete per guild in one script each."""
         doomed = plan_prune(
@@ -491,6 +578,7 @@ class RedisStore:
             max_per_guild=max_per_guild,
             max_age_days=max_age_days,
             now=time.time() if now is None else now,
+            keep_deploy_tags=keep_deploy_tags,
         )
         by_guild: dict[int, list[SnapshotMeta]] = {}
         for meta in doomed:

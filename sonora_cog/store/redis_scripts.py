@@ -10,7 +10,9 @@ its index entry, or a live record missing from the set of live guilds. Keys are 
 from __future__ import annotations
 
 __all__ = (
+    "APPEND_JOURNAL",
     "CAPPED_GET",
+    "CAPPED_JOURNAL",
     "DELETE_LIVE",
     "DELETE_SNAPSHOTS",
     "LEASE_ACQUIRE",
@@ -28,6 +30,29 @@ CAPPED_GET = """
 local size = redis.call('STRLEN', KEYS[1])
 if size > tonumber(ARGV[1]) then return {size} end
 return redis.call('GET', KEYS[1])
+"""
+
+# A journal is read whole only when its entries together fit the cap.
+# KEYS: journal   ARGV: cap   -> {0, entry...} | {-1, size} when over the cap
+CAPPED_JOURNAL = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local total = 0
+for _, item in ipairs(items) do total = total + #item + 1 end
+if total > tonumber(ARGV[1]) then return {-1, total} end
+table.insert(items, 1, 0)
+return items
+"""
+
+# An append that keeps the journal under the cap and its name in the set of journals.
+# KEYS: journal, journal-set   ARGV: cap, name, size of the new entries, entries...  -> 1 | {-1, size}
+APPEND_JOURNAL = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local total = tonumber(ARGV[3])
+for _, item in ipairs(items) do total = total + #item + 1 end
+if total > tonumber(ARGV[1]) then return {-1, total} end
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+redis.call('SADD', KEYS[2], ARGV[2])
+return 1
 """
 
 # A live write is fenced by the guild's lease: when another owner holds it, nothing is written.

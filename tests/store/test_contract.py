@@ -233,6 +233,18 @@ async def test_prune_by_count_drops_oldest_auto_first(
     assert await store.prune(max_per_guild=2, max_age_days=None, now=T0 + 10) == []
 
 
+async def test_prune_keeps_the_newest_deploy_tags(store: SnapshotStore, make_record: RecordFactory) -> None:
+    now = T0 + 90 * DAY
+    tags = [make_record(kind=SnapshotKind.pre_deploy, label=f"v{i}", created_at=T0 + i * DAY) for i in range(4)]
+    manual = [make_record(kind=SnapshotKind.manual, created_at=T0 + 10 * DAY + i) for i in range(3)]
+    for record in [*tags, *manual]:
+        await store.save(record.meta, record.data)
+    deleted = await store.prune(max_per_guild=1, max_age_days=30, now=now, keep_deploy_tags=2)
+    # the two newest tags survive both limits and do not count against max_per_guild; the rest is old
+    assert {m.id for m in deleted} == {r.meta.id for r in [*tags[:2], *manual]}
+    assert {m.label for m in await store.list(GUILD_A)} == {"v2", "v3"}
+
+
 async def test_prune_by_age_any_kind(
     store: SnapshotStore, make_record: RecordFactory, make_live: LiveFactory
 ) -> None:
@@ -398,3 +410,43 @@ async def test_aux_bad_keys_are_refused(store: SnapshotStore, key: str) -> None:
 async def test_aux_oversized_is_refused(store: SnapshotStore) -> None:
     with pytest.raises(InvalidIdentifier, match="larger than"):
         await store.put_aux("big", b"x" * (64 * 1024 + 1))
+
+
+async def test_aux_keys_and_delete(store: SnapshotStore) -> None:
+    for key in ("process-b", "process-a", "deploy-request", "process_x"):
+        await store.put_aux(key, b"1")
+    assert await store.aux_keys("process-") == ["process-a", "process-b"]
+    assert await store.aux_keys("") == ["deploy-request", "process-a", "process-b", "process_x"]
+    assert await store.delete_aux("process-a") is True
+    assert await store.delete_aux("process-a") is False
+    assert await store.get_aux("process-a") is None
+    assert await store.aux_keys("process-") == ["process-b"]
+
+
+# --- journals ---------------------------------------------------------------------------------------------
+async def test_journal_append_read_list_delete(store: SnapshotStore) -> None:
+    assert await store.read_journal("deploy-1") == []
+    await store.append_journal("deploy-1", [b'{"a": 1}', b'{"a": 2}'])
+    await store.append_journal("deploy-1", [b'{"a": 3}'])
+    await store.append_journal("deploy-2", [b"x"])
+    await store.append_journal("deploy-3", [])  # nothing to append: no journal either
+    assert await store.read_journal("deploy-1") == [b'{"a": 1}', b'{"a": 2}', b'{"a": 3}']
+    assert await store.journal_names() == ["deploy-1", "deploy-2"]
+    assert await store.delete_journal("deploy-1") is True
+    assert await store.delete_journal("deploy-1") is False
+    assert await store.read_journal("deploy-1") == []
+    assert await store.journal_names() == ["deploy-2"]
+    assert await store.aux_keys("") == []  # journals are not auxiliary records
+
+
+@pytest.mark.parametrize("entry", [b"two\nlines", b"", b"x" * 4097])
+async def test_journal_bad_entries_are_refused_and_nothing_appended(store: SnapshotStore, entry: bytes) -> None:
+    with pytest.raises(InvalidIdentifier):
+        await store.append_journal("deploy-1", [b"fine", entry])
+    assert await store.read_journal("deploy-1") == []
+
+
+async def test_concurrent_journal_appends_are_never_lost_or_interleaved(store: SnapshotStore) -> None:
+    entries = [f'{{"writer": {w}, "n": {n}, "pad": "{"x" * 900}"}}'.encode() for w in range(8) for n in range(25)]
+    await asyncio.gather(*(store.append_journal("deploy-1", [e]) for e in entries))
+    assert sorted(await store.read_journal("deploy-1")) == sorted(entries)
