@@ -1,10 +1,10 @@
-"""Operator CLI: ``python -m sonora_cog snapshots <command>`` over a store, without starting a bot.
+"""Operator CLI: ``python -m sonora_cog snapshots|deploy <command>`` over a store, without starting a bot.
 
 Tables for people, ``--json`` for scripts, a progress bar on long runs. Exit codes:
 
 ====  =====================================================================
 0     success
-1     ``validate`` found bad records, or ``rekey`` could not rewrite some
+1     ``validate`` found bad records, ``rekey`` could not rewrite some, or ``deploy`` failed for a guild
 2     usage error (unknown command, bad option)
 3     no such snapshot
 4     configuration error (bad config file, missing key variable, missing extra)
@@ -31,7 +31,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ._version import __version__
+from .cli_deploy import add_deploy_parser, run_deploy
 from .config import Settings, load_settings
+from .deploy import prune_journals
 from .errors import ConfigError, RecordChanged, SnapshotNotFound, SnapshotTooLarge, SonoraError
 from .manager import SessionManager
 from .meta import SnapshotMeta
@@ -165,13 +167,19 @@ async def cmd_prune(manager: SessionManager, args: argparse.Namespace) -> int:
     snapshots = manager.settings.snapshots
     per_guild = snapshots.max_snapshots_per_guild if args.max_per_guild is None else args.max_per_guild
     days = snapshots.max_age_days if args.max_age_days is None else args.max_age_days
-    removed = await manager.store.prune(max_per_guild=per_guild, max_age_days=days)
+    removed = await manager.store.prune(max_per_guild=per_guild, max_age_days=days,
+                                        keep_deploy_tags=manager.settings.deploy.keep_tags)
+    journals = await prune_journals(manager, days)
     if args.json:
-        _print_json({"removed": [_meta_json(m) for m in removed]})
+        _print_json({"removed": [_meta_json(m) for m in removed], "deploy_journals_removed": journals})
     else:
         for m in removed:
             _out.print(f"removed {m.id} (guild {m.guild_id}, {m.kind.value})")
-        _out.print(f"{len(removed)} snapshots removed (keep {per_guild} per guild, none older than {days:g} days)")
+        kept = manager.settings.deploy.keep_tags
+        _out.print(f"{len(removed)} snapshots removed (keep {per_guild} per guild, none older than {days:g} days; "
+                   f"the pre-deploy snapshots of the newest {kept} deploy tags are kept)")
+        if journals:
+            _out.print(f"{journals} journals of old deploy tags removed")
     return EXIT_OK
 
 
@@ -345,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="sonora_cog: persistence for wavelink music bots. Operator tools over the snapshot store.",
     )
     parser.add_argument("--version", action="version", version=f"sonora-cog {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{snapshots,keygen,demo}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{snapshots,deploy,keygen,demo}")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="config file (default: $SONORA_CONFIG, ./sonora.toml)")
@@ -381,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to-prefix", metavar="PREFIX", help="Redis key prefix of --to (default: storage.redis_prefix)")
     p.add_argument("--overwrite-live", action="store_true", help="replace live records the target already has")
 
+    add_deploy_parser(commands, common, _non_negative)
     commands.add_parser("keygen", help="print a new random encryption key (put it in the key variable)")
     demo = commands.add_parser("demo", help="crash-and-recover demo against the bundled fakes")
     demo.add_argument("--guilds", type=int, default=3)
@@ -399,6 +408,8 @@ async def _run_snapshots(args: argparse.Namespace) -> int:
         return await cmd_migrate(load_settings(args.config), args)
     manager = SessionManager(_settings(args))
     try:
+        if args.command == "deploy":
+            return await run_deploy(manager, args)
         return await _SNAPSHOT_COMMANDS[args.action](manager, args)
     finally:
         await manager.close()

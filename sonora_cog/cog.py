@@ -27,6 +27,7 @@ import wavelink
 from discord.ext import commands
 
 from .config import Settings, load_settings
+from .deployer import DeployController
 from .errors import StoreError
 from .jobs import build_scheduler
 from .manager import SessionManager
@@ -42,6 +43,7 @@ _log = logging.getLogger(__name__)
 
 #: The name the cog registers under (``bot.get_cog(COG_NAME)``).
 COG_NAME = "Sonora"
+DEPLOY_POLL_JOB = "sonora-deploy-poll"
 #: Seconds the handover steps of a stop may take after the final state is written (voice leave, leases, store).
 HANDOVER_GRACE = 2.0
 
@@ -64,6 +66,8 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
     ----------
     owner:
         The :class:`~sonora_cog.owner.SessionOwner` of every guild's session in this process.
+    deploy:
+        The :class:`~sonora_cog.deployer.DeployController`: deploy tags and rollbacks.
 
     .. versionadded:: 0.1
     """
@@ -81,7 +85,11 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         self.manager = manager or SessionManager(self.settings)
         self.player_cls = player_cls
         self.owner = SessionOwner(bot, self.manager)
+        #: Deploy tags and rollbacks (:class:`~sonora_cog.deployer.DeployController`).
+        self.deploy = DeployController(self)
         self.scheduler = build_scheduler(self.owner, self.settings)
+        self.scheduler.add_job(self.deploy.poll, "interval", seconds=self.settings.deploy.poll_interval,
+                               id=DEPLOY_POLL_JOB, name="deploy requests and presence")
         restore = self.settings.restore
         self.pacer = TokenBucket(restore.joins_per_second, restore.join_burst)
         self._rehydration: asyncio.Task[list[RestoreReport]] | None = None
@@ -118,6 +126,8 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
                     self._spawn(self._find_startup_guilds_when_store_is_back())
             self.scheduler.start()
             stack.callback(self.scheduler.shutdown, wait=False)
+            stack.push_async_callback(self.deploy.stop)
+            self._spawn(self.deploy.poll())  # announce this process now, not one interval later
             self._install_sigterm(stack)
             if self.settings.commands.enabled:
                 from .commands import SnapshotCommands
@@ -125,6 +135,12 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
                 commands_cog = SnapshotCommands(self)
                 await self.bot.add_cog(commands_cog)  # discord.py adds /snapshot with it, atomically
                 stack.push_async_callback(self._remove_commands, commands_cog)
+            if self.settings.deploy.owner_command:
+                from .commands_deploy import DeployCommands
+
+                deploy_cog = DeployCommands(self)
+                await self.bot.add_cog(deploy_cog)
+                stack.push_async_callback(self._remove_commands, deploy_cog)
             self._undo = stack.pop_all()
         self._maybe_rehydrate()
 

@@ -23,6 +23,7 @@ from .model import Limits
 
 __all__ = (
     "CommandSettings",
+    "DeploySettings",
     "EncryptionSettings",
     "LimitSettings",
     "RestoreSettings",
@@ -244,6 +245,19 @@ class CommandSettings:
     confirm_timeout: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class DeploySettings:
+    """``[deploy]``: deploy tags, rollback requests (see the README's "Deploying")."""
+
+    keep_tags: int = 3
+    batch_size: int = 5
+    pause: float = 10.0
+    poll_interval: float = 2.0
+    request_max_age: float = 300.0
+    track_restores_for: float = 3600.0
+    owner_command: bool = False
+
+
 _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
     "storage": {
         "backend": (_choice("filesystem", "redis"), "where records live: a directory, or a shared Redis"),
@@ -315,6 +329,17 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "import_max_bytes": (_int_range(1024), "largest attachment /snapshot import accepts"),
         "confirm_timeout": (_positive_seconds, "seconds a restore confirmation button stays active"),
     },
+    "deploy": {
+        "keep_tags": (_int_range(0), "retention never deletes the pre-deploy snapshots of this many newest tags"),
+        "batch_size": (_int_range(1, 100), "guilds a rollback restores at a time"),
+        "pause": (_non_negative_seconds, "seconds a rollback waits between batches"),
+        "poll_interval": (_positive_seconds, "seconds between a running bot's looks for a rollback request"),
+        "request_max_age": (_positive_seconds, "a rollback request older than this (s) is not started any more"),
+        "track_restores_for": (
+            _non_negative_seconds, "seconds after deploy prepare in which startup restores are recorded for the tag"
+        ),
+        "owner_command": (_boolean, "add the owner-only text command `sonora-deploy` (prepare/rollback/status)"),
+    },
 }
 
 _SECTIONS: dict[str, type] = {
@@ -324,6 +349,7 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitSettings,
     "restore": RestoreSettings,
     "commands": CommandSettings,
+    "deploy": DeploySettings,
 }
 
 
@@ -340,6 +366,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     restore: RestoreSettings = field(default_factory=RestoreSettings)
     commands: CommandSettings = field(default_factory=CommandSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
     #: Where the settings came from (a file path, or ``"defaults"``).
     source: str = "defaults"
     #: The current encryption key and older ones, read from the environment variables named above.

@@ -314,7 +314,8 @@ class SessionManager:
     async def cleanup_old_snapshots(self, max_age_days: float | None = None) -> int:
         """Delete snapshots older than ``max_age_days`` (the configured age when omitted)."""
         days = self.settings.snapshots.max_age_days if max_age_days is None else max_age_days
-        removed = await self.store.prune(max_per_guild=None, max_age_days=days)
+        removed = await self.store.prune(max_per_guild=None, max_age_days=days,
+                                         keep_deploy_tags=self.settings.deploy.keep_tags)
         return len(removed)
 
     async def apply_retention(self, now: float | None = None) -> list[SnapshotMeta]:
@@ -323,6 +324,7 @@ class SessionManager:
             max_per_guild=self.settings.snapshots.max_snapshots_per_guild,
             max_age_days=self.settings.snapshots.max_age_days,
             now=now,
+            keep_deploy_tags=self.settings.deploy.keep_tags,
         )
 
     async def analyze(self) -> StoreAnalysis:
@@ -393,11 +395,12 @@ class SessionManager:
         await self.store.put_live(state.guild_id, data)
         return meta.with_size(len(data))
 
-    async def read_live(self, guild_id: int) -> SessionState | None:
+    async def read_live(self, guild_id: int, *, quarantine: bool = True) -> SessionState | None:
         """The guild's live record, or ``None``.
 
-        A damaged record is quarantined (moved aside, never deleted) and the error is raised, so one bad
-        guild never stops the others. A record this process is not configured to read
+        A damaged record is quarantined (moved aside, never deleted; with ``quarantine=False``, for tools
+        that only look, left where it is) and the error is raised, so one bad guild never stops the others.
+        A record this process is not configured to read
         (:class:`~sonora_cog.errors.NotReadableHere`: a key that is not configured, a newer release's
         format) is left where it is and the error raised: fix the configuration and it is read again.
         """
@@ -411,6 +414,8 @@ class SessionManager:
         except (NotReadableHere, StoreError):  # a configuration problem, or the store failing: not damage
             raise
         except SonoraError as exc:
+            if not quarantine:
+                raise
             where = await self.store.quarantine_live(guild_id, type(exc).__name__)
             _log.error("live record of guild %s is unreadable (%s); moved aside to %s", guild_id, exc, where)
             raise

@@ -38,6 +38,8 @@ from .session import Phase
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
+    from .deployer import DeployController
+
 __all__ = ("VOICE_LOST_CODES", "RecoveryMixin")
 
 _log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class RecoveryMixin:
     settings: Settings
     manager: SessionManager
     owner: SessionOwner
+    deploy: DeployController
     pacer: TokenBucket
     player_cls: type[wavelink.Player]
     _rehydration: asyncio.Task[list[RestoreReport]] | None
@@ -175,6 +178,7 @@ class RecoveryMixin:
             _log.warning("%d live record(s) are %s; they are kept and restored by a start that can read them",
                          count, problem)
         self._unreadable.clear()
+        await self.deploy.record_startup(reports)
         return list(reports)
 
     async def _drop_ghost(self, ghosts: dict[int, Ghost], guild_id: int, reason: str) -> None:

@@ -244,9 +244,14 @@ class SessionWriter:
 
     async def retention(self) -> int:
         """The retention job: apply ``max_snapshots_per_guild`` and ``max_age_days``."""
+        from .deploy import prune_journals
+
         removed = await self.manager.apply_retention()
         if removed:
             _log.info("retention removed %d snapshot(s)", len(removed))
+        journals = await prune_journals(self.manager, self.settings.snapshots.max_age_days)
+        if journals:
+            _log.info("retention removed the journals of %d old deploy tag(s)", journals)
         return len(removed)
 
     async def shutdown(self) -> None:
