@@ -1,0 +1,140 @@
+"""Deploy tags with a real bot process (the demo's music bot) through FakeDiscord and FakeLavalink:
+``deploy prepare`` → change every guild → ``deploy rollback`` with the bot running (paced batches seen in
+FakeLavalink's request log) and with no bot running; a guild whose channel is gone is reported."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+
+from conftest import manager_for
+
+from sonora_cog import deploy
+from sonora_cog.demo import DemoScenario
+from sonora_cog.deploy import Step
+
+DEPLOY_CONFIG = "[deploy]\npoll_interval = 0.5\n"
+
+
+async def cli(demo: DemoScenario, *args: str) -> tuple[int, str]:
+    """Run ``python -m sonora_cog deploy ...`` as a subprocess without blocking the fakes' event loop."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONORA_")} | {"COLUMNS": "250"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sonora_cog", "deploy", *args, "--config", str(demo.config_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+def volumes(demo: DemoScenario) -> dict[int, int | None]:
+    players = {guild.id: demo.lavalink.player(guild.id) for guild, *_ in demo.world}
+    return {g: p.volume if p is not None else None for g, p in players.items()}
+
+
+def track_sent_at(demo: DemoScenario, since: float) -> dict[int, float]:
+    """When each guild's player was first sent a track after ``since`` (a restore starting it)."""
+    first: dict[int, float] = {}
+    for request in demo.lavalink.requests:
+        starts = isinstance(request.json, dict) and request.json.get("track")
+        if request.method == "PATCH" and "/players/" in request.path and request.at >= since and starts:
+            first.setdefault(int(request.path.rsplit("/", 1)[1]), request.at)
+    return first
+
+
+async def change_everything(demo: DemoScenario) -> None:
+    for index in range(demo.guild_count):
+        await demo.command(index, "volume", value=13)
+        await demo.command(index, "play", query="paper boats")
+    await demo.wait_saved()
+
+
+async def test_rollback_with_the_bot_running_goes_in_paced_batches(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=4, extra_config=DEPLOY_CONFIG) as demo:
+        await demo.play_everywhere()
+        await demo.wait_saved()
+        tagged = volumes(demo)
+        code, out = await cli(demo, "prepare", "--tag", "v1.0")
+        assert code == 0, out
+        assert "deploy tag v1.0: 4 snapshotted" in out
+        await change_everything(demo)
+        assert set(volumes(demo).values()) == {13}
+
+        started = demo.lavalink.requests[-1].at
+        code, out = await cli(demo, "rollback", "v1.0", "--wait", "--batch-size", "2", "--pause", "1.5")
+        assert code == 0, out
+        assert "asked " in out and "rollback to v1.0: 4 rolled back" in out
+        assert volumes(demo) == tagged
+        sent = sorted(track_sent_at(demo, started).values())
+        assert len(sent) == 4
+        assert sent[1] - sent[0] < 1.0  # one batch: together
+        assert sent[2] - sent[1] >= 1.4  # the pause between batches
+        assert sent[3] - sent[2] < 1.0
+
+        manager = manager_for(demo)
+        try:
+            status = await deploy.status(manager, "v1.0")
+            assert [s.step for s in status] == [Step.rolled_back] * 4
+            assert all(s.by and s.by != "cli" for s in status)  # the bot process did it
+            kinds = {m.kind.value for m in await manager.list_snapshots(demo.world[0][0].id)}
+            assert "pre-restore" in kinds  # what played before the rollback was kept
+            assert await deploy.read_request(manager) is None  # done: the request was withdrawn
+        finally:
+            await manager.close()
+
+
+async def test_a_guild_whose_channel_is_gone_is_reported_and_the_others_roll_back(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=2, extra_config=DEPLOY_CONFIG) as demo:
+        await demo.play_everywhere()
+        await demo.wait_saved()
+        tagged = volumes(demo)
+        code, out = await cli(demo, "prepare", "--tag", "v2")
+        assert code == 0, out
+        await change_everything(demo)
+        gone_guild, _text, gone_voice, _user = demo.world[1]
+        await demo.discord.delete_channel(gone_guild.id, gone_voice.id)
+
+        code, out = await cli(demo, "rollback", "v2", "--wait", "--pause", "0", "--json")
+        assert code == 1, out
+        report = {g["guild"]: g for g in json.loads(out[out.index("{"):])["guilds"]}
+        kept = demo.world[0][0].id
+        assert report[str(kept)]["step"] == "rolled back"
+        assert volumes(demo)[kept] == tagged[kept]
+        assert report[str(gone_guild.id)]["step"] == "rollback failed"
+        assert "channel" in report[str(gone_guild.id)]["why"]
+
+
+async def test_rollback_with_no_bot_running_rewrites_the_live_records_and_the_next_start_restores_them(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=2, extra_config=DEPLOY_CONFIG) as demo:
+        await demo.play_everywhere()
+        await demo.wait_saved()
+        tagged = volumes(demo)
+        code, out = await cli(demo, "prepare", "--tag", "v3")
+        assert code == 0, out
+        await change_everything(demo)
+        await demo.bot.stop()  # a graceful stop: the process says it is gone
+        code, out = await cli(demo, "rollback", "v3")
+        assert code == 0, out
+        assert "no bot process runs on this store" in out and "rollback to v3: 2 rolled back" in out
+
+        await demo.start_bot()
+        await demo.wait_restored(2)
+        await asyncio.sleep(0.5)
+        assert volumes(demo) == tagged
+        manager = manager_for(demo)
+        try:
+            status = await deploy.status(manager, "v3")
+            # the new start restored both from the rewritten records, and recorded it in the tag
+            assert [s.step for s in status] == [Step.restored] * 2
+        finally:
+            await manager.close()
