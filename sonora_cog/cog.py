@@ -29,6 +29,7 @@ from discord.ext import commands
 from .config import Settings, load_settings
 from .deployer import DeployController
 from .errors import StoreError
+from .handover import Handover
 from .jobs import build_scheduler
 from .manager import SessionManager
 from .owner import SessionOwner
@@ -87,6 +88,8 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         self.owner = SessionOwner(bot, self.manager)
         #: Deploy tags and rollbacks (:class:`~sonora_cog.deployer.DeployController`).
         self.deploy = DeployController(self)
+        #: Canary handover between processes on a shared store (:class:`~sonora_cog.handover.Handover`).
+        self.handover = Handover(self)
         self.scheduler = build_scheduler(self.owner, self.settings)
         self.scheduler.add_job(self.deploy.poll, "interval", seconds=self.settings.deploy.poll_interval,
                                id=DEPLOY_POLL_JOB, name="deploy requests and presence")
@@ -127,6 +130,7 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
             self.scheduler.start()
             stack.callback(self.scheduler.shutdown, wait=False)
             stack.push_async_callback(self.deploy.stop)
+            stack.push_async_callback(self.handover.stop)
             self._spawn(self.deploy.poll())  # announce this process now, not one interval later
             self._install_sigterm(stack)
             if self.settings.commands.enabled:

@@ -92,6 +92,12 @@ def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
     return check
 
 
+def _ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"expected a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("expected true or false")
@@ -256,6 +262,11 @@ class DeploySettings:
     request_max_age: float = 300.0
     track_restores_for: float = 3600.0
     owner_command: bool = False
+    handover: bool = True
+    handover_batch_size: int = 5
+    handover_pause: float = 10.0
+    handover_timeout: float = 60.0
+    max_failure_ratio: float = 0.5
 
 
 _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
@@ -339,6 +350,11 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
             _non_negative_seconds, "seconds after deploy prepare in which startup restores are recorded for the tag"
         ),
         "owner_command": (_boolean, "add the owner-only text command `sonora-deploy` (prepare/rollback/status)"),
+        "handover": (_boolean, "Redis: a new process asks an older one still holding guilds to hand them over"),
+        "handover_batch_size": (_int_range(1, 100), "guilds the old process hands over at a time"),
+        "handover_pause": (_non_negative_seconds, "seconds between two handover batches"),
+        "handover_timeout": (_positive_seconds, "seconds the old process waits for the new one to report a batch"),
+        "max_failure_ratio": (_ratio, "stop the handover when more than this share of a batch fails"),
     },
 }
 

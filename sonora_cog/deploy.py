@@ -82,11 +82,17 @@ class Step(StrEnum):
     rollback_requested = "rollback requested"
     rolled_back = "rolled back"
     rollback_failed = "rollback failed"
+    # a canary handover between two processes (sonora_cog.handover)
+    handed_over = "handed over"
+    taken_over = "taken over"
+    handover_failed = "handover failed"
+    taken_back = "taken back"
+    kept = "kept"
 
     @property
     def failed(self) -> bool:
         """Whether this step is a failure."""
-        return self in (Step.snapshot_failed, Step.restore_failed, Step.rollback_failed)
+        return self in (Step.snapshot_failed, Step.restore_failed, Step.rollback_failed, Step.handover_failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,12 +292,13 @@ async def status(manager: SessionManager, tag: str) -> list[GuildDeployStatus]:
 
 
 async def prune_journals(manager: SessionManager, max_age_days: float, now: float | None = None) -> int:
-    """Delete the journals of tags that have no snapshot left and no entry newer than ``max_age_days``."""
+    """Delete the journals of deploy tags that have no snapshot left, and of handovers, when they have no
+    entry newer than ``max_age_days``."""
     live_tags = {journal_name(t.tag) for t in await tags(manager)}
     cutoff = (time.time() if now is None else now) - max_age_days * 86_400
     removed = 0
     for name in await manager.store.journal_names():
-        if not name.startswith("deploy-") or name in live_tags:
+        if not name.startswith(("deploy-", "handover-")) or name in live_tags:
             continue
         newest = 0.0
         for line in await manager.store.read_journal(name):
@@ -402,10 +409,22 @@ def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def announce(manager: SessionManager, token: str, ttl: float) -> None:
-    """Say that a bot process runs on this store for the next ``ttl`` seconds (renew before it runs out)."""
-    body = {"name": process_name(), "until": time.time() + ttl}
+async def announce(manager: SessionManager, token: str, ttl: float, *, lease_owner: str | None = None,
+                   started: float | None = None) -> None:
+    """Say that a bot process runs on this store for the next ``ttl`` seconds (renew before it runs out),
+    with its lease token and when it started (a handover asks only processes that started before)."""
+    body = {"name": process_name(), "until": time.time() + ttl, "lease_owner": lease_owner, "started": started}
     await manager.store.put_aux(PROCESS_PREFIX + token, orjson.dumps(body))
+
+
+async def process_starts(manager: SessionManager) -> dict[str, float]:
+    """When each running process started, by its lease token."""
+    starts = {}
+    for body in await _presences(manager):
+        owner, started = body.get("lease_owner"), body.get("started")
+        if isinstance(owner, str) and isinstance(started, int | float):
+            starts[owner] = float(started)
+    return starts
 
 
 async def retire(manager: SessionManager, token: str) -> None:
@@ -414,19 +433,24 @@ async def retire(manager: SessionManager, token: str) -> None:
 
 
 async def running_processes(manager: SessionManager) -> list[str]:
-    """The names of the bot processes that announced themselves and have not run out; expired records
-    older than a day are removed."""
-    names = []
+    """The names of the bot processes that announced themselves and have not run out."""
+    return sorted(str(body["name"]) for body in await _presences(manager))
+
+
+async def _presences(manager: SessionManager) -> list[dict[str, Any]]:
+    """The presence records that have not run out; expired ones older than a day are removed."""
+    found = []
     now = time.time()
     for key in await manager.store.aux_keys(PROCESS_PREFIX):
         data = await manager.store.get_aux(key)
         try:
             body = orjson.loads(data) if data else {}
-            until, name = float(body["until"]), str(body["name"])
+            until = float(body["until"])
+            str(body["name"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
         if until >= now:
-            names.append(name)
+            found.append(body)
         elif until < now - 86_400:
             await manager.store.delete_aux(key)
-    return sorted(names)
+    return found

@@ -45,6 +45,8 @@ class DeployController:
         self.token = secrets.token_hex(8)
         self.name = deploy.process_name()
         self._announced_until = 0.0
+        #: When this process started serving (a handover asks only processes that started earlier).
+        self.started = time.time()
         self._seen: set[str] = set()
         self._running: set[asyncio.Task[Any]] = set()
 
@@ -59,12 +61,14 @@ class DeployController:
         """The poll job: renew this process's presence; start a new rollback request."""
         try:
             if self._announced_until - time.time() < self.presence_ttl / 2:
-                await deploy.announce(self.manager, self.token, self.presence_ttl)
+                await deploy.announce(self.manager, self.token, self.presence_ttl,
+                                      lease_owner=self.cog.owner.leases.owner, started=self.started)
                 self._announced_until = time.time() + self.presence_ttl
             request = await deploy.read_request(self.manager)
         except SonoraError as exc:
             _log.warning("deploy: cannot read the rollback request or announce this process: %s", exc)
             return
+        await self.cog.handover.poll()
         if request is None or request.id in self._seen:
             return
         self._seen.add(request.id)

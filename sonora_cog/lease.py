@@ -243,6 +243,7 @@ class LeaseManager:
         *,
         wait: float = 0.0,
         on_held: Callable[[LeaseStatus], Any] | None = None,
+        give_up: Callable[[int], bool] | None = None,
     ) -> AsyncIterator[LeaseStatus]:
         """Take many guilds' leases; yield each guild's status as soon as it is decided.
 
@@ -250,7 +251,8 @@ class LeaseManager:
         every ``poll_interval`` seconds, and yielded when their holder releases them or its lease
         expires (acquired), or when ``wait`` seconds have passed (not acquired, ``holder`` set).
         ``on_held`` is called with each status that is still held by another process, at every poll
-        (the caller learns who holds a guild while it waits).
+        (the caller learns who holds a guild while it waits). A guild for which ``give_up`` returns true is
+        no longer waited for (yielded, not acquired, at the next poll).
 
         Raises
         ------
@@ -272,6 +274,10 @@ class LeaseManager:
                     waiting.append(status)
                     if on_held is not None:
                         on_held(status)
+            if give_up is not None:
+                for status in [s for s in waiting if give_up(s.guild_id)]:
+                    waiting.remove(status)
+                    yield status
             remaining = deadline - time.monotonic()
             if not waiting or remaining <= 0:
                 for status in waiting:

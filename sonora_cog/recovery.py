@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from .deployer import DeployController
+    from .handover import Handover
 
 __all__ = ("VOICE_LOST_CODES", "RecoveryMixin")
 
@@ -58,6 +59,7 @@ class RecoveryMixin:
     manager: SessionManager
     owner: SessionOwner
     deploy: DeployController
+    handover: Handover
     pacer: TokenBucket
     player_cls: type[wavelink.Player]
     _rehydration: asyncio.Task[list[RestoreReport]] | None
@@ -142,6 +144,9 @@ class RecoveryMixin:
                     except Exception as exc:  # one guild's surprise never stops the others' restore
                         _log.exception("restore of guild %s failed unexpectedly", guild_id)
                         report = RestoreReport(guild_id, RestoreStatus.failed, reason=f"{type(exc).__name__}: {exc}")
+                request = self.handover.request_for(guild_id) if guild_id in asked else None
+                if request is not None:
+                    await self.handover.report(request, report)
             else:
                 reason = error or f"another process owns this guild ({lease.holder if lease else '?'})"
                 self.owner.lose(guild_id, reason)
@@ -162,9 +167,18 @@ class RecoveryMixin:
                 self._spawn(self._drop_ghost(ghosts, status.guild_id, f"{status.holder} owns the guild"))
 
         tasks: dict[int, asyncio.Task[RestoreReport]] = {}
+        asked: set[int] = set()
         try:
+            held: dict[int, LeaseStatus] = {}
+            async for lease in self.owner.leases.acquire_many(targets, on_held=held_elsewhere):
+                if lease.acquired:
+                    tasks[lease.guild_id] = self._spawn(one(lease.guild_id, lease))
+                else:
+                    held[lease.guild_id] = lease
+            # Guilds another process holds: ask an older one to hand them over, or wait for their leases.
+            asked, wait = await self.handover.ask(held)
             async for lease in self.owner.leases.acquire_many(
-                targets, wait=self.settings.storage.lease_wait, on_held=held_elsewhere
+                list(held), wait=wait, on_held=held_elsewhere, give_up=self.handover.kept
             ):
                 tasks[lease.guild_id] = self._spawn(one(lease.guild_id, lease))
         except StoreError as exc:

@@ -19,6 +19,7 @@ start              idle, ended, foreign, pending (the bot's own code plays first
 end                live, restoring (the bot's own ``disconnect()``, ``/stop``)       ended
 disconnected       live (Discord says the bot left voice: a moderator)             ended
 lose               every phase but closed (another process holds the lease)        foreign
+reclaim            foreign (this process took the lease back: a handover failed)   idle
 close              every phase (shutdown; the final state is written first)        closed
 =================  ==============================================================  ===============
 
@@ -71,6 +72,7 @@ class Event(StrEnum):
     end = "end"
     disconnected = "disconnected"
     lose = "lose"
+    reclaim = "reclaim"
     close = "close"
 
 
@@ -89,6 +91,7 @@ _NEXT: dict[tuple[Phase, Event], Phase] = {
     (_P.live, Event.end): _P.ended,
     (_P.restoring, Event.end): _P.ended,
     (_P.live, Event.disconnected): _P.ended,
+    (_P.foreign, Event.reclaim): _P.idle,
 }
 for _phase in (_P.idle, _P.pending, _P.restoring, _P.live, _P.ended):
     _NEXT[(_phase, Event.lose)] = _P.foreign

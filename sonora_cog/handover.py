@@ -1,0 +1,368 @@
+"""Canary handover between two processes of one bot on a shared (Redis) store.
+
+When a new process starts while an older one still holds the leases of the guilds it should restore,
+it does not only wait for the old one to stop: it *asks* for them (a request record in the store,
+addressed to the holder's lease token). The old process hands them over in batches of
+``deploy.handover_batch_size`` with ``deploy.handover_pause`` between batches. For each guild it writes
+the final state, stops writing it (``foreign``), leaves voice without ending the session and releases
+the lease; the new process takes the lease, restores the guild from that record (verified) and reports
+``taken over`` or ``handover failed`` in the handover's journal.
+
+A guild the new process could not restore is given back (it leaves voice, releases the lease) and the
+old process takes it back from the same record. When more than ``deploy.max_failure_ratio`` of a
+batch failed, the old process stops: the remaining guilds are ``kept`` and it goes on playing them;
+both processes log why. A guild the new process neither reports nor holds (it was killed) is taken back
+as soon as its lease is free, so after a ``kill -9`` of either side every guild has exactly one owner
+within ``storage.lease_ttl``.
+
+Only a process that started at least ``storage.lease_ttl`` seconds before the new one is asked: two
+processes started together after a crash race for the leases as before, and nothing bounces.
+
+.. versionadded:: 0.3
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from . import deploy
+from .deploy import GuildDeployStatus, Step
+from .errors import RestoreError, SonoraError
+from .session import Event
+
+if TYPE_CHECKING:
+    from .cog import SonoraCog
+    from .lease import LeaseStatus
+    from .restore import RestoreReport
+
+__all__ = ("Handover", "HandoverRequest")
+
+_log = logging.getLogger(__name__)
+
+#: How often each side looks at the other's progress.
+_LOOK_EVERY = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverRequest:
+    """A new process asking the holder of some guilds to hand them over."""
+
+    id: str
+    to: str
+    to_name: str
+    to_started: float
+    holder: str
+    guilds: tuple[int, ...]
+    at: float
+
+    @property
+    def journal(self) -> str:
+        """The journal both sides report each guild's step in."""
+        return f"handover-{self.id}"
+
+    def to_bytes(self) -> bytes:
+        """The request record's bytes."""
+        return orjson.dumps({"id": self.id, "to": self.to, "to_name": self.to_name, "to_started": self.to_started,
+                             "holder": self.holder, "guilds": [str(g) for g in self.guilds], "at": self.at})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HandoverRequest | None:
+        """Parse the record; ``None`` for a damaged one."""
+        try:
+            obj = orjson.loads(data)
+            return cls(str(obj["id"]), str(obj["to"]), str(obj["to_name"]), float(obj["to_started"]),
+                       str(obj["holder"]), tuple(int(g) for g in obj["guilds"]), float(obj["at"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+
+def request_key(holder: str) -> str:
+    """The auxiliary record where requests to ``holder`` go (a hash: lease tokens hold ``:``)."""
+    return "handover-" + hashlib.blake2b(holder.encode(), digest_size=12).hexdigest()
+
+
+class Handover:
+    """Both sides of a handover for one process (``cog.handover``)."""
+
+    def __init__(self, cog: SonoraCog) -> None:
+        self.cog = cog
+        self.manager = cog.manager
+        self.settings = cog.settings.deploy
+        self.leases = cog.owner.leases
+        self._seen: set[str] = set()
+        self._requests: list[HandoverRequest] = []
+        self._kept: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        """Handovers need leases shared between processes (the Redis store) and ``deploy.handover``."""
+        from .lease import LocalLeases
+
+        return self.settings.handover and not isinstance(self.leases.backend, LocalLeases)
+
+    # -- the new process -----------------------------------------------------------------------------
+
+    async def ask(self, held: Mapping[int, LeaseStatus]) -> tuple[set[int], float]:
+        """Ask the older holders of ``held`` guilds to hand them over; return the guilds asked for and how
+        long to wait for their leases (enough for every batch)."""
+        if not self.enabled or not held:
+            return set(), self.cog.settings.storage.lease_wait
+        try:
+            starts = await deploy.process_starts(self.manager)
+        except SonoraError as exc:
+            _log.warning("handover: cannot read which processes run (%s); waiting for the leases instead", exc)
+            return set(), self.cog.settings.storage.lease_wait
+        me = self.cog.deploy.started
+        by_holder: dict[str, list[int]] = {}
+        for guild_id, status in held.items():
+            started = starts.get(status.holder or "")
+            if started is not None and started <= me - self.cog.settings.storage.lease_ttl:
+                by_holder.setdefault(status.holder or "", []).append(guild_id)
+        asked: set[int] = set()
+        for holder, guilds in by_holder.items():
+            request = HandoverRequest(secrets.token_hex(8), self.leases.owner, self.cog.deploy.name, me, holder,
+                                      tuple(sorted(guilds)), time.time())
+            try:
+                await self.manager.store.put_aux(request_key(holder), request.to_bytes())
+            except SonoraError as exc:
+                _log.warning("handover: cannot ask %s for %d guild(s): %s", holder, len(guilds), exc)
+                continue
+            _log.info("handover: asked %s to hand over %d guild(s) (request %s)", holder, len(guilds), request.id)
+            self._requests.append(request)
+            asked.update(guilds)
+        if not asked:
+            return asked, self.cog.settings.storage.lease_wait
+        batches = math.ceil(max(len(g) for g in by_holder.values()) / self.settings.handover_batch_size)
+        wait = self.cog.settings.storage.lease_wait + batches * (self.settings.handover_pause
+                                                                 + self.settings.handover_timeout)
+        self._spawn(self._watch())
+        return asked, wait
+
+    def kept(self, guild_id: int) -> bool:
+        """Whether the old process said it keeps this guild (the handover stopped): stop waiting for it."""
+        return guild_id in self._kept
+
+    async def _watch(self) -> None:
+        """Follow the journals of this process's requests: learn which guilds the old process keeps."""
+        while self._requests:
+            for request in list(self._requests):
+                try:
+                    entries = await _entries(self.manager, request.journal)
+                except SonoraError:
+                    continue
+                kept = [e for e in entries if e.step is Step.kept and e.guild_id not in self._kept]
+                if kept:
+                    _log.warning("handover: %s stopped handing over (%s); %d guild(s) stay there",
+                                 request.holder, kept[0].why, len(kept))
+                    self._kept.update(e.guild_id for e in kept)
+                done = {e.guild_id for e in entries if e.step in (Step.kept, Step.taken_over, Step.handover_failed)}
+                if done >= set(request.guilds):
+                    self._requests.remove(request)
+            await asyncio.sleep(_LOOK_EVERY)
+
+    def request_for(self, guild_id: int) -> HandoverRequest | None:
+        """The request that asked for this guild, if any."""
+        return next((r for r in self._requests if guild_id in r.guilds), None)
+
+    async def report(self, request: HandoverRequest, report: RestoreReport) -> None:
+        """The new process restored (or failed to restore) a handed-over guild: say so; give back a failure."""
+        guild_id = report.guild_id
+        if report.ok:
+            await self._record(request, GuildDeployStatus(guild_id, Step.taken_over, at=time.time(),
+                                                           by=self.cog.deploy.name))
+            return
+        why = f"{report.status.value}: {report.reason}"
+        _log.warning("handover: guild %s could not be restored here (%s); giving it back to %s", guild_id, why,
+                     request.holder)
+        self.cog.owner.lose(guild_id, "handed back: its restore failed here")
+        player = self.cog.owner.player(guild_id)
+        if player is not None:
+            await self.cog._leave_quietly(player)
+        await self.leases.release(guild_id)
+        await self._record(request, GuildDeployStatus(guild_id, Step.handover_failed, why, at=time.time(),
+                                                       by=self.cog.deploy.name))
+
+    # -- the old process -----------------------------------------------------------------------------
+
+    async def poll(self) -> None:
+        """Called by the deploy poll job: start a new request addressed to this process."""
+        if not self.enabled:
+            return
+        try:
+            data = await self.manager.store.get_aux(request_key(self.leases.owner))
+        except SonoraError as exc:
+            _log.debug("handover: cannot read requests: %s", exc)
+            return
+        request = HandoverRequest.from_bytes(data) if data else None
+        if request is None or request.id in self._seen or request.holder != self.leases.owner:
+            return
+        self._seen.add(request.id)
+        if request.to_started <= self.cog.deploy.started:
+            _log.info("handover: ignoring request %s from %s: it did not start after this process", request.id,
+                      request.to_name)
+            return
+        self._spawn(self.give(request))
+
+    async def give(self, request: HandoverRequest) -> None:
+        """Hand the requested guilds this process holds over, batch by batch (see the module docstring)."""
+        guilds = [g for g in request.guilds if self.leases.holds(g)]
+        size = self.settings.handover_batch_size
+        batches = [guilds[i : i + size] for i in range(0, len(guilds), size)]
+        _log.info("handover: handing %d guild(s) over to %s in %d batch(es) of %d", len(guilds), request.to_name,
+                  len(batches), size)
+        for number, batch in enumerate(batches, 1):
+            if number > 1 and self.settings.handover_pause:
+                await asyncio.sleep(self.settings.handover_pause)
+            handed = [g for g in batch if await self._hand_over(g, request)]
+            await self._record(request, [GuildDeployStatus(g, Step.handed_over, at=time.time(),
+                                                           by=self.cog.deploy.name) for g in handed])
+            failed = await self._outcomes(request, handed)
+            for guild_id, why in failed.items():
+                await self._take_back(request, guild_id, why)
+            ratio = len(failed) / len(batch)
+            _log.info("handover: batch %d/%d: %d taken over, %d failed", number, len(batches),
+                      len(handed) - len(failed), len(failed))
+            if failed and ratio > self.settings.max_failure_ratio:
+                rest = [g for later in batches[number:] for g in later]
+                why = (f"{len(failed)} of {len(batch)} guilds of batch {number} failed in {request.to_name}, over "
+                       f"deploy.max_failure_ratio ({self.settings.max_failure_ratio:g})")
+                _log.error("handover: stopped: %s; keeping %d guild(s) here", why, len(rest))
+                await self._record(request, [GuildDeployStatus(g, Step.kept, why, at=time.time(),
+                                                               by=self.cog.deploy.name) for g in rest])
+                await self._withdraw(request)
+                return
+        _log.info("handover to %s finished", request.to_name)
+        await self._withdraw(request)
+
+    async def _hand_over(self, guild_id: int, request: HandoverRequest) -> bool:
+        owner = self.cog.owner
+        player = owner.player(guild_id)
+        try:
+            if player is not None and owner.session(guild_id).writable:
+                await self.manager.write_live(owner.capture(player))  # the state the new process restores
+        except SonoraError as exc:
+            _log.error("handover: cannot write the final state of guild %s (%s); keeping it", guild_id, exc)
+            return False
+        owner.lose(guild_id, f"handed over to {request.to_name}")
+        if player is not None:
+            await self.cog._leave_quietly(player)
+        await self.leases.release(guild_id)
+        return True
+
+    async def _outcomes(self, request: HandoverRequest, handed: Iterable[int]) -> dict[int, str]:
+        """Wait for the new process's report of each handed guild; return the failed ones with why.
+
+        A guild without a report whose lease is free again after half a lease ttl (the new process gave
+        it back, or died) counts as failed at once; after ``deploy.handover_timeout`` every guild
+        without a report does.
+        """
+        waiting = set(handed)
+        failed: dict[int, str] = {}
+        handed_at = time.monotonic()
+        deadline = handed_at + self.settings.handover_timeout
+        while waiting:
+            try:
+                entries = await _entries(self.manager, request.journal)
+            except SonoraError:
+                entries = []
+            for entry in entries:
+                if entry.guild_id in waiting and entry.step in (Step.taken_over, Step.handover_failed):
+                    waiting.discard(entry.guild_id)
+                    if entry.step is Step.handover_failed:
+                        failed[entry.guild_id] = entry.why or "its restore failed"
+            if not waiting:
+                break
+            if time.monotonic() - handed_at > self.leases.ttl / 2:
+                for status in await self._free(waiting):
+                    waiting.discard(status)
+                    failed[status] = f"{request.to_name} let it go without a report (stopped or killed?)"
+            if time.monotonic() > deadline:
+                for guild_id in waiting:
+                    failed[guild_id] = f"no report from {request.to_name} within {self.settings.handover_timeout:g}s"
+                break
+            await asyncio.sleep(_LOOK_EVERY)
+        return failed
+
+    async def _free(self, guild_ids: Iterable[int]) -> list[int]:
+        """The guilds among ``guild_ids`` whose lease this process could take now (it keeps them)."""
+        taken = []
+        try:
+            async for status in self.leases.acquire_many(sorted(guild_ids)):
+                if status.acquired:
+                    taken.append(status.guild_id)
+        except SonoraError:
+            pass
+        return taken
+
+    async def _take_back(self, request: HandoverRequest, guild_id: int, why: str) -> None:
+        """Restore a guild the new process could not take, from the state handed over."""
+        status = await self.leases.acquire(guild_id, wait=self.leases.ttl + 5)
+        if not status.acquired:
+            _log.error("handover: guild %s failed in %s (%s) but its lease is held by %s; left there", guild_id,
+                       request.to_name, why, status.holder)
+            return
+        self.cog.owner.session(guild_id).apply(Event.reclaim, "taken back: the handover failed")
+        guild = self.cog.bot.get_guild(guild_id)
+        try:
+            state = await self.manager.read_live(guild_id)
+            if guild is None or state is None:
+                raise RestoreError("the guild or its live record is gone")
+            report = await self.cog.restore(guild, state)
+        except SonoraError as exc:
+            _log.error("handover: guild %s could not be taken back: %s", guild_id, exc)
+            return
+        _log.warning("handover: guild %s taken back (%s): %s", guild_id, why, report.status.value)
+        self.cog._dispatch_report(report)
+        await self._record(request, GuildDeployStatus(guild_id, Step.taken_back, why, at=time.time(),
+                                                       by=self.cog.deploy.name))
+
+    async def _withdraw(self, request: HandoverRequest) -> None:
+        try:
+            await self.manager.store.delete_aux(request_key(request.holder))
+        except SonoraError as exc:
+            _log.debug("handover: cannot remove request %s: %s", request.id, exc)
+
+    # -- both ------------------------------------------------------------------------------------------
+
+    async def _record(self, request: HandoverRequest, entries: GuildDeployStatus | list[GuildDeployStatus]) -> None:
+        lines = [orjson.dumps(e.to_json()) for e in (entries if isinstance(entries, list) else [entries])]
+        try:
+            await self.manager.store.append_journal(request.journal, lines)
+        except SonoraError as exc:
+            _log.error("handover: cannot record %d step(s) of request %s: %s", len(lines), request.id, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Cancel what runs (a stopping process hands nothing over any more)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+        self._requests.clear()
+
+
+async def _entries(manager: Any, journal: str) -> list[GuildDeployStatus]:
+    entries = []
+    for line in await manager.store.read_journal(journal):
+        try:
+            entry = GuildDeployStatus.from_json(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            entry = None
+        if entry is not None:
+            entries.append(entry)
+    return entries
