@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
+import stat
 import sys
 import time
 from collections import Counter
@@ -158,7 +160,7 @@ async def cmd_validate(manager: SessionManager, args: argparse.Namespace) -> int
             _out.print(f"[red]BAD[/red] {where}: {r.error_type}: {r.error}")
         for path, problem in sorted(unsafe.items()):
             _out.print(f"[yellow]UNSAFE[/yellow] {path}: {problem}")
-        _out.print(f"{len(results)} records checked, {len(bad)} bad, {len(unsafe)} path(s) with unsafe permissions")
+        _out.print(f"{len(results)} records checked, {len(bad)} bad, {len(unsafe)} unsafe or refused path(s)")
     return EXIT_BAD_RECORDS if bad or unsafe else EXIT_OK
 
 
@@ -192,9 +194,14 @@ async def cmd_export(manager: SessionManager, args: argparse.Namespace) -> int:
 
 
 def _read_capped(path: Path, cap: int) -> bytes:
-    """The file's bytes, its size checked before anything is read (and at most ``cap + 1`` bytes read)."""
-    with path.open("rb") as stream:
-        size = os.fstat(stream.fileno()).st_size
+    """The file's bytes, its size checked before anything is read (and at most ``cap + 1`` bytes read).
+    Only a regular file is read: a FIFO or a device is refused without blocking on it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device?); not read")
+        size = info.st_size
         if size > cap:
             raise SnapshotTooLarge(f"{path} is {size} bytes, over the import cap of {cap} bytes; not read")
         data = stream.read(cap + 1)
@@ -231,20 +238,21 @@ async def cmd_rekey(manager: SessionManager, args: argparse.Namespace) -> int:
         for ref in refs:
             outcomes[await _rekey_one(manager, ref)] += 1
             progress.advance(task)
-    failed = outcomes["failed"]
+    failed, changing = outcomes["failed"], outcomes["changing"]
     summary = {"records": len(refs), "rekeyed": outcomes["rekeyed"], "skipped": outcomes["skipped"],
-               "failed": failed, "key_id": manager.codec.keyring.current_id}
+               "kept_changing": changing, "failed": failed, "key_id": manager.codec.keyring.current_id}
     if args.json:
         _print_json(summary)
     else:
         _out.print(f"{summary['rekeyed']} of {len(refs)} records now use key {summary['key_id']}; "
-                   f"{summary['skipped']} skipped (removed or rewritten meanwhile); {failed} failed")
-    return EXIT_BAD_RECORDS if failed else EXIT_OK
+                   f"{summary['skipped']} skipped (removed meanwhile); {changing} kept changing (run rekey again); "
+                   f"{failed} failed")
+    return EXIT_BAD_RECORDS if failed or changing else EXIT_OK
 
 
 async def _rekey_one(manager: SessionManager, ref: RecordRef) -> str:
-    """Re-encrypt one record with compare-and-replace: ``rekeyed``, ``skipped`` (removed, or rewritten by
-    another writer each time it was read) or ``failed`` (said on stderr)."""
+    """Re-encrypt one record with compare-and-replace: ``rekeyed``, ``skipped`` (removed meanwhile),
+    ``changing`` (rewritten by another writer each of three times it was read) or ``failed`` (said on stderr)."""
     for _attempt in range(3):
         try:
             data = (
@@ -263,8 +271,9 @@ async def _rekey_one(manager: SessionManager, ref: RecordRef) -> str:
             _err.print(f"[red]could not rekey[/red] {ref.location}: {type(exc).__name__}: {exc}")
             return "failed"
         return "rekeyed"
-    _err.print(f"[yellow]skipped[/yellow] {ref.location}: it kept changing while being re-encrypted; run rekey again")
-    return "skipped"
+    _err.print(f"[yellow]not rekeyed[/yellow] {ref.location}: it kept changing while being re-encrypted (a writer "
+               "still on the old key?); run rekey again")
+    return "changing"
 
 
 async def cmd_stats(manager: SessionManager, args: argparse.Namespace) -> int:

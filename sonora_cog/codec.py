@@ -411,7 +411,7 @@ class Codec:
         keyring: Keyring | None = None,
         encrypt: bool = False,
         max_record_bytes: int = 8 * 1024 * 1024,
-        max_payload_bytes: int = 64 * 1024 * 1024,
+        max_payload_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         if compression not in ("none", "zstd"):
             raise ValueError(f"compression must be 'none' or 'zstd', got {compression!r}")
@@ -704,8 +704,9 @@ def check_json_shape(raw: bytes | bytearray | memoryview, what: str = "payload")
     """Refuse JSON whose element count is out of proportion to its size, before it is parsed.
 
     Parsing builds one Python object per element; ``[[],[],...]`` makes a 60-byte list of every 3 bytes
-    of input. Counting brackets and commas (C speed, no objects) bounds what a parse may allocate to a
-    small multiple of the input's size, which the size caps bound already.
+    of input, ``["abcde",...]`` a 60-byte string of every 8. Counting brackets and commas (C speed, no
+    objects) bounds what a parse may allocate to a few times the input's size, which the size caps bound
+    already: real records hold one value per 20-40 bytes (a track is ~25 values in ~800 bytes).
 
     Raises
     ------
@@ -716,7 +717,7 @@ def check_json_shape(raw: bytes | bytearray | memoryview, what: str = "payload")
     size = len(data)
     containers = data.count(b"[") + data.count(b"{")
     values = data.count(b",")
-    if containers > max(100_000, size // 16) or values > max(200_000, size // 6):
+    if containers > max(100_000, size // 16) or values > max(200_000, size // 12):
         raise InvalidSnapshot("", f"{what} has {containers:,} lists/objects and {values:,} values in {size:,} bytes: "
                                   "not a record (refused before parsing)")
 

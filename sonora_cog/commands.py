@@ -25,6 +25,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -191,6 +192,21 @@ def _guild(interaction: discord.Interaction) -> discord.Guild:
 async def _defer(interaction: discord.Interaction) -> None:
     if not interaction.response.is_done():
         await interaction.response.defer(ephemeral=True, thinking=True)
+
+
+async def _download_capped(client: discord.Client, file: discord.Attachment, cap: int) -> bytes:
+    """The attachment's bytes, reading at most ``cap + 1`` of them whatever its declared size said."""
+    chunks, size = [], 0
+    async with aiohttp.ClientSession() as session, session.get(file.url, proxy=client.http.proxy) as response:
+        if response.status != 200:
+            raise SonoraError(f"the attachment could not be downloaded (HTTP {response.status})")
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > cap:
+                declared = format_size(file.size)
+                raise SnapshotTooLarge(f"it is over {format_size(cap)} (its declared size was {declared})")
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # -- the group --------------------------------------------------------------------------------------
@@ -510,7 +526,7 @@ class SnapshotCommands(
         if file.size > cap:  # refused before anything is downloaded
             raise SnapshotTooLarge(f"it is {format_size(file.size)}, the limit is {format_size(cap)}")
         await _defer(interaction)
-        data = await file.read()
+        data = await _download_capped(interaction.client, file, cap)
         manager = self.cog.manager
         if len(data) > _THREAD_PARSE_BYTES:
             state = await asyncio.to_thread(manager.parse_export, data, max_bytes=cap)

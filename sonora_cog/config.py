@@ -94,7 +94,7 @@ def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
 
 def _ratio(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ValueError(f"expected a number from 0 to 1, got {value!r}")
+        raise ValueError("expected a number from 0 to 1")
     return float(value)
 
 
@@ -166,7 +166,7 @@ class StorageSettings:
     compression: str = "none"
     compression_level: int = 3
     max_record_bytes: int = 8 * 1024 * 1024
-    max_payload_bytes: int = 64 * 1024 * 1024
+    max_payload_bytes: int = 32 * 1024 * 1024
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "sonora"
     redis_password_env: str = "SONORA_REDIS_PASSWORD"  # noqa: S105 (a variable name, not a password)
@@ -445,8 +445,10 @@ def _build_section(name: str, raw: Any, env: Mapping[str, str]) -> Any:
         try:
             values[f.name] = check(value)
         except ValueError as exc:
-            if check is _env_name:  # what is in a variable-name field may be the secret itself: never echo it
-                raise ConfigError(f"{where}: {exc} (the value is not shown)") from None
+            # what is in a variable-name field, or looks like a key, may be a secret: never echo it
+            if check is _env_name or (isinstance(value, str) and _looks_like_a_key(value)):
+                raise ConfigError(f"{where}: {str(exc).split(', got ')[0]} (the value is not shown: it looks like "
+                                  "a key or password)") from None
             shown = f'"{value}"' if isinstance(value, str) else repr(value)
             raise ConfigError(f"{where}: {exc}, got {shown}") from None
     return replace(defaults, **values)

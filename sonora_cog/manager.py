@@ -361,6 +361,9 @@ class SessionManager:
         if len(data) > cap:
             raise SnapshotTooLarge(f"{len(data)} bytes exceeds the import cap of {cap} bytes")
         check_json_shape(data, "the file")
+        tracks, most = data.count(b'"encoded"'), 2 * self.limits.max_queue_tracks + self.limits.max_history_tracks + 1
+        if tracks > most:  # an import over a limit is refused anyway: before the parse, not after it
+            raise InvalidSnapshot("queue", f"the file holds {tracks:,} tracks; [limits] allow at most {most:,}")
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:

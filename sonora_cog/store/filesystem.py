@@ -177,7 +177,8 @@ class FilesystemStore:
         self._opened = False
         self._closed = False
         self._reported: set[str] = set()
-        #: Paths whose permissions are unsafe (group/world-writable, a foreign owner), with why.
+        #: Paths whose permissions are unsafe (group/world-writable, a foreign owner), or that were refused (a
+        #: symbolic link, not a regular file), with why: ``validate`` reports them.
         self.unsafe: dict[str, str] = {}
         #: Whether opening found the store read-only (listing and reading still work).
         self.read_only = False
@@ -308,6 +309,7 @@ class FilesystemStore:
             raise
         except OSError as exc:
             if exc.errno in _REFUSED_ERRNOS:
+                self.unsafe.setdefault(str(path), "a symbolic link or not a directory: refused")
                 raise StoreError(f"refusing {path}: it is a symbolic link or not a directory (the store never "
                                  "follows a link out of itself)") from None
             raise StoreError(f"cannot open {path}: {_describe(exc)}") from exc
@@ -346,6 +348,7 @@ class FilesystemStore:
             with _open_read(name, dir_fd) as stream:
                 info = os.fstat(stream.fileno())
                 if not stat.S_ISREG(info.st_mode):
+                    self.unsafe.setdefault(str(path), "not a regular file: refused")
                     raise StoreError(f"refusing {path}: not a regular file")
                 self._check_mode(stream.fileno(), path)
                 data = stream.read(cap + 1) if info.st_size <= cap else b""
@@ -353,6 +356,7 @@ class FilesystemStore:
             return None
         except OSError as exc:
             if exc.errno in _REFUSED_ERRNOS:
+                self.unsafe.setdefault(str(path), "a symbolic link: refused")
                 raise StoreError(f"refusing {path}: it is a symbolic link (the store never follows one)") from None
             raise StoreError(f"could not read {what} from {path}: {_describe(exc)}") from exc
         size = max(info.st_size, len(data))
@@ -369,14 +373,14 @@ class FilesystemStore:
         except FileNotFoundError:
             return None
 
-    @staticmethod
-    def _refuse_link(dir_fd: int, name: str, path: Path) -> bool:
+    def _refuse_link(self, dir_fd: int, name: str, path: Path) -> bool:
         """Whether ``name`` exists in ``dir_fd``; a symbolic link there is refused."""
         try:
             info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             return False
         if stat.S_ISLNK(info.st_mode):
+            self.unsafe.setdefault(str(path), "a symbolic link: refused")
             raise StoreError(f"refusing {path}: it is a symbolic link (the store never follows one)")
         return True
 
@@ -394,6 +398,8 @@ class FilesystemStore:
                 raise StoreError(f"refusing {self._root / LOCK_NAME}: it is a symbolic link") from None
             raise StoreError(f"cannot open the store's lock {self._root / LOCK_NAME}: {_describe(exc)}") from exc
         try:
+            self._check_mode(fd, self._root / LOCK_NAME)
+            self._checked_folders.add(self._root / LOCK_NAME)  # once per process, like the folders
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
@@ -464,7 +470,7 @@ class FilesystemStore:
     def _unlink(self, names: tuple[str, ...], filename: str, what: str) -> bool:
         path = self._root.joinpath(*names, filename)
         try:
-            with self._dir(*names) as directory:
+            with self._dir(*names) as directory, self._store_lock():  # never between a tool's compare and its rename
                 if not self._refuse_link(directory, filename, path):
                     return False
                 os.unlink(filename, dir_fd=directory)
@@ -534,17 +540,20 @@ class FilesystemStore:
                         folders.append(entry.name)
                     else:
                         self._report_once(f"{self._root / 'snapshots' / entry.name}",
-                                          "ignoring it: a symbolic link or not a directory")
+                                          "ignoring it: a symbolic link or not a directory", refused=True)
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise StoreError(f"cannot list {self._root / 'snapshots'}: {_describe(exc)}") from exc
         return sorted(folders, key=int)
 
-    def _report_once(self, path: str, message: str) -> None:
+    def _report_once(self, path: str, message: str, *, refused: bool = False) -> None:
+        """Log a problem with a path once; a ``refused`` one (a link, a FIFO) is also reported by ``validate``."""
         level = logging.DEBUG if path in self._reported else logging.WARNING
         self._reported.add(path)
         _log.log(level, "%s: %s", path, message)
+        if refused:
+            self.unsafe.setdefault(path, message)
 
     def _snapshot_files(self, guild: str, directory: int) -> list[tuple[str, os.stat_result]]:
         """(snapshot id, stat) of every snapshot file in a guild folder; temp files and stray names skipped."""
@@ -563,7 +572,7 @@ class FilesystemStore:
                 except FileNotFoundError:
                     continue  # deleted meanwhile
                 if not stat.S_ISREG(info.st_mode):
-                    self._report_once(path, "ignoring it: not a regular file (a link?)")
+                    self._report_once(path, "ignoring it: not a regular file (a link?)", refused=True)
                     continue
                 found.append((stem, info))
         return found
@@ -609,7 +618,8 @@ class FilesystemStore:
                     if stat.S_ISREG(info.st_mode):
                         found.append((int(match[1]), str(self._root / "live" / entry.name), info.st_size))
                     else:
-                        self._report_once(str(self._root / "live" / entry.name), "ignoring it: not a regular file")
+                        self._report_once(str(self._root / "live" / entry.name), "ignoring it: not a regular file",
+                                          refused=True)
         except FileNotFoundError:
             return []
         except OSError as exc:

@@ -39,7 +39,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -47,6 +47,7 @@ import orjson
 from ..errors import (
     ConfigError,
     DuplicateSnapshot,
+    InvalidIdentifier,
     RecordChanged,
     SnapshotNotFound,
     SnapshotTooLarge,
@@ -180,6 +181,7 @@ class RedisStore:
             denied_hint="storage.redis_password_env (the password) or storage.redis_url (the user)",
         )
         self._lease_owner = ""
+        self._strays: dict[str, str] = {}
         self._reported: set[tuple[int, str]] = set()
 
     @classmethod
@@ -321,7 +323,7 @@ class RedisStore:
     async def live_guilds(self) -> list[int]:
         """Return the guilds with a live record (including buffered writes), ascending."""
         members = await self._link.call("list the live records", self._client.smembers, self._key("live-guilds"))
-        guilds = {int(m) for m in members}
+        guilds = set(self._guild_ids(members, "live-guilds"))
         for item in self._link.buffer.lives():
             (guilds.add if item.kind is PendingKind.put_live else guilds.discard)(item.guild_id)
         return sorted(guilds)
@@ -477,7 +479,7 @@ class RedisStore:
 
     async def _snapshot_guilds(self) -> builtins.list[int]:
         members = await self._link.call("list snapshots", self._client.smembers, self._key("guilds"))
-        return sorted(int(m) for m in members)
+        return self._guild_ids(members, "guilds")
 
     async def list(self, guild_id: int | None = None) -> builtins.list[SnapshotMeta]:
         """Return snapshot metadata newest first, from the metadata hashes only (records are not read)."""
@@ -502,7 +504,7 @@ class RedisStore:
 
     async def _live_sizes(self) -> builtins.list[tuple[int, str, int]]:
         members = await self._link.call("list the live records", self._client.smembers, self._key("live-guilds"))
-        guilds = sorted(int(m) for m in members)
+        guilds = self._guild_ids(members, "live-guilds")
         keys = [self._live_key(g) for g in guilds]
         return [(g, k, n) for g, k, n in zip(guilds, keys, await self._sizes(keys), strict=True) if n > 0]
 
@@ -594,8 +596,25 @@ class RedisStore:
         return deleted
 
     def unsafe_paths(self) -> dict[str, str]:
-        """Nothing here has file permissions: access to Redis is its password and ACLs (always empty)."""
-        return {}
+        """Set members that are not guild ids (something else wrote them), with why; access to Redis itself is
+        its password and ACLs."""
+        return dict(self._strays)
+
+    def _guild_ids(self, members: Iterable[Any], set_name: str) -> builtins.list[int]:
+        """The guild ids among a set's members, ascending; any other member is ignored and reported once."""
+        guilds = []
+        for member in members:
+            text = member.decode(errors="replace") if isinstance(member, bytes) else str(member)
+            try:
+                if not (text.isascii() and text.isdigit()):
+                    raise InvalidIdentifier(text)
+                guilds.append(validate_guild_id(int(text)))
+            except InvalidIdentifier:
+                where = f"{self._key(set_name)} member {text[:80]!r}"
+                if where not in self._strays:
+                    self._strays[where] = "not a guild id; ignored (remove it with SREM)"
+                    _log.warning("%s: not a guild id; ignoring it", where)
+        return sorted(guilds)
 
     async def stats(self) -> StoreStats:
         """Return counts over the store, from the metadata hashes and record lengths."""

@@ -35,15 +35,24 @@ CLOSE_GRACE = 2.0
 Apply = Callable[[PendingWrite, bool], Awaitable[bool]]
 
 
+#: Query parameters of a Redis URL that hold a secret (redis-py reads ``password`` from the query too).
+_SECRET_PARAMETERS = {"password", "pass", "pwd", "passwd", "secret", "token", "auth"}
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for log lines and errors)."""
+    """``url`` with any password (in the user part or in the query) replaced by ``***`` (for logs and errors)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        port = f":{parts.port}" if parts.port else ""
+        netloc = f"{user}:***@{parts.hostname or ''}{port}"
+    query = "&".join(
+        f"{key}=***" if key.lower() in _SECRET_PARAMETERS else item
+        for item in parts.query.split("&") if item
+        for key in [item.split("=", 1)[0]]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class RedisLink:
@@ -135,6 +144,10 @@ class RedisLink:
             raise self._denial(exc) from None
         except self._errors as exc:
             self._fault(exc)
+        except self._refused as exc:  # answered, but not as a store can be used: the URL asks for the impossible
+            self._opened = False
+            raise ConfigError(f"Redis at {redact_url(self.url)} refused the connection: {exc} (check "
+                              "storage.redis_url: the database number, TLS)") from None
         else:
             _log.info("snapshot store: Redis at %s (%s)", redact_url(self.url), self.label)
 

@@ -489,6 +489,17 @@ async def test_oversize_import_is_refused_before_download(running_bot: RunningBo
     assert await running.cog.manager.list_snapshots(running.guild.id) == []
 
 
+async def test_an_import_whose_declared_size_lies_is_read_no_further_than_the_cap(running_bot: RunningBot) -> None:
+    running = running_bot
+    cap = running.settings.commands.import_max_bytes
+    served = b" " * (cap * 4)  # what the CDN really sends
+    attachment = running.fake.host_attachment("liar.json", served, "application/json")
+    attachment["size"] = 1000  # what the attachment claims
+    message = await running.answer(await running.snapshot("import", attachments={"file": attachment}))
+    assert_sentence(message, "too large", "declared size was 1000 B")
+    assert await running.cog.manager.list_snapshots(running.guild.id) == []
+
+
 # -- errors -------------------------------------------------------------------------------------------
 
 
