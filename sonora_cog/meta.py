@@ -33,6 +33,8 @@ class SnapshotKind(StrEnum):
     manual = "manual"
     shutdown = "shutdown"
     pre_restore = "pre-restore"
+    pre_change = "pre-change"
+    """Taken before a major change of a SonoraPlayer's queue (a clear, a shuffle, many tracks removed)."""
     imported = "import"
 
 

@@ -15,9 +15,10 @@ reported (a queued track's extras changed in place) is written then, and logged 
 Guilds are captured on the loop (cheap, pure), then encoded and written one by one through the
 manager, which moves large encodes and all file I/O off the loop.
 
-``auto`` snapshots are taken for each guild at its own interval, fixed or following its activity (see
-:mod:`sonora_cog.cadence` for the rule). Time comes from :attr:`SessionWriter.clock`, which tests
-replace to drive the intervals.
+Snapshots the writer takes by itself (see :mod:`sonora_cog.cadence` for the rules): ``auto`` ones, each
+guild at its own interval (fixed, or following its activity), and ``pre-change`` ones, captured at the
+moment a SonoraPlayer's queue is about to be cleared, shuffled or cut, and saved in the background.
+Time comes from :attr:`SessionWriter.clock`, which tests replace to drive the intervals.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .cadence import MIN_CHANGE_WINDOW, Cadence, adaptive_interval, fixed_interval
+from .cadence import MIN_CHANGE_WINDOW, PRE_CHANGE_MIN_GAP, Cadence, adaptive_interval, fixed_interval, pre_change_label
 from .capture import change_signature
 from .errors import SonoraError
 from .meta import SnapshotKind
@@ -49,7 +50,7 @@ _log = logging.getLogger(__name__)
 
 
 class SessionWriter:
-    """Dirty marks, the debounced flush, the checkpoint, auto snapshots, retention and the shutdown write.
+    """Dirty marks, the debounced flush, the checkpoint, auto and pre-change snapshots, retention, the shutdown write.
 
     The base of :class:`~sonora_cog.owner.SessionOwner`, which provides the sessions and players.
     """
@@ -294,6 +295,46 @@ class SessionWriter:
         if taken:
             _log.info("auto snapshot: %d guild(s) due and changed were saved", taken)
         return taken
+
+    def pre_change(self, guild_id: int, operation: str, *, queued: int, removed: int) -> bool:
+        """A SonoraPlayer's queue is about to change: keep a ``pre-change`` snapshot if the change is major.
+
+        Called *before* the operation (see :func:`~sonora_cog.cadence.pre_change_label` for what is
+        major). The state is captured now, synchronously, and saved in the background. Only ``live``
+        guilds, at most one per guild every :data:`~sonora_cog.cadence.PRE_CHANGE_MIN_GAP` seconds.
+        Returns whether a snapshot was captured.
+        """
+        label = pre_change_label(operation, queued=queued, removed=removed)
+        if label is None or self.closing:
+            return False
+        session = self._sessions.get(guild_id)
+        player = self.player(guild_id)
+        if session is None or not session.writable or player is None:
+            return False
+        now = self.clock()
+        if session.pre_change_at is not None and now - session.pre_change_at < PRE_CHANGE_MIN_GAP:
+            _log.debug("guild %s: no pre-change snapshot %s (one was taken %.0f s ago)",
+                       guild_id, label, now - session.pre_change_at)
+            return False
+        try:
+            state = replace(self.capture(player, SnapshotKind.pre_change), label=label)
+        except Exception as exc:  # the bot's queue operation must go on whatever happens here
+            _log.error("pre-change snapshot of guild %s failed: %s: %s", guild_id, type(exc).__name__, exc)
+            return False
+        session.pre_change_at = now
+        self._spawn(self._save_pre_change(state))
+        return True
+
+    async def _save_pre_change(self, state: SessionState) -> None:
+        try:
+            await self.manager.save_snapshot(state)
+        except Exception as exc:  # a background task: log it, never raise it into the loop
+            _log.error("pre-change snapshot of guild %s failed: %s: %s", state.guild_id, type(exc).__name__, exc)
+
+    async def drain(self) -> None:
+        """Wait for the background writes started so far (debounced flushes, ``pre-change`` snapshots, ends)."""
+        while pending := [t for t in self._tasks if t is not asyncio.current_task()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def retention(self) -> int:
         """The retention job: apply ``max_snapshots_per_guild`` and ``max_age_days``."""

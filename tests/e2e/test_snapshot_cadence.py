@@ -1,4 +1,4 @@
-"""How often a running bot snapshots: adaptive and fixed ``auto`` intervals.
+"""How often a running bot snapshots: adaptive and fixed ``auto`` intervals, ``pre-change`` snapshots.
 
 Real discord.py + wavelink + SonoraCog through FakeDiscord and FakeLavalink (``conftest.py``). Time is
 the session owner's clock, replaced by a :class:`~factories.ManualClock` before anything plays: the
@@ -7,12 +7,19 @@ tests move it and call the auto-snapshot job themselves, so an hour passes witho
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+import wavelink
 from conftest import RunningBot, StartBot
 from factories import ManualClock
 
+from sonora_cog.cadence import PRE_CHANGE_MIN_GAP
 from sonora_cog.config import SnapshotSettings
 from sonora_cog.meta import SnapshotKind, SnapshotMeta
 from sonora_cog.player import SonoraPlayer
+
+QUIET_TITLES = ("Paper Boats",)
 
 
 async def start_clocked(start_bot: StartBot, **snapshots: float) -> tuple[RunningBot, ManualClock]:
@@ -124,3 +131,83 @@ async def test_a_due_guild_that_did_not_change_gets_none_until_it_changes(start_
     await sonora_player(running).set_volume(55)
     assert await owner.auto_snapshot() == 1  # a change while due: taken at the next run
     assert owner.next_auto_in(running.guild.id) == 600
+
+
+# -- pre-change snapshots -------------------------------------------------------------------------------
+
+
+async def queue_titles(running: RunningBot, *titles: str) -> SonoraPlayer:
+    """Play the first title and queue the others; wait until the live record holds them."""
+    for title in titles:
+        await running.play(title)
+    player = sonora_player(running)
+    assert [t.title for t in player.queue] == list(titles[1:])
+    return player
+
+
+async def pre_changes(running: RunningBot) -> list[SnapshotMeta]:
+    await running.cog.owner.drain()  # the background saves started so far are done
+    return await snapshots_of(running, running.guild.id, SnapshotKind.pre_change)
+
+
+async def upcoming_of(running: RunningBot, meta: SnapshotMeta) -> list[str]:
+    state = await running.cog.manager.load_snapshot(meta.id, running.guild.id)
+    return [t.title for t in state.queue.upcoming]
+
+
+async def test_clearing_the_queue_keeps_a_pre_change_snapshot_of_it(start_bot: StartBot) -> None:
+    running, _clock = await start_clocked(start_bot)
+    player = await queue_titles(running, "Clair de Lune", "Boléro", "Midnight Drive", "Glass Houses")
+    player.queue.clear()
+    [meta] = await pre_changes(running)
+    assert meta.label == "before queue clear" and meta.current_title == "Clair de Lune"
+    assert await upcoming_of(running, meta) == ["Boléro", "Midnight Drive", "Glass Houses"]
+    await running.live_record(lambda s: s.queue.upcoming == ())  # the clear itself is saved as usual
+
+
+async def test_shuffling_keeps_the_order_from_before(start_bot: StartBot) -> None:
+    running, _clock = await start_clocked(start_bot)
+    titles = ("Clair de Lune", "Boléro", "Midnight Drive", "Glass Houses", "Paper Boats", "Gymnopédie No. 1")
+    player = await queue_titles(running, *titles)
+    player.queue.shuffle()
+    [meta] = await pre_changes(running)
+    assert meta.label == "before queue shuffle"
+    assert await upcoming_of(running, meta) == list(titles[1:])
+
+
+async def test_at_most_one_pre_change_snapshot_a_minute_and_small_changes_get_none(
+    start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    running, clock = await start_clocked(start_bot)
+    player = await queue_titles(running, "Clair de Lune", "Boléro", "Midnight Drive")
+    player.queue.clear()
+    assert len(await pre_changes(running)) == 1
+    for title in ("Glass Houses", "Paper Boats", "Boléro", "Midnight Drive", "Clair de Lune"):
+        player.queue.put(wavelink.Playable(running.track(title)))  # type: ignore[arg-type]
+    caplog.set_level(logging.DEBUG, logger="sonora_cog.writer")
+    player.queue.shuffle()  # a bot that clears or shuffles on every track end does not flood the store
+    assert len(await pre_changes(running)) == 1
+    assert "no pre-change snapshot before queue shuffle" in caplog.text
+    clock.advance(PRE_CHANGE_MIN_GAP)
+    player.queue.delete(0)  # one track: not major
+    del player.queue[0:1]
+    assert len(await pre_changes(running)) == 1
+    order = [t.title for t in player.queue]
+    assert len(order) == 3
+    del player.queue[0:3]  # three at once: major
+    metas = await pre_changes(running)
+    assert len(metas) == 2
+    newest = max(metas, key=lambda m: m.created_at)
+    assert newest.label == "before removing 3 tracks"
+    assert await upcoming_of(running, newest) == order
+
+
+async def test_a_restore_clearing_the_queue_takes_no_pre_change_snapshot(start_bot: StartBot) -> None:
+    running, _clock = await start_clocked(start_bot)
+    await queue_titles(running, "Clair de Lune", "Boléro", "Midnight Drive")
+    state = running.cog.current_state(running.discord_guild)
+    assert state is not None
+    report = await running.cog.restore(running.discord_guild, state, pre_restore_label="test")
+    assert report.status.value == "restored"
+    assert await pre_changes(running) == []  # the restore keeps its own pre-restore snapshot instead
+    assert await snapshots_of(running, running.guild.id, SnapshotKind.pre_restore)

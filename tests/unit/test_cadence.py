@@ -1,8 +1,11 @@
-"""How often guilds are snapshotted: the pure rules of ``sonora_cog.cadence`` and the activity a session keeps."""
+"""How often guilds are snapshotted: the pure rules of ``sonora_cog.cadence``, the activity a session
+keeps, and the queue operations ObservedQueue reports before they happen."""
 
 from __future__ import annotations
 
 import pytest
+import wavelink
+from factories import lavalink_track
 
 from sonora_cog.cadence import (
     CHANGES_COUNTED_UP_TO,
@@ -10,8 +13,10 @@ from sonora_cog.cadence import (
     auto_tick,
     fixed_interval,
     format_interval,
+    pre_change_label,
 )
 from sonora_cog.config import SnapshotSettings
+from sonora_cog.player import ObservedQueue
 from sonora_cog.session import Event, GuildSession, Phase
 
 BUSY, QUIET = 300.0, 1800.0
@@ -77,6 +82,21 @@ def test_format_interval(seconds: float, text: str) -> None:
     assert format_interval(seconds) == text
 
 
+# -- what is a major queue change -------------------------------------------------------------------------
+
+
+def test_clearing_or_shuffling_two_tracks_or_removing_three_is_major() -> None:
+    assert pre_change_label("clear", queued=2, removed=2) == "before queue clear"
+    assert pre_change_label("reset", queued=5, removed=5) == "before queue reset"
+    assert pre_change_label("shuffle", queued=2, removed=0) == "before queue shuffle"
+    assert pre_change_label("remove", queued=10, removed=3) == "before removing 3 tracks"
+    assert pre_change_label("clear", queued=1, removed=1) is None
+    assert pre_change_label("shuffle", queued=1, removed=0) is None
+    assert pre_change_label("remove", queued=10, removed=2) is None
+    with pytest.raises(ValueError, match="unknown queue operation"):
+        pre_change_label("explode", queued=3, removed=3)
+
+
 # -- a session's activity -----------------------------------------------------------------------------------
 
 
@@ -103,3 +123,50 @@ def test_leaving_live_stops_the_auto_interval() -> None:
     session = GuildSession(1, Phase.live, auto_from=5.0)
     session.apply(Event.end, "stop")
     assert session.auto_from is None
+
+
+# -- ObservedQueue reports what an operation is about to do -------------------------------------------------
+
+
+def observed(count: int) -> tuple[ObservedQueue, list[tuple[str, int, int]], list[wavelink.Playable]]:
+    calls: list[tuple[str, int, int]] = []
+    queue = ObservedQueue(lambda: None, before_major=lambda *args: calls.append(args))
+    tracks = [wavelink.Playable(lavalink_track(f"Song {i}")) for i in range(count)]  # type: ignore[arg-type]
+    for track in tracks:
+        queue.put(track)
+    return queue, calls, tracks
+
+
+def test_the_queue_reports_before_it_changes() -> None:
+    queue, calls, _ = observed(6)
+    seen: list[int] = []
+    queue._before_major = lambda *args: (calls.append(args), seen.append(len(queue)))  # type: ignore[assignment]
+    queue.shuffle()
+    del queue[1:4]
+    queue.delete(0)
+    queue.clear()
+    assert calls == [("shuffle", 6, 0), ("remove", 6, 3), ("remove", 3, 1), ("clear", 2, 2)]
+    assert seen == [6, 6, 3, 2]  # each call came before the operation changed anything
+
+
+def test_remove_reports_how_many_it_will_remove() -> None:
+    queue, calls, tracks = observed(2)
+    for _ in range(3):
+        queue.put(tracks[0])  # tracks[0] is queued 4 times now
+    queue.remove(tracks[0], count=2)
+    queue.remove(tracks[0], count=None)
+    queue.remove(tracks[1], count=5)
+    assert calls == [("remove", 5, 2), ("remove", 3, 2), ("remove", 1, 1)]
+
+
+def test_reset_is_reported_once_not_again_as_its_inner_clear() -> None:
+    queue, calls, _ = observed(3)
+    queue.reset()
+    assert calls == [("reset", 3, 3)] and len(queue) == 0
+
+
+def test_a_queue_without_before_major_reports_nothing() -> None:
+    queue = ObservedQueue(lambda: None)
+    queue.put(wavelink.Playable(lavalink_track("Solo")))  # type: ignore[arg-type]
+    queue.clear()  # no error, nothing to report to
+    assert len(queue) == 0
