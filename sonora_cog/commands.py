@@ -30,6 +30,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from .cadence import format_interval
 from .commands_views import (
     ConfirmView,
     Paginator,
@@ -458,7 +459,7 @@ class SnapshotCommands(
 
     @app_commands.command(name="status", description="What is saved for this server right now")
     async def status(self, interaction: discord.Interaction) -> None:
-        """Live record, last checkpoint, pending changes, snapshots."""
+        """Live record, last checkpoint, pending changes, the auto-snapshot interval and why, snapshots."""
         guild = _guild(interaction)
         await _defer(interaction)
         manager, owner = self.cog.manager, self.cog.owner
@@ -485,6 +486,9 @@ class SnapshotCommands(
         session = owner.session(guild.id)
         embed.add_field(name="Session", value=session.phase.value + (f" ({short(session.reason, 80)})"
                                                                       if session.reason else ""))
+        auto, due = self._auto_schedule(guild.id)
+        embed.add_field(name="Auto snapshots", value=auto, inline=False)
+        embed.add_field(name="Next auto snapshot", value=due)
         embed.add_field(name="Snapshots", value=str(len(metas)))
         if metas:
             newest = metas[0]
@@ -495,6 +499,20 @@ class SnapshotCommands(
                 inline=False,
             )
         await _send_embed(interaction, embed)
+
+    def _auto_schedule(self, guild_id: int) -> tuple[str, str]:
+        """The guild's auto-snapshot interval and why, and when the next one is due."""
+        snapshots = self.cog.settings.snapshots
+        if not snapshots.auto_enabled:
+            return "off (snapshots.auto_enabled = false)", "none"
+        owner = self.cog.owner
+        cadence = owner.cadence(guild_id).describe()
+        remaining = owner.next_auto_in(guild_id)
+        if remaining is None:
+            return cadence, "once music plays here"
+        if remaining <= 0:
+            return cadence, "due now (taken at the next check if anything changed)"
+        return cadence, f"in {format_interval(remaining)}"
 
     @app_commands.command(name="export", description="Download a snapshot as a JSON file")
     @app_commands.describe(snapshot="The snapshot (start typing to search)")

@@ -195,7 +195,9 @@ class SnapshotSettings:
     checkpoint_interval: float = 10.0
     debounce: float = 1.0
     auto_enabled: bool = True
-    auto_interval: float = 300.0
+    auto_interval: float = 0.0
+    auto_interval_busy: float = 300.0
+    auto_interval_quiet: float = 1800.0
     max_snapshots_per_guild: int = 25
     max_age_days: float = 30.0
     retention_interval: float = 86_400.0
@@ -297,7 +299,14 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "checkpoint_interval": (_positive_seconds, "seconds between checkpoints of dirty or playing guilds"),
         "debounce": (_non_negative_seconds, "delay before a changed guild's live record is written (s)"),
         "auto_enabled": (_boolean, "take automatic snapshots"),
-        "auto_interval": (_positive_seconds, "seconds between auto snapshots (unchanged guilds get none)"),
+        "auto_interval": (
+            _non_negative_seconds,
+            "seconds between each guild's auto snapshots (unchanged guilds get none); 0 = adaptive (busy..quiet)",
+        ),
+        "auto_interval_busy": (_positive_seconds, "adaptive: seconds between auto snapshots of a busy guild"),
+        "auto_interval_quiet": (
+            _positive_seconds, "adaptive: seconds between auto snapshots of a quiet guild (no listeners, no changes)"
+        ),
         "max_snapshots_per_guild": (_int_range(1), "keep at most this many snapshots per guild"),
         "max_age_days": (_positive("days"), "delete snapshots older than this many days"),
         "retention_interval": (_positive_seconds, "seconds between retention runs"),
@@ -476,8 +485,8 @@ def load_settings(
     ------
     ConfigError
         The file is missing (when named) or not TOML, or a key is unknown, mistyped or out of range.
-        The message starts with the key: ``snapshots.auto_interval: expected a positive number of
-        seconds, got "5m"``. Secret values never appear in it.
+        The message starts with the key: ``snapshots.auto_interval: expected a number of seconds >= 0,
+        got "5m"``. Secret values never appear in it.
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
@@ -509,6 +518,12 @@ def load_settings(
         raise ConfigError(
             f"storage.lease_renew_interval: must be below storage.lease_ttl ({storage.lease_ttl:g}), "
             f"got {storage.lease_renew_interval:g}"
+        )
+    snapshots: SnapshotSettings = sections["snapshots"]
+    if snapshots.auto_interval_busy > snapshots.auto_interval_quiet:
+        raise ConfigError(
+            f"snapshots.auto_interval_busy: must not exceed snapshots.auto_interval_quiet "
+            f"({snapshots.auto_interval_quiet:g}), got {snapshots.auto_interval_busy:g}"
         )
     if encryption.enabled and settings.encryption_key is None:
         raise ConfigError(

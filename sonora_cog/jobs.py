@@ -1,8 +1,10 @@
 """APScheduler wiring: the checkpoint, auto-snapshot and retention jobs (APScheduler 3.x).
 
-Each job runs one instance at a time, coalesces missed runs into one, and tolerates a late start
-(misfire grace). The jobs themselves live on the session owner (:class:`~sonora_cog.writer.SessionWriter`);
-an error in one guild is logged with its id there and never stops the job for the others.
+The auto-snapshot job runs every :func:`~sonora_cog.cadence.auto_tick` seconds (a minute by
+default) and snapshots the guilds whose own interval has passed. Each job runs one instance at a
+time, coalesces missed runs into one, and tolerates a late start (misfire grace). The jobs themselves
+live on the session owner (:class:`~sonora_cog.writer.SessionWriter`); an error in one guild is
+logged with its id there and never stops the job for the others.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from .cadence import auto_tick
 from .config import Settings
 from .writer import SessionWriter
 
@@ -39,7 +42,7 @@ def build_scheduler(writer: SessionWriter, settings: Settings) -> AsyncIOSchedul
     )
     if snapshots.auto_enabled:
         scheduler.add_job(
-            writer.auto_snapshot, "interval", seconds=snapshots.auto_interval, id=AUTO_SNAPSHOT_JOB,
+            writer.auto_snapshot, "interval", seconds=auto_tick(snapshots), id=AUTO_SNAPSHOT_JOB,
             name="automatic snapshots",
         )
     scheduler.add_job(

@@ -161,7 +161,8 @@ class SessionManager:
 
     @property
     def auto_snapshot_interval(self) -> float:
-        """Seconds between automatic snapshots."""
+        """Seconds between each guild's automatic snapshots, or ``0``: adaptive, per guild (see
+        :mod:`sonora_cog.cadence` and ``SessionOwner.cadence``)."""
         return self.settings.snapshots.auto_interval
 
     @property

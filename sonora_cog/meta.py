@@ -34,6 +34,9 @@ class SnapshotKind(StrEnum):
     shutdown = "shutdown"
     pre_restore = "pre-restore"
     pre_deploy = "pre-deploy"
+    """Taken by ``deploy prepare`` under a deploy tag (the label)."""
+    pre_change = "pre-change"
+    """Taken before a major change of a SonoraPlayer's queue (a clear, a shuffle, many tracks removed)."""
     imported = "import"
 
 

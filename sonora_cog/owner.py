@@ -24,7 +24,6 @@ them, the guilds whose lease it holds. A guild outside its shards is never resto
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -73,11 +72,21 @@ class SessionOwner(SessionWriter):
     leases:
         Guild leases between processes (by default over the manager's store: shared with Redis, within
         this process with the filesystem store).
+    clock:
+        Monotonic seconds for the auto-snapshot intervals, the activity count and the ``pre-change``
+        rate limit (see :attr:`~sonora_cog.writer.SessionWriter.clock`).
 
     .. versionadded:: 0.3
     """
 
-    def __init__(self, bot: commands.Bot, manager: SessionManager, *, leases: LeaseManager | None = None) -> None:
+    def __init__(
+        self,
+        bot: commands.Bot,
+        manager: SessionManager,
+        *,
+        leases: LeaseManager | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         storage = manager.settings.storage
         super().__init__(
             bot,
@@ -85,6 +94,7 @@ class SessionOwner(SessionWriter):
             leases or LeaseManager.for_store(
                 manager.store, ttl=storage.lease_ttl, renew_interval=storage.lease_renew_interval
             ),
+            clock=clock,
         )
         self.leases.on_lost = lambda guild_id: self.lose(guild_id, "another process took its lease")
         self._listeners: list[tuple[str, Callable[..., Coroutine[Any, Any, None]]]] = [
@@ -339,7 +349,12 @@ class SessionOwner(SessionWriter):
         interval = self.settings.snapshots.checkpoint_interval
         return math.ceil(count * min(1.0, interval / 60.0))
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def listener_count(self, guild_id: int) -> int:
+        """Members who are not bots in the voice channel of this process's player in the guild (0 without one).
+
+        Read from discord.py's cache (its voice states) when asked.
+        """
+        player = self.player(guild_id)
+        if player is None or player.channel is None:
+            return 0
+        return sum(1 for member in player.channel.members if not member.bot)

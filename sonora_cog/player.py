@@ -13,6 +13,9 @@ Every change (play, pause, seek, volume, filters, queue and history mutations, q
 position or pauses, so a paused player's position is the one Lavalink froze, not the last
 ``playerUpdate``'s. Bots that keep a plain ``wavelink.Player`` are still covered through wavelink's
 events and the checkpoint job, only less promptly.
+
+Before its queue is cleared, shuffled or cut by several tracks at once, the player asks the owner
+for a ``pre-change`` snapshot of the state as it was (see :mod:`sonora_cog.cadence`).
 """
 
 from __future__ import annotations
@@ -88,13 +91,31 @@ class ObservedDict(dict[str, Any]):
         return (dict, (dict(self),))
 
 
-class ObservedQueue(wavelink.Queue):
-    """A ``wavelink.Queue`` that calls ``on_change()`` after every mutation, its history's included."""
+#: ``before_major(operation, queued, removed)``: called before a queue operation that may be major.
+BeforeMajor = Callable[[str, int, int], None]
 
-    def __init__(self, on_change: Callable[[], None], *, history: bool = True) -> None:
+
+class ObservedQueue(wavelink.Queue):
+    """A ``wavelink.Queue`` that calls ``on_change()`` after every mutation, its history's included.
+
+    With ``before_major``, it is also called *before* each operation that empties, reorders or cuts
+    the queue (``clear``, ``reset``, ``shuffle``, ``remove``, ``delete``, ``del queue[...]``) with the
+    operation (``"clear"``, ``"reset"``, ``"shuffle"`` or ``"remove"``), the tracks queued and the tracks
+    it removes; :func:`~sonora_cog.cadence.pre_change_label` decides whether that is major.
+    """
+
+    def __init__(
+        self, on_change: Callable[[], None], *, history: bool = True, before_major: BeforeMajor | None = None
+    ) -> None:
         self._on_change = on_change
+        self._before_major = before_major
+        self._in_reset = False
         super().__init__(history=False)
         self._observed_history = ObservedQueue(on_change, history=False) if history else None
+
+    def _before(self, operation: str, removed: int) -> None:
+        if self._before_major is not None and not self._in_reset:
+            self._before_major(operation, len(self), removed)
 
     @property
     def history(self) -> wavelink.Queue | None:  # type: ignore[override]
@@ -132,10 +153,14 @@ class ObservedQueue(wavelink.Queue):
         return track
 
     def delete(self, index: int, /) -> None:
+        self._before("remove", 1)
         super().delete(index)
         self._on_change()
 
     def remove(self, item: wavelink.Playable, /, count: int | None = 1) -> int:
+        if self._before_major is not None:
+            matches = sum(1 for track in self if track == item)
+            self._before("remove", matches if count is None else min(matches, max(count, 1)))
         removed = super().remove(item, count)
         self._on_change()
         return removed
@@ -145,15 +170,22 @@ class ObservedQueue(wavelink.Queue):
         self._on_change()
 
     def shuffle(self) -> None:
+        self._before("shuffle", 0)
         super().shuffle()
         self._on_change()
 
     def clear(self) -> None:
+        self._before("clear", len(self))
         super().clear()
         self._on_change()
 
     def reset(self) -> None:
-        super().reset()
+        self._before("reset", len(self))
+        self._in_reset = True  # wavelink's reset() calls clear(): one snapshot decision per call
+        try:
+            super().reset()
+        finally:
+            self._in_reset = False
         self._on_change()
 
     def __setitem__(self, index: Any, value: wavelink.Playable, /) -> None:
@@ -161,6 +193,7 @@ class ObservedQueue(wavelink.Queue):
         self._on_change()
 
     def __delitem__(self, index: int | slice, /) -> None:
+        self._before("remove", len(range(*index.indices(len(self)))) if isinstance(index, slice) else 1)
         super().__delitem__(index)
         self._on_change()
 
@@ -188,7 +221,7 @@ class SonoraPlayer(wavelink.Player):
         nodes: list[wavelink.Node] | None = None,
     ) -> None:
         super().__init__(client, channel, nodes=nodes)
-        self.queue = ObservedQueue(self.mark_dirty)
+        self.queue = ObservedQueue(self.mark_dirty, before_major=self._before_major_change)
         self.auto_queue = ObservedQueue(self.mark_dirty)
         self._extras = ObservedDict(self.mark_dirty)
         self._shuffle_enabled = False
@@ -238,6 +271,13 @@ class SonoraPlayer(wavelink.Player):
         owner = owner_of(self.client)
         if guild is not None and owner is not None:
             owner.mark_dirty(guild.id)
+
+    def _before_major_change(self, operation: str, queued: int, removed: int) -> None:
+        """The queue is about to be cleared, shuffled or cut: the owner may keep a ``pre-change`` snapshot."""
+        guild = self.guild
+        owner = owner_of(self.client)
+        if guild is not None and owner is not None:
+            owner.pre_change(guild.id, operation, queued=queued, removed=removed)
 
     def _position_now(self) -> int | None:
         """The playback clock now, or ``None`` without an owner (there is no clock to set then)."""

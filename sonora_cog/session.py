@@ -32,9 +32,12 @@ state of a fresh process. Only ``live`` is written. Entering ``ended`` deletes t
 from __future__ import annotations
 
 import logging
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .cadence import ACTIVITY_SPAN, CHANGES_COUNTED_UP_TO
 from .capture import PositionSample
 from .errors import GuildNotOwned, RestoreError, RestoreInProgress
 
@@ -121,6 +124,14 @@ class GuildSession:
         Unix time of the last live-record write by this process.
     reason:
         Why the session is in its phase, for ``/snapshot status`` and the log.
+    auto_from:
+        When (the owner's clock) the guild's auto-snapshot interval started: when it went live, then
+        at each ``auto`` snapshot. ``None`` while it is not live.
+    pre_change_at:
+        When (the owner's clock) its last ``pre-change`` snapshot was taken.
+
+    The guild's recent activity (see :mod:`sonora_cog.cadence`) is kept with :meth:`note_change` and
+    read with :meth:`recent_changes`.
     """
 
     guild_id: int
@@ -131,7 +142,10 @@ class GuildSession:
     auto_signature: int | None = None
     saved_at: float | None = None
     reason: str = ""
+    auto_from: float | None = None
+    pre_change_at: float | None = None
     warned_unobserved: bool = field(default=False, repr=False)
+    _changes: array[float] = field(default_factory=lambda: array("d"), repr=False)
 
     @property
     def held(self) -> bool:
@@ -175,10 +189,30 @@ class GuildSession:
         self.reason = reason
         if target is not Phase.live:
             self.dirty = False
+            self.auto_from = None  # the interval starts again when it is live again
         if target in (Phase.ended, Phase.foreign, Phase.idle):
             self.sample = None
             self.signature = None
         return True
+
+    def note_change(self, now: float, window: float) -> None:
+        """The state changed at ``now``: count it, unless a change was counted less than ``window`` s ago.
+
+        Changes older than an hour are forgotten, and at most
+        :data:`~sonora_cog.cadence.CHANGES_COUNTED_UP_TO` are kept.
+        """
+        changes = self._changes
+        if changes and now - changes[-1] <= window:
+            return
+        del changes[: bisect_left(changes, now - ACTIVITY_SPAN)]
+        if len(changes) >= CHANGES_COUNTED_UP_TO:
+            del changes[0]
+        changes.append(now)
+
+    def recent_changes(self, now: float) -> int:
+        """Changes counted within the hour before ``now`` (at most ``CHANGES_COUNTED_UP_TO``)."""
+        changes = self._changes
+        return len(changes) - bisect_left(changes, now - ACTIVITY_SPAN)
 
     def _refusal(self) -> RestoreError:
         if self.phase is Phase.restoring:

@@ -14,6 +14,11 @@ reported (a queued track's extras changed in place) is written then, and logged 
 
 Guilds are captured on the loop (cheap, pure), then encoded and written one by one through the
 manager, which moves large encodes and all file I/O off the loop.
+
+Snapshots the writer takes by itself (see :mod:`sonora_cog.cadence` for the rules): ``auto`` ones, each
+guild at its own interval (fixed, or following its activity), and ``pre-change`` ones, captured at the
+moment a SonoraPlayer's queue is about to be cleared, shuffled or cut, and saved in the background.
+Time comes from :attr:`SessionWriter.clock`, which tests replace to drive the intervals.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from .cadence import MIN_CHANGE_WINDOW, PRE_CHANGE_MIN_GAP, Cadence, adaptive_interval, fixed_interval, pre_change_label
 from .capture import change_signature
 from .errors import SonoraError
 from .meta import SnapshotKind
@@ -44,7 +50,7 @@ _log = logging.getLogger(__name__)
 
 
 class SessionWriter:
-    """Dirty marks, the debounced flush, the checkpoint, auto snapshots, retention and the shutdown write.
+    """Dirty marks, the debounced flush, the checkpoint, auto and pre-change snapshots, retention, the shutdown write.
 
     The base of :class:`~sonora_cog.owner.SessionOwner`, which provides the sessions and players.
     """
@@ -53,12 +59,23 @@ class SessionWriter:
     session: Callable[[int], GuildSession]
     player: Callable[[int], wavelink.Player | None]
     players: Callable[[], list[wavelink.Player]]
+    listener_count: Callable[[int], int]
     start: Callable[[int, str], bool]
     sweep_size: Callable[[int], int]
     key: str
 
-    def __init__(self, bot: commands.Bot, manager: SessionManager, leases: LeaseManager) -> None:
+    def __init__(
+        self,
+        bot: commands.Bot,
+        manager: SessionManager,
+        leases: LeaseManager,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.bot = bot
+        #: Seconds on a monotonic scale: when changes happened, when auto snapshots are due, the
+        #: ``pre-change`` rate limit. Tests replace it to drive those without sleeping.
+        self.clock = clock
         self.manager = manager
         self.settings = manager.settings
         #: Guild ownership between processes (within this process only, for the filesystem store).
@@ -81,6 +98,10 @@ class SessionWriter:
         if self.closing or session.phase in (Phase.ended, Phase.closed, Phase.foreign):
             return
         session.dirty = True
+        now = self.clock()
+        session.note_change(now, max(self.settings.snapshots.debounce, MIN_CHANGE_WINDOW))
+        if session.writable and session.auto_from is None:
+            session.auto_from = now  # it went live: its first auto snapshot is one interval from now
         if self._flush_handle is None and session.writable:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(self.settings.snapshots.debounce, self._debounced_flush)
@@ -220,13 +241,44 @@ class SessionWriter:
             guild_id,
         )
 
+    def cadence(self, guild_id: int) -> Cadence:
+        """The guild's auto-snapshot interval now, and why (see :mod:`sonora_cog.cadence`)."""
+        snapshots = self.settings.snapshots
+        if snapshots.auto_interval > 0:
+            return fixed_interval(snapshots.auto_interval)
+        return adaptive_interval(
+            self.session(guild_id).recent_changes(self.clock()),
+            self.listener_count(guild_id),
+            busy=snapshots.auto_interval_busy,
+            quiet=snapshots.auto_interval_quiet,
+        )
+
+    def next_auto_in(self, guild_id: int) -> float | None:
+        """Seconds until the guild's next ``auto`` snapshot is due (``<= 0``: due now, taken at the next
+        run of the job if its state changed), or ``None`` while none is scheduled (not live)."""
+        session = self._sessions.get(guild_id)
+        if session is None or not session.writable or session.auto_from is None:
+            return None
+        return session.auto_from + self.cadence(guild_id).interval - self.clock()
+
     async def auto_snapshot(self) -> int:
-        """The auto-snapshot job: an ``auto`` snapshot of each ``live`` guild that changed since its last one."""
+        """The auto-snapshot job: an ``auto`` snapshot of each ``live``, playing guild that is due and changed.
+
+        A guild is due once its interval (:meth:`cadence`) has passed since its last ``auto`` snapshot,
+        or since it went live. A due guild whose state did not change since its last ``auto`` snapshot
+        gets none and stays due. Returns how many were taken.
+        """
         taken = 0
         for player in self.players():
             assert player.guild is not None
             session = self.session(player.guild.id)
             if not session.writable or player.current is None:
+                continue
+            now = self.clock()
+            if session.auto_from is None:  # live without a change seen yet: its interval starts now
+                session.auto_from = now
+                continue
+            if now - session.auto_from < self.cadence(session.guild_id).interval:
                 continue
             try:
                 signature = self.signature(player)
@@ -237,10 +289,52 @@ class SessionWriter:
                 _log.error("auto snapshot of guild %s failed: %s: %s", session.guild_id, type(exc).__name__, exc)
                 continue
             session.auto_signature = signature
+            if session.writable:  # still live after the write: the next interval starts now
+                session.auto_from = now
             taken += 1
         if taken:
-            _log.info("auto snapshot: %d guild(s) changed and were saved", taken)
+            _log.info("auto snapshot: %d guild(s) due and changed were saved", taken)
         return taken
+
+    def pre_change(self, guild_id: int, operation: str, *, queued: int, removed: int) -> bool:
+        """A SonoraPlayer's queue is about to change: keep a ``pre-change`` snapshot if the change is major.
+
+        Called *before* the operation (see :func:`~sonora_cog.cadence.pre_change_label` for what is
+        major). The state is captured now, synchronously, and saved in the background. Only ``live``
+        guilds, at most one per guild every :data:`~sonora_cog.cadence.PRE_CHANGE_MIN_GAP` seconds.
+        Returns whether a snapshot was captured.
+        """
+        label = pre_change_label(operation, queued=queued, removed=removed)
+        if label is None or self.closing:
+            return False
+        session = self._sessions.get(guild_id)
+        player = self.player(guild_id)
+        if session is None or not session.writable or player is None:
+            return False
+        now = self.clock()
+        if session.pre_change_at is not None and now - session.pre_change_at < PRE_CHANGE_MIN_GAP:
+            _log.debug("guild %s: no pre-change snapshot %s (one was taken %.0f s ago)",
+                       guild_id, label, now - session.pre_change_at)
+            return False
+        try:
+            state = replace(self.capture(player, SnapshotKind.pre_change), label=label)
+        except Exception as exc:  # the bot's queue operation must go on whatever happens here
+            _log.error("pre-change snapshot of guild %s failed: %s: %s", guild_id, type(exc).__name__, exc)
+            return False
+        session.pre_change_at = now
+        self._spawn(self._save_pre_change(state))
+        return True
+
+    async def _save_pre_change(self, state: SessionState) -> None:
+        try:
+            await self.manager.save_snapshot(state)
+        except Exception as exc:  # a background task: log it, never raise it into the loop
+            _log.error("pre-change snapshot of guild %s failed: %s: %s", state.guild_id, type(exc).__name__, exc)
+
+    async def drain(self) -> None:
+        """Wait for the background writes started so far (debounced flushes, ``pre-change`` snapshots, ends)."""
+        while pending := [t for t in self._tasks if t is not asyncio.current_task()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def retention(self) -> int:
         """The retention job: apply ``max_snapshots_per_guild`` and ``max_age_days``."""
@@ -298,7 +392,11 @@ class SessionWriter:
 
     def _debounced_flush(self) -> None:
         self._flush_handle = None
-        task = asyncio.get_running_loop().create_task(self.flush())
+        self._spawn(self.flush())
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in a task that :meth:`shutdown` waits for (then cancels) with the others."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 from sonora_cog.meta import SnapshotKind
@@ -68,3 +69,20 @@ def sample_state(guild_id: int = 111111111111111111, tracks: int = 5, **override
         extras={"announce_channel": "333333333333333333"},
     )
     return SessionState(**{**{f: getattr(state, f) for f in state.__dataclass_fields__}, **overrides})
+
+
+class ManualClock:
+    """A monotonic clock that moves only when a test says so: ``clock()`` reads it, ``advance(s)`` moves it.
+
+    It starts at ``time.monotonic()``, so times a component read from the real clock before it was
+    given this one stay in the past.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.monotonic() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

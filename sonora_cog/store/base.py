@@ -27,6 +27,7 @@ from ..meta import SnapshotKind, SnapshotMeta, validate_snapshot_id
 
 __all__ = (
     "DEFAULT_MAX_RECORD_BYTES",
+    "EXPENDABLE_KINDS",
     "MAX_AUX_BYTES",
     "MAX_GUILD_ID",
     "MAX_HEADER_BYTES",
@@ -187,6 +188,10 @@ def check_header(meta: SnapshotMeta, guild_id: int, snapshot_id: str | None) -> 
         raise InvalidIdentifier(f"record header names snapshot {meta.id!r}, not {snapshot_id!r}")
 
 
+#: Snapshots the jobs take by themselves: retention removes them first when a guild has too many.
+EXPENDABLE_KINDS = frozenset({SnapshotKind.auto, SnapshotKind.pre_change})
+
+
 def plan_prune(
     snapshots: Iterable[SnapshotMeta],
     *,
@@ -202,8 +207,8 @@ def plan_prune(
     snapshots:
         The snapshots to consider, any guilds, any order.
     max_per_guild:
-        Keep at most this many per guild; the oldest ``auto`` snapshots go first, then the oldest of
-        the other kinds. ``None``: no limit.
+        Keep at most this many per guild; the oldest :data:`EXPENDABLE_KINDS` (``auto`` and
+        ``pre-change``) go first, then the oldest of the other kinds. ``None``: no limit.
     max_age_days:
         Everything created more than this many days before ``now`` goes, whatever its kind.
         ``None``: no limit.
@@ -242,8 +247,8 @@ def plan_prune(
         kept = [m for m in oldest_first if not (cutoff is not None and m.created_at < cutoff)]
         excess: list[SnapshotMeta] = []
         if max_per_guild is not None and len(kept) > max_per_guild:
-            autos = [m for m in kept if m.kind is SnapshotKind.auto]
-            others = [m for m in kept if m.kind is not SnapshotKind.auto]
+            autos = [m for m in kept if m.kind in EXPENDABLE_KINDS]
+            others = [m for m in kept if m.kind not in EXPENDABLE_KINDS]
             excess = (autos + others)[: len(kept) - max_per_guild]
         doomed.extend(sorted(expired + excess, key=lambda m: (m.created_at, m.id)))
     return doomed
@@ -526,8 +531,8 @@ class SnapshotStore(Protocol):
         Parameters
         ----------
         max_per_guild:
-            Keep at most this many snapshots per guild: the oldest ``auto`` ones go first, then the
-            oldest of the other kinds. ``None``: no limit.
+            Keep at most this many snapshots per guild: the oldest ``auto`` and ``pre-change`` ones
+            go first, then the oldest of the other kinds. ``None``: no limit.
         max_age_days:
             Delete snapshots of any kind created more than this many days before ``now``.
             ``None``: no limit.

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 from conftest import MusicWorld, RunningBot, StartBot
+from factories import ManualClock
 
 from sonora_cog.commands import GENERIC_ERROR, SnapshotCommands
-from sonora_cog.config import CommandSettings
+from sonora_cog.config import CommandSettings, SnapshotSettings
 from sonora_cog.errors import RestoreInProgress, StoreError
 from sonora_cog.meta import SnapshotKind
 from sonora_cog.session import Phase
@@ -205,6 +206,41 @@ async def test_status(running_bot: RunningBot) -> None:
     assert after["Live record"] == "saved" and after["Last checkpoint"].endswith("s ago")
     assert after["Unsaved changes"] in ("yes", "no") and after["Session"].startswith("live")
     assert after["Snapshots"] == "1" and snapshot_id in after["Newest"] and "manual" in after["Newest"]
+
+
+async def test_status_shows_the_auto_snapshot_interval_and_why(start_bot: StartBot) -> None:
+    running = await start_bot(snapshots=SnapshotSettings(debounce=0.05, auto_enabled=True))
+    clock = ManualClock()
+    running.cog.owner.clock = clock
+    idle = fields(embed_of(await ask(running, "status")))
+    assert idle["Auto snapshots"] == "every 30 min \N{EM DASH} quiet: no listeners in the voice channel"
+    assert idle["Next auto snapshot"] == "once music plays here"
+
+    await running.play("Clair de Lune")
+    player = running.player()
+    assert player is not None
+    for volume in range(20, 33):  # 13 separate changes: busy
+        await player.set_volume(volume)
+        clock.advance(5)
+    busy = fields(embed_of(await ask(running, "status")))
+    assert busy["Auto snapshots"].startswith("every 5 min \N{EM DASH} busy: ")
+    assert busy["Auto snapshots"].endswith(" changes in the last hour, 1 listener")
+    assert busy["Next auto snapshot"] == "in 4 min"  # 5 min after it went live, 65 s ago
+    clock.advance(300)
+    due = fields(embed_of(await ask(running, "status")))
+    assert due["Next auto snapshot"] == "due now (taken at the next check if anything changed)"
+
+
+async def test_status_shows_a_fixed_interval_or_none(start_bot: StartBot) -> None:
+    running = await start_bot(snapshots=SnapshotSettings(debounce=0.05, auto_enabled=True, auto_interval=600))
+    await running.play("Clair de Lune")
+    fixed = fields(embed_of(await ask(running, "status")))
+    assert fixed["Auto snapshots"] == "every 10 min \N{EM DASH} fixed: snapshots.auto_interval"
+    assert fixed["Next auto snapshot"] in ("in 10 min", "in 9 min")
+    await running.stop()
+    running = await start_bot()  # the e2e default: auto snapshots off
+    off = fields(embed_of(await ask(running, "status")))
+    assert off["Auto snapshots"] == "off (snapshots.auto_enabled = false)" and off["Next auto snapshot"] == "none"
 
 
 async def test_list_pagination_buttons(start_bot: StartBot, music_world: MusicWorld) -> None:

@@ -16,6 +16,7 @@ import discord
 import pytest
 import wavelink
 from conftest import RunningBot, StartBot
+from factories import ManualClock
 
 from sonora_cog.capture import to_playable
 from sonora_cog.config import SnapshotSettings
@@ -176,10 +177,14 @@ async def test_extras_that_are_not_json_lose_only_those_keys(
 
 async def test_auto_snapshots_are_incremental(debounced: RunningBot) -> None:
     running = debounced
-    await running.play("clair de lune")
     owner, manager = running.cog.owner, running.cog.manager
+    clock = ManualClock()
+    owner.clock = clock  # each guild's interval is measured on it (see test_snapshot_cadence.py)
+    await running.play("clair de lune")
+    clock.advance(owner.cadence(running.guild.id).interval)
     assert await owner.auto_snapshot() == 1
     await asyncio.sleep(0.3)  # the track advanced: that alone is not a change
+    clock.advance(owner.cadence(running.guild.id).interval)
     assert await owner.auto_snapshot() == 0
     player = running.player()
     assert player is not None

@@ -19,6 +19,7 @@ from sonora_cog.errors import (
 )
 from sonora_cog.meta import SnapshotKind, SnapshotMeta, new_snapshot_id
 from sonora_cog.store import RecordRef, SnapshotStore, StoreStats, plan_prune
+from sonora_cog.store.base import EXPENDABLE_KINDS
 
 # Same values as in conftest.py (test modules do not import conftest).
 GUILD_A = 111111111111111111
@@ -262,6 +263,17 @@ async def test_prune_by_age_any_kind(
     assert await store.prune(max_per_guild=None, max_age_days=None, now=now) == []
 
 
+def test_plan_prune_treats_pre_change_snapshots_like_auto_ones() -> None:
+    now = T0 + DAY
+    kinds = [SnapshotKind.manual, SnapshotKind.pre_change, SnapshotKind.auto, SnapshotKind.pre_restore,
+             SnapshotKind.pre_change]
+    metas = [SnapshotMeta(new_snapshot_id(now - 100 + i), GUILD_A, now - 100 + i, kind, None, 0, None, "")
+             for i, kind in enumerate(kinds)]
+    doomed = plan_prune(metas, max_per_guild=2, max_age_days=None, now=now)
+    # the three expendable ones go, oldest first, before the older manual and pre-restore snapshots
+    assert [m.kind for m in doomed] == [SnapshotKind.pre_change, SnapshotKind.auto, SnapshotKind.pre_change]
+
+
 async def test_prune_refuses_negative_limits(store: SnapshotStore) -> None:
     with pytest.raises(ValueError, match="max_per_guild"):
         await store.prune(max_per_guild=-1, max_age_days=None)
@@ -297,10 +309,10 @@ def test_plan_prune_properties(
         expected = len(young) if max_per_guild is None else min(len(young), max_per_guild)
         assert len(mine) == expected
         by_count = [m for m in doomed if m.guild_id == guild and m in young]
-        if any(m.kind is not SnapshotKind.auto for m in by_count):
-            assert not any(m.kind is SnapshotKind.auto for m in mine)  # autos went first
+        if any(m.kind not in EXPENDABLE_KINDS for m in by_count):
+            assert not any(m.kind in EXPENDABLE_KINDS for m in mine)  # autos and pre-changes went first
         for gone in by_count:  # within a kind class, the oldest go first
-            same_class = [m for m in mine if (m.kind is SnapshotKind.auto) == (gone.kind is SnapshotKind.auto)]
+            same_class = [m for m in mine if (m.kind in EXPENDABLE_KINDS) == (gone.kind in EXPENDABLE_KINDS)]
             assert all((gone.created_at, gone.id) <= (m.created_at, m.id) for m in same_class)
 
 

@@ -23,7 +23,8 @@ def test_defaults_when_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     settings = load_settings(env={})
     assert settings.source == "defaults"
     assert settings.snapshots.checkpoint_interval == 10.0
-    assert settings.snapshots.auto_interval == 300.0
+    assert settings.snapshots.auto_interval == 0.0  # adaptive
+    assert (settings.snapshots.auto_interval_busy, settings.snapshots.auto_interval_quiet) == (300.0, 1800.0)
     assert settings.limits.max_queue_tracks == 10_000
 
 
@@ -40,8 +41,16 @@ def test_load_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[snapshots]\nauto_interval = "5m"\n', 'snapshots.auto_interval: expected a positive number of seconds, got "5m"'),
-        ("[snapshots]\nauto_interval = -1\n", "snapshots.auto_interval: expected a positive number of seconds, got -1"),
+        ('[snapshots]\nauto_interval = "5m"\n', 'snapshots.auto_interval: expected a number of seconds >= 0, got "5m"'),
+        ("[snapshots]\nauto_interval = -1\n", "snapshots.auto_interval: expected a number of seconds >= 0, got -1"),
+        ("[snapshots]\nauto_interval_busy = 0\n",
+         "snapshots.auto_interval_busy: expected a positive number of seconds, got 0"),
+        ("[snapshots]\nauto_interval_quiet = -5\n",
+         "snapshots.auto_interval_quiet: expected a positive number of seconds, got -5"),
+        ("[snapshots]\nauto_interval_busy = 900\nauto_interval_quiet = 600\n",
+         "snapshots.auto_interval_busy: must not exceed snapshots.auto_interval_quiet (600), got 900"),
+        ("[snapshots]\nauto_interval_busy = 2000\n",
+         "snapshots.auto_interval_busy: must not exceed snapshots.auto_interval_quiet (1800), got 2000"),
         ("[snapshots]\nauto_intervall = 5\n", "snapshots.auto_intervall: unknown key"),
         ("[snapshot]\nauto_interval = 5\n", "snapshot: unknown section"),
         ('[storage]\ncompression = "lz4"\n', 'storage.compression: expected one of "none", "zstd", got "lz4"'),

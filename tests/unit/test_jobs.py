@@ -25,10 +25,17 @@ async def test_scheduler_has_three_coalesced_single_instance_jobs() -> None:
     scheduler.shutdown(wait=False)
     assert set(jobs) == {CHECKPOINT_JOB, AUTO_SNAPSHOT_JOB, RETENTION_JOB}
     intervals = {job_id: job.trigger.interval.total_seconds() for job_id, job in jobs.items()}
-    assert intervals == {CHECKPOINT_JOB: 7, AUTO_SNAPSHOT_JOB: 120, RETENTION_JOB: 3600}
+    # the auto-snapshot job checks each guild's own interval: a fifth of the fixed 120 s here
+    assert intervals == {CHECKPOINT_JOB: 7, AUTO_SNAPSHOT_JOB: 24, RETENTION_JOB: 3600}
     for job in jobs.values():
         assert isinstance(job.trigger, IntervalTrigger)
         assert job.coalesce is True and job.max_instances == 1 and job.misfire_grace_time == 30
+
+
+def test_adaptive_auto_snapshots_are_checked_every_minute() -> None:
+    scheduler = build_scheduler(writer_stub(), Settings())  # type: ignore[arg-type]
+    job = scheduler.get_job(AUTO_SNAPSHOT_JOB)
+    assert job is not None and job.trigger.interval.total_seconds() == 60
 
 
 def test_auto_snapshots_can_be_switched_off() -> None:
