@@ -30,7 +30,7 @@ import math
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -84,6 +84,24 @@ class HandoverRequest:
                        str(obj["holder"]), tuple(int(g) for g in obj["guilds"]), float(obj["at"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
+
+
+@dataclass
+class _Watch:
+    """The giver's view of the guilds it handed over: when, which the new process confirmed or failed, and
+    which it took back."""
+
+    handed_at: dict[int, float] = field(default_factory=dict)
+    confirmed: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)
+    back: set[int] = field(default_factory=set)
+
+    def hand(self, guild_ids: Iterable[int]) -> None:
+        now = time.monotonic()
+        self.handed_at.update((g, now) for g in guild_ids)
+
+    def settled(self, guild_id: int) -> bool:
+        return guild_id in self.confirmed or guild_id in self.back or guild_id not in self.handed_at
 
 
 def request_key(holder: str) -> str:
@@ -146,14 +164,14 @@ class Handover:
         batches = math.ceil(max(len(g) for g in by_holder.values()) / self.settings.handover_batch_size)
         wait = self.cog.settings.storage.lease_wait + batches * (self.settings.handover_pause
                                                                  + self.settings.handover_timeout)
-        self._spawn(self._watch())
+        self._spawn(self._follow())
         return asked, wait
 
     def kept(self, guild_id: int) -> bool:
         """Whether the old process said it keeps this guild (the handover stopped): stop waiting for it."""
         return guild_id in self._kept
 
-    async def _watch(self) -> None:
+    async def _follow(self) -> None:
         """Follow the journals of this process's requests: learn which guilds the old process keeps."""
         while self._requests:
             for request in list(self._requests):
@@ -221,28 +239,33 @@ class Handover:
         batches = [guilds[i : i + size] for i in range(0, len(guilds), size)]
         _log.info("handover: handing %d guild(s) over to %s in %d batch(es) of %d", len(guilds), request.to_name,
                   len(batches), size)
+        watch = _Watch()
         for number, batch in enumerate(batches, 1):
             if number > 1 and self.settings.handover_pause:
-                await asyncio.sleep(self.settings.handover_pause)
+                await self._watch(request, watch, self.settings.handover_pause)
             handed = [g for g in batch if await self._hand_over(g, request)]
             await self._record(request, [GuildDeployStatus(g, Step.handed_over, at=time.time(),
                                                            by=self.cog.deploy.name) for g in handed])
-            failed = await self._outcomes(request, handed)
-            for guild_id, why in failed.items():
-                await self._take_back(request, guild_id, why)
-            ratio = len(failed) / len(batch)
-            _log.info("handover: batch %d/%d: %d taken over, %d failed", number, len(batches),
-                      len(handed) - len(failed), len(failed))
-            if failed and ratio > self.settings.max_failure_ratio:
+            watch.hand(handed)
+            await self._watch(request, watch, self.settings.handover_timeout, until_settled=handed)
+            failed = [g for g in batch if g not in watch.confirmed]
+            _log.info("handover: batch %d/%d: %d taken over, %d failed or unconfirmed", number, len(batches),
+                      len(batch) - len(failed), len(failed))
+            if failed and len(failed) / len(batch) > self.settings.max_failure_ratio:
                 rest = [g for later in batches[number:] for g in later]
                 why = (f"{len(failed)} of {len(batch)} guilds of batch {number} failed in {request.to_name}, over "
                        f"deploy.max_failure_ratio ({self.settings.max_failure_ratio:g})")
                 _log.error("handover: stopped: %s; keeping %d guild(s) here", why, len(rest))
                 await self._record(request, [GuildDeployStatus(g, Step.kept, why, at=time.time(),
                                                                by=self.cog.deploy.name) for g in rest])
-                await self._withdraw(request)
-                return
-        _log.info("handover to %s finished", request.to_name)
+                break
+        # Guilds still unconfirmed are watched until they settle: each does, when the new process reports it or
+        # its lease runs out; a late failure is taken back, never left without an owner.
+        await self._watch(request, watch, math.inf, until_settled=watch.handed_at.keys())
+        # A new process killed during the handover loses its leases within a lease ttl: its guilds come back.
+        await self._watch(request, watch, self.leases.ttl + 1)
+        _log.info("handover to %s finished: %d taken over, %d taken back", request.to_name, len(watch.confirmed),
+                  len(watch.back))
         await self._withdraw(request)
 
     async def _hand_over(self, guild_id: int, request: HandoverRequest) -> bool:
@@ -260,39 +283,38 @@ class Handover:
         await self.leases.release(guild_id)
         return True
 
-    async def _outcomes(self, request: HandoverRequest, handed: Iterable[int]) -> dict[int, str]:
-        """Wait for the new process's report of each handed guild; return the failed ones with why.
-
-        A guild without a report whose lease is free again after half a lease ttl (the new process gave
-        it back, or died) counts as failed at once; after ``deploy.handover_timeout`` every guild
-        without a report does.
-        """
-        waiting = set(handed)
-        failed: dict[int, str] = {}
-        handed_at = time.monotonic()
-        deadline = handed_at + self.settings.handover_timeout
-        while waiting:
+    async def _watch(self, request: HandoverRequest, watch: _Watch, seconds: float,
+                     until_settled: Iterable[int] | None = None) -> None:
+        """For ``seconds`` (or until every guild of ``until_settled`` is settled): read the new process's
+        reports; take back each handed guild it reports failed, or whose lease is free again half a lease
+        ttl after it was handed (the new process gave it back, was killed, or ended its session)."""
+        deadline = time.monotonic() + seconds
+        targets = None if until_settled is None else set(until_settled)
+        while True:
             try:
                 entries = await _entries(self.manager, request.journal)
             except SonoraError:
                 entries = []
             for entry in entries:
-                if entry.guild_id in waiting and entry.step in (Step.taken_over, Step.handover_failed):
-                    waiting.discard(entry.guild_id)
-                    if entry.step is Step.handover_failed:
-                        failed[entry.guild_id] = entry.why or "its restore failed"
-            if not waiting:
-                break
-            if time.monotonic() - handed_at > self.leases.ttl / 2:
-                for status in await self._free(waiting):
-                    waiting.discard(status)
-                    failed[status] = f"{request.to_name} let it go without a report (stopped or killed?)"
-            if time.monotonic() > deadline:
-                for guild_id in waiting:
-                    failed[guild_id] = f"no report from {request.to_name} within {self.settings.handover_timeout:g}s"
-                break
-            await asyncio.sleep(_LOOK_EVERY)
-        return failed
+                if entry.guild_id in watch.handed_at and entry.guild_id not in watch.back:
+                    if entry.step is Step.taken_over:
+                        watch.confirmed.add(entry.guild_id)
+                    elif entry.step is Step.handover_failed and entry.guild_id not in watch.failed:
+                        watch.failed.add(entry.guild_id)
+            for guild_id in sorted(watch.failed - watch.back):
+                if await self._take_back(request, guild_id, "its restore failed there"):
+                    watch.back.add(guild_id)
+            late = [g for g, at in watch.handed_at.items()
+                    if g not in watch.back and time.monotonic() - at > self.leases.ttl / 2]
+            for guild_id in await self._free(late):
+                if await self._take_back(request, guild_id, f"{request.to_name} let it go (stopped or killed?)"):
+                    watch.back.add(guild_id)
+                    watch.confirmed.discard(guild_id)
+            if targets is not None and all(watch.settled(g) for g in targets):
+                return
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(max(0.0, min(_LOOK_EVERY, deadline - time.monotonic())))
 
     async def _free(self, guild_ids: Iterable[int]) -> list[int]:
         """The guilds among ``guild_ids`` whose lease this process could take now (it keeps them)."""
@@ -305,27 +327,34 @@ class Handover:
             pass
         return taken
 
-    async def _take_back(self, request: HandoverRequest, guild_id: int, why: str) -> None:
-        """Restore a guild the new process could not take, from the state handed over."""
+    async def _take_back(self, request: HandoverRequest, guild_id: int, why: str) -> bool:
+        """Restore a guild the new process could not take, from the state handed over; return whether this
+        process owns it again (``False``: the new process still holds its lease)."""
         status = await self.leases.acquire(guild_id, wait=self.leases.ttl + 5)
-        if not status.acquired:
-            _log.error("handover: guild %s failed in %s (%s) but its lease is held by %s; left there", guild_id,
-                       request.to_name, why, status.holder)
-            return
+        if not status.acquired:  # the new process still holds it: it is not ownerless
+            _log.error("handover: guild %s failed in %s (%s) but its lease is still held by %s; it stays there",
+                       guild_id, request.to_name, why, status.holder)
+            return False
         self.cog.owner.session(guild_id).apply(Event.reclaim, "taken back: the handover failed")
         guild = self.cog.bot.get_guild(guild_id)
         try:
             state = await self.manager.read_live(guild_id)
-            if guild is None or state is None:
-                raise RestoreError("the guild or its live record is gone")
+            if state is None:  # the session ended on purpose meanwhile: nothing to bring back
+                await self.leases.release(guild_id)
+                _log.info("handover: guild %s has no live record any more (its session ended); not taken back",
+                          guild_id)
+                return True
+            if guild is None:
+                raise RestoreError("the bot is not in this guild")
             report = await self.cog.restore(guild, state)
         except SonoraError as exc:
             _log.error("handover: guild %s could not be taken back: %s", guild_id, exc)
-            return
+            return True  # owned here (its lease), though not playing: said above
         _log.warning("handover: guild %s taken back (%s): %s", guild_id, why, report.status.value)
         self.cog._dispatch_report(report)
         await self._record(request, GuildDeployStatus(guild_id, Step.taken_back, why, at=time.time(),
                                                        by=self.cog.deploy.name))
+        return True
 
     async def _withdraw(self, request: HandoverRequest) -> None:
         try:

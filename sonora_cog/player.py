@@ -225,6 +225,7 @@ class SonoraPlayer(wavelink.Player):
         self.auto_queue = ObservedQueue(self.mark_dirty)
         self._extras = ObservedDict(self.mark_dirty)
         self._shuffle_enabled = False
+        self._lavalink_refused_voice = False
 
     @property
     def extras(self) -> dict[str, Any]:
@@ -351,9 +352,21 @@ class SonoraPlayer(wavelink.Player):
         return result
 
     async def disconnect(self, **kwargs: Any) -> None:
-        """Leave voice on purpose: the session ends and its live record is deleted (no rejoin)."""
+        """Leave voice on purpose: the session ends and its live record is deleted (no rejoin).
+
+        When wavelink itself disconnects because Lavalink refused the voice update, nothing was left on
+        purpose: the session and its live record stay (a restore that fails so reports it and keeps them).
+        """
         guild = self.guild
         owner = owner_of(self.client)
-        if guild is not None and owner is not None:
+        if guild is not None and owner is not None and not self._lavalink_refused_voice:
             owner.end(guild.id, "the bot left the voice channel")
         await super().disconnect(**kwargs)
+
+    async def _dispatch_voice_update(self) -> None:
+        # wavelink calls disconnect() when Lavalink refuses the voice update: that is not a session's end
+        self._lavalink_refused_voice = True
+        try:
+            await super()._dispatch_voice_update()
+        finally:
+            self._lavalink_refused_voice = False

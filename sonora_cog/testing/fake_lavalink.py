@@ -189,6 +189,7 @@ class FakeLavalink:
         self._playlists: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, dict[str, Any]] = {}
         self._injected: dict[str, list[tuple[int, str]]] = {}
+        self._broken_players: dict[str, frozenset[str]] = {}  # guild -> sessions where it still works
         self._requests: list[RecordedRequest] = []
         self._messages: list[tuple[str, dict[str, Any]]] = []
         self.request_counts: Counter[str] = Counter()
@@ -511,6 +512,15 @@ class FakeLavalink:
         """Make the next ``times`` requests to ``route`` (a :attr:`request_counts` key) fail with ``status``."""
         self._injected.setdefault(route, []).extend([(status, message)] * times)
 
+    def fail_player(self, guild_id: int | str, *, except_sessions: Iterable[str] = ()) -> None:
+        """Make every request for the guild's player fail with 500 (as Lavalink does when a player cannot be
+        created or updated), in every session but ``except_sessions``, until :meth:`heal_player`."""
+        self._broken_players[str(guild_id)] = frozenset(except_sessions)
+
+    def heal_player(self, guild_id: int | str) -> None:
+        """Undo :meth:`fail_player`."""
+        self._broken_players.pop(str(guild_id), None)
+
     # -- HTTP plumbing -------------------------------------------------------------------------------
 
     @web.middleware
@@ -541,6 +551,9 @@ class FakeLavalink:
             if injected := self._injected.get(key):
                 status, message = injected.pop(0)
                 raise _HttpError(status, message)
+            working = self._broken_players.get(request.match_info.get("guildId", ""))
+            if working is not None and request.match_info.get("sessionId") not in working:
+                raise _HttpError(500, "Injected player failure")
             response = await handler(request)
         except _HttpError as exc:
             response = _error_json(exc.status, exc.message, request)
