@@ -54,6 +54,15 @@ class DeployCommands(commands.Cog, name="SonoraDeploy"):
             raise commands.NotOwner("only the bot's owner can run sonora-deploy")
         return True
 
+    async def cog_command_error(self, ctx: commands.Context[commands.Bot], error: Exception) -> None:  # type: ignore[override]
+        if isinstance(error, commands.NotOwner):
+            await ctx.send("only the bot's owner can run sonora-deploy")
+        elif isinstance(error, commands.UserInputError):
+            await ctx.send(f"{error} (usage: sonora-deploy prepare [tag] | rollback <tag> [batch_size] [pause] | "
+                           "status <tag>)")
+        else:
+            raise error
+
     @commands.group(name="sonora-deploy", invoke_without_command=True)
     async def group(self, ctx: commands.Context[commands.Bot]) -> None:
         """Deploy tags: prepare, rollback, status."""

@@ -312,6 +312,23 @@ class MessagingMixin:
         self.sync_count += 1
         return stored
 
+    async def send_user_message(self, guild_id: int, channel_id: int, user_id: int, content: str) -> FakeMessage:
+        """A member writes ``content`` in a text channel: dispatch ``MESSAGE_CREATE`` as Discord does (for a
+        bot's prefix commands; the content reaches the bot when it holds the message content intent or is
+        mentioned, so mention it, as ``commands.when_mentioned`` expects)."""
+        guild = self.guilds[guild_id]
+        member = guild.members[user_id]
+        message = FakeMessage(self.snowflake(), channel_id, guild_id, member.user, content=content)
+        data = message.to_payload(self.base_url)
+        stub = member.to_payload()
+        stub.pop("user")
+        data["member"] = stub
+        if f"<@{self.bot_user.id}>" in content:
+            data["mentions"] = [self.bot_user.to_payload()]
+        await self.dispatch("MESSAGE_CREATE", data, guild_id=guild_id)
+        await self.notify()
+        return message
+
     def _new_message(
         self,
         channel_id: int,

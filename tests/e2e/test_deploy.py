@@ -10,9 +10,10 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 
-from conftest import manager_for
+from conftest import StartBot, manager_for
 
 from sonora_cog import deploy
+from sonora_cog.config import DeploySettings, SnapshotSettings
 from sonora_cog.demo import DemoScenario
 from sonora_cog.deploy import Step
 
@@ -138,3 +139,35 @@ async def test_rollback_with_no_bot_running_rewrites_the_live_records_and_the_ne
             assert [s.step for s in status] == [Step.restored] * 2
         finally:
             await manager.close()
+
+
+# -- in this process: the Python API and the owner-only text command ---------------------------------------
+
+
+async def test_python_api_and_the_owner_command(start_bot: StartBot) -> None:
+    running = await start_bot(snapshots=SnapshotSettings(debounce=0.1, auto_enabled=False),
+                              deploy=DeploySettings(owner_command=True, pause=0))
+    await running.play("clair de lune")
+    player = running.player()
+    assert player is not None
+    await player.set_volume(42)
+    results = await running.cog.deploy.prepare("v9")  # writes the live state first: the tag has volume 42
+    assert [(r.guild_id, r.step) for r in results] == [(running.guild.id, Step.snapshotted)]
+    await player.set_volume(90)
+
+    rolled = await running.cog.deploy.rollback("v9", batch_size=1, pause=0)
+    assert [(r.guild_id, r.step) for r in rolled] == [(running.guild.id, Step.rolled_back)]
+    lavalink = running.lavalink_player()
+    assert lavalink is not None and lavalink.volume == 42
+
+    fake, world = running.fake, running.world.world
+    mention = f"<@{fake.bot_user.id}>"
+    stranger = world.user
+    await fake.send_user_message(world.guild.id, world.text.id, stranger.id, f"{mention} sonora-deploy status v9")
+    refused = await fake.wait_for_message(world.text.id, lambda m: "owner" in m.content)
+    assert "only the bot's owner" in refused.content
+    fake.owner_id = stranger.id  # now they own the bot (the application's owner)
+    running.bot.owner_id = None
+    await fake.send_user_message(world.guild.id, world.text.id, stranger.id, f"{mention} sonora-deploy status v9")
+    answer = await fake.wait_for_message(world.text.id, lambda m: m.content.startswith("v9:"))
+    assert "1 rolled back" in answer.content and str(running.guild.id) in answer.content
