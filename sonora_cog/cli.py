@@ -255,11 +255,7 @@ async def _rekey_one(manager: SessionManager, ref: RecordRef) -> str:
     ``changing`` (rewritten by another writer each of three times it was read) or ``failed`` (said on stderr)."""
     for _attempt in range(3):
         try:
-            data = (
-                await manager.store.get_live(ref.guild_id)
-                if ref.snapshot_id is None
-                else await manager.store.load(ref.guild_id, ref.snapshot_id)
-            )
+            data = await manager.read_ref(ref)
             if data is None:
                 return "skipped"
             await manager.store.replace(ref, await asyncio.to_thread(manager.codec.reencode, data), expected=data)

@@ -38,7 +38,7 @@ from .errors import (
 from .fit import fit_to_limits, read_limits, shrink
 from .meta import SnapshotKind, SnapshotMeta, new_snapshot_id, validate_label, validate_snapshot_id
 from .model import SessionState
-from .store.base import SnapshotStore
+from .store.base import RecordRef, SnapshotStore
 
 if TYPE_CHECKING:
     import wavelink
@@ -482,16 +482,18 @@ class SessionManager:
 
     # -- whole-store checks -------------------------------------------------------------------------
 
+    async def read_ref(self, ref: RecordRef) -> bytes | None:
+        """The bytes of a record :meth:`SnapshotStore.scan` yielded (``None``: a live record removed meanwhile)."""
+        if ref.snapshot_id is None:
+            return await self.store.get_live(ref.guild_id)
+        return await self.store.load(ref.guild_id, ref.snapshot_id)
+
     async def validate_all(self) -> list[ValidationResult]:
         """Decode every record in the store (live and snapshots) and report each one's outcome."""
         results: list[ValidationResult] = []
         async for ref in self.store.scan():
             try:
-                data = (
-                    await self.store.get_live(ref.guild_id)
-                    if ref.snapshot_id is None
-                    else await self.store.load(ref.guild_id, ref.snapshot_id)
-                )
+                data = await self.read_ref(ref)
                 if data is None:
                     raise SnapshotNotFound("record vanished while validating")
                 meta, state = await self._decode(data)

@@ -47,6 +47,17 @@ def track_sent_at(demo: DemoScenario, since: float) -> dict[int, float]:
     return first
 
 
+async def play_and_prepare(demo: DemoScenario, tag: str) -> dict[int, int | None]:
+    """Every guild plays; ``deploy prepare`` tags it; return each guild's volume at the tag."""
+    await demo.play_everywhere()
+    await demo.wait_saved()
+    tagged = volumes(demo)
+    code, out = await cli(demo, "prepare", "--tag", tag)
+    assert code == 0, out
+    assert f"deploy tag {tag}: {demo.guild_count} snapshotted" in out
+    return tagged
+
+
 async def change_everything(demo: DemoScenario) -> None:
     for index in range(demo.guild_count):
         await demo.command(index, "volume", value=13)
@@ -58,12 +69,7 @@ async def test_rollback_with_the_bot_running_goes_in_paced_batches(
     scenario: Callable[..., AsyncIterator[DemoScenario]],
 ) -> None:
     async with scenario(guilds=4, extra_config=DEPLOY_CONFIG) as demo:
-        await demo.play_everywhere()
-        await demo.wait_saved()
-        tagged = volumes(demo)
-        code, out = await cli(demo, "prepare", "--tag", "v1.0")
-        assert code == 0, out
-        assert "deploy tag v1.0: 4 snapshotted" in out
+        tagged = await play_and_prepare(demo, "v1.0")
         await change_everything(demo)
         assert set(volumes(demo).values()) == {13}
 
@@ -94,11 +100,7 @@ async def test_a_guild_whose_channel_is_gone_is_reported_and_the_others_roll_bac
     scenario: Callable[..., AsyncIterator[DemoScenario]],
 ) -> None:
     async with scenario(guilds=2, extra_config=DEPLOY_CONFIG) as demo:
-        await demo.play_everywhere()
-        await demo.wait_saved()
-        tagged = volumes(demo)
-        code, out = await cli(demo, "prepare", "--tag", "v2")
-        assert code == 0, out
+        tagged = await play_and_prepare(demo, "v2")
         await change_everything(demo)
         gone_guild, _text, gone_voice, _user = demo.world[1]
         await demo.discord.delete_channel(gone_guild.id, gone_voice.id)
@@ -117,11 +119,7 @@ async def test_rollback_with_no_bot_running_rewrites_the_live_records_and_the_ne
     scenario: Callable[..., AsyncIterator[DemoScenario]],
 ) -> None:
     async with scenario(guilds=2, extra_config=DEPLOY_CONFIG) as demo:
-        await demo.play_everywhere()
-        await demo.wait_saved()
-        tagged = volumes(demo)
-        code, out = await cli(demo, "prepare", "--tag", "v3")
-        assert code == 0, out
+        tagged = await play_and_prepare(demo, "v3")
         await change_everything(demo)
         await demo.bot.stop()  # a graceful stop: the process says it is gone
         code, out = await cli(demo, "rollback", "v3")
