@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Iterable
 from types import FrameType
 from typing import Any
@@ -31,6 +32,8 @@ from .deployer import DeployController
 from .errors import StoreError
 from .jobs import build_scheduler
 from .manager import SessionManager
+from .metrics import Metrics
+from .outcomes import RestorePath
 from .owner import SessionOwner
 from .player import SonoraPlayer
 from .recovery import RecoveryMixin
@@ -61,6 +64,9 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         A ready :class:`~sonora_cog.manager.SessionManager` (built from the settings when omitted).
     player_cls:
         The player class used when sonora_cog itself joins a channel to restore a session.
+    metrics_registry:
+        The ``prometheus_client.CollectorRegistry`` to register the metrics in when ``[metrics] enabled``
+        (default: prometheus_client's ``REGISTRY``). See the README's "Metrics".
 
     Attributes
     ----------
@@ -68,6 +74,9 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         The :class:`~sonora_cog.owner.SessionOwner` of every guild's session in this process.
     deploy:
         The :class:`~sonora_cog.deployer.DeployController`: deploy tags and rollbacks.
+    metrics:
+        The :class:`~sonora_cog.metrics.Metrics` (a no-op unless ``[metrics] enabled``); its ``registry``
+        holds the metrics.
 
     .. versionadded:: 0.1
     """
@@ -79,10 +88,15 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         settings: Settings | None = None,
         manager: SessionManager | None = None,
         player_cls: type[wavelink.Player] = SonoraPlayer,
+        metrics_registry: Any = None,
     ) -> None:
         self.bot = bot
         self.settings = settings or (manager.settings if manager is not None else load_settings())
+        #: Prometheus metrics (:class:`~sonora_cog.metrics.Metrics`; a no-op unless ``[metrics] enabled``).
+        self.metrics = Metrics(self.settings.metrics, registry=metrics_registry)
         self.manager = manager or SessionManager(self.settings)
+        self.manager.metrics = self.metrics  # its writes and store errors are this cog's
+
         self.player_cls = player_cls
         self.owner = SessionOwner(bot, self.manager)
         #: Deploy tags and rollbacks (:class:`~sonora_cog.deployer.DeployController`).
@@ -114,6 +128,8 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         async with contextlib.AsyncExitStack() as stack:
             self.owner.attach()
             stack.callback(self.owner.detach)
+            await self.metrics.open(self.manager.store)
+            stack.push_async_callback(self.metrics.close)
             self.owner.leases.start()
             stack.push_async_callback(self._close_leases)
             stack.push_async_callback(self._cancel_tasks)
@@ -250,6 +266,10 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
             _done, late = await asyncio.wait(leaving, timeout=HANDOVER_GRACE)
             for task in late:
                 task.cancel()
+
+    def _observe_restore(self, report: RestoreReport, path: RestorePath, started: float | None = None) -> None:
+        """Count one guild's restore in the metrics (never raises)."""
+        self.metrics.restore(report, path, None if started is None else time.monotonic() - started)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -176,6 +176,7 @@ class SessionWriter:
         """
         from .player import SonoraPlayer
 
+        measured = self.manager.metrics.checkpoint_started()
         players = self.players()
         reporting: list[int] = []
         compare: set[int] = set()
@@ -198,6 +199,7 @@ class SessionWriter:
                 await self.manager.write_heartbeat(self.key)
             except SonoraError as exc:
                 _log.error("could not write the checkpoint heartbeat: %s", exc)
+        measured.finish()
         return len(written)
 
     def _sweep(self, guild_ids: list[int]) -> set[int]:
