@@ -28,6 +28,7 @@ import wavelink
 from discord.ext import commands
 
 from .config import Settings, load_settings
+from .deploy import process_name
 from .deployer import DeployController
 from .errors import StoreError
 from .jobs import build_scheduler
@@ -38,6 +39,7 @@ from .owner import SessionOwner
 from .player import SonoraPlayer
 from .recovery import RecoveryMixin
 from .restore import RestoreReport, TokenBucket
+from .restore_history import RestoreRecorder
 from .resume import resume_sessions
 
 __all__ = ("COG_NAME", "SonoraCog")
@@ -77,6 +79,9 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
     metrics:
         The :class:`~sonora_cog.metrics.Metrics` (a no-op unless ``[metrics] enabled``); its ``registry``
         holds the metrics.
+    restore_history:
+        The :class:`~sonora_cog.restore_history.RestoreRecorder` that appends this process's restores to
+        the store's history (``snapshots stats``).
 
     .. versionadded:: 0.1
     """
@@ -96,7 +101,8 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         self.metrics = Metrics(self.settings.metrics, registry=metrics_registry)
         self.manager = manager or SessionManager(self.settings)
         self.manager.metrics = self.metrics  # its writes and store errors are this cog's
-
+        #: This process's restores, appended to the store's history (``snapshots stats``).
+        self.restore_history = RestoreRecorder(self.manager, by=process_name())
         self.player_cls = player_cls
         self.owner = SessionOwner(bot, self.manager)
         #: Deploy tags and rollbacks (:class:`~sonora_cog.deployer.DeployController`).
@@ -130,6 +136,7 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
             stack.callback(self.owner.detach)
             await self.metrics.open(self.manager.store)
             stack.push_async_callback(self.metrics.close)
+            stack.push_async_callback(self.restore_history.close)
             self.owner.leases.start()
             stack.push_async_callback(self._close_leases)
             stack.push_async_callback(self._cancel_tasks)
@@ -268,8 +275,9 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
                 task.cancel()
 
     def _observe_restore(self, report: RestoreReport, path: RestorePath, started: float | None = None) -> None:
-        """Count one guild's restore in the metrics (never raises)."""
+        """Count one guild's restore in the metrics and the store's restore history (never raises)."""
         self.metrics.restore(report, path, None if started is None else time.monotonic() - started)
+        self.restore_history.record(report, path)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
