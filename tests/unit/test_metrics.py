@@ -336,3 +336,17 @@ async def test_a_port_in_use_is_logged_and_the_metrics_stay_in_the_registry(
     observer.record_written("manual", 5)
     assert sample(registry, "sonora_records_written_total", kind="manual") == 1.0
     await observer.close()
+
+
+async def test_the_readme_lists_every_metric_and_label_value(metrics: Metrics, registry: CollectorRegistry) -> None:
+    from sonora_cog.outcomes import REASONS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Metrics"):readme.index("## Guarantees")]
+    names = {m.name for m in registry.collect()}
+    assert names
+    for name in names:
+        exposed = f"{name}_total" if f"`{name}_total`" in section else name
+        assert f"`{exposed}`" in section, name
+    for value in [*REASONS, *(p.value for p in RestorePath), *(o.value for o in HandoverOutcome)]:
+        assert f"`{value}`" in section, value
