@@ -347,8 +347,12 @@ class RecoveryMixin:
         except (TimeoutError, discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
             _log.warning("leaving voice in guild %s failed (%r); going on", guild.id, exc)
 
-    def _dispatch_report(self, report: RestoreReport, path: RestorePath, started: float | None = None) -> None:
-        self._observe_restore(report, path, started)
+    def _dispatch_report(
+        self, report: RestoreReport, path: RestorePath | None = None, started: float | None = None
+    ) -> None:
+        """Tell the bot how a restore went; with ``path``, count it too (``restore()`` counts its own)."""
+        if path is not None:
+            self._observe_restore(report, path, started)
         if report.ok:
             self.bot.dispatch("sonora_session_restored", report)
         elif report.status is not RestoreStatus.skipped:
