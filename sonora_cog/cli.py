@@ -39,6 +39,8 @@ from .deploy import prune_journals
 from .errors import ConfigError, RecordChanged, SnapshotNotFound, SnapshotTooLarge, SonoraError
 from .manager import SessionManager
 from .meta import SnapshotMeta
+from .restore_history import RestoreHistory, read_history
+from .restore_history import prune_journals as prune_restore_journals
 from .store.base import RecordRef
 
 __all__ = ("main",)
@@ -172,8 +174,10 @@ async def cmd_prune(manager: SessionManager, args: argparse.Namespace) -> int:
     removed = await manager.store.prune(max_per_guild=per_guild, max_age_days=days,
                                         keep_deploy_tags=manager.settings.deploy.keep_tags)
     journals = await prune_journals(manager, days)
+    history_days = await prune_restore_journals(manager, days)
     if args.json:
-        _print_json({"removed": [_meta_json(m) for m in removed], "deploy_journals_removed": journals})
+        _print_json({"removed": [_meta_json(m) for m in removed], "deploy_journals_removed": journals,
+                     "restore_history_days_removed": history_days})
     else:
         for m in removed:
             _out.print(f"removed {m.id} (guild {m.guild_id}, {m.kind.value})")
@@ -182,6 +186,8 @@ async def cmd_prune(manager: SessionManager, args: argparse.Namespace) -> int:
                    f"the pre-deploy snapshots of the newest {kept} deploy tags are kept)")
         if journals:
             _out.print(f"{journals} journals of old deploy tags removed")
+        if history_days:
+            _out.print(f"the restore history of {history_days} old days removed")
     return EXIT_OK
 
 
@@ -274,11 +280,13 @@ async def _rekey_one(manager: SessionManager, ref: RecordRef) -> str:
 
 async def cmd_stats(manager: SessionManager, args: argparse.Namespace) -> int:
     a = await manager.analyze()
+    history = await read_history(manager, failures=args.failures)
     if args.json:
         _print_json({
             "total_snapshots": a.total_snapshots, "live_records": a.live_records,
             "per_guild": {str(k): v for k, v in a.per_guild.items()}, "by_kind": dict(a.by_kind),
             "total_bytes": a.total_bytes, "average_size": a.average_size, "oldest": a.oldest, "newest": a.newest,
+            "restores": history.to_json(),
         })
         return EXIT_OK
     now = time.time()
@@ -291,8 +299,35 @@ async def cmd_stats(manager: SessionManager, args: argparse.Namespace) -> int:
     table.add_row("average size", f"{a.average_size:,.0f} B")
     table.add_row("oldest", _age(a.oldest, now) if a.oldest else "-")
     table.add_row("newest", _age(a.newest, now) if a.newest else "-")
+    _add_restore_rows(table, history, now)
     _out.print(table)
+    if history.failures:
+        failures = Table(title=f"last {len(history.failures)} failed restores")
+        for column in ("when", "guild", "path", "outcome", "reason"):
+            failures.add_column(column)
+        for f in history.failures:
+            failures.add_row(_age(f.at, now), str(f.guild_id), f.path, f.outcome.replace("_", " "),
+                             f.detail or f.reason)
+        _out.print(failures)
+    for name, why in sorted(history.unreadable.items()):
+        _err.print(f"[yellow]restore history {name} not read[/yellow]: {why}")
     return EXIT_OK
+
+
+def _add_restore_rows(table: Table, history: RestoreHistory, now: float) -> None:
+    """The restore history's rows of ``snapshots stats`` (from the store's ``restores-*`` journals)."""
+    if not history.total:
+        table.add_row("restores", "none recorded")
+        return
+    since = _age(history.first, now) if history.first is not None else "?"
+    outcomes = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in history.by_outcome().items() if v)
+    table.add_row("restores", f"{history.total} since {since} ({outcomes})")
+    for path, counts in history.by_path().items():
+        table.add_row(f"  {path}", ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()))
+    for outcome, title in (("skipped", "skip reasons"), ("failed", "failure reasons"), ("rolled_back", "rolled back")):
+        reasons = history.by_reason(outcome)
+        if reasons:
+            table.add_row(title, ", ".join(f"{k}: {v}" for k, v in reasons.items()))
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -384,7 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE.json")
     p.add_argument("--guild", type=int, metavar="ID", help="refuse the file unless it belongs to this guild")
     sub.add_parser("rekey", parents=[common], help="re-encrypt every record with the current key")
-    sub.add_parser("stats", parents=[common], help="totals, sizes, oldest and newest")
+    p = sub.add_parser("stats", parents=[common], help="totals, sizes, oldest and newest; restores by outcome and path")
+    p.add_argument("--failures", type=_non_negative(int), default=5, metavar="N",
+                   help="show the last N failed restores with their reason (default 5)")
     p = sub.add_parser("migrate", help="copy every record to another store (filesystem <-> Redis), check counts")
     p.add_argument("--config", metavar="FILE", help="config file (Redis password variable, prefix, timeouts)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Iterable
 from types import FrameType
 from typing import Any
@@ -27,15 +28,19 @@ import wavelink
 from discord.ext import commands
 
 from .config import Settings, load_settings
+from .deploy import process_name
 from .deployer import DeployController
 from .errors import StoreError
 from .handover import Handover
 from .jobs import build_scheduler
 from .manager import SessionManager
+from .metrics import Metrics
+from .outcomes import RestorePath
 from .owner import SessionOwner
 from .player import SonoraPlayer
 from .recovery import RecoveryMixin
 from .restore import RestoreReport, TokenBucket
+from .restore_history import RestoreRecorder
 from .resume import resume_sessions
 
 __all__ = ("COG_NAME", "SonoraCog")
@@ -62,6 +67,9 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         A ready :class:`~sonora_cog.manager.SessionManager` (built from the settings when omitted).
     player_cls:
         The player class used when sonora_cog itself joins a channel to restore a session.
+    metrics_registry:
+        The ``prometheus_client.CollectorRegistry`` to register the metrics in when ``[metrics] enabled``
+        (default: prometheus_client's ``REGISTRY``). See the README's "Metrics".
 
     Attributes
     ----------
@@ -69,6 +77,12 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         The :class:`~sonora_cog.owner.SessionOwner` of every guild's session in this process.
     deploy:
         The :class:`~sonora_cog.deployer.DeployController`: deploy tags and rollbacks.
+    metrics:
+        The :class:`~sonora_cog.metrics.Metrics` (a no-op unless ``[metrics] enabled``); its ``registry``
+        holds the metrics.
+    restore_history:
+        The :class:`~sonora_cog.restore_history.RestoreRecorder` that appends this process's restores to
+        the store's history (``snapshots stats``).
 
     .. versionadded:: 0.1
     """
@@ -80,10 +94,16 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         settings: Settings | None = None,
         manager: SessionManager | None = None,
         player_cls: type[wavelink.Player] = SonoraPlayer,
+        metrics_registry: Any = None,
     ) -> None:
         self.bot = bot
         self.settings = settings or (manager.settings if manager is not None else load_settings())
+        #: Prometheus metrics (:class:`~sonora_cog.metrics.Metrics`; a no-op unless ``[metrics] enabled``).
+        self.metrics = Metrics(self.settings.metrics, registry=metrics_registry)
         self.manager = manager or SessionManager(self.settings)
+        self.manager.metrics = self.metrics  # its writes and store errors are this cog's
+        #: This process's restores, appended to the store's history (``snapshots stats``).
+        self.restore_history = RestoreRecorder(self.manager, by=process_name())
         self.player_cls = player_cls
         self.owner = SessionOwner(bot, self.manager)
         #: Deploy tags and rollbacks (:class:`~sonora_cog.deployer.DeployController`).
@@ -117,6 +137,9 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         async with contextlib.AsyncExitStack() as stack:
             self.owner.attach()
             stack.callback(self.owner.detach)
+            await self.metrics.open(self.manager.store)
+            stack.push_async_callback(self.metrics.close)
+            stack.push_async_callback(self.restore_history.close)
             self.owner.leases.start()
             stack.push_async_callback(self._close_leases)
             stack.push_async_callback(self._cancel_tasks)
@@ -254,6 +277,11 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
             _done, late = await asyncio.wait(leaving, timeout=HANDOVER_GRACE)
             for task in late:
                 task.cancel()
+
+    def _observe_restore(self, report: RestoreReport, path: RestorePath, started: float | None = None) -> None:
+        """Count one guild's restore in the metrics and the store's restore history (never raises)."""
+        self.metrics.restore(report, path, None if started is None else time.monotonic() - started)
+        self.restore_history.record(report, path)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -26,6 +26,7 @@ __all__ = (
     "DeploySettings",
     "EncryptionSettings",
     "LimitSettings",
+    "MetricsSettings",
     "RestoreSettings",
     "Secret",
     "Settings",
@@ -271,6 +272,18 @@ class DeploySettings:
     max_failure_ratio: float = 0.5
 
 
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``[metrics]``: Prometheus metrics (needs ``sonora-cog[metrics]``; see the README's "Metrics").
+
+    .. versionadded:: 0.3
+    """
+
+    enabled: bool = False
+    port: int = 0
+    address: str = "127.0.0.1"
+
+
 _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
     "storage": {
         "backend": (_choice("filesystem", "redis"), "where records live: a directory, or a shared Redis"),
@@ -365,6 +378,14 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "handover_timeout": (_positive_seconds, "seconds the old process waits for the new one to report a batch"),
         "max_failure_ratio": (_ratio, "stop the handover when more than this share of a batch fails"),
     },
+    "metrics": {
+        "enabled": (_boolean, "collect Prometheus metrics; needs sonora-cog[metrics] (off: nothing is collected)"),
+        "port": (
+            _int_range(0, 65535),
+            "serve /metrics over HTTP on this port; 0 = do not serve, only register in the bot's registry",
+        ),
+        "address": (_text, "address the /metrics server binds to (0.0.0.0 for every interface)"),
+    },
 }
 
 _SECTIONS: dict[str, type] = {
@@ -375,6 +396,7 @@ _SECTIONS: dict[str, type] = {
     "restore": RestoreSettings,
     "commands": CommandSettings,
     "deploy": DeploySettings,
+    "metrics": MetricsSettings,
 }
 
 
@@ -392,6 +414,7 @@ class Settings:
     restore: RestoreSettings = field(default_factory=RestoreSettings)
     commands: CommandSettings = field(default_factory=CommandSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     #: Where the settings came from (a file path, or ``"defaults"``).
     source: str = "defaults"
     #: The current encryption key and older ones, read from the environment variables named above.

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import deploy
 from .deploy import DeployRequest, GuildDeployStatus, Step
 from .errors import GuildNotOwned, RestoreError, SonoraError
+from .outcomes import RestorePath
 
 if TYPE_CHECKING:
     from .cog import SonoraCog
@@ -138,6 +139,8 @@ class DeployController:
             outcomes = await asyncio.gather(*(self._rollback_one(tag, g, snapshots.get(g), request) for g in batch))
             done = [o for o in outcomes if o is not None]
             results.extend(done)
+            self.cog.metrics.deploy_rollback(sum(o.step is Step.rolled_back for o in done),
+                                             sum(o.step.failed for o in done))
             try:
                 await deploy.record(self.manager, tag, done)
             except SonoraError as exc:
@@ -160,7 +163,8 @@ class DeployController:
             return result(Step.rollback_failed, "the bot is not in this guild")
         try:
             state = await self.manager.load_snapshot(meta.id, guild_id)
-            report = await self.cog.restore(guild, state, pre_restore_label=f"before rollback to {tag}"[:100])
+            report = await self.cog.restore(guild, state, pre_restore_label=f"before rollback to {tag}"[:100],
+                                            path=RestorePath.deploy_rollback)
         except GuildNotOwned:
             return None  # another process holds it and serves the request there
         except (RestoreError, SonoraError) as exc:

@@ -37,6 +37,7 @@ from .errors import (
 )
 from .fit import fit_to_limits, read_limits, shrink
 from .meta import SnapshotKind, SnapshotMeta, new_snapshot_id, validate_label, validate_snapshot_id
+from .metrics import Metrics
 from .model import SessionState
 from .store.base import RecordRef, SnapshotStore
 
@@ -130,6 +131,9 @@ class SessionManager:
         Loaded settings (defaults when omitted).
     store, codec:
         Override the store or codec the settings describe (tests, custom backends).
+    metrics:
+        The :class:`~sonora_cog.metrics.Metrics` its writes and store errors are reported to (off when
+        omitted; the cog gives its manager ``cog.metrics``).
 
     .. versionadded:: 0.1
     """
@@ -140,8 +144,11 @@ class SessionManager:
         *,
         store: SnapshotStore | None = None,
         codec: Codec | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        #: Where writes and store errors are reported (:class:`~sonora_cog.metrics.Metrics`; off by default).
+        self.metrics = metrics or Metrics()
         self._store = store
         self.codec = codec or build_codec(self.settings)
         self.limits = self.settings.limits.to_limits()
@@ -265,7 +272,9 @@ class SessionManager:
         chosen = validate_label(label) if label is not None else validate_label(snapshot.label)
         state = replace(snapshot, kind=kind, label=chosen)
         data, meta = await self._encode(state, new_snapshot_id(state.created_at))
-        await self.store.save(meta, data)
+        with self.metrics.store_operation("save"):
+            await self.store.save(meta, data)
+        self.metrics.record_written(kind, len(data))
         _log.info("saved %s snapshot %s for guild %s", kind.value, meta.id, meta.guild_id)
         return meta.with_size(len(data))
 
@@ -283,7 +292,8 @@ class SessionManager:
             exception for why.
         """
         validate_snapshot_id(snapshot_id)
-        data = await self.store.load(guild_id, snapshot_id)
+        with self.metrics.store_operation("load"):
+            data = await self.store.load(guild_id, snapshot_id)
         meta, state = await self._decode(data)
         if state.guild_id != guild_id or meta.guild_id != guild_id:
             raise ForeignGuildError(
@@ -295,7 +305,8 @@ class SessionManager:
 
     async def list_snapshots(self, guild_id: int | None = None) -> list[SnapshotMeta]:
         """Snapshots newest first (one guild's, or every guild's), read from headers only."""
-        return await self.store.list(guild_id)
+        with self.metrics.store_operation("list"):
+            return await self.store.list(guild_id)
 
     async def delete_snapshot(self, snapshot_id: str, guild_id: int) -> None:
         """Delete one of ``guild_id``'s snapshots; :class:`SnapshotNotFound` if it does not exist."""
@@ -321,12 +332,13 @@ class SessionManager:
 
     async def apply_retention(self, now: float | None = None) -> list[SnapshotMeta]:
         """Apply both retention rules (count per guild, age) and return what was deleted."""
-        return await self.store.prune(
-            max_per_guild=self.settings.snapshots.max_snapshots_per_guild,
-            max_age_days=self.settings.snapshots.max_age_days,
-            now=now,
-            keep_deploy_tags=self.settings.deploy.keep_tags,
-        )
+        with self.metrics.store_operation("prune"):
+            return await self.store.prune(
+                max_per_guild=self.settings.snapshots.max_snapshots_per_guild,
+                max_age_days=self.settings.snapshots.max_age_days,
+                now=now,
+                keep_deploy_tags=self.settings.deploy.keep_tags,
+            )
 
     async def analyze(self) -> StoreAnalysis:
         """Totals over the whole store: snapshots per guild and kind, sizes, oldest and newest."""
@@ -388,7 +400,9 @@ class SessionManager:
         for existing in await self.store.list(state.guild_id):
             if existing.content_hash == meta.content_hash:
                 raise DuplicateSnapshot(f"this content is already stored as snapshot {existing.id}")
-        await self.store.save(meta, data)
+        with self.metrics.store_operation("save"):
+            await self.store.save(meta, data)
+        self.metrics.record_written(SnapshotKind.imported, len(data))
         return meta.with_size(len(data))
 
     # -- live records -------------------------------------------------------------------------------
@@ -396,7 +410,9 @@ class SessionManager:
     async def write_live(self, state: SessionState) -> SnapshotMeta:
         """Overwrite the guild's live (crash-recovery) record with ``state``."""
         data, meta = await self._encode(replace(state, kind=SnapshotKind.live), _LIVE_ID)
-        await self.store.put_live(state.guild_id, data)
+        with self.metrics.store_operation("put_live"):
+            await self.store.put_live(state.guild_id, data)
+        self.metrics.record_written(SnapshotKind.live, len(data))
         return meta.with_size(len(data))
 
     async def read_live(self, guild_id: int, *, quarantine: bool = True) -> SessionState | None:
@@ -409,7 +425,8 @@ class SessionManager:
         format) is left where it is and the error raised: fix the configuration and it is read again.
         """
         try:
-            data = await self.store.get_live(guild_id)  # an oversized record is refused before it is read
+            with self.metrics.store_operation("get_live"):
+                data = await self.store.get_live(guild_id)  # an oversized record is refused before it is read
             if data is None:
                 return None
             _meta, state = await self._decode(data)
@@ -427,12 +444,14 @@ class SessionManager:
 
     async def end_live(self, guild_id: int) -> bool:
         """Delete the guild's live record: the session ended on purpose and must not come back."""
-        return await self.store.delete_live(guild_id)
+        with self.metrics.store_operation("delete_live"):
+            return await self.store.delete_live(guild_id)
 
     async def write_heartbeat(self, owner: str, at: float | None = None) -> None:
         """Record that ``owner`` (one bot process's shards) was alive and checkpointing at ``at``."""
         record = {"at": time.time() if at is None else at}
-        await self.store.put_aux(_owner_key("heartbeat", owner), orjson.dumps(record))
+        with self.metrics.store_operation("put_aux"):
+            await self.store.put_aux(_owner_key("heartbeat", owner), orjson.dumps(record))
 
     async def read_heartbeat(self, owner: str) -> float | None:
         """When ``owner`` last checkpointed (Unix seconds), or ``None``; a damaged value reads as ``None``."""
@@ -478,7 +497,8 @@ class SessionManager:
 
     async def live_guilds(self) -> list[int]:
         """Guilds that have a live record."""
-        return await self.store.live_guilds()
+        with self.metrics.store_operation("live_guilds"):
+            return await self.store.live_guilds()
 
     # -- whole-store checks -------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from .lease import LeaseStatus
 from .manager import SessionManager
 from .meta import SnapshotKind
 from .model import SessionState
+from .outcomes import RestorePath
 from .owner import SessionOwner
 from .restore import (
     ALL_PARTS,
@@ -71,6 +72,8 @@ class RecoveryMixin:
     #: Per configuration problem (a key that is not configured...), how many live records it kept from restoring.
     _unreadable: dict[str, int]
     _spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]  # provided by the cog
+    #: Count a restore in the metrics and the restore history (``started``: its ``time.monotonic()``).
+    _observe_restore: Callable[[RestoreReport, RestorePath, float | None], None]  # provided by the cog
 
     async def _find_startup_guilds(self) -> None:
         """List the owned guilds with a live record and hold them (``pending``) until they are restored."""
@@ -151,7 +154,7 @@ class RecoveryMixin:
                 reason = error or f"another process owns this guild ({lease.holder if lease else '?'})"
                 self.owner.lose(guild_id, reason)
                 report = RestoreReport(guild_id, RestoreStatus.skipped, reason=reason)
-                self._dispatch_report(report)
+                self._dispatch_report(report, RestorePath.startup)
             if not report.adopted:
                 await self._drop_ghost(ghosts, guild_id, report.reason or "it was restored")
             done += 1
@@ -209,7 +212,8 @@ class RecoveryMixin:
         return await self._restore_from_record(guild_id, "startup restore", ghost=ghost, stray=stray)
 
     async def _restore_from_record(
-        self, guild_id: int, why: str, *, ghost: Ghost | None = None, stray: Ghost | None = None
+        self, guild_id: int, why: str, *, ghost: Ghost | None = None, stray: Ghost | None = None,
+        path: RestorePath = RestorePath.startup,
     ) -> RestoreReport:
         """Restore one guild from its live record, inside its ``restoring`` phase.
 
@@ -217,12 +221,13 @@ class RecoveryMixin:
         recorded track); ``stray`` its player on the previous process's session that another process
         resumed (destroyed before this process plays the guild).
         """
+        started = time.monotonic()
         try:
             async with self.owner.restoring(guild_id, why):
                 report = await self._restore_record_held(guild_id, ghost, stray)
         except RestoreError as exc:
             report = RestoreReport(guild_id, RestoreStatus.skipped, reason=str(exc))
-        self._dispatch_report(report)
+        self._dispatch_report(report, path, started)
         return report
 
     async def _restore_record_held(self, guild_id: int, ghost: Ghost | None, stray: Ghost | None) -> RestoreReport:
@@ -264,6 +269,7 @@ class RecoveryMixin:
         parts: Iterable[str] = ALL_PARTS,
         backup: SessionState | None = None,
         pre_restore_label: str | None = None,
+        path: RestorePath = RestorePath.command,
     ) -> RestoreReport:
         """Restore ``state`` in ``guild`` now (paced; the guild is ``restoring`` while it runs).
 
@@ -278,6 +284,8 @@ class RecoveryMixin:
         pre_restore_label:
             When given and something plays, it is saved first as a ``pre-restore`` snapshot with this
             label and used as the backup (``report.backup`` is its metadata).
+        path:
+            How the restore is counted in the metrics and the restore history.
 
         Raises
         ------
@@ -288,6 +296,7 @@ class RecoveryMixin:
         RestoreError
             The bot is shutting down.
         """
+        started = time.monotonic()
         async with self.owner.restoring(guild.id, "a restore was asked for"):
             meta = None
             if pre_restore_label is not None:
@@ -297,6 +306,7 @@ class RecoveryMixin:
                     backup = current
             report = await self._restore_held(guild, state, parts, backup, None)
             report.backup = meta
+        self._observe_restore(report, path, started)
         return report
 
     async def _restore_held(
@@ -317,11 +327,14 @@ class RecoveryMixin:
         player = self.owner.player(guild.id)
         return self.owner.capture(player, kind) if player is not None else None
 
-    async def rebuild(self, player: wavelink.Player, reason: str) -> RestoreReport | None:
+    async def rebuild(
+        self, player: wavelink.Player, reason: str, path: RestorePath = RestorePath.node_reconnect
+    ) -> RestoreReport | None:
         """Rebuild a player whose Lavalink side or voice connection was lost, from its own state."""
         guild = player.guild
         if guild is None:
             return None
+        started = time.monotonic()
         try:
             async with self.owner.restoring(guild.id, reason):
                 state = self.owner.capture(player)
@@ -334,7 +347,7 @@ class RecoveryMixin:
         except RestoreError as exc:
             _log.info("guild %s: %s; not rebuilt (%s)", guild.id, reason, exc)
             return None
-        self._dispatch_report(report)
+        self._dispatch_report(report, path, started)
         return report
 
     async def _leave_quietly(self, player: wavelink.Player) -> None:
@@ -348,7 +361,12 @@ class RecoveryMixin:
         except (TimeoutError, discord.DiscordException, wavelink.WavelinkException, OSError) as exc:
             _log.warning("leaving voice in guild %s failed (%r); going on", guild.id, exc)
 
-    def _dispatch_report(self, report: RestoreReport) -> None:
+    def _dispatch_report(
+        self, report: RestoreReport, path: RestorePath | None = None, started: float | None = None
+    ) -> None:
+        """Tell the bot how a restore went; with ``path``, count it too (``restore()`` counts its own)."""
+        if path is not None:
+            self._observe_restore(report, path, started)
         if report.ok:
             self.bot.dispatch("sonora_session_restored", report)
         elif report.status is not RestoreStatus.skipped:
@@ -378,7 +396,8 @@ class RecoveryMixin:
             return []
         _log.warning("gateway session was re-identified; rejoining %d guild(s)", len(orphaned))
         return list(await asyncio.gather(
-            *(self._restore_from_record(g, "rejoining after a gateway re-identify") for g in orphaned)
+            *(self._restore_from_record(g, "rejoining after a gateway re-identify", path=RestorePath.reidentify)
+              for g in orphaned)
         ))
 
     @commands.Cog.listener()
@@ -419,7 +438,7 @@ class RecoveryMixin:
         code = payload.code.value  # wavelink gives a DiscordVoiceCloseType enum
         if player is None or code not in VOICE_LOST_CODES or not self.settings.restore.on_voice_lost:
             return
-        self._spawn(self.rebuild(player, f"voice connection lost (code {code})"))
+        self._spawn(self.rebuild(player, f"voice connection lost (code {code})", RestorePath.voice_lost))
 
 
 def _configuration_problem(exc: NotReadableHere) -> str:

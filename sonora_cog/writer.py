@@ -197,6 +197,7 @@ class SessionWriter:
         """
         from .player import SonoraPlayer
 
+        measured = self.manager.metrics.checkpoint_started()
         players = self.players()
         reporting: list[int] = []
         compare: set[int] = set()
@@ -219,6 +220,7 @@ class SessionWriter:
                 await self.manager.write_heartbeat(self.key)
             except SonoraError as exc:
                 _log.error("could not write the checkpoint heartbeat: %s", exc)
+        measured.finish()
         return len(written)
 
     def _sweep(self, guild_ids: list[int]) -> set[int]:
@@ -339,6 +341,7 @@ class SessionWriter:
     async def retention(self) -> int:
         """The retention job: apply ``max_snapshots_per_guild`` and ``max_age_days``."""
         from .deploy import prune_journals
+        from .restore_history import prune_journals as prune_restore_journals
 
         removed = await self.manager.apply_retention()
         if removed:
@@ -346,6 +349,9 @@ class SessionWriter:
         journals = await prune_journals(self.manager, self.settings.snapshots.max_age_days)
         if journals:
             _log.info("retention removed the journals of %d old deploy tag(s)", journals)
+        days = await prune_restore_journals(self.manager, self.settings.snapshots.max_age_days)
+        if days:
+            _log.info("retention removed the restore history of %d old day(s)", days)
         return len(removed)
 
     async def shutdown(self) -> None:
