@@ -38,6 +38,8 @@ import orjson
 from . import deploy
 from .deploy import GuildDeployStatus, Step
 from .errors import RestoreError, SonoraError
+from .metrics import HandoverOutcome
+from .outcomes import RestorePath
 from .session import Event
 
 if TYPE_CHECKING:
@@ -240,6 +242,9 @@ class Handover:
         _log.info("handover: handing %d guild(s) over to %s in %d batch(es) of %d", len(guilds), request.to_name,
                   len(batches), size)
         watch = _Watch()
+        metrics = self.cog.metrics
+        metrics.handover_progress(0, len(guilds))
+        kept: list[int] = []
         for number, batch in enumerate(batches, 1):
             if number > 1 and self.settings.handover_pause:
                 await self._watch(request, watch, self.settings.handover_pause)
@@ -249,10 +254,11 @@ class Handover:
             watch.hand(handed)
             await self._watch(request, watch, self.settings.handover_timeout, until_settled=handed)
             failed = [g for g in batch if g not in watch.confirmed]
+            metrics.handover_progress(sum(watch.settled(g) for g in guilds[: number * size]), len(guilds))
             _log.info("handover: batch %d/%d: %d taken over, %d failed or unconfirmed", number, len(batches),
                       len(batch) - len(failed), len(failed))
             if failed and len(failed) / len(batch) > self.settings.max_failure_ratio:
-                rest = [g for later in batches[number:] for g in later]
+                rest = kept = [g for later in batches[number:] for g in later]
                 why = (f"{len(failed)} of {len(batch)} guilds of batch {number} failed in {request.to_name}, over "
                        f"deploy.max_failure_ratio ({self.settings.max_failure_ratio:g})")
                 _log.error("handover: stopped: %s; keeping %d guild(s) here", why, len(rest))
@@ -264,6 +270,13 @@ class Handover:
         await self._watch(request, watch, math.inf, until_settled=watch.handed_at.keys())
         # A new process killed during the handover loses its leases within a lease ttl: its guilds come back.
         await self._watch(request, watch, self.leases.ttl + 1)
+        for guild_id in watch.handed_at:
+            outcome = (HandoverOutcome.restored if guild_id in watch.confirmed else
+                       HandoverOutcome.rolled_back if guild_id in watch.back else HandoverOutcome.failed)
+            metrics.handover_guild(outcome)
+        for _guild in kept:
+            metrics.handover_guild(HandoverOutcome.left)
+        metrics.handover_progress(len(guilds), len(guilds))
         _log.info("handover to %s finished: %d taken over, %d taken back", request.to_name, len(watch.confirmed),
                   len(watch.back))
         await self._withdraw(request)
@@ -346,12 +359,12 @@ class Handover:
                 return True
             if guild is None:
                 raise RestoreError("the bot is not in this guild")
-            report = await self.cog.restore(guild, state)
+            report = await self.cog.restore(guild, state, path=RestorePath.handover)
         except SonoraError as exc:
             _log.error("handover: guild %s could not be taken back: %s", guild_id, exc)
             return True  # owned here (its lease), though not playing: said above
         _log.warning("handover: guild %s taken back (%s): %s", guild_id, why, report.status.value)
-        self.cog._dispatch_report(report)
+        self.cog._dispatch_report(report)  # restore() counted it already (path handover)
         await self._record(request, GuildDeployStatus(guild_id, Step.taken_back, why, at=time.time(),
                                                        by=self.cog.deploy.name))
         return True

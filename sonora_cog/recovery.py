@@ -143,7 +143,9 @@ class RecoveryMixin:
             if lease is not None and lease.acquired:
                 async with semaphore:
                     try:
-                        report = await self._restore_pending(guild_id, ghosts.get(guild_id), strays.pop(guild_id, None))
+                        path = RestorePath.handover if guild_id in asked else RestorePath.startup
+                        report = await self._restore_pending(guild_id, ghosts.get(guild_id), strays.pop(guild_id, None),
+                                                             path)
                     except Exception as exc:  # one guild's surprise never stops the others' restore
                         _log.exception("restore of guild %s failed unexpectedly", guild_id)
                         report = RestoreReport(guild_id, RestoreStatus.failed, reason=f"{type(exc).__name__}: {exc}")
@@ -204,12 +206,14 @@ class RecoveryMixin:
             _log.debug("guild %s: destroying the player the resumed Lavalink session kept (%s)", guild_id, reason)
             await destroy_ghost(ghost)
 
-    async def _restore_pending(self, guild_id: int, ghost: Ghost | None, stray: Ghost | None) -> RestoreReport:
+    async def _restore_pending(
+        self, guild_id: int, ghost: Ghost | None, stray: Ghost | None, path: RestorePath = RestorePath.startup
+    ) -> RestoreReport:
         """Restore one guild from its live record, if it is still ``pending`` here."""
         phase = self.owner.phase(guild_id)
         if phase is not Phase.pending:
             return RestoreReport(guild_id, RestoreStatus.skipped, reason=f"its session is {phase.value} here now")
-        return await self._restore_from_record(guild_id, "startup restore", ghost=ghost, stray=stray)
+        return await self._restore_from_record(guild_id, "startup restore", ghost=ghost, stray=stray, path=path)
 
     async def _restore_from_record(
         self, guild_id: int, why: str, *, ghost: Ghost | None = None, stray: Ghost | None = None,
