@@ -189,7 +189,8 @@ class GuildSession:
         self.reason = reason
         if target is not Phase.live:
             self.dirty = False
-            self.auto_from = None  # the interval starts again when it is live again
+        if target in (Phase.ended, Phase.foreign, Phase.idle, Phase.closed):
+            self.auto_from = None  # a new session starts its interval again (a rebuild keeps its schedule)
         if target in (Phase.ended, Phase.foreign, Phase.idle):
             self.sample = None
             self.signature = None

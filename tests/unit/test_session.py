@@ -62,3 +62,22 @@ def test_close_is_terminal() -> None:
         assert session.phase is Phase.closed
         for event in (Event.start, Event.expect_restore, Event.end, Event.disconnected, Event.lose):
             assert session.apply(event) is False and session.phase is Phase.closed
+
+
+def test_a_rebuild_keeps_the_auto_snapshot_schedule_and_a_new_session_starts_it_again() -> None:
+    session = GuildSession(1, Phase.live)
+    session.auto_from = 1200.0
+    session.apply(Event.begin_restore, "the Lavalink node came back without the player")
+    session.apply(Event.finish_restore, "restored", playing=True)
+    assert session.phase is Phase.live and session.auto_from == 1200.0  # the same session goes on
+    session.apply(Event.end, "/stop")
+    assert session.auto_from is None
+
+
+def test_a_guild_handed_back_can_be_reclaimed_and_restored_here() -> None:
+    session = GuildSession(1, Phase.live)
+    session.apply(Event.lose, "handed over")
+    with pytest.raises(GuildNotOwned):
+        session.apply(Event.begin_restore, "a restore")
+    assert session.apply(Event.reclaim, "taken back") and session.phase is Phase.idle
+    assert session.apply(Event.begin_restore, "a restore") and session.phase is Phase.restoring
