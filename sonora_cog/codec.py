@@ -706,7 +706,8 @@ def check_json_shape(raw: bytes | bytearray | memoryview, what: str = "payload")
     Parsing builds one Python object per element; ``[[],[],...]`` makes a 60-byte list of every 3 bytes
     of input, ``["abcde",...]`` a 60-byte string of every 8. Counting brackets and commas (C speed, no
     objects) bounds what a parse may allocate to a few times the input's size, which the size caps bound
-    already: real records hold one value per 20-40 bytes (a track is ~25 values in ~800 bytes).
+    already: real records hold one value per 20-50 bytes (a track is ~17 keys and ~4 objects in ~700 bytes),
+and what passes costs at most ~5-6 times its size once parsed.
 
     Raises
     ------
@@ -715,11 +716,15 @@ def check_json_shape(raw: bytes | bytearray | memoryview, what: str = "payload")
     """
     data = bytes(raw) if isinstance(raw, memoryview) else raw
     size = len(data)
-    containers = data.count(b"[") + data.count(b"{")
+    objects = data.count(b"{")
+    containers = data.count(b"[") + objects
+    keys = data.count(b":")
     values = data.count(b",")
-    if containers > max(100_000, size // 16) or values > max(200_000, size // 12):
-        raise InvalidSnapshot("", f"{what} has {containers:,} lists/objects and {values:,} values in {size:,} bytes: "
-                                  "not a record (refused before parsing)")
+    # Real records: 60-200 bytes per object, 18-40 per key, 20-50 per value (tracks, the smallest to typical).
+    if (containers > max(100_000, size // 16) or objects > max(50_000, size // 48)
+            or keys > max(200_000, size // 16) or values > max(200_000, size // 12)):
+        raise InvalidSnapshot("", f"{what} has {containers:,} lists/objects, {keys:,} keys and {values:,} values in "
+                                  f"{size:,} bytes: not a record (refused before parsing)")
 
 
 def _load_payload(raw: bytes | memoryview) -> dict[str, Any]:

@@ -195,18 +195,30 @@ async def _defer(interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
 
 
+#: Seconds an attachment download may take in all (a CDN that trickles bytes does not hold a command).
+DOWNLOAD_TIMEOUT = 30.0
+
+
 async def _download_capped(client: discord.Client, file: discord.Attachment, cap: int) -> bytes:
-    """The attachment's bytes, reading at most ``cap + 1`` of them whatever its declared size said."""
+    """The attachment's bytes, reading at most ``cap + 1`` of them whatever its declared size said, within
+    :data:`DOWNLOAD_TIMEOUT` seconds."""
     chunks, size = [], 0
-    async with aiohttp.ClientSession() as session, session.get(file.url, proxy=client.http.proxy) as response:
-        if response.status != 200:
-            raise SonoraError(f"the attachment could not be downloaded (HTTP {response.status})")
-        async for chunk in response.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > cap:
-                declared = format_size(file.size)
-                raise SnapshotTooLarge(f"it is over {format_size(cap)} (its declared size was {declared})")
-            chunks.append(chunk)
+    try:
+        timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session, \
+                session.get(file.url, proxy=client.http.proxy) as response:
+            if response.status != 200:
+                raise SonoraError(f"the attachment could not be downloaded (HTTP {response.status})")
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > cap:
+                    declared = format_size(file.size)
+                    raise SnapshotTooLarge(f"it is over {format_size(cap)} (its declared size was {declared})")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise SonoraError(f"the attachment did not arrive within {DOWNLOAD_TIMEOUT:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise SonoraError(f"the attachment could not be downloaded ({type(exc).__name__})") from None
     return b"".join(chunks)
 
 

@@ -12,6 +12,7 @@ whose ``repr`` hides them. This is the only module of sonora_cog that reads ``os
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -131,6 +132,21 @@ def _env_name(value: Any) -> str:
 def _looks_like_a_key(value: str) -> bool:
     """A long run of base64 or hex with digits in it: a key (or password) pasted where a name belongs."""
     return len(value.strip()) >= 32 and sum(c.isdigit() for c in value) >= 4 and not any(c.isspace() for c in value)
+
+
+_KEYISH = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
+
+
+def _contains_a_key(text: str) -> bool:
+    """Whether ``text`` (a value as an error would show it) holds a run that looks like a key."""
+    return any(_looks_like_a_key(run) for run in _KEYISH.findall(text))
+
+
+def _prefix(value: Any) -> str:
+    text = _text(value)
+    if _looks_like_a_key(text):
+        raise ValueError("expected a short key prefix, and this looks like a key or password itself")
+    return text
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
@@ -293,7 +309,7 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "max_record_bytes": (_int_range(1024), "largest stored record accepted, in bytes"),
         "max_payload_bytes": (_int_range(1024), "largest decompressed record accepted, in bytes"),
         "redis_url": (_text, 'Redis URL for backend = "redis" (rediss:// for TLS); no password here'),
-        "redis_prefix": (_text, "prefix of every Redis key sonora_cog writes"),
+        "redis_prefix": (_prefix, "prefix of every Redis key sonora_cog writes"),
         "redis_password_env": (_env_name, "NAME of the environment variable holding the Redis password"),
         "redis_tls_ca_file": (_optional_text, 'CA bundle to verify a rediss:// server ("" = the system CAs)'),
         "redis_timeout": (_positive_seconds, "seconds to wait for Redis before it counts as unreachable"),
@@ -478,7 +494,7 @@ def _build_section(name: str, raw: Any, env: Mapping[str, str]) -> Any:
             values[f.name] = check(value)
         except ValueError as exc:
             # what is in a variable-name field, or looks like a key, may be a secret: never echo it
-            if check is _env_name or (isinstance(value, str) and _looks_like_a_key(value)):
+            if check is _env_name or _contains_a_key(repr(value)):
                 raise ConfigError(f"{where}: {str(exc).split(', got ')[0]} (the value is not shown: it looks like "
                                   "a key or password)") from None
             shown = f'"{value}"' if isinstance(value, str) else repr(value)

@@ -157,7 +157,7 @@ class SnapshotMeta:
         return cls(
             id=field("id", (str,)),
             guild_id=guild_id,
-            created_at=float(field("created_at", (int, float))),
+            created_at=_timestamp(field("created_at", (int, float))),
             kind=kind,
             label=field("label", (str,), nullable=True),
             track_count=field("track_count", (int,)),
@@ -165,3 +165,10 @@ class SnapshotMeta:
             content_hash=field("content_hash", (str,)),
             size=size,
         )
+
+
+def _timestamp(value: float) -> float:
+    """A header's creation time: a Unix time from 1970 to 2100."""
+    if not 0.0 <= float(value) <= 4_102_444_800.0:
+        raise InvalidSnapshot("meta.created_at", "expected a Unix time from 1970 to 2100")
+    return float(value)

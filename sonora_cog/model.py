@@ -35,6 +35,9 @@ __all__ = (
     "register_migration",
 )
 
+#: The latest capture time a record may carry (2100-01-01 UTC): later ones are not times at all.
+MAX_TIMESTAMP = 4_102_444_800.0
+
 SCHEMA_VERSION = 1
 _E = TypeVar("_E", bound=StrEnum)
 _SNOWFLAKE_MAX = 2**64 - 1
@@ -159,7 +162,7 @@ class PlayerState:
             volume=volume,
             paused=r.bool("paused"),
             position=r.int("position", 0),
-            position_at=r.number("position_at"),
+            position_at=r.timestamp("position_at"),
             connected=r.bool("connected"),
             session_id=r.str("session_id", nullable=True),
             extra=r.rest(),
@@ -344,7 +347,7 @@ class SessionState:
             guild_id=r.snowflake("guild_id"),
             channel_id=r.snowflake("channel_id", nullable=True),
             node=r.str("node", nullable=True),
-            created_at=r.number("created_at"),
+            created_at=r.timestamp("created_at"),
             kind=r.enum("kind", SnapshotKind),
             label=r.str("label", nullable=True),
             player=PlayerState.from_json(r.get("player"), "player", limits),
@@ -528,6 +531,13 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidSnapshot(self._where(name), "expected number")
         return float(value)
+
+    def timestamp(self, name: str) -> float:
+        """A Unix time in seconds, from 1970 to 2100 (anything else cannot be a capture time)."""
+        value = self.number(name)
+        if not 0.0 <= value <= MAX_TIMESTAMP:
+            raise InvalidSnapshot(self._where(name), f"expected a Unix time from 0 to {MAX_TIMESTAMP:.0f}")
+        return value
 
     def str(self, name: str, nullable: bool = False) -> Any:
         value = self._typed(name, str, nullable)

@@ -817,6 +817,32 @@ class FilesystemStore:
         for folder in await self._run(self._guild_folders_sync):
             for guild, snapshot_id, location, size in await self._run(self._snapshot_entries, folder):
                 yield RecordRef(guild, snapshot_id, location, size)
+        await self._run(self._audit_sync)  # the rest of the store, for validate: unsafe_paths() says what it found
+
+    def _audit_sync(self) -> None:
+        """Look at what holds no record but the store relies on (``.lock``, ``aux/``, ``quarantine/``,
+        ``journal/``, stray names in ``live/``): a link, a FIFO or a device is refused, an unsafe mode or a
+        foreign owner reported."""
+        checks = [self._root / LOCK_NAME]
+        for folder in ("aux", "quarantine", "journal", "live"):
+            try:
+                with self._dir(folder) as directory, os.scandir(directory) as entries:
+                    names = [e.name for e in entries if not _TEMP_NAME_RE.fullmatch(e.name)]
+            except (FileNotFoundError, StoreError):
+                continue  # missing, or already reported as a link
+            checks += [self._root / folder / name for name in names
+                       if folder != "live" or not _LIVE_NAME_RE.fullmatch(name)]
+        for path in checks:
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+                self.unsafe.setdefault(str(path), f"{kind}: the store cannot use it")
+            elif info.st_mode & 0o022 or (hasattr(os, "geteuid") and info.st_uid != os.geteuid()):
+                self.unsafe.setdefault(str(path), f"mode {stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}: "
+                                                  "others could change it")
 
     async def replace(self, ref: RecordRef, data: bytes, *, expected: bytes | None = None) -> None:
         """Atomically rewrite an existing record in place (operator tools only); see :meth:`SnapshotStore.replace`.

@@ -55,7 +55,7 @@ from ..errors import (
     StoreError,
 )
 from ..lease import LeaseConflict, LeaseStatus
-from ..meta import SnapshotMeta, validate_snapshot_id
+from ..meta import SNAPSHOT_ID_RE, SnapshotMeta, validate_snapshot_id
 from . import redis_scripts as lua
 from .base import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -168,8 +168,15 @@ class RedisStore:
             if tls_ca_file:
                 options["ssl_ca_certs"] = tls_ca_file
             # A burst of calls waits for a free connection instead of failing (and counting as Redis down).
-            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=timeout,
-                                                            **options)
+            try:
+                pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=timeout,
+                                                                **options)
+            except (ValueError, TypeError):  # its message may quote a piece of the password: not shown
+                raise ConfigError(
+                    f"storage.redis_url is not a Redis URL redis-py can use ({redact_url(url)}): expected "
+                    "redis://host:port/db, rediss://… or unix:///path; percent-encode special characters, and put "
+                    "the password in the variable named by storage.redis_password_env"
+                ) from None
             client = aioredis.Redis.from_pool(pool)  # owns the pool: closing the client closes it
         self._client = client
         self._scripts = {name: client.register_script(getattr(lua, name)) for name in lua.__all__}
@@ -494,13 +501,27 @@ class RedisStore:
         return metas
 
     async def _sizes(self, keys: Sequence[str]) -> builtins.list[int]:
+        """Each key's length; ``-1`` for a key that is not a string (something else wrote it: reported)."""
         async def fetch() -> Any:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.strlen(key)
-                return await pipe.execute()
+                return await pipe.execute(raise_on_error=False)
 
-        return [int(n) for n in await self._link.call("measure records", fetch)] if keys else []
+        sizes = []
+        for key, answer in zip(keys, await self._link.call("measure records", fetch) if keys else [], strict=True):
+            if isinstance(answer, Exception):
+                self._stray(key, f"not a string ({answer}); ignored")
+                sizes.append(-1)
+            else:
+                sizes.append(int(answer))
+        return sizes
+
+    def _stray(self, where: str, why: str) -> None:
+        """Report (once) something in sonora_cog's keys that it did not write."""
+        if where not in self._strays:
+            self._strays[where] = why
+            _log.warning("%s: %s", where, why)
 
     async def _live_sizes(self) -> builtins.list[tuple[int, str, int]]:
         members = await self._link.call("list the live records", self._client.smembers, self._key("live-guilds"))
@@ -513,11 +534,24 @@ class RedisStore:
         for guild, key, size in await self._live_sizes():
             yield RecordRef(guild, None, key, size)
         for guild in await self._snapshot_guilds():
-            ids = [i.decode() for i in await self._link.call("scan snapshots", self._client.zrange,
-                                                        self._key("idx", guild), 0, -1)]
+            index = self._key("idx", guild)
+            try:
+                members = await self._link.call("scan snapshots", self._client.zrange, index, 0, -1)
+            except StoreError as exc:
+                if not self.available:
+                    raise
+                self._stray(index, f"cannot be read as an index ({exc}); its snapshots are not checked")
+                continue
+            ids = []
+            for member in members:
+                text = member.decode(errors="replace")
+                if SNAPSHOT_ID_RE.fullmatch(text):
+                    ids.append(text)
+                else:
+                    self._stray(f"{index} member {text[:80]!r}", "not a snapshot id; ignored (remove it with ZREM)")
             keys = [self._snap_key(guild, i) for i in ids]
             for snapshot_id, key, size in zip(ids, keys, await self._sizes(keys), strict=True):
-                if size:
+                if size > 0:
                     yield RecordRef(guild, snapshot_id, key, size)
 
     async def replace(self, ref: RecordRef, data: bytes, *, expected: bytes | None = None) -> None:
@@ -610,10 +644,8 @@ class RedisStore:
                     raise InvalidIdentifier(text)
                 guilds.append(validate_guild_id(int(text)))
             except InvalidIdentifier:
-                where = f"{self._key(set_name)} member {text[:80]!r}"
-                if where not in self._strays:
-                    self._strays[where] = "not a guild id; ignored (remove it with SREM)"
-                    _log.warning("%s: not a guild id; ignoring it", where)
+                self._stray(f"{self._key(set_name)} member {text[:80]!r}",
+                            "not a guild id; ignored (remove it with SREM)")
         return sorted(guilds)
 
     async def stats(self) -> StoreStats:

@@ -19,7 +19,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, SonoraError, StoreError
 from .redis_buffer import BufferFull, PendingWrite, WriteBuffer
@@ -40,19 +39,26 @@ _SECRET_PARAMETERS = {"password", "pass", "pwd", "passwd", "secret", "token", "a
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password (in the user part or in the query) replaced by ``***`` (for logs and errors)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        port = f":{parts.port}" if parts.port else ""
-        netloc = f"{user}:***@{parts.hostname or ''}{port}"
+    """``url`` with any password replaced by ``***`` (for logs and errors): in the user part (whatever it
+    holds, even an unencoded ``@`` or ``/``), in the query, and any fragment."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***" if "@" in url else url
+    at = rest.rfind("@")  # the last one: a password may hold an unencoded "@", "/", "?" or "#"
+    prefix = ""
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, colon, _password = userinfo.partition(":")
+        prefix = f"{user}:***@" if colon or any(c in userinfo for c in "/?#") else f"{userinfo}@"
+    rest, hash_sign, _fragment = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    rest = prefix + rest
     query = "&".join(
         f"{key}=***" if key.lower() in _SECRET_PARAMETERS else item
-        for item in parts.query.split("&") if item
+        for item in query.split("&") if item
         for key in [item.split("=", 1)[0]]
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return f"{scheme}://{rest}" + (f"?{query}" if question else "") + ("#***" if hash_sign else "")
 
 
 class RedisLink:

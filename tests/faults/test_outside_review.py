@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 from factories import sample_state
 
@@ -59,6 +60,16 @@ async def test_foreign_members_of_the_redis_guild_sets_are_ignored_and_reported(
         strays = manager.store.unsafe_paths()
         assert "members:live-guilds member 'not-a-guild'" in strays and "members:guilds member '-5'" in strays
         assert all("not a guild id" in why for why in strays.values())
+
+        snapshot = (await manager.list_snapshots(OTHER))[0]
+        await client.zadd(f"members:idx:{OTHER}", {"../../x": 1})  # an index member that is no snapshot id
+        await client.delete(f"members:live:{GUILD}")
+        await client.hset(f"members:live:{GUILD}", "a", "b")  # a live record that is not a string
+        results = await manager.validate_all()  # goes on: reports them instead of stopping at the first
+        assert [r.snapshot_id for r in results] == [snapshot.id]
+        strays = manager.store.unsafe_paths()
+        assert f"members:idx:{OTHER} member '../../x'" in strays
+        assert any(where == f"members:live:{GUILD}" and "not a string" in why for where, why in strays.items())
     finally:
         await manager.close()
 
@@ -100,11 +111,27 @@ async def test_a_delete_waits_for_a_rekey_between_its_compare_and_its_rename(
         await bot.close()
 
 
-@pytest.mark.parametrize("element", ['"abcde"', "1.5e000", "1.5"])
+@pytest.mark.parametrize("element", ['"abcde"', "1.5e000", "1.5", '{"aaaaaaaaaa":0}', '{"aaaaaaaaaaaa":0}'])
 def test_dense_short_values_are_refused_before_parsing(element: str) -> None:
     bomb = ('{"d":[' + ",".join([element] * 2_000_000) + "]}").encode()
     with pytest.raises(InvalidSnapshot, match="refused before parsing"):
         check_json_shape(bomb)
+
+
+@pytest.mark.parametrize("width", [7, 9])
+def test_an_object_of_many_short_distinct_keys_is_refused_before_parsing(width: int) -> None:
+    bomb = ("{" + ",".join(f'"{i:0{width}d}":0' for i in range(2_000_000)) + "}").encode()
+    with pytest.raises(InvalidSnapshot, match="keys"):
+        check_json_shape(bomb)
+
+
+def test_a_queue_of_the_smallest_real_tracks_passes_the_shape_check() -> None:
+    track = {"encoded": "Q" * 120, "info": {"identifier": "a1", "isSeekable": True, "author": "A", "length": 1,
+                                            "isStream": False, "position": 0, "title": "T", "uri": None,
+                                            "artworkUrl": None, "isrc": None, "sourceName": "http"},
+             "pluginInfo": {}, "userData": {}, "playlist": None, "recommended": False}
+    payload = orjson.dumps({"queue": {"upcoming": [track] * 100_000}})
+    check_json_shape(payload)  # a record written under higher limits is read and trimmed, never refused
 
 
 def test_an_import_with_more_tracks_than_the_limits_is_refused_before_parsing(tmp_path: Path) -> None:
@@ -187,3 +214,63 @@ async def test_rekey_reports_a_record_that_keeps_changing(tmp_path: Path) -> Non
     finally:
         await bot.close()
         await tool.close()
+
+
+@pytest.mark.parametrize("plant", ["lock-link", "lock-dir", "lock-0666", "aux-fifo", "quarantine-link", "aux-0666"])
+async def test_validate_looks_at_the_lock_aux_and_quarantine_too(tmp_path: Path, plant: str) -> None:
+    store = tmp_path / "store"
+    manager = SessionManager(Settings(storage=StorageSettings(path=str(store))))
+    await manager.write_live(sample_state(guild_id=GUILD, kind=SnapshotKind.live))
+    await manager.write_heartbeat("1-all")
+    await manager.close()
+    where, what = plant.split("-")
+    target = {"lock": store / ".lock", "aux": store / "aux" / "heartbeat-1-all.snr",
+              "quarantine": store / "quarantine" / f"{GUILD}-live-x.snr"}[where]
+    target.unlink(missing_ok=True)
+    if what == "link":
+        target.symlink_to(tmp_path)
+    elif what == "dir":
+        target.mkdir()
+    elif what == "fifo":
+        os.mkfifo(target)
+    else:
+        target.write_bytes(b"x")
+        target.chmod(0o666)
+    out = run_cli("snapshots", "validate", "--store", str(store))
+    assert out.returncode == 1, out.stdout
+    assert str(target) in out.stdout
+
+
+@pytest.mark.parametrize("url", ["redis://:p@ss/w0rd:Zz@127.0.0.1:6379/0", "redis://:pa#ssQ9xyz@127.0.0.1:6379/0",
+                                 "redis://:p?ssQ9@h/0", "redis://h/0#password=s3cr3t"])
+def test_a_password_with_unencoded_characters_is_still_never_shown(url: str) -> None:
+    secret = url.split("//", 1)[1].rsplit("@", 1)[0].removeprefix(":") if "@" in url else "s3cr3t"
+    shown = redact_url(url)
+    assert secret not in shown and "***" in shown and secret[:2] not in shown.split("//", 1)[1].split("@")[0]
+
+
+@pytest.mark.parametrize("url", ["redis://:pa#ssQ9xyz@127.0.0.1:6379/0", "redis://:pw@127.0.0.1:notaport/0",
+                                 "redi://127.0.0.1/0", "redis://u:pw@[::1/0"])
+def test_a_malformed_redis_url_is_a_configuration_error_that_shows_no_password(url: str, tmp_path: Path) -> None:
+    config = tmp_path / "sonora.toml"
+    config.write_text(f'[storage]\nbackend = "redis"\nredis_url = "{url}"\n')
+    out = run_cli("snapshots", "list", "--config", str(config))
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and "pa#" not in out.stderr and ":pw@" not in out.stderr
+
+
+def test_a_key_in_a_list_setting_or_as_the_redis_prefix_is_never_shown(tmp_path: Path) -> None:
+    key = Keyring.generate_key_text()
+    for env in ({"SONORA_COMMANDS_ALLOWED_ROLE_IDS": f'["{key}"]'}, {"SONORA_STORAGE_REDIS_PREFIX": key}):
+        with pytest.raises(ConfigError) as raised:
+            load_settings(env=env)
+        assert key not in str(raised.value) and "not shown" in str(raised.value)
+
+
+@pytest.mark.parametrize("created_at", [1e300, -1e12, 5e9])
+def test_an_impossible_capture_time_is_refused_on_import(tmp_path: Path, created_at: float) -> None:
+    manager = SessionManager(Settings(storage=StorageSettings(path=str(tmp_path / "store"))))
+    document = orjson.loads(manager.export_json(sample_state()))
+    document["created_at"] = created_at
+    with pytest.raises(InvalidSnapshot, match="created_at"):
+        manager.parse_export(orjson.dumps(document))
