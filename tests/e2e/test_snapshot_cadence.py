@@ -8,6 +8,7 @@ tests move it and call the auto-snapshot job themselves, so an hour passes witho
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 import wavelink
@@ -18,6 +19,7 @@ from sonora_cog.cadence import PRE_CHANGE_MIN_GAP
 from sonora_cog.config import SnapshotSettings
 from sonora_cog.meta import SnapshotKind, SnapshotMeta
 from sonora_cog.player import SonoraPlayer
+from sonora_cog.session import Phase
 
 QUIET_TITLES = ("Paper Boats",)
 
@@ -29,6 +31,14 @@ async def start_clocked(start_bot: StartBot, **snapshots: float) -> tuple[Runnin
     clock = ManualClock()
     running.cog.owner.clock = clock
     return running, clock
+
+
+async def play(running: RunningBot, title: str, guild: Any = None) -> None:
+    """Play ``title`` and wait until the guild's session is ``live`` (its join and track start were seen:
+    under load they arrive after the command's answer)."""
+    await running.play(title, guild=guild)
+    guild_id = guild.id if guild is not None else running.guild.id
+    await running.wait_for(lambda: running.cog.owner.phase(guild_id) is Phase.live)
 
 
 async def snapshots_of(running: RunningBot, guild_id: int, kind: SnapshotKind) -> list[SnapshotMeta]:
@@ -44,8 +54,8 @@ def sonora_player(running: RunningBot, guild_id: int | None = None) -> SonoraPla
 async def busy_and_quiet(running: RunningBot) -> tuple[int, int]:
     """Music in both guilds; alice listens in the main one and leaves the other: (busy, quiet) guild ids."""
     other = running.world.other
-    await running.play("Clair de Lune")
-    await running.play("Paper Boats", guild=other.guild)
+    await play(running, "Clair de Lune")
+    await play(running, "Paper Boats", guild=other.guild)
     await running.fake.member_leave_voice(other.guild.id, running.world.alice.id)
     owner = running.cog.owner
     await running.wait_for(lambda: owner.listener_count(other.guild.id) == 0)
@@ -97,7 +107,7 @@ async def test_a_busy_guild_gets_the_busy_interval_and_a_quiet_one_the_quiet_int
 
 async def test_a_guild_in_between_gets_an_interval_in_between(start_bot: StartBot) -> None:
     running, clock = await start_clocked(start_bot, auto_interval_busy=300, auto_interval_quiet=1800)
-    await running.play("Clair de Lune")
+    await play(running, "Clair de Lune")
     owner = running.cog.owner
     changes = owner.session(running.guild.id).recent_changes(clock.now)
     assert 0 < changes < 12
@@ -118,7 +128,7 @@ async def test_a_fixed_interval_applies_to_every_guild_whatever_its_activity(sta
 
 async def test_a_due_guild_that_did_not_change_gets_none_until_it_changes(start_bot: StartBot) -> None:
     running, clock = await start_clocked(start_bot, auto_interval=600)
-    await running.play("Clair de Lune")
+    await play(running, "Clair de Lune")
     owner = running.cog.owner
     assert await owner.auto_snapshot() == 0  # just went live: not due yet
     clock.advance(600)
@@ -139,7 +149,7 @@ async def test_a_due_guild_that_did_not_change_gets_none_until_it_changes(start_
 async def queue_titles(running: RunningBot, *titles: str) -> SonoraPlayer:
     """Play the first title and queue the others; wait until the live record holds them."""
     for title in titles:
-        await running.play(title)
+        await play(running, title)
     player = sonora_player(running)
     assert [t.title for t in player.queue] == list(titles[1:])
     return player
