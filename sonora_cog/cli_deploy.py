@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from rich.table import Table
+from rich.table import Column, Table
 
 from . import deploy
 from .deploy import GuildDeployStatus, Step
+from .errors import ConfigError, InvalidIdentifier
 from .manager import SessionManager
 
 __all__ = ("add_deploy_parser", "run_deploy")
@@ -28,34 +30,57 @@ __all__ = ("add_deploy_parser", "run_deploy")
 PER_BATCH_ALLOWANCE = 60.0
 
 
+def _tag(text: str) -> str:
+    """An argparse type: a deploy tag (a bad one is a usage error, exit 2)."""
+    try:
+        return deploy.validate_tag(text)
+    except InvalidIdentifier as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
 def add_deploy_parser(commands: Any, common: argparse.ArgumentParser, non_negative: Any) -> None:
     """Add ``deploy`` and its commands to the CLI's parser."""
     parser = commands.add_parser("deploy", help="deploy tags: prepare, list, status, rollback")
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("prepare", parents=[common], help="a pre-deploy snapshot of every guild, under a tag")
-    p.add_argument("--tag", help="the tag (default: UTC time + $SONORA_DEPLOY_TAG or git describe)")
+    p.add_argument("--tag", type=_tag, help="the tag (default: UTC time + $SONORA_DEPLOY_TAG or git describe)")
     sub.add_parser("list", parents=[common], help="deploy tags, newest first")
     p = sub.add_parser("status", parents=[common], help="each guild's step in a tag")
-    p.add_argument("tag")
+    p.add_argument("tag", type=_tag)
     p = sub.add_parser("rollback", parents=[common], help="restore every guild from a tag's snapshots")
-    p.add_argument("tag")
+    p.add_argument("tag", type=_tag)
     p.add_argument("--guild", type=int, action="append", metavar="ID", help="only this guild (repeatable)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="guilds at a time (default: deploy.batch_size)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N",
+                   help="guilds at a time (default: deploy.batch_size)")
     p.add_argument("--pause", type=non_negative(float), metavar="S", help="seconds between batches "
                    "(default: deploy.pause)")
     p.add_argument("--wait", action="store_true", help="wait until every guild is rolled back; show progress")
     p.add_argument("--timeout", type=non_negative(float), metavar="S",
                    help="with --wait: give up after S seconds (default: from the batches)")
-    p.add_argument("--offline", action="store_true",
-                   help="rewrite the live records even if a bot seems to run (it must be stopped)")
+    p.add_argument("--offline", action="store_true", help="rewrite the live records (only while no bot runs)")
+    p.add_argument("--force", action="store_true", help="replace a rollback still in progress; with --offline, "
+                   "rewrite even though a bot announced itself (it must really be stopped)")
 
 
 async def run_deploy(manager: SessionManager, args: argparse.Namespace) -> int:
     """Run one ``deploy`` command; return the exit code."""
     from .cli import EXIT_BAD_RECORDS, EXIT_OK
 
+    storage = manager.settings.storage
+    if storage.backend == "filesystem" and not await asyncio.to_thread(os.path.isdir, storage.path):
+        raise ConfigError(f"there is no store at {storage.path} (check --store, --config or storage.path)")
     if args.action == "prepare":
-        tag = deploy.validate_tag(args.tag) if args.tag else deploy.default_tag()
+        tag = args.tag or deploy.default_tag()
         with _progress_bar(args, "snapshotting") as progress:
             results = await deploy.prepare(manager, tag, progress=progress)
         _report(args, tag, results, f"deploy tag {tag}: {_counts(results)}")
@@ -63,7 +88,7 @@ async def run_deploy(manager: SessionManager, args: argparse.Namespace) -> int:
     if args.action == "list":
         return await _list(manager, args)
     if args.action == "status":
-        results = await deploy.status(manager, deploy.validate_tag(args.tag))
+        results = await deploy.status(manager, args.tag)
         _report(args, args.tag, results, f"deploy tag {args.tag}: {_counts(results) or 'no guilds'}")
         return EXIT_BAD_RECORDS if not results or any(r.step.failed for r in results) else EXIT_OK
     return await _rollback(manager, args)
@@ -77,7 +102,7 @@ async def _list(manager: SessionManager, args: argparse.Namespace) -> int:
         _print_json([{"tag": t.tag, "created_at": t.created_at, "guilds": t.guilds, "bytes": t.bytes,
                       "kept": t.kept} for t in found])
         return EXIT_OK
-    table = Table("tag", "created", "guilds", "size", "kept by retention")
+    table = Table("tag", "last prepared", "guilds", "size", "kept by retention")
     now = time.time()
     for t in found:
         table.add_row(t.tag, _age(t.created_at, now), str(t.guilds), f"{t.bytes:,} B", "yes" if t.kept else "no")
@@ -86,11 +111,12 @@ async def _list(manager: SessionManager, args: argparse.Namespace) -> int:
 
 
 async def _rollback(manager: SessionManager, args: argparse.Namespace) -> int:
-    from .cli import EXIT_BAD_RECORDS, EXIT_OK, _out
+    from .cli import EXIT_BAD_RECORDS, EXIT_OK, _err, _out, _print_json
 
-    tag = deploy.validate_tag(args.tag)
+    say = _err if args.json else _out  # with --json, stdout holds the JSON only
+    tag = args.tag
     settings = manager.settings.deploy
-    batch_size = max(1, args.batch_size or settings.batch_size)
+    batch_size = args.batch_size or settings.batch_size
     pause = settings.pause if args.pause is None else args.pause
     snapshots = await deploy.tag_snapshots(manager, tag)
     wanted = sorted(snapshots) if not args.guild else list(dict.fromkeys(args.guild))
@@ -98,13 +124,23 @@ async def _rollback(manager: SessionManager, args: argparse.Namespace) -> int:
                                  by="cli") for g in wanted if g not in snapshots]
     targets = [g for g in wanted if g in snapshots]
     if not wanted:
-        _out.print(f"deploy tag {tag} has no snapshots (deploy list shows the tags)")
+        say.print(f"deploy tag {tag} has no snapshots (deploy list shows the tags)")
+        return EXIT_BAD_RECORDS
+    processes = await deploy.running_processes(manager)
+    if args.offline and processes and not args.force:
+        say.print(f"refused: {', '.join(processes)} runs on this store; stop it first (or drop --offline to roll "
+                  "back through it); a rewrite under a running bot is overwritten by its next write")
+        return EXIT_BAD_RECORDS
+    pending = await deploy.read_request(manager) if processes and not args.offline else None
+    fresh = pending is not None and time.time() - pending.at < settings.request_max_age
+    if pending is not None and fresh and not args.force and await deploy.unfinished(manager, pending):
+        say.print(f"refused: a rollback to {pending.tag} (request {pending.id}, {time.time() - pending.at:.0f}s "
+                  f"ago) is still in progress; follow it with deploy status {pending.tag}, or pass --force")
         return EXIT_BAD_RECORDS
     await deploy.record(manager, tag, missing)
-    processes = [] if args.offline else await deploy.running_processes(manager)
-    if not processes:
-        _out.print(f"no bot process runs on this store: rewriting {len(targets)} live record(s) from {tag}; "
-                   "the next start restores them")
+    if args.offline or not processes:
+        say.print(f"no bot process runs on this store: rewriting {len(targets)} live record(s) from {tag}; "
+                  "the next start restores them")
         with _progress_bar(args, "rewriting") as progress:
             results = await deploy.rollback_offline(manager, tag, targets, progress=progress)
     else:
@@ -113,15 +149,19 @@ async def _rollback(manager: SessionManager, args: argparse.Namespace) -> int:
                                                              request=request.id) for g in targets])
         await deploy.write_request(manager, request)
         batches = math.ceil(len(targets) / batch_size) if targets else 0
-        _out.print(f"asked {', '.join(processes)} to roll {len(targets)} guild(s) back to {tag}: {batch_size} at a "
-                   f"time, {pause:g}s apart ({batches} batch(es)); request {request.id}")
+        say.print(f"asked {', '.join(processes)} to roll {len(targets)} guild(s) back to {tag}: {batch_size} at a "
+                  f"time, {pause:g}s apart ({batches} batch(es)); request {request.id}")
         if not args.wait:
-            _out.print(f"follow it with: python -m sonora_cog deploy status {tag}")
+            if args.json:
+                _print_json({"tag": tag, "request": request.id, "guilds": [str(g) for g in targets],
+                             "processes": processes})
+            else:
+                _out.print(f"follow it with: python -m sonora_cog deploy status {tag}")
             return EXIT_OK
         timeout = args.timeout if args.timeout is not None else batches * (pause + PER_BATCH_ALLOWANCE) + 30
         results = await _wait(manager, args, request, targets, timeout)
-        if all(r.step is Step.rolled_back for r in results):
-            await deploy.withdraw(manager)
+        # Done, or given up: no process that starts later may act on it (a surprise rollback minutes later).
+        await deploy.withdraw(manager)
     results = missing + results
     _report(args, tag, results, f"rollback to {tag}: {_counts(results)}")
     return EXIT_OK if results and all(r.step is Step.rolled_back for r in results) else EXIT_BAD_RECORDS
@@ -190,7 +230,8 @@ def _report(args: argparse.Namespace, tag: str, results: Sequence[GuildDeploySta
         _print_json({"tag": tag, "guilds": [r.to_json() for r in results]})
         return
     now = time.time()
-    table = Table("guild", "step", "when", "snapshot", "by", "why")
+    table = Table("step", "when", "snapshot", "by", "why")
+    table.columns.insert(0, Column("guild", no_wrap=True, min_width=19))  # ids are never cut
     for r in results:
         style = "red" if r.step.failed else ""
         table.add_row(str(r.guild_id), f"[{style}]{r.step.value}[/{style}]" if style else r.step.value,

@@ -84,6 +84,9 @@ class DeployCommands(commands.Cog, name="SonoraDeploy"):
         self, ctx: commands.Context[commands.Bot], tag: str, batch_size: int | None = None, pause: float | None = None
     ) -> None:
         """Restore every guild this process owns from the tag's snapshots, in paced batches."""
+        if (batch_size is not None and batch_size < 1) or (pause is not None and pause < 0):
+            await ctx.send("batch_size must be 1 or more and pause 0 or more")
+            return
         await ctx.send(f"rolling back to {tag}…")
         try:
             results = await self.cog.deploy.rollback(tag, batch_size=batch_size, pause=pause)

@@ -56,6 +56,7 @@ __all__ = (
     "running_processes",
     "status",
     "tags",
+    "unfinished",
     "validate_tag",
     "withdraw",
     "write_request",
@@ -147,7 +148,7 @@ class GuildDeployStatus:
 
 @dataclass(frozen=True, slots=True)
 class TagSummary:
-    """A deploy tag as ``deploy list`` shows it."""
+    """A deploy tag as ``deploy list`` shows it (``created_at``: when it was last prepared)."""
 
     tag: str
     created_at: float
@@ -235,7 +236,7 @@ async def tags(manager: SessionManager) -> list[TagSummary]:
     newest = sorted(by_tag, key=lambda t: (max(m.created_at for m in by_tag[t]), t), reverse=True)
     keep = manager.settings.deploy.keep_tags
     return [
-        TagSummary(tag, min(m.created_at for m in by_tag[tag]), len({m.guild_id for m in by_tag[tag]}),
+        TagSummary(tag, max(m.created_at for m in by_tag[tag]), len({m.guild_id for m in by_tag[tag]}),
                    sum(m.size for m in by_tag[tag]), kept=i < keep)
         for i, tag in enumerate(newest)
     ]
@@ -316,17 +317,26 @@ async def prune_journals(manager: SessionManager, max_age_days: float, now: floa
 async def prepare(manager: SessionManager, tag: str, *, by: str = "cli",
                   progress: Progress | None = None) -> list[GuildDeployStatus]:
     """Write a ``pre-deploy`` snapshot tagged ``tag`` of every guild with a live record; return each guild's
-    outcome (``snapshotted``, or ``snapshot failed`` and why). Records nothing is quarantined for: a damaged
-    one fails its guild and stays where it is."""
+    outcome (``snapshotted``, or ``snapshot failed`` and why). A playing, unchanged track's position is
+    moved forward to the newest checkpoint heartbeat. Nothing is quarantined: a damaged record fails its
+    guild and stays where it is."""
+    from .restore import advance_position
+
     validate_tag(tag)
     guilds = await manager.live_guilds()
+    # A live record is rewritten when something changes; between changes the bot's checkpoint heartbeat
+    # says how long an unchanged track kept playing (as a restore after a crash reads it).
+    heartbeat = await manager.newest_heartbeat()
+    until = min(time.time(), heartbeat) if heartbeat is not None else None
     results: list[GuildDeployStatus] = []
     for done, guild_id in enumerate(guilds, 1):
         try:
             state = await manager.read_live(guild_id, quarantine=False)
             if state is None:
                 continue  # the session ended meanwhile
-            # taken now (a tag is as new as its snapshots); the position stays the one recorded with its time
+            if until is not None:
+                state = advance_position(state, until)
+            # taken now: a tag is as new as its snapshots
             meta = await manager.save_snapshot(replace(state, kind=SnapshotKind.pre_deploy, created_at=time.time()),
                                                tag)
             results.append(GuildDeployStatus(guild_id, Step.snapshotted, at=time.time(), snapshot_id=meta.id, by=by))
@@ -397,6 +407,14 @@ async def read_request(manager: SessionManager) -> DeployRequest | None:
     """The current rollback request, if any."""
     data = await manager.store.get_aux(REQUEST_KEY)
     return DeployRequest.from_bytes(data) if data else None
+
+
+async def unfinished(manager: SessionManager, request: DeployRequest) -> list[int]:
+    """The guilds of ``request`` that have no final step (rolled back, or failed) for it yet."""
+    final = {s.guild_id for s in await status(manager, request.tag)
+             if s.request == request.id and s.step in (Step.rolled_back, Step.rollback_failed)}
+    wanted = request.guilds if request.guilds is not None else tuple(await tag_snapshots(manager, request.tag))
+    return [g for g in wanted if g not in final]
 
 
 async def withdraw(manager: SessionManager) -> bool:

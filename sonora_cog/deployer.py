@@ -17,11 +17,13 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import deploy
 from .deploy import DeployRequest, GuildDeployStatus, Step
 from .errors import GuildNotOwned, RestoreError, SonoraError
+from .meta import SnapshotKind
 from .outcomes import RestorePath
 
 if TYPE_CHECKING:
@@ -72,6 +74,9 @@ class DeployController:
         await self.cog.handover.poll()
         if request is None or request.id in self._seen:
             return
+        rehydration = self.cog._rehydration
+        if not self.cog.bot.is_ready() or (rehydration is not None and not rehydration.done()):
+            return  # after the startup restore, which holds the guilds it restores (asked again at the next poll)
         self._seen.add(request.id)
         age = time.time() - request.at
         if age > self.settings.request_max_age:
@@ -109,6 +114,8 @@ class DeployController:
         :func:`~sonora_cog.deploy.default_tag`). Returns one status per guild."""
         tag = deploy.validate_tag(tag) if tag is not None else deploy.default_tag()
         await self.cog.owner.flush(s.guild_id for s in self.cog.owner.sessions() if s.writable)
+        if self.cog.owner.players():
+            await self.manager.write_heartbeat(self.cog.owner.key)  # unchanged tracks are where they play now
         return await deploy.prepare(self.manager, tag, by=self.name)
 
     async def rollback(
@@ -161,10 +168,12 @@ class DeployController:
         guild = self.cog.bot.get_guild(guild_id)
         if guild is None:
             return result(Step.rollback_failed, "the bot is not in this guild")
+        label = f"before rollback to {tag}"[:100]
         try:
             state = await self.manager.load_snapshot(meta.id, guild_id)
-            report = await self.cog.restore(guild, state, pre_restore_label=f"before rollback to {tag}"[:100],
-                                            path=RestorePath.deploy_rollback)
+            if self.cog.owner.player(guild_id) is None:  # nothing plays here: keep what the live record holds
+                await self._keep_live_record(guild_id, label)
+            report = await self.cog.restore(guild, state, pre_restore_label=label, path=RestorePath.deploy_rollback)
         except GuildNotOwned:
             return None  # another process holds it and serves the request there
         except (RestoreError, SonoraError) as exc:
@@ -172,6 +181,17 @@ class DeployController:
         if report.ok:
             return result(Step.rolled_back, None)
         return result(Step.rollback_failed, f"{report.status.value}: {report.reason}")
+
+    async def _keep_live_record(self, guild_id: int, label: str) -> None:
+        """Save the guild's live record as a ``pre-restore`` snapshot: what a rollback replaces when no player
+        of this process holds the guild (its session waits for a restart, or was left by a crash)."""
+        try:
+            live = await self.manager.read_live(guild_id, quarantine=False)
+        except SonoraError as exc:
+            _log.warning("deploy: guild %s: its live record cannot be kept before the rollback: %s", guild_id, exc)
+            return
+        if live is not None and (live.queue.current is not None or live.queue.upcoming):
+            await self.manager.save_snapshot(replace(live, kind=SnapshotKind.pre_restore), label)
 
     async def record_startup(self, reports: Sequence[RestoreReport]) -> None:
         """After the startup restore: record each guild's outcome in the tag of a deploy prepared lately

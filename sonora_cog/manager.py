@@ -459,6 +459,15 @@ class SessionManager:
         at = record.get("at")
         return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
 
+    async def newest_heartbeat(self) -> float | None:
+        """The latest checkpoint heartbeat of any process on this store (Unix seconds), or ``None``."""
+        newest = None
+        for key in await self.store.aux_keys("heartbeat-"):
+            at = await self.read_heartbeat(key.removeprefix("heartbeat-"))
+            if at is not None and (newest is None or at > newest):
+                newest = at
+        return newest
+
     async def write_lavalink_sessions(
         self, owner: str, sessions: Mapping[str, str], *, lease_owner: str | None = None
     ) -> None:

@@ -8,7 +8,9 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from conftest import StartBot, manager_for
 
@@ -169,3 +171,79 @@ async def test_python_api_and_the_owner_command(start_bot: StartBot) -> None:
     await fake.send_user_message(world.guild.id, world.text.id, stranger.id, f"{mention} sonora-deploy status v9")
     answer = await fake.wait_for_message(world.text.id, lambda m: m.content.startswith("v9:"))
     assert "1 rolled back" in answer.content and str(running.guild.id) in answer.content
+
+
+async def test_a_rollback_brings_the_track_back_where_it_played_at_prepare_not_where_it_began(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=1, extra_config=DEPLOY_CONFIG) as demo:
+        guild = demo.world[0][0]
+        await demo.play_one(0)
+        await asyncio.sleep(4)  # it plays on; its live record is not rewritten, the checkpoint heartbeat is
+        player = demo.lavalink.player(guild.id)
+        assert player is not None and player.position > 3000
+        at_prepare = player.position
+        code, out = await cli(demo, "prepare", "--tag", "mid-song")
+        assert code == 0, out
+        manager = manager_for(demo)
+        try:
+            [meta] = (await deploy.tag_snapshots(manager, "mid-song")).values()
+            tagged = await manager.load_snapshot(meta.id, guild.id)
+        finally:
+            await manager.close()
+        # moved forward to the last heartbeat (one checkpoint interval, 1 s here), not left at the track's start
+        assert at_prepare - 1500 <= tagged.player.position <= at_prepare + 500
+
+        await demo.command(0, "play", query="paper boats")  # the deploy changed the music
+        code, out = await cli(demo, "rollback", "mid-song", "--wait", "--pause", "0")
+        assert code == 0, out
+        player = demo.lavalink.player(guild.id)
+        assert player is not None and player.track is not None
+        assert player.track["info"]["title"] == tagged.queue.current.title  # type: ignore[union-attr]
+        assert player.position >= tagged.player.position - 1000 - 500  # less the 1 s rewind, a little later
+
+
+async def test_rollback_safeguards_for_pipelines(scenario: Callable[..., AsyncIterator[DemoScenario]]) -> None:
+    async with scenario(guilds=2, extra_config=DEPLOY_CONFIG) as demo:
+        await play_and_prepare(demo, "safe")
+        # with a bot running, an offline rewrite would be overwritten by its next write: refused
+        code, out = await cli(demo, "rollback", "safe", "--offline")
+        assert code == 1 and "refused" in out and "runs on this store" in out
+
+        # --json: stdout is JSON only, with the request id a script follows
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SONORA_")}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sonora_cog", "deploy", "rollback", "safe", "--json", "--batch-size", "1",
+            "--pause", "4", "--config", str(demo.config_path), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0
+        request = json.loads(stdout)["request"]
+
+        # a second rollback while that one runs (two batches, 4 s apart) is refused, not interleaved
+        code, out = await cli(demo, "rollback", "safe", "--wait")
+        assert code == 1 and f"request {request}" in out and "still in progress" in out
+        manager = manager_for(demo)
+        try:
+            pending = await deploy.read_request(manager)
+            assert pending is not None and pending.id == request
+            await wait_for(lambda: _finished(manager, pending), 30)
+            # --wait that gives up withdraws its request: nothing rolls back by surprise later
+            code, out = await cli(demo, "rollback", "safe", "--wait", "--timeout", "0", "--batch-size", "1",
+                                  "--pause", "4")
+            assert code == 1 and "no process finished it within 0s" in out
+            assert await deploy.read_request(manager) is None
+        finally:
+            await manager.close()
+
+
+async def _finished(manager: Any, request: deploy.DeployRequest) -> bool:
+    return not await deploy.unfinished(manager, request)
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "not within the timeout"
+        await asyncio.sleep(0.2)

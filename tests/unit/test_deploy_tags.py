@@ -177,12 +177,17 @@ async def test_cli_prepare_list_status_and_offline_rollback(manager: SessionMana
     assert out.returncode == 1  # a guild failed
 
 
-def test_cli_prepare_default_tag_uses_the_variable_and_bad_tags_are_refused(tmp_path: Path) -> None:
-    store = str(tmp_path / "empty")
-    out = run("deploy", "prepare", "--store", store, "--json", env={"SONORA_DEPLOY_TAG": "build-7"})
+def test_cli_prepare_default_tag_uses_the_variable_and_bad_input_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "empty"
+    out = run("deploy", "prepare", "--store", str(store))  # a typo in a pipeline must not "succeed"
+    assert out.returncode == 4 and "there is no store at" in out.stderr and not store.exists()
+    store.mkdir()
+    out = run("deploy", "prepare", "--store", str(store), "--json", env={"SONORA_DEPLOY_TAG": "build-7"})
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["tag"].endswith("Z-build-7")
-    out = run("deploy", "prepare", "--tag", "../x", "--store", store)
-    assert out.returncode == 5 and "not a deploy tag" in out.stderr
-    out = run("deploy", "rollback", "nothing", "--store", store)
+    for bad in (["prepare", "--tag", "../x"], ["prepare", "--tag", ""], ["rollback", "x", "--batch-size", "0"],
+                ["rollback", "x", "--batch-size", "-1"], ["status", "a b"]):
+        out = run("deploy", *bad, "--store", str(store))
+        assert out.returncode == 2, (bad, out.stderr)  # usage errors
+    out = run("deploy", "rollback", "nothing", "--store", str(store))
     assert out.returncode == 1 and "has no snapshots" in out.stdout
