@@ -25,10 +25,10 @@ from .deploy import DeployRequest, GuildDeployStatus, Step
 from .errors import GuildNotOwned, RestoreError, SonoraError
 from .meta import SnapshotKind
 from .outcomes import RestorePath
+from .restore import RestoreReport, RestoreStatus
 
 if TYPE_CHECKING:
     from .cog import SonoraCog
-    from .restore import RestoreReport
 
 __all__ = ("DeployController",)
 
@@ -176,8 +176,11 @@ class DeployController:
             report = await self.cog.restore(guild, state, pre_restore_label=label, path=RestorePath.deploy_rollback)
         except GuildNotOwned:
             return None  # another process holds it and serves the request there
-        except (RestoreError, SonoraError) as exc:
-            return result(Step.rollback_failed, f"{type(exc).__name__}: {exc}")
+        except (RestoreError, SonoraError) as exc:  # refused before it began (a restore already runs there...)
+            why = f"{type(exc).__name__}: {exc}"
+            self.cog._observe_restore(RestoreReport(guild_id, RestoreStatus.failed, reason=why),
+                                      RestorePath.deploy_rollback)
+            return result(Step.rollback_failed, why)
         if report.ok:
             return result(Step.rolled_back, None)
         return result(Step.rollback_failed, f"{report.status.value}: {report.reason}")
