@@ -139,8 +139,8 @@ async def _rollback(manager: SessionManager, args: argparse.Namespace) -> int:
         return EXIT_BAD_RECORDS
     await deploy.record(manager, tag, missing)
     if args.offline or not processes:
-        say.print(f"no bot process runs on this store: rewriting {len(targets)} live record(s) from {tag}; "
-                  "the next start restores them")
+        why = "--offline" if processes else "no bot process runs on this store"
+        say.print(f"{why}: rewriting {len(targets)} live record(s) from {tag}; the next start restores them")
         with _progress_bar(args, "rewriting") as progress:
             results = await deploy.rollback_offline(manager, tag, targets, progress=progress)
     else:
