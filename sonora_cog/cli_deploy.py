@@ -74,7 +74,7 @@ def add_deploy_parser(commands: Any, common: argparse.ArgumentParser, non_negati
 
 async def run_deploy(manager: SessionManager, args: argparse.Namespace) -> int:
     """Run one ``deploy`` command; return the exit code."""
-    from .cli import EXIT_BAD_RECORDS, EXIT_OK
+    from .cli import EXIT_BAD_RECORDS, EXIT_OK, _err
 
     storage = manager.settings.storage
     if storage.backend == "filesystem" and not await asyncio.to_thread(os.path.isdir, storage.path):
@@ -83,6 +83,9 @@ async def run_deploy(manager: SessionManager, args: argparse.Namespace) -> int:
         tag = args.tag or deploy.default_tag()
         with _progress_bar(args, "snapshotting") as progress:
             results = await deploy.prepare(manager, tag, progress=progress)
+        if not results:
+            _err.print(f"no guild has a live record in {_where(manager)}: nothing to snapshot (nothing plays, or "
+                       "this is not the bot's store)")
         _report(args, tag, results, f"deploy tag {tag}: {_counts(results)}")
         return EXIT_BAD_RECORDS if any(r.step.failed for r in results) else EXIT_OK
     if args.action == "list":
@@ -114,6 +117,14 @@ async def _rollback(manager: SessionManager, args: argparse.Namespace) -> int:
     from .cli import EXIT_BAD_RECORDS, EXIT_OK, _err, _out, _print_json
 
     say = _err if args.json else _out  # with --json, stdout holds the JSON only
+
+    def refuse(message: str) -> int:
+        if args.json:
+            _print_json({"error": message})
+        else:
+            _out.print(message)
+        return EXIT_BAD_RECORDS
+
     tag = args.tag
     settings = manager.settings.deploy
     batch_size = args.batch_size or settings.batch_size
@@ -124,22 +135,20 @@ async def _rollback(manager: SessionManager, args: argparse.Namespace) -> int:
                                  by="cli") for g in wanted if g not in snapshots]
     targets = [g for g in wanted if g in snapshots]
     if not wanted:
-        say.print(f"deploy tag {tag} has no snapshots (deploy list shows the tags)")
-        return EXIT_BAD_RECORDS
+        return refuse(f"deploy tag {tag} has no snapshots (deploy list shows the tags)")
     processes = await deploy.running_processes(manager)
     if args.offline and processes and not args.force:
-        say.print(f"refused: {', '.join(processes)} runs on this store; stop it first (or drop --offline to roll "
-                  "back through it); a rewrite under a running bot is overwritten by its next write")
-        return EXIT_BAD_RECORDS
+        return refuse(f"refused: {', '.join(processes)} runs on this store; stop it first (or drop --offline to roll "
+                      "back through it); a rewrite under a running bot is overwritten by its next write")
     pending = await deploy.read_request(manager) if processes and not args.offline else None
     fresh = pending is not None and time.time() - pending.at < settings.request_max_age
     if pending is not None and fresh and not args.force and await deploy.unfinished(manager, pending):
-        say.print(f"refused: a rollback to {pending.tag} (request {pending.id}, {time.time() - pending.at:.0f}s "
-                  f"ago) is still in progress; follow it with deploy status {pending.tag}, or pass --force")
-        return EXIT_BAD_RECORDS
-    await deploy.record(manager, tag, missing)
+        return refuse(f"refused: a rollback to {pending.tag} (request {pending.id}, {time.time() - pending.at:.0f}s "
+                      f"ago) is still in progress; follow it with deploy status {pending.tag}, or pass --force "
+                      "(the running one then stops before its next batch)")
     if args.offline or not processes:
-        why = "--offline" if processes else "no bot process runs on this store"
+        why = (f"--offline --force although {', '.join(processes)} runs (it overwrites these at its next write)"
+               if processes else "no bot process runs on this store")
         say.print(f"{why}: rewriting {len(targets)} live record(s) from {tag}; the next start restores them")
         with _progress_bar(args, "rewriting") as progress:
             results = await deploy.rollback_offline(manager, tag, targets, progress=progress)
@@ -160,8 +169,10 @@ async def _rollback(manager: SessionManager, args: argparse.Namespace) -> int:
             return EXIT_OK
         timeout = args.timeout if args.timeout is not None else batches * (pause + PER_BATCH_ALLOWANCE) + 30
         results = await _wait(manager, args, request, targets, timeout)
-        # Done, or given up: no process that starts later may act on it (a surprise rollback minutes later).
-        await deploy.withdraw(manager)
+        # Done, or given up: a running process stops before its next batch, and none that starts later acts on it.
+        if await deploy.withdraw(manager) and any(r.step is not Step.rolled_back for r in results):
+            say.print("the request was withdrawn: a process still rolling back stops before its next batch; "
+                      "guilds it is restoring now may still finish (deploy status shows them)")
     results = missing + results
     _report(args, tag, results, f"rollback to {tag}: {_counts(results)}")
     return EXIT_OK if results and all(r.step is Step.rolled_back for r in results) else EXIT_BAD_RECORDS
@@ -184,8 +195,8 @@ async def _wait(manager: SessionManager, args: argparse.Namespace, request: depl
                 break
             await asyncio.sleep(0.5)
     return [final.get(g) or GuildDeployStatus(g, Step.rollback_failed, f"no process finished it within {limit:g}s "
-                                              "(is the bot that owns it running?)", at=time.time(), by="cli",
-                                              request=request.id)
+                                              "(--timeout; or is the bot that owns it running?)", at=time.time(),
+                                              by="cli", request=request.id)
             for g in targets]
 
 
@@ -214,6 +225,11 @@ class _progress_bar:  # noqa: N801 (used as a context manager, like a function)
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
+
+
+def _where(manager: SessionManager) -> str:
+    storage = manager.settings.storage
+    return storage.path if storage.backend == "filesystem" else f"Redis prefix {storage.redis_prefix!r}"
 
 
 def _counts(results: Sequence[GuildDeployStatus]) -> str:

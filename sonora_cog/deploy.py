@@ -365,9 +365,14 @@ async def current_tag(manager: SessionManager, within: float) -> str | None:
 async def rollback_offline(manager: SessionManager, tag: str, guilds: Sequence[int] | None = None, *,
                            progress: Progress | None = None) -> list[GuildDeployStatus]:
     """With no bot running: rewrite each guild's live record from its tag snapshot (as of now, so the next
-    start restores it at the tagged position, neither too old nor moved forward)."""
+    start restores it at the tagged position, neither too old nor moved forward), and forget the Lavalink
+    sessions to resume (their players still hold the state the rollback replaces)."""
     snapshots = await tag_snapshots(manager, tag)
     targets = sorted(snapshots) if guilds is None else list(guilds)
+    # The next start must play the rewritten records, not adopt what the stopped process's Lavalink session
+    # still plays (the old state): it starts new sessions instead of resuming those.
+    for key in await manager.store.aux_keys("lavalink-"):
+        await manager.store.delete_aux(key)
     results: list[GuildDeployStatus] = []
     for done, guild_id in enumerate(targets, 1):
         meta = snapshots.get(guild_id)

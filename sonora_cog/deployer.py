@@ -88,6 +88,9 @@ class DeployController:
         task.add_done_callback(self._running.discard)
 
     async def _serve(self, request: DeployRequest) -> None:
+        earlier = [t for t in self._running if t is not asyncio.current_task()]
+        if earlier:  # a replaced request stops before its next batch: never two rollbacks at once
+            await asyncio.wait(earlier)
         _log.info("deploy: rollback request %s: back to %s, %s at a time, %gs apart", request.id, request.tag,
                   request.batch_size, request.pause)
         try:
@@ -143,6 +146,10 @@ class DeployController:
         for number, batch in enumerate(batches, 1):
             if number > 1 and pause:
                 await asyncio.sleep(pause)
+            if request is not None and not await self._still_asked(request):
+                _log.warning("deploy: rollback request %s was withdrawn or replaced; stopping after %d of %d "
+                             "batch(es)", request, number - 1, len(batches))
+                break
             outcomes = await asyncio.gather(*(self._rollback_one(tag, g, snapshots.get(g), request) for g in batch))
             done = [o for o in outcomes if o is not None]
             results.extend(done)
@@ -155,6 +162,14 @@ class DeployController:
             _log.info("deploy: rollback to %s: batch %d/%d done (%s)", tag, number, len(batches),
                       ", ".join(f"{o.guild_id} {o.step.value}" for o in done) or "nothing here")
         return results
+
+    async def _still_asked(self, request: str) -> bool:
+        """Whether ``request`` is still the rollback request in the store (not withdrawn, not replaced)."""
+        try:
+            current = await deploy.read_request(self.manager)
+        except SonoraError:
+            return True  # the store cannot say: go on with what was asked
+        return current is not None and current.id == request
 
     async def _rollback_one(
         self, tag: str, guild_id: int, meta: Any, request: str | None

@@ -247,3 +247,42 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float) -> None
     while not await check():
         assert time.monotonic() < deadline, "not within the timeout"
         await asyncio.sleep(0.2)
+
+
+async def test_an_offline_rollback_after_a_kill_is_not_undone_by_the_resumed_lavalink_session(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=2, extra_config=DEPLOY_CONFIG) as demo:
+        tagged = await play_and_prepare(demo, "before-crash")
+        await change_everything(demo)
+        demo.bot.kill()  # Lavalink keeps its session, whose players play the changed state, for resuming
+        await demo.bot.wait()
+        # the dead process is still announced for a few seconds: --force says the operator knows it is gone
+        code, out = await cli(demo, "rollback", "before-crash", "--offline", "--force")
+        assert code == 0, out
+        await demo.start_bot()
+        await demo.wait_restored(2)
+        await asyncio.sleep(0.5)
+        assert volumes(demo) == tagged  # played from the rewritten records, not adopted from the old session
+        assert not [line for line in demo.bot.lines_since_start() if "adopted from the resumed Lavalink" in line]
+
+
+async def test_a_forced_rollback_stops_the_one_it_replaces(
+    scenario: Callable[..., AsyncIterator[DemoScenario]],
+) -> None:
+    async with scenario(guilds=2, extra_config=DEPLOY_CONFIG) as demo:
+        await play_and_prepare(demo, "first")
+        for index in range(2):
+            await demo.command(index, "volume", value=77)
+        await demo.wait_saved()
+        code, out = await cli(demo, "prepare", "--tag", "second")  # every guild at volume 77
+        assert code == 0, out
+        await change_everything(demo)
+        code, out = await cli(demo, "rollback", "first", "--batch-size", "1", "--pause", "4")
+        assert code == 0, out
+        await asyncio.sleep(1.5)  # the first batch of "first" is done; its second waits for the pause
+        code, out = await cli(demo, "rollback", "second", "--force", "--wait", "--pause", "0")
+        assert code == 0, out
+        await asyncio.sleep(5)  # past the replaced request's pause: it stopped, and did not run its batch 2
+        assert set(volumes(demo).values()) == {77}
+        assert any("was withdrawn or replaced; stopping after 1 of 2" in line for line in demo.bot.lines_since_start())

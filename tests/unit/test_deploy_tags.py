@@ -172,9 +172,9 @@ async def test_cli_prepare_list_status_and_offline_rollback(manager: SessionMana
     assert live is not None and live.player.volume == 40
     out = run("deploy", "status", "v1", "--store", store, "--json")
     steps = {g["guild"]: g["step"] for g in json.loads(out.stdout)["guilds"]}
-    assert steps == {str(GUILDS[0]): "snapshotted", str(GUILDS[1]): "rolled back", str(GUILDS[2]): "snapshotted",
-                     "999": "rollback failed"}
-    assert out.returncode == 1  # a guild failed
+    # a guild the tag never had (a typo) is reported by that rollback, never written into the tag's status
+    assert steps == {str(GUILDS[0]): "snapshotted", str(GUILDS[1]): "rolled back", str(GUILDS[2]): "snapshotted"}
+    assert out.returncode == 0
 
 
 def test_cli_prepare_default_tag_uses_the_variable_and_bad_input_is_refused(tmp_path: Path) -> None:
