@@ -170,8 +170,17 @@ class Handover:
         return asked, wait
 
     def kept(self, guild_id: int) -> bool:
-        """Whether the old process said it keeps this guild (the handover stopped): stop waiting for it."""
+        """Whether to stop waiting for this guild: the old process said it keeps it (the handover stopped), or
+        a third process took it (the asked holder was gone: its lease ran out)."""
         return guild_id in self._kept
+
+    def observe(self, status: LeaseStatus) -> None:
+        """A lease poll while waiting: a guild now held by another process than the one asked is not coming."""
+        request = self.request_for(status.guild_id)
+        if request is not None and status.holder not in (None, request.holder) and status.guild_id not in self._kept:
+            _log.info("handover: guild %s went to %s, not to this process; not waiting for it", status.guild_id,
+                      status.holder)
+            self._kept.add(status.guild_id)
 
     async def _follow(self) -> None:
         """Follow the journals of this process's requests: learn which guilds the old process keeps."""

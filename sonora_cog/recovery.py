@@ -182,8 +182,12 @@ class RecoveryMixin:
                     held[lease.guild_id] = lease
             # Guilds another process holds: ask an older one to hand them over, or wait for their leases.
             asked, wait = await self.handover.ask(held)
+            def still_held(status: LeaseStatus) -> None:
+                held_elsewhere(status)
+                self.handover.observe(status)
+
             async for lease in self.owner.leases.acquire_many(
-                list(held), wait=wait, on_held=held_elsewhere, give_up=self.handover.kept
+                list(held), wait=wait, on_held=still_held, give_up=self.handover.kept
             ):
                 tasks[lease.guild_id] = self._spawn(one(lease.guild_id, lease))
         except StoreError as exc:
