@@ -130,8 +130,27 @@ def _env_name(value: Any) -> str:
 
 
 def _looks_like_a_key(value: str) -> bool:
-    """A long run of base64 or hex with digits in it: a key (or password) pasted where a name belongs."""
-    return len(value.strip()) >= 32 and sum(c.isdigit() for c in value) >= 4 and not any(c.isspace() for c in value)
+    """A long run of base64 or hex: a key (or password) pasted where a name belongs.
+
+    32+ characters of ``[A-Za-z0-9+/=_-]`` that mix letter cases or letters and digits, unless they read as
+    an identifier: UPPER_CASE (a variable name; with 4+ digits it counts as hex) or short one-case words
+    joined by ``_``/``-``.
+    """
+    text = value.strip()
+    if len(text) < 32 or not _KEY_CHARS.fullmatch(text):
+        return False
+    digits = sum(c.isdigit() for c in text)
+    if _UPPER_NAME.fullmatch(text):
+        return digits >= 4
+    lower, upper = any(c.islower() for c in text), any(c.isupper() for c in text)
+    words = re.split(r"[_-]", text)
+    if not (lower and upper) and len(words) >= 4 and max(len(w) for w in words) <= 12:
+        return False  # production_bot_cluster_eu_west_1: a name
+    return (lower and upper) or (digits > 0 and (lower or upper))
+
+
+_KEY_CHARS = re.compile(r"[A-Za-z0-9+/=_-]+")
+_UPPER_NAME = re.compile(r"[A-Z0-9_]+")
 
 
 _KEYISH = re.compile(r"[A-Za-z0-9+/=_-]{32,}")

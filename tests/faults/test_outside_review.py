@@ -274,3 +274,16 @@ def test_an_impossible_capture_time_is_refused_on_import(tmp_path: Path, created
     document["created_at"] = created_at
     with pytest.raises(InvalidSnapshot, match="created_at"):
         manager.parse_export(orjson.dumps(document))
+
+
+@pytest.mark.parametrize("key", ["SCgm1jyqHewaGaarrWdWvdhtnC7pjGOBfQlhWBWCMrI=",  # only two digits
+                                 "a3f5" * 16, "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eA"])
+def test_keys_with_few_digits_are_still_never_shown(key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env={"SONORA_COMMANDS_ALLOWED_ROLE_IDS": f'["{key}"]', "SONORA_STORAGE_REDIS_PREFIX": key})
+    assert key not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["production_bot_cluster_eu_west_1", "MY_VERY_LONG_APPLICATION_REDIS_PREFIX"])
+def test_long_names_are_not_taken_for_keys(name: str) -> None:
+    assert load_settings(env={"SONORA_STORAGE_REDIS_PREFIX": name}).storage.redis_prefix == name
