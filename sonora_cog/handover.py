@@ -258,8 +258,6 @@ class Handover:
             if number > 1 and self.settings.handover_pause:
                 await self._watch(request, watch, self.settings.handover_pause)
             handed = [g for g in batch if await self._hand_over(g, request)]
-            await self._record(request, [GuildDeployStatus(g, Step.handed_over, at=time.time(),
-                                                           by=self.cog.deploy.name) for g in handed])
             watch.hand(handed)
             await self._watch(request, watch, self.settings.handover_timeout, until_settled=handed)
             failed = [g for g in batch if g not in watch.confirmed]
@@ -302,6 +300,9 @@ class Handover:
         owner.lose(guild_id, f"handed over to {request.to_name}")
         if player is not None:
             await self.cog._leave_quietly(player)
+        # in the journal before the lease is free: the new process's report always comes after it
+        await self._record(request, GuildDeployStatus(guild_id, Step.handed_over, at=time.time(),
+                                                       by=self.cog.deploy.name))
         await self.leases.release(guild_id)
         return True
 
