@@ -371,16 +371,16 @@ _SNAPSHOT_COMMANDS = {
 }
 
 
-def _non_negative(kind: type[int] | type[float]) -> Any:
-    """An argparse type: a number of ``kind`` that is 0 or more (0 is a real value, not "unset")."""
+def _at_least(kind: type[int] | type[float], low: int = 0) -> Any:
+    """An argparse type: a number of ``kind`` that is ``low`` or more (0 is a real value, not "unset")."""
 
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, got {text}")
         return value
 
     return parse
@@ -409,8 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guild", type=int, metavar="ID")
     sub.add_parser("validate", parents=[common], help="check every record; changes nothing")
     p = sub.add_parser("prune", parents=[common], help="apply retention now")
-    p.add_argument("--max-per-guild", type=_non_negative(int), metavar="N")
-    p.add_argument("--max-age-days", type=_non_negative(float), metavar="DAYS")
+    p.add_argument("--max-per-guild", type=_at_least(int), metavar="N")
+    p.add_argument("--max-age-days", type=_at_least(float), metavar="DAYS")
     p = sub.add_parser("export", parents=[common], help="write a snapshot as plain schema-v1 JSON")
     p.add_argument("id")
     p.add_argument("--out", required=True, metavar="FILE.json")
@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guild", type=int, metavar="ID", help="refuse the file unless it belongs to this guild")
     sub.add_parser("rekey", parents=[common], help="re-encrypt every record with the current key")
     p = sub.add_parser("stats", parents=[common], help="totals, sizes, oldest and newest; restores by outcome and path")
-    p.add_argument("--failures", type=_non_negative(int), default=5, metavar="N",
+    p.add_argument("--failures", type=_at_least(int), default=5, metavar="N",
                    help="show the last N failed restores with their reason (default 5)")
     p = sub.add_parser("migrate", help="copy every record to another store (filesystem <-> Redis), check counts")
     p.add_argument("--config", metavar="FILE", help="config file (Redis password variable, prefix, timeouts)")
@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to-prefix", metavar="PREFIX", help="Redis key prefix of --to (default: storage.redis_prefix)")
     p.add_argument("--overwrite-live", action="store_true", help="replace live records the target already has")
 
-    add_deploy_parser(commands, common, _non_negative)
+    add_deploy_parser(commands, common, _at_least)
     commands.add_parser("keygen", help="print a new random encryption key (put it in the key variable)")
     demo = commands.add_parser("demo", help="crash-and-recover demo against the bundled fakes")
     demo.add_argument("--guilds", type=int, default=3)

@@ -38,17 +38,7 @@ def _tag(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
-    return value
-
-
-def add_deploy_parser(commands: Any, common: argparse.ArgumentParser, non_negative: Any) -> None:
+def add_deploy_parser(commands: Any, common: argparse.ArgumentParser, at_least: Any) -> None:
     """Add ``deploy`` and its commands to the CLI's parser."""
     parser = commands.add_parser("deploy", help="deploy tags: prepare, list, status, rollback")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -60,12 +50,12 @@ def add_deploy_parser(commands: Any, common: argparse.ArgumentParser, non_negati
     p = sub.add_parser("rollback", parents=[common], help="restore every guild from a tag's snapshots")
     p.add_argument("tag", type=_tag)
     p.add_argument("--guild", type=int, action="append", metavar="ID", help="only this guild (repeatable)")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N",
+    p.add_argument("--batch-size", type=at_least(int, 1), metavar="N",
                    help="guilds at a time (default: deploy.batch_size)")
-    p.add_argument("--pause", type=non_negative(float), metavar="S", help="seconds between batches "
+    p.add_argument("--pause", type=at_least(float), metavar="S", help="seconds between batches "
                    "(default: deploy.pause)")
     p.add_argument("--wait", action="store_true", help="wait until every guild is rolled back; show progress")
-    p.add_argument("--timeout", type=non_negative(float), metavar="S",
+    p.add_argument("--timeout", type=at_least(float), metavar="S",
                    help="with --wait: give up after S seconds (default: from the batches)")
     p.add_argument("--offline", action="store_true", help="rewrite the live records (only while no bot runs)")
     p.add_argument("--force", action="store_true", help="replace a rollback still in progress; with --offline, "
