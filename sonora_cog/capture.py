@@ -100,11 +100,15 @@ class PositionSample:
         ``time.monotonic()`` when it was there.
     paused:
         Whether the player was paused then (a paused clock does not advance).
+    stalled:
+        The player's Lavalink node was lost then: nothing plays until the player is on a node again,
+        so the clock stands still whatever the pause state (see :mod:`sonora_cog.failover`).
     """
 
     position: int
     monotonic: float
     paused: bool = False
+    stalled: bool = False
 
 
 def track_state(track: wavelink.Playable) -> TrackState:
@@ -199,14 +203,17 @@ def playback_position(
 ) -> int:
     """Where the player's current track is now, in track time (ms; 0 when nothing plays).
 
-    From ``sample`` when it agrees with the player on being paused: frozen when paused, moved on at
+    From ``sample`` when it is stalled (its node was lost: frozen), or when it agrees with the player
+    on being paused: frozen when paused, moved on at
     ``speed`` (the timescale's, by default) when playing. Otherwise (no sample, or the player was
     paused or resumed where the clock did not see it) wavelink's own ``Player.position``.
     """
     current = player.current
     if current is None:
         return 0
-    if sample is None or sample.paused != player.paused:
+    if sample is not None and sample.stalled:
+        position = sample.position
+    elif sample is None or sample.paused != player.paused:
         position = wavelink.Player.position.fget(player)  # type: ignore[attr-defined]  # wavelink's own
     elif sample.paused:
         position = sample.position

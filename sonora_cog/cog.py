@@ -5,7 +5,8 @@ describes), or build it yourself: ``await bot.add_cog(SonoraCog(bot, settings=..
 
 The cog is composed: this module is the lifecycle; every guild's session is owned by
 :class:`~sonora_cog.owner.SessionOwner` (which listens to the player events itself); recovery (startup
-rehydration, rebuilds, rejoins, restores) is :class:`~sonora_cog.recovery.RecoveryMixin`; the
+rehydration, rebuilds, rejoins, restores) is :class:`~sonora_cog.recovery.RecoveryMixin`; moving players
+off a dead or drained Lavalink node is :class:`~sonora_cog.failover.FailoverMixin`; the
 ``/snapshot`` commands are the :class:`~sonora_cog.commands.SnapshotCommands` group cog, added and
 removed with this one.
 
@@ -31,6 +32,7 @@ from .config import Settings, load_settings
 from .deploy import process_name
 from .deployer import DeployController
 from .errors import StoreError
+from .failover import FailoverMixin
 from .handover import Handover
 from .jobs import build_scheduler
 from .manager import SessionManager
@@ -54,7 +56,7 @@ DEPLOY_POLL_JOB = "sonora-deploy-poll"
 HANDOVER_GRACE = 2.0
 
 
-class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
+class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
     """Persistence and automatic recovery for every wavelink player of a bot.
 
     Parameters
@@ -116,6 +118,7 @@ class SonoraCog(RecoveryMixin, commands.Cog, name=COG_NAME):
         restore = self.settings.restore
         self.pacer = TokenBucket(restore.joins_per_second, restore.join_burst)
         self._rehydration: asyncio.Task[list[RestoreReport]] | None = None
+        self._init_failover()
         #: Owned guilds with a live record found at startup; ``None`` until the store could be listed.
         self._startup_guilds: list[int] | None = None
         self._previous_heartbeat: float | None = None

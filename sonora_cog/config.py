@@ -26,6 +26,7 @@ __all__ = (
     "CommandSettings",
     "DeploySettings",
     "EncryptionSettings",
+    "FailoverSettings",
     "LimitSettings",
     "MetricsSettings",
     "RestoreSettings",
@@ -308,6 +309,22 @@ class DeploySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FailoverSettings:
+    """``[failover]``: moving players off a Lavalink node that died or is drained (README: "More than one
+    Lavalink node").
+
+    .. versionadded:: 0.4
+    """
+
+    enabled: bool = True
+    grace_seconds: float = 10.0
+    concurrency: int = 5
+    per_node_concurrency: int = 2
+    drain_batch_size: int = 5
+    drain_pause: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     """``[metrics]``: Prometheus metrics (needs ``sonora-cog[metrics]``; see the README's "Metrics").
 
@@ -413,6 +430,16 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "handover_timeout": (_positive_seconds, "seconds the old process waits for the new one to report a batch"),
         "max_failure_ratio": (_ratio, "stop the handover when more than this share of a batch fails"),
     },
+    "failover": {
+        "enabled": (_boolean, "move the players of a Lavalink node that stays down to the other nodes"),
+        "grace_seconds": (
+            _non_negative_seconds, "seconds a node may stay unreachable (wavelink reconnecting) before its players move"
+        ),
+        "concurrency": (_int_range(1, 100), "players moved at the same time"),
+        "per_node_concurrency": (_int_range(1, 100), "players moved onto one node at the same time"),
+        "drain_batch_size": (_int_range(1, 1000), "players a drain moves at a time"),
+        "drain_pause": (_non_negative_seconds, "seconds a drain waits between batches"),
+    },
     "metrics": {
         "enabled": (_boolean, "collect Prometheus metrics; needs sonora-cog[metrics] (off: nothing is collected)"),
         "port": (
@@ -431,6 +458,7 @@ _SECTIONS: dict[str, type] = {
     "restore": RestoreSettings,
     "commands": CommandSettings,
     "deploy": DeploySettings,
+    "failover": FailoverSettings,
     "metrics": MetricsSettings,
 }
 
@@ -449,6 +477,7 @@ class Settings:
     restore: RestoreSettings = field(default_factory=RestoreSettings)
     commands: CommandSettings = field(default_factory=CommandSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    failover: FailoverSettings = field(default_factory=FailoverSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     #: Where the settings came from (a file path, or ``"defaults"``).
     source: str = "defaults"

@@ -18,6 +18,7 @@ __all__ = (
     "InvalidIdentifier",
     "InvalidSnapshot",
     "LeaseConflict",
+    "NodeNotFound",
     "NotReadableHere",
     "RecordChanged",
     "RestoreError",
@@ -184,3 +185,10 @@ class RestoreInProgress(RestoreError):
 
 class GuildNotOwned(RestoreError):
     """Another process owns that guild (it holds the guild's lease): it is not restored here."""
+
+
+class NodeNotFound(SonoraError):
+    """No Lavalink node of ``wavelink.Pool`` has this identifier (``drain_node``, ``nodes drain``).
+
+    .. versionadded:: 0.4
+    """

@@ -43,6 +43,10 @@ class RestorePath(StrEnum):
     """``deploy rollback``: restored from a deploy tag's ``pre-deploy`` snapshot."""
     handover = "handover"
     """Canary handover: taken over from another process."""
+    failover = "failover"
+    """A Lavalink node died or was closed: the player moved to another node."""
+    drain = "drain"
+    """A Lavalink node was drained (``nodes drain``): the player moved to another node."""
 
 
 #: The ``outcome`` label values (a :class:`~sonora_cog.restore.RestoreStatus` with ``_`` for spaces).
@@ -67,6 +71,7 @@ REASONS: dict[str, str] = {
     "empty_channel": "nobody was listening (restore.skip_empty_channels)",
     "foreign_state": "the state belongs to another guild",
     "verification": "Lavalink did not hold what was restored",
+    "no_node": "no other Lavalink node took the player",
     "timeout": "the restore took too long",
     "store": "the store failed",
     "record": "the record could not be read (damaged, wrong guild, too large)",
@@ -96,6 +101,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^nobody is listening", "empty_channel"),
         (r"^the state belongs to guild", "foreign_state"),
         (r"^verification failed", "verification"),
+        (r"^no other Lavalink node", "no_node"),
     )
 )
 

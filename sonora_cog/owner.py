@@ -39,6 +39,7 @@ from discord.ext import commands
 from .capture import PositionSample
 from .lease import LeaseManager
 from .manager import SessionManager
+from .nodes import NodeBoard
 from .session import Event, GuildSession, Phase
 from .writer import SessionWriter
 
@@ -97,6 +98,8 @@ class SessionOwner(SessionWriter):
             clock=clock,
         )
         self.leases.on_lost = lambda guild_id: self.lose(guild_id, "another process took its lease")
+        #: Which Lavalink nodes take players (:class:`~sonora_cog.nodes.NodeBoard`): drained ones do not.
+        self.nodes = NodeBoard()
         self._listeners: list[tuple[str, Callable[..., Coroutine[Any, Any, None]]]] = [
             ("on_wavelink_player_update", self._on_player_update),
             ("on_wavelink_track_start", self._on_track_start),
@@ -271,6 +274,17 @@ class SessionOwner(SessionWriter):
         session = self._owned(guild_id)
         if session is not None:
             session.sample = PositionSample(position, time.monotonic(), paused)
+
+    def stall(self, guild_id: int, position: int, *, paused: bool) -> None:
+        """The guild's Lavalink node was lost: its track stands still at ``position`` ms until it plays again.
+
+        The stalled position is written, so a restore starts where listeners stopped hearing it.
+        """
+        session = self._owned(guild_id)
+        if session is None or (session.sample is not None and session.sample.stalled):
+            return
+        session.sample = PositionSample(position, time.monotonic(), paused, stalled=True)
+        self.mark_dirty(guild_id)
 
     def sample(self, guild_id: int) -> PositionSample | None:
         """The guild's playback clock (the last position Lavalink reported or the bot set)."""

@@ -20,6 +20,8 @@ for a ``pre-change`` snapshot of the state as it was (see :mod:`sonora_cog.caden
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -34,6 +36,23 @@ from .owner import owner_of
 __all__ = ("ObservedDict", "ObservedQueue", "SonoraPlayer")
 
 _log = logging.getLogger(__name__)
+
+#: Seconds the closing node is given to delete a player it holds.
+NODE_CLOSE_DELETE_TIMEOUT = 2.0
+
+
+def _called_by_node_close() -> bool:
+    """Whether this runs inside ``wavelink.Node.close()`` (which disconnects each player of the node).
+
+    wavelink gives a player no other way to tell "the node is going away" from "leave voice".
+    """
+    close = wavelink.Node.close.__code__
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code is close:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class ObservedDict(dict[str, Any]):
@@ -220,6 +239,10 @@ class SonoraPlayer(wavelink.Player):
         *,
         nodes: list[wavelink.Node] | None = None,
     ) -> None:
+        if not nodes and client is not discord.utils.MISSING:
+            owner = owner_of(client)
+            best = owner.nodes.pick_now() if owner is not None else None
+            nodes = [best] if best is not None else None  # a drained or dead node takes no new players
         super().__init__(client, channel, nodes=nodes)
         self.queue = ObservedQueue(self.mark_dirty, before_major=self._before_major_change)
         self.auto_queue = ObservedQueue(self.mark_dirty)
@@ -356,12 +379,34 @@ class SonoraPlayer(wavelink.Player):
 
         When wavelink itself disconnects because Lavalink refused the voice update, nothing was left on
         purpose: the session and its live record stay (a restore that fails so reports it and keeps them).
+
+        When ``wavelink.Node.close()`` (or ``wavelink.Pool.close()``) disconnects the node's players, the
+        node is going away, not the session: the player stays in voice with its queue, its Lavalink player
+        is deleted, and sonora_cog moves it to another node (see :mod:`sonora_cog.failover`).
         """
         guild = self.guild
         owner = owner_of(self.client)
+        if guild is not None and owner is not None and _called_by_node_close():
+            await self._leave_closing_node(guild.id)
+            return
         if guild is not None and owner is not None and not self._lavalink_refused_voice:
             owner.end(guild.id, "the bot left the voice channel")
         await super().disconnect(**kwargs)
+
+    async def _leave_closing_node(self, guild_id: int) -> None:
+        node = self.node
+        owner = owner_of(self.client)
+        if owner is not None:
+            owner.stall(guild_id, self.position, paused=self.paused)
+        _log.info("guild %s: Lavalink node %s is closing; the player stays in voice and moves to another node",
+                  guild_id, node.identifier)
+        if node.session_id is None:
+            return
+        try:
+            async with asyncio.timeout(NODE_CLOSE_DELETE_TIMEOUT):
+                await node.send("DELETE", path=f"v4/sessions/{node.session_id}/players/{guild_id}")
+        except (TimeoutError, wavelink.WavelinkException, aiohttp.ClientError, OSError) as exc:
+            _log.debug("guild %s: cannot delete its player on the closing node (%r)", guild_id, exc)
 
     async def _dispatch_voice_update(self) -> None:
         # wavelink calls disconnect() when Lavalink refuses the voice update: that is not a session's end

@@ -88,6 +88,8 @@ class RestoreReport:
     backup:
         The ``pre-restore`` snapshot taken of what played before (``SonoraCog.restore(...,
         pre_restore_label=...)``, ``/snapshot restore``), if any.
+    node:
+        The identifier of the Lavalink node the player is on afterwards (failover and drain moves).
     """
 
     guild_id: int
@@ -102,6 +104,7 @@ class RestoreReport:
     player: wavelink.Player | None = field(default=None, repr=False)
     adopted: bool = False
     backup: SnapshotMeta | None = None
+    node: str | None = None
 
     @property
     def ok(self) -> bool:

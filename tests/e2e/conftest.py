@@ -15,7 +15,8 @@ Fixtures
 ``start_bot``
     ``await start_bot(**sections)`` starts a bot (``commands=CommandSettings(...)`` etc. override a
     settings section) and returns a :class:`RunningBot`; ``sonora=False`` leaves sonora_cog out (the
-    host bot alone) and ``setup=`` runs ``await setup(bot)`` at the end of ``setup_hook``; every bot is closed at teardown, and the
+    host bot alone) and ``setup=`` runs ``await setup(bot)`` at the end of ``setup_hook``; ``more_nodes=``
+    connects further FakeLavalinks as more wavelink nodes (after the ``fake_lavalink`` one); every bot is closed at teardown, and the
     wavelink ``Pool`` is emptied (it is class-level: a node left in it would leak into the next test).
     One bot at a time: start the next one (same store) after ``await running.stop()``.
 ``running_bot``
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -282,6 +283,7 @@ async def start_bot(
         settings: Settings | None = None,
         sonora: bool = True,
         setup: Callable[[commands.Bot], Awaitable[None]] | None = None,
+        more_nodes: Sequence[FakeLavalink] = (),
         **sections: Any,
     ) -> RunningBot:
         if any(not b.stopped for b in bots):
@@ -301,12 +303,18 @@ async def start_bot(
             identifier=f"e2e-{next(_node_ids)}",
             session=session,
         )
+        nodes = [node] + [
+            wavelink.Node(uri=extra.uri, password=extra.password, identifier=f"e2e-{next(_node_ids)}", session=session)
+            for extra in more_nodes
+        ]
+        for extra in more_nodes:
+            extra.seed_demo_catalogue()
         running = RunningBot(bot, cog, point_discord, fake_lavalink, music_world, chosen, catalogue, _node=node)
         bots.append(running)
         ready = asyncio.Event()
 
         async def setup_hook() -> None:
-            await wavelink.Pool.connect(nodes=[node], client=bot)
+            await wavelink.Pool.connect(nodes=nodes, client=bot)
             await bot.add_cog(MusicCog(bot))
             if sonora:
                 await bot.add_cog(cog)

@@ -1,0 +1,364 @@
+"""Lavalink node failover and drain: a node's players go on on the other nodes.
+
+A mixin of :class:`~sonora_cog.cog.SonoraCog`, next to :class:`~sonora_cog.recovery.RecoveryMixin`.
+
+**Failover.** When a node's WebSocket drops, wavelink keeps trying to reconnect; the players of the node
+go silent and their playback clocks stop (:meth:`SessionOwner.stall <sonora_cog.owner.SessionOwner.stall>`),
+so the position written and restored is where listeners stopped hearing. If the node is still not back
+after ``failover.grace_seconds``, or as soon as wavelink closes it (``Node.close()``, retries exhausted),
+each of its players is moved to the best other node (:class:`~sonora_cog.nodes.NodeBoard`). A player the
+bot still has (it stayed in voice) moves with ``wavelink.Player.switch_node``: same voice connection, same
+queue, the track started again at the stalled position, paused if it was, filters and volume kept. A
+guild with no player left is restored from its live record (the restore engine: it rejoins voice). The
+dead node is never asked anything: the player is taken off its list before the switch.
+
+**Confirmation, no double players.** ``switch_node`` removes the player from the node it leaves before it
+creates it on the target, and each move is confirmed by reading the player back from the target. A target
+that fails or cannot confirm has its player deleted and the next best node is tried; when no node takes
+it and the node it left still works (a drain), it goes back there.
+
+**Drain.** :meth:`FailoverMixin.drain_node` marks a node as taking no new players and moves its players in
+paced batches with the same engine; :meth:`FailoverMixin.undrain_node` opens it again.
+
+Moves run at most ``failover.concurrency`` at a time, and at most ``failover.per_node_concurrency`` onto
+one node. Each gives a :class:`~sonora_cog.restore.RestoreReport` (path ``failover`` or ``drain``) and the
+``on_sonora_session_restored`` event. Guilds with no node to go to wait, and move as soon as a node is
+ready. A node that comes back does not take its players back: it takes new ones.
+
+.. versionadded:: 0.4
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import discord
+import wavelink
+from discord.ext import commands
+
+from .config import Settings
+from .errors import NodeNotFound, RestoreError
+from .outcomes import RestorePath
+from .owner import SessionOwner
+from .restore import RestoreReport, RestoreStatus
+
+if TYPE_CHECKING:
+    from .resume import Ghost
+
+__all__ = ("DrainReport", "FailoverMixin")
+
+_log = logging.getLogger(__name__)
+
+#: Seconds one switch (leave a node, join another, play, confirm) may take before it counts as failed.
+MOVE_TIMEOUT = 15.0
+#: Seconds a node that wavelink closed is given before its players move: ``wavelink.Pool.close()`` closes
+#: the nodes one after another, and a bot that closes them all at shutdown has nowhere to move them to.
+CLOSED_SETTLE = 1.0
+#: Seconds a request to a node that may be dying (deleting a player on a failed target) may take.
+CLEANUP_TIMEOUT = 2.0
+
+
+@dataclass(slots=True)
+class DrainReport:
+    """What :meth:`FailoverMixin.drain_node` did.
+
+    Attributes
+    ----------
+    node:
+        The drained node's identifier.
+    reports:
+        One :class:`~sonora_cog.restore.RestoreReport` per player it had, in the order they moved.
+    """
+
+    node: str
+    reports: list[RestoreReport] = field(default_factory=list)
+
+    @property
+    def moved(self) -> int:
+        """Players that play on another node now."""
+        return sum(r.ok for r in self.reports)
+
+    @property
+    def left(self) -> list[int]:
+        """Guilds whose player could not be moved (they play on the drained node still)."""
+        return [r.guild_id for r in self.reports if not r.ok]
+
+
+class FailoverMixin:
+    """Moving players off a node that died or is drained."""
+
+    bot: commands.Bot
+    settings: Settings
+    owner: SessionOwner
+    _spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]  # provided by the cog
+    _dispatch_report: Callable[..., None]  # provided by RecoveryMixin
+    _restore_record_held: Callable[[int, Ghost | None, Ghost | None], Coroutine[Any, Any, RestoreReport]]
+    #: Per node identifier: the task that fails the node over once its grace period is over.
+    _node_watch: dict[str, asyncio.Task[None]]
+    #: Guilds whose node died with no other node to go to, and that node's identifier.
+    _waiting: dict[int, str]
+    _move_slots: asyncio.Semaphore
+    _node_slots: dict[str, asyncio.Semaphore]
+
+    def _init_failover(self) -> None:
+        self._node_watch = {}
+        self._waiting = {}
+        self._move_slots = asyncio.Semaphore(self.settings.failover.concurrency)
+        self._node_slots = {}
+
+    # -- listeners ----------------------------------------------------------------------------------
+
+    @commands.Cog.listener("on_wavelink_node_disconnected")
+    async def _on_node_lost(self, payload: wavelink.NodeDisconnectedEventPayload) -> None:
+        node = payload.node
+        self.owner.nodes.forget(node.identifier)
+        for player in self._players_on(node):
+            assert player.guild is not None
+            self.owner.stall(player.guild.id, player.position, paused=player.paused)
+        if not self.settings.failover.enabled or node.identifier in self._node_watch:
+            return
+        grace = self.settings.failover.grace_seconds
+        _log.warning("Lavalink node %s is unreachable; its players move to another node if it is not back in %gs",
+                     node.identifier, grace)
+        self._watch(node, grace, f"Lavalink node {node.identifier} was unreachable for {grace:g}s")
+
+    @commands.Cog.listener("on_wavelink_node_closed")
+    async def _on_node_closed(self, node: wavelink.Node, _disconnected: list[wavelink.Player]) -> None:
+        if not self.settings.failover.enabled or self.owner.closing:
+            return
+        watch = self._node_watch.pop(node.identifier, None)
+        if watch is not None:
+            watch.cancel()
+        self._watch(node, CLOSED_SETTLE, f"Lavalink node {node.identifier} was closed")
+
+    @commands.Cog.listener("on_wavelink_node_ready")
+    async def _on_node_back(self, payload: wavelink.NodeReadyEventPayload) -> None:
+        node = payload.node
+        watch = self._node_watch.pop(node.identifier, None)
+        if watch is not None:
+            watch.cancel()
+            _log.info("Lavalink node %s is back within its grace period; its players stay", node.identifier)
+        # Guilds that waited for a node: those of this node are its own again (rebuilt by RecoveryMixin
+        # when it lost them); the others move here now.
+        for guild_id, source in list(self._waiting.items()):
+            if source == node.identifier:
+                del self._waiting[guild_id]
+        waiting = list(self._waiting)
+        if waiting and self.settings.failover.enabled:
+            _log.info("Lavalink node %s is ready: moving %d waiting player(s) to it", node.identifier, len(waiting))
+            self._spawn(self._move_all(waiting, "a Lavalink node is ready again", RestorePath.failover))
+
+    def _watch(self, node: wavelink.Node, delay: float, reason: str) -> None:
+        async def fail_over_later() -> None:
+            await asyncio.sleep(delay)
+            if self._node_watch.get(node.identifier) is not asyncio.current_task():
+                return
+            del self._node_watch[node.identifier]
+            if node.status is wavelink.NodeStatus.CONNECTED and not getattr(node, "_has_closed", False):
+                return
+            await self.fail_over(node, reason)
+
+        self._node_watch[node.identifier] = self._spawn(fail_over_later())
+
+    # -- public API -----------------------------------------------------------------------------------
+
+    async def fail_over(self, node: wavelink.Node, reason: str | None = None) -> list[RestoreReport]:
+        """Move every player of ``node`` to the other nodes now (the node is treated as dead).
+
+        Returns one report per player moved (guilds with nowhere to go wait and have none yet).
+        """
+        guilds = [p.guild.id for p in self._players_on(node) if p.guild is not None]
+        if not guilds:
+            return []
+        why = reason or f"Lavalink node {node.identifier} was given up"
+        _log.warning("%s: moving its %d player(s) to other nodes", why, len(guilds))
+        return await self._move_all(guilds, why, RestorePath.failover)
+
+    async def drain_node(self, identifier: str, *, batch_size: int | None = None,
+                         pause: float | None = None) -> DrainReport:
+        """Move every player off the node ``identifier`` and give it no new ones (until :meth:`undrain_node`).
+
+        Players move ``batch_size`` at a time (``failover.drain_batch_size``), ``pause`` seconds apart
+        (``failover.drain_pause``), each with at most one re-buffer; a player that no other node takes
+        stays where it is and is listed in :attr:`DrainReport.left`.
+
+        Raises
+        ------
+        NodeNotFound
+            ``wavelink.Pool`` has no node with this identifier.
+        """
+        node = _node_named(identifier)
+        settings = self.settings.failover
+        size = batch_size or settings.drain_batch_size
+        gap = settings.drain_pause if pause is None else pause
+        if self.owner.nodes.drain(identifier):
+            _log.info("Lavalink node %s is drained: it takes no new players", identifier)
+        report = DrainReport(identifier)
+        guilds = [p.guild.id for p in self._players_on(node) if p.guild is not None]
+        for start in range(0, len(guilds), size):
+            if start:
+                await asyncio.sleep(gap)
+            if identifier not in self.owner.nodes.drained:
+                _log.info("Lavalink node %s was undrained; the drain stops", identifier)
+                break
+            batch = guilds[start:start + size]
+            report.reports += await self._move_all(batch, f"Lavalink node {identifier} is drained", RestorePath.drain)
+            _log.info("drain of %s: %d/%d player(s) moved", identifier, report.moved, len(guilds))
+        if report.left:
+            _log.warning("drain of %s: %d player(s) could not move and play there still: %s", identifier,
+                         len(report.left), ", ".join(map(str, report.left)))
+        return report
+
+    def undrain_node(self, identifier: str) -> bool:
+        """Let the node take new players again; return whether it was drained. Players do not move back."""
+        if self.owner.nodes.undrain(identifier):
+            _log.info("Lavalink node %s takes new players again", identifier)
+            return True
+        return False
+
+    # -- moving ---------------------------------------------------------------------------------------
+
+    def _players_on(self, node: wavelink.Node) -> list[wavelink.Player]:
+        return [p for p in self.owner.players() if p.node.identifier == node.identifier]
+
+    async def _move_all(self, guilds: list[int], reason: str, path: RestorePath) -> list[RestoreReport]:
+        reports = await asyncio.gather(*(self._move_guild(g, reason, path) for g in guilds))
+        done = [r for r in reports if r is not None]
+        moved = sum(r.ok for r in done)
+        if done:
+            _log.info("%s: %d of %d player(s) moved", reason, moved, len(done))
+        return done
+
+    async def _move_guild(self, guild_id: int, reason: str, path: RestorePath) -> RestoreReport | None:
+        """Move one guild's player (``None``: it waits for a node, or has nothing to move)."""
+        async with self._move_slots:
+            started = time.monotonic()
+            source = self._source_of(guild_id)
+            try:
+                async with self.owner.restoring(guild_id, reason):
+                    report = await self._move_held(guild_id, source)
+            except RestoreError as exc:
+                report = RestoreReport(guild_id, RestoreStatus.skipped, reason=str(exc))
+            if report is None:
+                return None
+            self._waiting.pop(guild_id, None)
+            self._dispatch_report(report, path, started)
+            return report
+
+    def _source_of(self, guild_id: int) -> wavelink.Node | None:
+        player = self.owner.player(guild_id)
+        return player.node if player is not None else None
+
+    async def _move_held(self, guild_id: int, source: wavelink.Node | None) -> RestoreReport | None:
+        player = self.owner.player(guild_id)
+        if player is None:  # nothing left in voice: the restore engine rejoins from the live record
+            if not self.owner.nodes.available():
+                self._waiting[guild_id] = source.identifier if source is not None else ""
+                return None
+            return await self._restore_record_held(guild_id, None, None)
+        assert source is not None
+        tried = {source.identifier}
+        while (target := await self.owner.nodes.pick(exclude=tried)) is not None:
+            tried.add(target.identifier)
+            problem = await self._switch(player, target)
+            if problem is None:
+                return _report(player, target)
+            _log.warning("guild %s: moving to Lavalink node %s failed (%s)", guild_id, target.identifier, problem)
+            if not player.connected:  # wavelink gave the voice connection up: rejoin from the live record
+                return await self._restore_record_held(guild_id, None, None)
+        if _alive(source) and player.node is not source:
+            problem = await self._switch(player, source)
+            report = _report(player, source)
+            report.status = RestoreStatus.failed if problem else RestoreStatus.rolled_back
+            report.reason = "no other Lavalink node took the player" + (f"; going back failed ({problem})"
+                                                                        if problem else "; it stays where it was")
+            return report
+        if _alive(source):
+            return RestoreReport(guild_id, RestoreStatus.failed, reason="no other Lavalink node took the player; "
+                                 "it stays where it was")
+        if guild_id not in self._waiting:
+            _log.warning("guild %s: no other Lavalink node takes players; it moves as soon as one is ready", guild_id)
+        self._waiting[guild_id] = source.identifier
+        return None
+
+    async def _switch(self, player: wavelink.Player, target: wavelink.Node) -> str | None:
+        """Move ``player`` to ``target`` and confirm it there; return the problem, or ``None``."""
+        guild = player.guild
+        assert guild is not None
+        source = player.node
+        if not _alive(source):
+            # A dead node may never answer the DELETE wavelink would send it: there is nothing left on
+            # it to delete (its session is gone), so the player is taken off its list first.
+            source._players.pop(guild.id, None)
+        slots = self._node_slots.setdefault(target.identifier,
+                                            asyncio.Semaphore(self.settings.failover.per_node_concurrency))
+        async with slots:
+            try:
+                async with asyncio.timeout(MOVE_TIMEOUT):
+                    await player.switch_node(target)
+                    problem = await _confirm(player, target)
+            except TimeoutError:
+                problem = f"no answer within {MOVE_TIMEOUT:g}s"
+            except (RuntimeError, discord.DiscordException, wavelink.WavelinkException, aiohttp.ClientError,
+                    OSError) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:
+            await _delete_player(target, guild.id)
+        return problem
+
+
+def _report(player: wavelink.Player, node: wavelink.Node) -> RestoreReport:
+    guild = player.guild
+    assert guild is not None
+    current = player.current
+    return RestoreReport(
+        guild.id, RestoreStatus.restored, track=current.title if current else None,
+        position=player.position if current else None, queue_length=len(player.queue), volume=player.volume,
+        player=player, node=node.identifier,
+    )
+
+
+async def _confirm(player: wavelink.Player, target: wavelink.Node) -> str | None:
+    """Read the player back from ``target``: it must hold it, with the current track and pause state."""
+    guild = player.guild
+    assert guild is not None
+    info = await target.fetch_player_info(guild.id)
+    if info is None:
+        return "the node holds no player for the guild"
+    current = player.current
+    if current is not None and (info.track is None or info.track.identifier != current.identifier):
+        return "the node does not play the track"
+    if current is not None and info.paused != player.paused:
+        return f"paused is {info.paused} there, expected {player.paused}"
+    return None
+
+
+async def _delete_player(node: wavelink.Node, guild_id: int) -> None:
+    """Delete the guild's player on ``node`` if it answers (a failed move leaves nothing playing there)."""
+    if not _alive(node):
+        return
+    node._players.pop(guild_id, None)  # wavelink's list, so a later switch does not DELETE it again
+    try:
+        async with asyncio.timeout(CLEANUP_TIMEOUT):
+            await node.send("DELETE", path=f"v4/sessions/{node.session_id}/players/{guild_id}")
+    except (TimeoutError, wavelink.WavelinkException, aiohttp.ClientError, OSError) as exc:
+        _log.debug("guild %s: cannot delete its player on Lavalink node %s (%r)", guild_id, node.identifier, exc)
+
+
+def _alive(node: wavelink.Node | None) -> bool:
+    return node is not None and node.status is wavelink.NodeStatus.CONNECTED and bool(node.session_id)
+
+
+def _node_named(identifier: str) -> wavelink.Node:
+    try:
+        return wavelink.Pool.get_node(identifier)
+    except wavelink.InvalidNodeException:
+        known = ", ".join(sorted(wavelink.Pool.nodes)) or "none"
+        raise NodeNotFound(f"no Lavalink node is named {identifier!r} (nodes: {known})") from None
+

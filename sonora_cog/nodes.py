@@ -1,0 +1,180 @@
+"""Which Lavalink node a player goes to: health, load and drained nodes.
+
+:class:`NodeBoard` is the one place that knows which nodes of ``wavelink.Pool`` take players. A node
+takes players when it is connected, has a Lavalink session and is not drained (``cog.drain_node``);
+among those, the one with the lowest :func:`penalty` is the best. The load comes from Lavalink's own
+``GET /v4/stats`` (read at most every :data:`STATS_MAX_AGE` seconds per node, with a short timeout),
+plus the players this process put on the node since that read, so a burst of moves spreads over the
+nodes instead of piling onto the one that looked idle a second ago.
+
+:class:`~sonora_cog.player.SonoraPlayer` asks the board when the bot joins without naming nodes, so
+a drained node gets no new players of the bot's own either; the restore engine and the failover ask it
+for every player they place.
+
+.. versionadded:: 0.4
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+import wavelink
+
+__all__ = ("STATS_MAX_AGE", "NodeBoard", "NodeLoad", "penalty")
+
+_log = logging.getLogger(__name__)
+
+#: Seconds a node's stats are used before they are read again.
+STATS_MAX_AGE = 5.0
+#: Seconds a ``GET /v4/stats`` may take; a node slower than that is ranked after every node that answered.
+STATS_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLoad:
+    """What Lavalink's stats say of a node's load.
+
+    Attributes
+    ----------
+    playing:
+        Players that play a track (Lavalink's ``playingPlayers``).
+    system_load:
+        The machine's CPU load, 0 to 1 (``cpu.systemLoad``).
+    nulled, deficit:
+        Frames per minute that were nulled or missing (``frameStats``; 0 when Lavalink sends none).
+    """
+
+    playing: int
+    system_load: float
+    nulled: int = 0
+    deficit: int = 0
+
+    @classmethod
+    def from_stats(cls, stats: wavelink.StatsResponsePayload) -> NodeLoad:
+        frames = stats.frames
+        return cls(
+            playing=stats.playing,
+            system_load=stats.cpu.system_load,
+            nulled=max(0, frames.nulled) if frames is not None else 0,
+            deficit=max(0, frames.deficit) if frames is not None else 0,
+        )
+
+
+def penalty(load: NodeLoad, added: int = 0) -> float:
+    """A node's load as one number (lower is better), with ``added`` players placed since the stats.
+
+    The weighting Lavalink clients share (Lavalink.py, lavalink-client): one point per playing player;
+    CPU load grows exponentially (``1.05^(100·load)·10 - 10``: 0 when idle, about 1,300 at 100 %);
+    nulled and missing frames (out of the 3,000 in a minute of audio) weigh most, since they are what
+    listeners hear as stutter.
+    """
+    cpu = 1.05 ** (100 * min(max(load.system_load, 0.0), 1.0)) * 10 - 10
+    nulled = (1.03 ** (500 * (load.nulled / 3000)) * 300 - 300) * 2
+    deficit = 1.03 ** (500 * (load.deficit / 3000)) * 600 - 600
+    return load.playing + added + cpu + nulled + deficit
+
+
+@dataclass(slots=True)
+class _Seen:
+    load: NodeLoad | None
+    at: float
+    added: int = 0
+
+
+class NodeBoard:
+    """Which nodes of ``wavelink.Pool`` take players, and which of them is the best.
+
+    Parameters
+    ----------
+    clock:
+        Monotonic seconds (for the age of the stats).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._drained: set[str] = set()
+        self._seen: dict[str, _Seen] = {}
+        self._clock = clock
+
+    # -- drained nodes --------------------------------------------------------------------------------
+
+    @property
+    def drained(self) -> frozenset[str]:
+        """Identifiers of the nodes that take no new players."""
+        return frozenset(self._drained)
+
+    def drain(self, identifier: str) -> bool:
+        """The node takes no new players from now on; return whether that is new."""
+        new = identifier not in self._drained
+        self._drained.add(identifier)
+        return new
+
+    def undrain(self, identifier: str) -> bool:
+        """The node takes players again; return whether it was drained."""
+        was = identifier in self._drained
+        self._drained.discard(identifier)
+        return was
+
+    # -- choosing -------------------------------------------------------------------------------------
+
+    def available(self, exclude: Iterable[str] = ()) -> list[wavelink.Node]:
+        """The nodes that take players now: connected, with a session, not drained, not in ``exclude``."""
+        skip = set(exclude) | self._drained
+        return [
+            node for node in wavelink.Pool.nodes.values()
+            if node.status is wavelink.NodeStatus.CONNECTED and node.session_id and node.identifier not in skip
+        ]
+
+    def pick_now(self, exclude: Iterable[str] = ()) -> wavelink.Node | None:
+        """The best available node by the stats already read (no request); ``None`` when none takes players.
+
+        For code that cannot wait (a player's constructor). Nodes with no stats yet count by the players
+        this bot has on them.
+        """
+        nodes = self.available(exclude)
+        if not nodes:
+            return None
+        return min(nodes, key=self._score)
+
+    async def pick(self, exclude: Iterable[str] = ()) -> wavelink.Node | None:
+        """The best available node, by stats at most :data:`STATS_MAX_AGE` seconds old; ``None`` when none.
+
+        Counts the pick as one more player on that node until its next stats.
+        """
+        nodes = self.available(exclude)
+        if not nodes:
+            return None
+        await asyncio.gather(*(self._refresh(node) for node in nodes))
+        best = min(nodes, key=self._score)
+        self._seen.setdefault(best.identifier, _Seen(None, self._clock())).added += 1
+        return best
+
+    def forget(self, identifier: str) -> None:
+        """Drop what is known of a node's load (it went away: its next stats start afresh)."""
+        self._seen.pop(identifier, None)
+
+    def _score(self, node: wavelink.Node) -> tuple[int, float]:
+        seen = self._seen.get(node.identifier)
+        hosted = len(node.players)
+        if seen is None or seen.load is None:
+            # Unknown load ranks after every node that answered, then by this bot's players on it.
+            return (1, float(hosted + (seen.added if seen else 0)))
+        return (0, penalty(seen.load, seen.added))
+
+    async def _refresh(self, node: wavelink.Node) -> None:
+        seen = self._seen.get(node.identifier)
+        now = self._clock()
+        if seen is not None and seen.load is not None and now - seen.at < STATS_MAX_AGE:
+            return
+        try:
+            async with asyncio.timeout(STATS_TIMEOUT):
+                stats = await node.fetch_stats()
+        except (TimeoutError, wavelink.WavelinkException, aiohttp.ClientError, OSError, KeyError, TypeError) as exc:
+            _log.debug("Lavalink node %s: cannot read its stats (%r)", node.identifier, exc)
+            self._seen[node.identifier] = _Seen(None, now, seen.added if seen else 0)
+            return
+        self._seen[node.identifier] = _Seen(NodeLoad.from_stats(stats), now)
