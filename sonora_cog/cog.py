@@ -52,6 +52,7 @@ _log = logging.getLogger(__name__)
 #: The name the cog registers under (``bot.get_cog(COG_NAME)``).
 COG_NAME = "Sonora"
 DEPLOY_POLL_JOB = "sonora-deploy-poll"
+NODE_PROBE_JOB = "sonora-node-probe"
 #: Seconds the handover steps of a stop may take after the final state is written (voice leave, leases, store).
 HANDOVER_GRACE = 2.0
 
@@ -115,6 +116,9 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         self.scheduler = build_scheduler(self.owner, self.settings)
         self.scheduler.add_job(self.deploy.poll, "interval", seconds=self.settings.deploy.poll_interval,
                                id=DEPLOY_POLL_JOB, name="deploy requests and presence")
+        if self.settings.failover.enabled and self.settings.failover.probe_interval > 0:
+            self.scheduler.add_job(self.probe_nodes, "interval", seconds=self.settings.failover.probe_interval,
+                                   id=NODE_PROBE_JOB, name="Lavalink node probe")
         restore = self.settings.restore
         self.pacer = TokenBucket(restore.joins_per_second, restore.join_burst)
         self._rehydration: asyncio.Task[list[RestoreReport]] | None = None

@@ -318,6 +318,7 @@ class FailoverSettings:
 
     enabled: bool = True
     grace_seconds: float = 10.0
+    probe_interval: float = 5.0
     concurrency: int = 5
     per_node_concurrency: int = 2
     drain_batch_size: int = 5
@@ -434,6 +435,9 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "enabled": (_boolean, "move the players of a Lavalink node that stays down to the other nodes"),
         "grace_seconds": (
             _non_negative_seconds, "seconds a node may stay unreachable (wavelink reconnecting) before its players move"
+        ),
+        "probe_interval": (
+            _non_negative_seconds, "seconds between two stats requests to each connected node (0 = never probe)"
         ),
         "concurrency": (_int_range(1, 100), "players moved at the same time"),
         "per_node_concurrency": (_int_range(1, 100), "players moved onto one node at the same time"),

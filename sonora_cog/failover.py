@@ -31,6 +31,7 @@ ready. A node that comes back does not take its players back: it takes new ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -46,6 +47,7 @@ from .config import Settings
 from .errors import NodeNotFound, RestoreError
 from .outcomes import RestorePath
 from .owner import SessionOwner
+from .player import SonoraPlayer
 from .restore import RestoreReport, RestoreStatus
 
 if TYPE_CHECKING:
@@ -60,6 +62,8 @@ MOVE_TIMEOUT = 15.0
 #: Seconds a node that wavelink closed is given before its players move: ``wavelink.Pool.close()`` closes
 #: the nodes one after another, and a bot that closes them all at shutdown has nowhere to move them to.
 CLOSED_SETTLE = 1.0
+#: Seconds between two tries of the players that found no node to move to.
+RETRY_INTERVAL = 5.0
 #: Seconds a request to a node that may be dying (deleting a player on a failed target) may take.
 CLEANUP_TIMEOUT = 2.0
 
@@ -105,18 +109,23 @@ class FailoverMixin:
     _waiting: dict[int, str]
     _move_slots: asyncio.Semaphore
     _node_slots: dict[str, asyncio.Semaphore]
+    _retrying: asyncio.Task[None] | None
 
     def _init_failover(self) -> None:
         self._node_watch = {}
         self._waiting = {}
         self._move_slots = asyncio.Semaphore(self.settings.failover.concurrency)
         self._node_slots = {}
+        self._retrying = None
 
     # -- listeners ----------------------------------------------------------------------------------
 
     @commands.Cog.listener("on_wavelink_node_disconnected")
-    async def _on_node_lost(self, payload: wavelink.NodeDisconnectedEventPayload) -> None:
-        node = payload.node
+    async def _on_node_disconnected(self, payload: wavelink.NodeDisconnectedEventPayload) -> None:
+        self._node_lost(payload.node, "is disconnected")
+
+    def _node_lost(self, node: wavelink.Node, how: str) -> None:
+        """The node stopped working: its players' clocks stop, and they move if it is not back in time."""
         self.owner.nodes.forget(node.identifier)
         for player in self._players_on(node):
             assert player.guild is not None
@@ -124,9 +133,24 @@ class FailoverMixin:
         if not self.settings.failover.enabled or node.identifier in self._node_watch:
             return
         grace = self.settings.failover.grace_seconds
-        _log.warning("Lavalink node %s is unreachable; its players move to another node if it is not back in %gs",
-                     node.identifier, grace)
+        _log.warning("Lavalink node %s %s; its players move to another node if it is not back in %gs",
+                     node.identifier, how, grace)
         self._watch(node, grace, f"Lavalink node {node.identifier} was unreachable for {grace:g}s")
+
+    async def probe_nodes(self) -> None:
+        """The probe job: ask every connected node for its stats; one that stops answering is lost."""
+        for node in list(wavelink.Pool.nodes.values()):
+            if node.status is not wavelink.NodeStatus.CONNECTED:
+                continue
+            was_alive = self.owner.nodes.alive(node)
+            answers = await self.owner.nodes.probe(node)
+            if was_alive and not answers:
+                self._node_lost(node, "does not answer (its WebSocket may look connected)")
+            elif answers and not was_alive:
+                _log.info("Lavalink node %s answers again", node.identifier)
+                watch = self._node_watch.pop(node.identifier, None)
+                if watch is not None:
+                    watch.cancel()
 
     @commands.Cog.listener("on_wavelink_node_closed")
     async def _on_node_closed(self, node: wavelink.Node, _disconnected: list[wavelink.Player]) -> None:
@@ -140,15 +164,16 @@ class FailoverMixin:
     @commands.Cog.listener("on_wavelink_node_ready")
     async def _on_node_back(self, payload: wavelink.NodeReadyEventPayload) -> None:
         node = payload.node
+        self.owner.nodes.reachable(node.identifier)
         watch = self._node_watch.pop(node.identifier, None)
         if watch is not None:
             watch.cancel()
             _log.info("Lavalink node %s is back within its grace period; its players stay", node.identifier)
-        # Guilds that waited for a node: those of this node are its own again (rebuilt by RecoveryMixin
-        # when it lost them); the others move here now.
-        for guild_id, source in list(self._waiting.items()):
-            if source == node.identifier:
-                del self._waiting[guild_id]
+        # Guilds that waited for a node move now. A resumed node kept its players: those on it stay.
+        if payload.resumed:
+            for player in self._players_on(node):
+                assert player.guild is not None
+                self._waiting.pop(player.guild.id, None)
         waiting = list(self._waiting)
         if waiting and self.settings.failover.enabled:
             _log.info("Lavalink node %s is ready: moving %d waiting player(s) to it", node.identifier, len(waiting))
@@ -160,7 +185,7 @@ class FailoverMixin:
             if self._node_watch.get(node.identifier) is not asyncio.current_task():
                 return
             del self._node_watch[node.identifier]
-            if node.status is wavelink.NodeStatus.CONNECTED and not getattr(node, "_has_closed", False):
+            if self.owner.nodes.alive(node) and not getattr(node, "_has_closed", False):
                 return
             await self.fail_over(node, reason)
 
@@ -259,58 +284,87 @@ class FailoverMixin:
         player = self.owner.player(guild_id)
         if player is None:  # nothing left in voice: the restore engine rejoins from the live record
             if not self.owner.nodes.available():
-                self._waiting[guild_id] = source.identifier if source is not None else ""
+                self._wait_for_node(guild_id, source.identifier if source is not None else "")
                 return None
             return await self._restore_record_held(guild_id, None, None)
         assert source is not None
+        playback = _Playback.of(player)
         tried = {source.identifier}
         while (target := await self.owner.nodes.pick(exclude=tried)) is not None:
             tried.add(target.identifier)
-            problem = await self._switch(player, target)
+            problem = await self._switch(player, target, playback)
             if problem is None:
                 return _report(player, target)
             _log.warning("guild %s: moving to Lavalink node %s failed (%s)", guild_id, target.identifier, problem)
             if not player.connected:  # wavelink gave the voice connection up: rejoin from the live record
                 return await self._restore_record_held(guild_id, None, None)
-        if _alive(source) and player.node is not source:
-            problem = await self._switch(player, source)
+        if self.owner.nodes.alive(source) and player.node is not source:
+            problem = await self._switch(player, source, playback)
             report = _report(player, source)
             report.status = RestoreStatus.failed if problem else RestoreStatus.rolled_back
             report.reason = "no other Lavalink node took the player" + (f"; going back failed ({problem})"
                                                                         if problem else "; it stays where it was")
             return report
-        if _alive(source):
+        if self.owner.nodes.alive(source):
             return RestoreReport(guild_id, RestoreStatus.failed, reason="no other Lavalink node took the player; "
                                  "it stays where it was")
-        if guild_id not in self._waiting:
-            _log.warning("guild %s: no other Lavalink node takes players; it moves as soon as one is ready", guild_id)
-        self._waiting[guild_id] = source.identifier
+        if player.node is not source:
+            # wavelink points the player at the last node it tried; it plays nowhere, and waits as a
+            # player of the node it lost, so that the next try may go to any other node again.
+            player._node = source
+        self._wait_for_node(guild_id, source.identifier)
         return None
 
-    async def _switch(self, player: wavelink.Player, target: wavelink.Node) -> str | None:
+    def _wait_for_node(self, guild_id: int, source: str) -> None:
+        """The guild found no node: it moves when a node is ready, or at the next retry."""
+        if guild_id not in self._waiting:
+            _log.warning("guild %s: no other Lavalink node takes its player now; it moves as soon as one does",
+                         guild_id)
+        self._waiting[guild_id] = source
+        if self._retrying is None or self._retrying.done():
+            self._retrying = self._spawn(self._retry_waiting())
+
+    async def _retry_waiting(self) -> None:
+        while self._waiting and not self.owner.closing:
+            await asyncio.sleep(RETRY_INTERVAL)
+            if self._waiting and self.owner.nodes.available():
+                await self._move_all(list(self._waiting), "retrying players that found no node",
+                                     RestorePath.failover)
+
+    async def _switch(self, player: wavelink.Player, target: wavelink.Node, playback: _Playback) -> str | None:
         """Move ``player`` to ``target`` and confirm it there; return the problem, or ``None``."""
         guild = player.guild
         assert guild is not None
         source = player.node
-        if not _alive(source):
+        if not self.owner.nodes.alive(source):
             # A dead node may never answer the DELETE wavelink would send it: there is nothing left on
             # it to delete (its session is gone), so the player is taken off its list first.
             source._players.pop(guild.id, None)
         slots = self._node_slots.setdefault(target.identifier,
                                             asyncio.Semaphore(self.settings.failover.per_node_concurrency))
-        async with slots:
+        # A SonoraPlayer holds the bot's own calls until the move is done; a plain one cannot.
+        holding = player.moving() if isinstance(player, SonoraPlayer) else contextlib.nullcontext()
+        async with slots, holding:
             try:
                 async with asyncio.timeout(MOVE_TIMEOUT):
                     await player.switch_node(target)
-                    problem = await _confirm(player, target)
+                    await playback.keep(player)
+                    problem = await _confirm(player, target, playback)
             except TimeoutError:
                 problem = f"no answer within {MOVE_TIMEOUT:g}s"
             except (RuntimeError, discord.DiscordException, wavelink.WavelinkException, aiohttp.ClientError,
                     OSError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
-        if problem is not None:
-            await _delete_player(target, guild.id)
+            if problem is not None:
+                await self._delete_player(target, guild.id)
+            elif source is not target:
+                await self._delete_player(source, guild.id)  # whatever a call in between left on the node it left
         return problem
+
+    async def _delete_player(self, node: wavelink.Node, guild_id: int) -> None:
+        """Delete the guild's player on ``node`` if it works (a failed move leaves nothing playing there)."""
+        if self.owner.nodes.alive(node):
+            await _delete_player(node, guild_id)
 
 
 def _report(player: wavelink.Player, node: wavelink.Node) -> RestoreReport:
@@ -324,35 +378,55 @@ def _report(player: wavelink.Player, node: wavelink.Node) -> RestoreReport:
     )
 
 
-async def _confirm(player: wavelink.Player, target: wavelink.Node) -> str | None:
+@dataclass(slots=True)
+class _Playback:
+    """What a player played before its move, kept apart from the player: wavelink forgets the current
+    track when a node refuses to play it, and adds it to the history again at each ``switch_node``."""
+
+    track: wavelink.Playable | None
+    position: int
+    paused: bool
+    history: int
+
+    @classmethod
+    def of(cls, player: wavelink.Player) -> _Playback:
+        history = player.queue.history
+        return cls(player.current, player.position, player.paused, len(history) if history is not None else 0)
+
+    async def keep(self, player: wavelink.Player) -> None:
+        """After a ``switch_node``: play the track again if a failed node made wavelink forget it, and
+        take back the history entry ``switch_node`` added."""
+        if self.track is not None and player.current is None:
+            await player.play(self.track, replace=True, start=self.position, volume=player.volume,
+                              paused=self.paused, add_history=False)
+        history = player.queue.history
+        while history is not None and len(history) > self.history and self.track is not None \
+                and history[-1].identifier == self.track.identifier:
+            history.delete(len(history) - 1)
+
+
+async def _confirm(player: wavelink.Player, target: wavelink.Node, playback: _Playback) -> str | None:
     """Read the player back from ``target``: it must hold it, with the current track and pause state."""
     guild = player.guild
     assert guild is not None
     info = await target.fetch_player_info(guild.id)
     if info is None:
         return "the node holds no player for the guild"
-    current = player.current
-    if current is not None and (info.track is None or info.track.identifier != current.identifier):
+    track = playback.track
+    if track is not None and (info.track is None or info.track.identifier != track.identifier):
         return "the node does not play the track"
-    if current is not None and info.paused != player.paused:
-        return f"paused is {info.paused} there, expected {player.paused}"
+    if track is not None and info.paused != playback.paused:
+        return f"paused is {info.paused} there, expected {playback.paused}"
     return None
 
 
 async def _delete_player(node: wavelink.Node, guild_id: int) -> None:
-    """Delete the guild's player on ``node`` if it answers (a failed move leaves nothing playing there)."""
-    if not _alive(node):
-        return
     node._players.pop(guild_id, None)  # wavelink's list, so a later switch does not DELETE it again
     try:
         async with asyncio.timeout(CLEANUP_TIMEOUT):
             await node.send("DELETE", path=f"v4/sessions/{node.session_id}/players/{guild_id}")
     except (TimeoutError, wavelink.WavelinkException, aiohttp.ClientError, OSError) as exc:
         _log.debug("guild %s: cannot delete its player on Lavalink node %s (%r)", guild_id, node.identifier, exc)
-
-
-def _alive(node: wavelink.Node | None) -> bool:
-    return node is not None and node.status is wavelink.NodeStatus.CONNECTED and bool(node.session_id)
 
 
 def _node_named(identifier: str) -> wavelink.Node:

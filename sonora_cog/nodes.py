@@ -33,6 +33,8 @@ _log = logging.getLogger(__name__)
 STATS_MAX_AGE = 5.0
 #: Seconds a ``GET /v4/stats`` may take; a node slower than that is ranked after every node that answered.
 STATS_TIMEOUT = 2.0
+#: Probes in a row a connected node may fail before it counts as unreachable.
+PROBE_FAILURES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +93,22 @@ class NodeBoard:
 
     Parameters
     ----------
+    nodes:
+        The nodes to choose from (default: every node of ``wavelink.Pool``).
     clock:
         Monotonic seconds (for the age of the stats).
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        nodes: Callable[[], Iterable[wavelink.Node]] = lambda: wavelink.Pool.nodes.values(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._nodes = nodes
         self._drained: set[str] = set()
         self._seen: dict[str, _Seen] = {}
+        self._failures: dict[str, int] = {}
+        self._unreachable: set[str] = set()
         self._clock = clock
 
     # -- drained nodes --------------------------------------------------------------------------------
@@ -121,13 +132,42 @@ class NodeBoard:
 
     # -- choosing -------------------------------------------------------------------------------------
 
+    # -- health ---------------------------------------------------------------------------------------
+
+    def alive(self, node: wavelink.Node | None) -> bool:
+        """Whether ``node`` works: connected, with a session, and answering (see :meth:`probe`)."""
+        return (
+            node is not None and node.status is wavelink.NodeStatus.CONNECTED and bool(node.session_id)
+            and node.identifier not in self._unreachable
+        )
+
+    async def probe(self, node: wavelink.Node) -> bool:
+        """Read the node's stats now; return whether it answers.
+
+        A node that fails :data:`PROBE_FAILURES` probes in a row is unreachable (not :meth:`alive`, not
+        :meth:`available`) until it answers again or reconnects. This catches what wavelink's own status
+        misses: wavelink 3.5 stops listening, without a reconnect or an event, when Lavalink closes the
+        WebSocket cleanly (a Lavalink that shuts down), and keeps calling that node connected.
+        """
+        identifier = node.identifier
+        if await self._refresh(node, force=True):
+            self._failures.pop(identifier, None)
+            self._unreachable.discard(identifier)
+            return True
+        self._failures[identifier] = failures = self._failures.get(identifier, 0) + 1
+        if failures >= PROBE_FAILURES:
+            self._unreachable.add(identifier)
+        return identifier not in self._unreachable
+
+    def reachable(self, identifier: str) -> None:
+        """The node (re)connected: it counts as answering again."""
+        self._failures.pop(identifier, None)
+        self._unreachable.discard(identifier)
+
     def available(self, exclude: Iterable[str] = ()) -> list[wavelink.Node]:
-        """The nodes that take players now: connected, with a session, not drained, not in ``exclude``."""
+        """The nodes that take players now: :meth:`alive`, not drained, not in ``exclude``."""
         skip = set(exclude) | self._drained
-        return [
-            node for node in wavelink.Pool.nodes.values()
-            if node.status is wavelink.NodeStatus.CONNECTED and node.session_id and node.identifier not in skip
-        ]
+        return [node for node in self._nodes() if self.alive(node) and node.identifier not in skip]
 
     def pick_now(self, exclude: Iterable[str] = ()) -> wavelink.Node | None:
         """The best available node by the stats already read (no request); ``None`` when none takes players.
@@ -165,16 +205,18 @@ class NodeBoard:
             return (1, float(hosted + (seen.added if seen else 0)))
         return (0, penalty(seen.load, seen.added))
 
-    async def _refresh(self, node: wavelink.Node) -> None:
+    async def _refresh(self, node: wavelink.Node, *, force: bool = False) -> bool:
+        """Read the node's stats unless they are recent (or ``force``); return whether it answered."""
         seen = self._seen.get(node.identifier)
         now = self._clock()
-        if seen is not None and seen.load is not None and now - seen.at < STATS_MAX_AGE:
-            return
+        if not force and seen is not None and seen.load is not None and now - seen.at < STATS_MAX_AGE:
+            return True
         try:
             async with asyncio.timeout(STATS_TIMEOUT):
                 stats = await node.fetch_stats()
         except (TimeoutError, wavelink.WavelinkException, aiohttp.ClientError, OSError, KeyError, TypeError) as exc:
             _log.debug("Lavalink node %s: cannot read its stats (%r)", node.identifier, exc)
             self._seen[node.identifier] = _Seen(None, now, seen.added if seen else 0)
-            return
+            return False
         self._seen[node.identifier] = _Seen(NodeLoad.from_stats(stats), now)
+        return True

@@ -21,9 +21,10 @@ for a ``pre-change`` snapshot of the state as it was (see :mod:`sonora_cog.caden
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -37,6 +38,8 @@ __all__ = ("ObservedDict", "ObservedQueue", "SonoraPlayer")
 
 _log = logging.getLogger(__name__)
 
+#: Seconds the bot's own calls wait for a move to another node to finish (then they go on anyway).
+MOVE_WAIT = 20.0
 #: Seconds the closing node is given to delete a player it holds.
 NODE_CLOSE_DELETE_TIMEOUT = 2.0
 
@@ -249,6 +252,12 @@ class SonoraPlayer(wavelink.Player):
         self._extras = ObservedDict(self.mark_dirty)
         self._shuffle_enabled = False
         self._lavalink_refused_voice = False
+        self._mover: asyncio.Task[Any] | None = None
+        self._moved = asyncio.Event()
+        self._moved.set()
+        self._calling: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def extras(self) -> dict[str, Any]:
@@ -319,14 +328,64 @@ class SonoraPlayer(wavelink.Player):
         wavelink.Player.autoplay.fset(self, value)  # type: ignore[attr-defined]
         self.mark_dirty()
 
+    @contextlib.asynccontextmanager
+    async def moving(self) -> AsyncIterator[None]:
+        """Hold the bot's own calls (play, pause, seek, volume, filters, skip, disconnect) while the block
+        moves the player to another Lavalink node; they run on the new node once it is done.
+
+        The block starts once the calls already running have finished. Without this, a call sent in the
+        middle of ``switch_node`` would reach the node being left after its player was deleted, and
+        Lavalink would create a second, silent player there. Inside the block, a voice update the new
+        node refuses does not make the player leave voice (wavelink's reaction): the mover tries another
+        node. Used by :mod:`sonora_cog.failover`.
+        """
+        self._mover = asyncio.current_task()
+        self._moved.clear()
+        try:
+            if self._calling:
+                try:
+                    async with asyncio.timeout(MOVE_WAIT):
+                        await self._idle.wait()
+                except TimeoutError:
+                    _log.warning("guild %s: a call to the player still runs after %gs; moving anyway",
+                                 self.guild.id if self.guild else "?", MOVE_WAIT)
+            yield
+        finally:
+            self._mover = None
+            self._moved.set()
+
+    @contextlib.asynccontextmanager
+    async def _call(self) -> AsyncIterator[None]:
+        """One of the bot's own calls: it waits for a move in progress (see :meth:`moving`)."""
+        task = asyncio.current_task()
+        if task is None or task is self._mover or task in self._calling:  # the move itself, or a nested call
+            yield
+            return
+        if not self._moved.is_set():
+            try:
+                async with asyncio.timeout(MOVE_WAIT):
+                    await self._moved.wait()
+            except TimeoutError:
+                _log.warning("guild %s: the move to another node took over %gs; going on",
+                             self.guild.id if self.guild else "?", MOVE_WAIT)
+        self._calling.add(task)
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._calling.discard(task)
+            if not self._calling:
+                self._idle.set()
+
     async def play(self, track: wavelink.Playable, **kwargs: Any) -> wavelink.Playable:
         """See ``wavelink.Player.play``."""
-        replaces = kwargs.get("replace", True) or self.current is None
-        result = await super().play(track, **kwargs)
-        if replaces:
-            self._anchor(int(kwargs.get("start") or 0))
-        self.mark_dirty()
-        return result
+        async with self._call():
+            replaces = kwargs.get("replace", True) or self.current is None
+            result = await super().play(track, **kwargs)
+            if replaces:
+                self._anchor(int(kwargs.get("start") or 0))
+            self.mark_dirty()
+            return result
 
     async def pause(self, value: bool, /) -> None:
         """See ``wavelink.Player.pause``.
@@ -335,44 +394,49 @@ class SonoraPlayer(wavelink.Player):
         wavelink drops the ``PATCH`` reply), so the saved position is exactly where it paused, not the
         last ``playerUpdate``'s; on a resume it runs on from there.
         """
-        position = self._position_now()
-        await super().pause(value)
-        if value and self.guild is not None and position is not None:
-            try:
-                info = await self.node.fetch_player_info(self.guild.id)
-            except (wavelink.WavelinkException, aiohttp.ClientError, OSError) as exc:
-                _log.debug("guild %s: cannot read the paused position (%r); using the clock's", self.guild.id, exc)
-            else:
-                if info is not None and info.paused:
-                    position = info.state.position
-        self._anchor(position)
-        self.mark_dirty()
+        async with self._call():
+            position = self._position_now()
+            await super().pause(value)
+            if value and self.guild is not None and position is not None:
+                try:
+                    info = await self.node.fetch_player_info(self.guild.id)
+                except (wavelink.WavelinkException, aiohttp.ClientError, OSError) as exc:
+                    _log.debug("guild %s: cannot read the paused position (%r); using the clock's", self.guild.id, exc)
+                else:
+                    if info is not None and info.paused:
+                        position = info.state.position
+            self._anchor(position)
+            self.mark_dirty()
 
     async def seek(self, position: int = 0, /) -> None:
         """See ``wavelink.Player.seek``."""
-        await super().seek(position)
-        if self.current is not None:
-            self._anchor(position)
-        self.mark_dirty()
+        async with self._call():
+            await super().seek(position)
+            if self.current is not None:
+                self._anchor(position)
+            self.mark_dirty()
 
     async def set_volume(self, value: int = 100, /) -> None:
         """See ``wavelink.Player.set_volume``."""
-        await super().set_volume(value)
-        self.mark_dirty()
+        async with self._call():
+            await super().set_volume(value)
+            self.mark_dirty()
 
     async def set_filters(self, filters: wavelink.Filters | None = None, /, *, seek: bool = False) -> None:
         """See ``wavelink.Player.set_filters``. The clock moves on at the new speed from here."""
-        position = self._position_now()
-        await super().set_filters(filters, seek=seek)
-        if not seek:  # with seek, wavelink's seek() has set the clock already
-            self._anchor(position)
-        self.mark_dirty()
+        async with self._call():
+            position = self._position_now()
+            await super().set_filters(filters, seek=seek)
+            if not seek:  # with seek, wavelink's seek() has set the clock already
+                self._anchor(position)
+            self.mark_dirty()
 
     async def skip(self, *, force: bool = True) -> wavelink.Playable | None:
         """See ``wavelink.Player.skip``."""
-        result = await super().skip(force=force)
-        self.mark_dirty()
-        return result
+        async with self._call():
+            result = await super().skip(force=force)
+            self.mark_dirty()
+            return result
 
     async def disconnect(self, **kwargs: Any) -> None:
         """Leave voice on purpose: the session ends and its live record is deleted (no rejoin).
@@ -384,14 +448,17 @@ class SonoraPlayer(wavelink.Player):
         node is going away, not the session: the player stays in voice with its queue, its Lavalink player
         is deleted, and sonora_cog moves it to another node (see :mod:`sonora_cog.failover`).
         """
-        guild = self.guild
-        owner = owner_of(self.client)
-        if guild is not None and owner is not None and _called_by_node_close():
-            await self._leave_closing_node(guild.id)
-            return
-        if guild is not None and owner is not None and not self._lavalink_refused_voice:
-            owner.end(guild.id, "the bot left the voice channel")
-        await super().disconnect(**kwargs)
+        if self._mover is not None and self._mover is asyncio.current_task() and self._lavalink_refused_voice:
+            return  # the node this player moves to refused it: it stays in voice and the mover tries another
+        async with self._call():
+            guild = self.guild
+            owner = owner_of(self.client)
+            if guild is not None and owner is not None and _called_by_node_close():
+                await self._leave_closing_node(guild.id)
+                return
+            if guild is not None and owner is not None and not self._lavalink_refused_voice:
+                owner.end(guild.id, "the bot left the voice channel")
+            await super().disconnect(**kwargs)
 
     async def _leave_closing_node(self, guild_id: int) -> None:
         node = self.node

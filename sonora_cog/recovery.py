@@ -71,6 +71,7 @@ class RecoveryMixin:
     _previous_lease_owner: str | None
     #: Per configuration problem (a key that is not configured...), how many live records it kept from restoring.
     _unreadable: dict[str, int]
+    _waiting: dict[int, str]  # FailoverMixin's: guilds waiting for a node to move to
     _spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]  # provided by the cog
     #: Count a restore in the metrics and the restore history (``started``: its ``time.monotonic()``).
     _observe_restore: Callable[[RestoreReport, RestorePath, float | None], None]  # provided by the cog
@@ -418,7 +419,8 @@ class RecoveryMixin:
         if payload.resumed or not self.settings.restore.on_node_reconnect:
             return
         # Every player of the node, idle ones too: Lavalink lost their voice connections with them.
-        lost = [p for p in self.owner.players() if p.node is payload.node]
+        # (Players that wait for a node to move to are moved by the failover.)
+        lost = [p for p in self.owner.players() if p.node is payload.node and p.guild.id not in self._waiting]
         for player in lost:
             self._spawn(self.rebuild(player, "the Lavalink node came back without its players"))
 
