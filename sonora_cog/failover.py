@@ -47,7 +47,7 @@ from .config import Settings
 from .errors import NodeNotFound, RestoreError
 from .outcomes import RestorePath
 from .owner import SessionOwner
-from .player import SonoraPlayer
+from .player import SonoraPlayer, delete_lavalink_player
 from .restore import RestoreReport, RestoreStatus
 
 if TYPE_CHECKING:
@@ -64,8 +64,6 @@ MOVE_TIMEOUT = 15.0
 CLOSED_SETTLE = 1.0
 #: Seconds between two tries of the players that found no node to move to.
 RETRY_INTERVAL = 5.0
-#: Seconds a request to a node that may be dying (deleting a player on a failed target) may take.
-CLEANUP_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -364,7 +362,7 @@ class FailoverMixin:
     async def _delete_player(self, node: wavelink.Node, guild_id: int) -> None:
         """Delete the guild's player on ``node`` if it works (a failed move leaves nothing playing there)."""
         if self.owner.nodes.alive(node):
-            await _delete_player(node, guild_id)
+            await delete_lavalink_player(node, guild_id)
 
 
 def _report(player: wavelink.Player, node: wavelink.Node) -> RestoreReport:
@@ -418,15 +416,6 @@ async def _confirm(player: wavelink.Player, target: wavelink.Node, playback: _Pl
     if track is not None and info.paused != playback.paused:
         return f"paused is {info.paused} there, expected {playback.paused}"
     return None
-
-
-async def _delete_player(node: wavelink.Node, guild_id: int) -> None:
-    node._players.pop(guild_id, None)  # wavelink's list, so a later switch does not DELETE it again
-    try:
-        async with asyncio.timeout(CLEANUP_TIMEOUT):
-            await node.send("DELETE", path=f"v4/sessions/{node.session_id}/players/{guild_id}")
-    except (TimeoutError, wavelink.WavelinkException, aiohttp.ClientError, OSError) as exc:
-        _log.debug("guild %s: cannot delete its player on Lavalink node %s (%r)", guild_id, node.identifier, exc)
 
 
 def _node_named(identifier: str) -> wavelink.Node:

@@ -34,14 +34,31 @@ import wavelink
 from .capture import playback_position
 from .owner import owner_of
 
-__all__ = ("ObservedDict", "ObservedQueue", "SonoraPlayer")
+__all__ = ("ObservedDict", "ObservedQueue", "SonoraPlayer", "delete_lavalink_player")
 
 _log = logging.getLogger(__name__)
 
 #: Seconds the bot's own calls wait for a move to another node to finish (then they go on anyway).
 MOVE_WAIT = 20.0
-#: Seconds the closing node is given to delete a player it holds.
-NODE_CLOSE_DELETE_TIMEOUT = 2.0
+#: Seconds a node is given to delete a player (a closing node, a failed move target).
+DELETE_TIMEOUT = 2.0
+
+
+async def delete_lavalink_player(node: wavelink.Node, guild_id: int) -> None:
+    """Delete the guild's player on ``node``, best effort, taking it off wavelink's list of the node first.
+
+    Off the list first: Lavalink answers the delete with a ``TrackEndEvent`` (``cleanup``), and wavelink
+    would clear the player's current track (and start autoplay) on it. A node that does not answer
+    within :data:`DELETE_TIMEOUT` seconds is left as it is (logged at debug level).
+    """
+    node._players.pop(guild_id, None)  # wavelink has no public way to let go of a player
+    if node.session_id is None:
+        return
+    try:
+        async with asyncio.timeout(DELETE_TIMEOUT):
+            await node.send("DELETE", path=f"v4/sessions/{node.session_id}/players/{guild_id}")
+    except (TimeoutError, wavelink.WavelinkException, aiohttp.ClientError, OSError) as exc:
+        _log.debug("guild %s: cannot delete its player on Lavalink node %s (%r)", guild_id, node.identifier, exc)
 
 
 def _called_by_node_close() -> bool:
@@ -467,13 +484,7 @@ class SonoraPlayer(wavelink.Player):
             owner.stall(guild_id, self.position, paused=self.paused)
         _log.info("guild %s: Lavalink node %s is closing; the player stays in voice and moves to another node",
                   guild_id, node.identifier)
-        if node.session_id is None:
-            return
-        try:
-            async with asyncio.timeout(NODE_CLOSE_DELETE_TIMEOUT):
-                await node.send("DELETE", path=f"v4/sessions/{node.session_id}/players/{guild_id}")
-        except (TimeoutError, wavelink.WavelinkException, aiohttp.ClientError, OSError) as exc:
-            _log.debug("guild %s: cannot delete its player on the closing node (%r)", guild_id, exc)
+        await delete_lavalink_player(node, guild_id)
 
     async def _dispatch_voice_update(self) -> None:
         # wavelink calls disconnect() when Lavalink refuses the voice update: that is not a session's end

@@ -295,7 +295,7 @@ async def test_a_drain_under_load_moves_every_player_and_loses_no_change(
     async def keep_changing() -> None:
         # The bot's users go on: tracks are queued and volumes change in every guild while it drains.
         number = 0
-        while True:
+        while not stop.is_set():
             for guild_id in ids:
                 player = running.player(guild_id)
                 assert player is not None
@@ -309,14 +309,14 @@ async def test_a_drain_under_load_moves_every_player_and_loses_no_change(
             number += 1
             await asyncio.sleep(0.05)
 
+    stop = asyncio.Event()
     async with watching([fake_lavalink, node_b], ids):
         changer = asyncio.create_task(keep_changing())
         try:
             drained = await running.cog.drain_node(a)
         finally:
-            changer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await changer
+            stop.set()  # not cancelled: a wavelink call cancelled half-way leaves wavelink and Lavalink apart
+            await changer
     assert drained.moved == 6 and drained.left == []
     assert [r.status for r in drained.reports] == [RestoreStatus.restored] * 6
     assert fake_lavalink.players() == [] and len(node_b.players()) == 6
@@ -411,3 +411,36 @@ async def test_a_node_that_shuts_down_cleanly_is_found_by_the_probe(
         await running.wait_for(lambda: len(reports) == 2, GRACE + MOVE_BOUND)
     assert node.status is wavelink.NodeStatus.CONNECTED  # what wavelink still says
     assert all(r.ok and node_b.player(r.guild_id) is not None for r in reports)
+
+
+async def test_a_bot_that_closes_the_pool_before_discord_keeps_every_session_for_its_next_start(
+    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink,
+) -> None:
+    # A common bot close(): `await wavelink.Pool.close()` first, then discord.py's. wavelink disconnects
+    # every player of each node; that must not read as "the bot left on purpose".
+    guilds = add_guilds(music_world, 3)
+    running = await start_bot(failover=failover())
+    await play_on_first_node(running, guilds, [])
+    ids = [g.id for g in guilds]
+    for guild_id in ids:
+        await running.live_record(lambda s: s.queue.current is not None, guild_id=guild_id)
+    titles = {g: running.player(g).current.title for g in ids}  # type: ignore[union-attr]
+    await asyncio.sleep(1.0)
+    await wavelink.Pool.close()
+    await asyncio.sleep(0.5)  # the end of a session would have deleted its record by now
+    for guild_id in ids:
+        assert running.cog.owner.phase(guild_id).value == "live"
+        assert (await running.cog.manager.read_live(guild_id)) is not None
+    assert fake_lavalink.players() == []  # the players were deleted on the closing node
+    await running.stop()
+
+    again = await start_bot()
+    await again.wait_for(lambda: all(fake_lavalink.player(g) is not None and fake_lavalink.player(g).track
+                                     for g in ids), 30)  # type: ignore[union-attr]
+    for guild_id in ids:
+        player = again.player(guild_id)
+        assert player is not None and player.current is not None
+        assert player.current.title == titles[guild_id]
+        # the stalled position (about a second in), less the restore's rewind: not the start of the track
+        state = await again.live_record(lambda s: s.queue.current is not None, guild_id=guild_id)
+        assert state.queue.current is not None and state.queue.current.info["title"] == titles[guild_id]
