@@ -233,15 +233,22 @@ class FailoverMixin:
             batch = guilds[start:start + size]
             report.reports += await self._move_all(batch, f"Lavalink node {identifier} is drained", RestorePath.drain)
             _log.info("drain of %s: %d/%d player(s) moved", identifier, report.moved, len(guilds))
-        if report.left:
-            _log.warning("drain of %s: %d player(s) could not move and play there still: %s", identifier,
-                         len(report.left), ", ".join(map(str, report.left)))
+        left = [g for g in report.left if (p := self.owner.player(g)) is not None and p.node is node]
+        if left:
+            _log.warning("drain of %s: %d player(s) could not move and play there still (they move as soon as "
+                         "another node takes them): %s", identifier, len(left), ", ".join(map(str, left)))
+            for guild_id in left:
+                self._wait_for_node(guild_id, identifier)
         return report
 
     def undrain_node(self, identifier: str) -> bool:
         """Let the node take new players again; return whether it was drained. Players do not move back."""
         if self.owner.nodes.undrain(identifier):
             _log.info("Lavalink node %s takes new players again", identifier)
+            for guild_id, source in list(self._waiting.items()):  # the players its drain left stay there
+                player = self.owner.player(guild_id)
+                if source == identifier and player is not None and self.owner.nodes.alive(player.node):
+                    del self._waiting[guild_id]
             return True
         return False
 
@@ -326,7 +333,7 @@ class FailoverMixin:
         while self._waiting and not self.owner.closing:
             await asyncio.sleep(RETRY_INTERVAL)
             if self._waiting and self.owner.nodes.available():
-                await self._move_all(list(self._waiting), "retrying players that found no node",
+                await self._move_all(list(self._waiting), "moving players that found no node before",
                                      RestorePath.failover)
 
     async def _switch(self, player: wavelink.Player, target: wavelink.Node, playback: _Playback) -> str | None:
