@@ -53,6 +53,8 @@ _log = logging.getLogger(__name__)
 COG_NAME = "Sonora"
 DEPLOY_POLL_JOB = "sonora-deploy-poll"
 NODE_PROBE_JOB = "sonora-node-probe"
+#: Seconds ``connect_nodes`` waits for the nodes to connect before the bot goes on without the slow ones.
+NODE_CONNECT_WAIT = 10.0
 #: Seconds the handover steps of a stop may take after the final state is written (voice leave, leases, store).
 HANDOVER_GRACE = 2.0
 
@@ -213,7 +215,11 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         previous session this process did not resume (another process resumed it, or resuming is off),
         so a guild never plays twice.
 
-        Returns what ``wavelink.Pool.connect`` returns.
+        Each node connects on its own: a node that does not answer within 10 s does not hold the bot
+        (``wavelink.Pool.connect`` would wait for it forever); it goes on trying in the background and
+        joins the pool when its Lavalink is up, while the startup restore uses the nodes that are.
+
+        Returns the nodes of ``wavelink.Pool`` connected by then.
         """
         nodes = list(nodes)
         if self.bot.user is None:
@@ -227,7 +233,26 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         if self.settings.restore.resume_lavalink_sessions:
             for node in resume_sessions(nodes, self._previous_sessions):
                 _log.info("Lavalink node %s: asking to resume session %s", node.identifier, node.session_id)
-        return await wavelink.Pool.connect(nodes=nodes, client=self.bot, **options)
+        return await self._connect_each(nodes, options)
+
+    async def _connect_each(self, nodes: list[wavelink.Node], options: dict[str, Any]) -> dict[str, wavelink.Node]:
+        """Connect the nodes side by side; wait at most :data:`NODE_CONNECT_WAIT` seconds for the slow ones.
+
+        ``wavelink.Pool.connect`` connects its nodes one after another and waits, retrying forever, for
+        one that does not answer: a node that is down would keep the bot from starting, and the nodes
+        after it from connecting. Each node connects on its own here; one that is not up in time goes on
+        trying in the background and joins the pool when its Lavalink answers.
+        """
+        tasks = {node.identifier: self._spawn(wavelink.Pool.connect(nodes=[node], client=self.bot, **options))
+                 for node in nodes}
+        _done, pending = await asyncio.wait(tasks.values(), timeout=NODE_CONNECT_WAIT)
+        for identifier, task in tasks.items():
+            if task in pending:
+                _log.warning("Lavalink node %s does not answer yet; the bot starts without it, and it joins the "
+                             "pool when it does", identifier)
+            elif task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return wavelink.Pool.nodes
 
     # -- the steps cog_load takes and cog_unload undoes ---------------------------------------------
 

@@ -173,12 +173,10 @@ class NodeBoard:
         """The best available node by the stats already read (no request); ``None`` when none takes players.
 
         For code that cannot wait (a player's constructor). Nodes with no stats yet count by the players
-        this bot has on them.
+        this bot has on them. Counts the pick as one more player on that node until its next stats.
         """
         nodes = self.available(exclude)
-        if not nodes:
-            return None
-        return min(nodes, key=self._score)
+        return self._choose(nodes) if nodes else None
 
     async def pick(self, exclude: Iterable[str] = ()) -> wavelink.Node | None:
         """The best available node, by stats at most :data:`STATS_MAX_AGE` seconds old; ``None`` when none.
@@ -189,6 +187,9 @@ class NodeBoard:
         if not nodes:
             return None
         await asyncio.gather(*(self._refresh(node) for node in nodes))
+        return self._choose(nodes)
+
+    def _choose(self, nodes: list[wavelink.Node]) -> wavelink.Node:
         best = min(nodes, key=self._score)
         self._seen.setdefault(best.identifier, _Seen(None, self._clock())).added += 1
         return best

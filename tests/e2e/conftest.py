@@ -16,7 +16,9 @@ Fixtures
     ``await start_bot(**sections)`` starts a bot (``commands=CommandSettings(...)`` etc. override a
     settings section) and returns a :class:`RunningBot`; ``sonora=False`` leaves sonora_cog out (the
     host bot alone) and ``setup=`` runs ``await setup(bot)`` at the end of ``setup_hook``; ``more_nodes=``
-    connects further FakeLavalinks as more wavelink nodes (after the ``fake_lavalink`` one); every bot is closed at teardown, and the
+    connects further FakeLavalinks as more wavelink nodes (after the ``fake_lavalink`` one), and
+    ``connect_nodes=True`` connects them with ``SonoraCog.connect_nodes`` instead of ``wavelink.Pool.connect``;
+    every bot is closed at teardown, and the
     wavelink ``Pool`` is emptied (it is class-level: a node left in it would leak into the next test).
     One bot at a time: start the next one (same store) after ``await running.stop()``.
 ``running_bot``
@@ -284,6 +286,7 @@ async def start_bot(
         sonora: bool = True,
         setup: Callable[[commands.Bot], Awaitable[None]] | None = None,
         more_nodes: Sequence[FakeLavalink] = (),
+        connect_nodes: bool = False,
         **sections: Any,
     ) -> RunningBot:
         if any(not b.stopped for b in bots):
@@ -314,10 +317,13 @@ async def start_bot(
         ready = asyncio.Event()
 
         async def setup_hook() -> None:
-            await wavelink.Pool.connect(nodes=nodes, client=bot)
+            if not connect_nodes:
+                await wavelink.Pool.connect(nodes=nodes, client=bot)
             await bot.add_cog(MusicCog(bot))
             if sonora:
                 await bot.add_cog(cog)
+            if connect_nodes:
+                await cog.connect_nodes(nodes)
             if setup is not None:
                 await setup(bot)
 

@@ -444,3 +444,26 @@ async def test_a_bot_that_closes_the_pool_before_discord_keeps_every_session_for
         # the stalled position (about a second in), less the restore's rewind: not the start of the track
         state = await again.live_record(lambda s: s.queue.current is not None, guild_id=guild_id)
         assert state.queue.current is not None and state.queue.current.info["title"] == titles[guild_id]
+
+
+async def test_a_bot_that_starts_while_a_node_is_down_restores_every_guild_on_the_others(
+    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+) -> None:
+    # wavelink.Pool.connect waits forever for a node that does not answer; connect_nodes must not.
+    guilds = add_guilds(music_world, 3)
+    running = await start_bot(more_nodes=[node_b], failover=failover(enabled=False), connect_nodes=True)
+    await play_on_first_node(running, guilds, [node_b])
+    ids = [g.id for g in guilds]
+    for guild_id in ids:
+        await running.live_record(lambda s: s.queue.current is not None, guild_id=guild_id)
+    await running.stop()  # a redeploy (the live records stay; the next start restores them)
+    await fake_lavalink.close()  # and node A is down meanwhile
+
+    again = await start_bot(more_nodes=[node_b], connect_nodes=True)  # fails if setup_hook waits for node A
+    await again.wait_for(lambda: all(node_b.player(g) is not None and node_b.player(g).track for g in ids),
+                         30)  # type: ignore[union-attr]
+    await fake_lavalink.start()  # A comes back: it joins the pool and takes no player back
+    await again.wait_for(lambda: len(wavelink.Pool.nodes) == 2 and all(
+        n.status is wavelink.NodeStatus.CONNECTED for n in wavelink.Pool.nodes.values()), 60)
+    await asyncio.sleep(0.5)
+    assert fake_lavalink.players() == [] and len(node_b.players()) == 3

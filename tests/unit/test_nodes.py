@@ -137,9 +137,12 @@ async def test_a_reconnected_node_counts_as_reachable_again() -> None:
     assert board.alive(node)
 
 
-def test_pick_now_uses_what_is_known_without_a_request() -> None:
-    a, b = StubNode("a"), StubNode("b")
+async def test_pick_now_uses_what_is_known_without_a_request_and_spreads_a_burst() -> None:
+    a, b = StubNode("a", playing=10), StubNode("b", playing=11)
     a.players = {1: object(), 2: object()}
     board = board_of(a, b)
-    assert board.pick_now().identifier == "b"  # type: ignore[union-attr]
+    assert board.pick_now().identifier == "b"  # type: ignore[union-attr]  # no stats yet: fewer players here
     assert a.requests == b.requests == 0
+    assert (await board.pick()).identifier == "a"  # type: ignore[union-attr]  # stats: a 10, b 11 (+1 earlier)
+    burst = [board.pick_now().identifier for _ in range(3)]  # type: ignore[union-attr]
+    assert burst == ["a", "b", "a"]  # 11 vs 11 (a first), then 12 vs 11, then 12 vs 12
