@@ -37,6 +37,7 @@ from .handover import Handover
 from .jobs import build_scheduler
 from .manager import SessionManager
 from .metrics import Metrics
+from .node_controller import NodeController
 from .outcomes import RestorePath
 from .owner import SessionOwner
 from .player import SonoraPlayer
@@ -52,6 +53,7 @@ _log = logging.getLogger(__name__)
 #: The name the cog registers under (``bot.get_cog(COG_NAME)``).
 COG_NAME = "Sonora"
 DEPLOY_POLL_JOB = "sonora-deploy-poll"
+NODES_POLL_JOB = "sonora-nodes-poll"
 #: Seconds the handover steps of a stop may take after the final state is written (voice leave, leases, store).
 HANDOVER_GRACE = 2.0
 
@@ -79,6 +81,9 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         The :class:`~sonora_cog.owner.SessionOwner` of every guild's session in this process.
     deploy:
         The :class:`~sonora_cog.deployer.DeployController`: deploy tags and rollbacks.
+    node_controller:
+        The :class:`~sonora_cog.node_controller.NodeController`: node drains asked through the store, and
+        this process's view of its nodes.
     metrics:
         The :class:`~sonora_cog.metrics.Metrics` (a no-op unless ``[metrics] enabled``); its ``registry``
         holds the metrics.
@@ -115,6 +120,10 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         self.scheduler = build_scheduler(self.owner, self.settings)
         self.scheduler.add_job(self.deploy.poll, "interval", seconds=self.settings.deploy.poll_interval,
                                id=DEPLOY_POLL_JOB, name="deploy requests and presence")
+        #: Node drains asked through the store (:class:`~sonora_cog.node_controller.NodeController`).
+        self.node_controller = NodeController(self)
+        self.scheduler.add_job(self.node_controller.poll, "interval", seconds=self.settings.deploy.poll_interval,
+                               id=NODES_POLL_JOB, name="drained nodes and node view")
         restore = self.settings.restore
         self.pacer = TokenBucket(restore.joins_per_second, restore.join_burst)
         self._rehydration: asyncio.Task[list[RestoreReport]] | None = None
@@ -157,7 +166,9 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
             stack.callback(self.scheduler.shutdown, wait=False)
             stack.push_async_callback(self.deploy.stop)
             stack.push_async_callback(self.handover.stop)
+            stack.push_async_callback(self.node_controller.stop)
             self._spawn(self.deploy.poll())  # announce this process now, not one interval later
+            self._spawn(self.node_controller.poll())  # drained nodes take no player of the startup restore
             self._install_sigterm(stack)
             if self.settings.commands.enabled:
                 from .commands import SnapshotCommands
