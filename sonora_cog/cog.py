@@ -182,6 +182,12 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
                 deploy_cog = DeployCommands(self)
                 await self.bot.add_cog(deploy_cog)
                 stack.push_async_callback(self._remove_commands, deploy_cog)
+            if self.settings.failover.owner_command:
+                from .commands_nodes import NodeCommands
+
+                nodes_cog = NodeCommands(self)
+                await self.bot.add_cog(nodes_cog)
+                stack.push_async_callback(self._remove_commands, nodes_cog)
             self._undo = stack.pop_all()
         self._maybe_rehydrate()
 

@@ -1,6 +1,7 @@
 """Draining a Lavalink node through the store, with a real bot in this process and two FakeLavalink nodes:
 ``python -m sonora_cog nodes drain`` (its ``main``, against the bot's store) → the bot's poll moves every
-player to the other node → ``nodes status`` shows none left → ``nodes undrain`` opens the node again."""
+player to the other node → ``nodes status`` shows none left → ``nodes undrain`` opens the node again; and
+the owner-only ``sonora-nodes`` command."""
 
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ async def second_lavalink() -> AsyncIterator[FakeLavalink]:
         yield lavalink
 
 
-async def two_nodes(start_bot: StartBot, second: FakeLavalink) -> RunningBot:
+async def two_nodes(start_bot: StartBot, second: FakeLavalink, *, owner_command: bool = False) -> RunningBot:
     return await start_bot(
         more_nodes=[second],
         snapshots=SnapshotSettings(debounce=0.05, auto_enabled=False),
         deploy=DeploySettings(poll_interval=0.2),
-        failover=FailoverSettings(drain_batch_size=1, drain_pause=0),
+        failover=FailoverSettings(drain_batch_size=1, drain_pause=0, owner_command=owner_command),
     )
 
 
@@ -101,6 +102,67 @@ async def test_a_drain_written_to_the_store_moves_every_player_to_the_other_node
     for guild_id in guilds:  # players do not move back
         player = running.player(guild_id)
         assert player is not None and player.node.identifier == b
+
+
+async def test_the_owner_command_drains_here_and_through_the_store_and_the_poll_does_not_drain_again(
+    second_lavalink: FakeLavalink, start_bot: StartBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await two_nodes(start_bot, second_lavalink, owner_command=True)
+    a, b = identifiers(running)
+    guilds = await everyone_plays_on_a(running)
+    drains: list[str] = []
+    drain_node = running.cog.drain_node
+
+    async def counted(identifier: str, **options: object) -> object:
+        drains.append(identifier)
+        return await drain_node(identifier, **options)  # type: ignore[arg-type]
+
+    running.cog.drain_node = counted  # type: ignore[method-assign]
+    polls: list[float] = []
+    read_drained = node_control.read_drained
+
+    async def counted_read(manager: object) -> object:
+        polls.append(asyncio.get_running_loop().time())
+        return await read_drained(manager)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(node_control, "read_drained", counted_read)
+
+    fake, world = running.fake, running.world.world
+    mention = f"<@{fake.bot_user.id}>"
+    owner = world.user
+
+    async def say(text: str, reply: str) -> str:
+        await fake.send_user_message(world.guild.id, world.text.id, owner.id, f"{mention} {text}")
+        return (await fake.wait_for_message(world.text.id, lambda m: reply in m.content)).content
+
+    assert "only the bot's owner" in await say(f"sonora-nodes drain {a}", "owner")
+    assert a not in running.cog.owner.nodes.drained
+    fake.owner_id = owner.id
+    running.bot.owner_id = None
+
+    assert "no Lavalink node is named 'nope'" in await say("sonora-nodes drain nope", "drain refused")
+    assert "nope" not in await read_drained(running.cog.manager)  # nothing written for a node that is not there
+    answer = await say(f"sonora-nodes drain {a}", "moved")
+    assert f"node {a}: moved 2 of 2 player(s)" in answer and "the other processes drain it too" in answer
+    entry = (await read_drained(running.cog.manager))[a]
+    assert entry.by.startswith("owner ")
+    for guild_id in guilds:
+        player = running.player(guild_id)
+        assert player is not None and player.node.identifier == b
+
+    seen = len(polls)
+    await running.wait_for(lambda: len(polls) >= seen + 3)  # three polls that read the record listing A
+    assert drains == [a]  # the owner's drain only: the poll knows it is done here
+
+    status = await say("sonora-nodes status", "process(es)")
+    assert f"{a}  drained by owner" in status and "0 player(s)  drained here" in status
+    assert f"{b}  not drained" in status and "2 player(s)" in status
+
+    assert "takes new players again, in every process" in await say(f"sonora-nodes undrain {a}", "new players")
+    assert a not in running.cog.owner.nodes.drained and await read_drained(running.cog.manager) == {}
+    seen = len(polls)
+    await running.wait_for(lambda: len(polls) >= seen + 2)
+    assert a not in running.cog.owner.nodes.drained and drains == [a]
 
 
 async def test_a_store_that_fails_is_one_warning_the_poll_goes_on_and_a_stop_withdraws_the_view(
