@@ -1,10 +1,11 @@
-"""Operator CLI: ``python -m sonora_cog snapshots|deploy <command>`` over a store, without starting a bot.
+"""Operator CLI: ``python -m sonora_cog snapshots|deploy|nodes <command>`` over a store, without starting a bot.
 
 Tables for people, ``--json`` for scripts, a progress bar on long runs. Exit codes:
 
 ====  =====================================================================
 0     success
-1     ``validate`` found bad records, ``rekey`` could not rewrite some, or ``deploy`` failed for a guild
+1     ``validate`` found bad records, ``rekey`` could not rewrite some, ``deploy`` failed for a guild, or
+      ``nodes drain --wait`` ended with players left on the node
 2     usage error (unknown command, bad option)
 3     no such snapshot
 4     configuration error (bad config file, missing key variable, missing extra)
@@ -34,6 +35,7 @@ from rich.table import Table
 
 from ._version import __version__
 from .cli_deploy import add_deploy_parser, run_deploy
+from .cli_nodes import add_nodes_parser, run_nodes
 from .config import Settings, load_settings
 from .deploy import prune_journals
 from .errors import ConfigError, RecordChanged, SnapshotNotFound, SnapshotTooLarge, SonoraError
@@ -393,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="sonora_cog: persistence for wavelink music bots. Operator tools over the snapshot store.",
     )
     parser.add_argument("--version", action="version", version=f"sonora-cog {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{snapshots,deploy,keygen,demo}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{snapshots,deploy,nodes,keygen,demo}")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="config file (default: $SONORA_CONFIG, ./sonora.toml)")
@@ -432,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite-live", action="store_true", help="replace live records the target already has")
 
     add_deploy_parser(commands, common, _at_least)
+    add_nodes_parser(commands, common, _at_least)
     commands.add_parser("keygen", help="print a new random encryption key (put it in the key variable)")
     demo = commands.add_parser("demo", help="crash-and-recover demo against the bundled fakes")
     demo.add_argument("--guilds", type=int, default=3)
@@ -452,6 +455,8 @@ async def _run_snapshots(args: argparse.Namespace) -> int:
     try:
         if args.command == "deploy":
             return await run_deploy(manager, args)
+        if args.command == "nodes":
+            return await run_nodes(manager, args)
         return await _SNAPSHOT_COMMANDS[args.action](manager, args)
     finally:
         await manager.close()

@@ -37,6 +37,7 @@ from .handover import Handover
 from .jobs import build_scheduler
 from .manager import SessionManager
 from .metrics import Metrics
+from .node_controller import NodeController
 from .outcomes import RestorePath
 from .owner import SessionOwner
 from .player import SonoraPlayer
@@ -53,6 +54,7 @@ _log = logging.getLogger(__name__)
 COG_NAME = "Sonora"
 DEPLOY_POLL_JOB = "sonora-deploy-poll"
 NODE_PROBE_JOB = "sonora-node-probe"
+NODES_POLL_JOB = "sonora-nodes-poll"
 #: Seconds ``connect_nodes`` waits for the nodes to connect before the bot goes on without the slow ones.
 NODE_CONNECT_WAIT = 10.0
 #: Seconds the handover steps of a stop may take after the final state is written (voice leave, leases, store).
@@ -82,6 +84,9 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         The :class:`~sonora_cog.owner.SessionOwner` of every guild's session in this process.
     deploy:
         The :class:`~sonora_cog.deployer.DeployController`: deploy tags and rollbacks.
+    node_controller:
+        The :class:`~sonora_cog.node_controller.NodeController`: node drains asked through the store, and
+        this process's view of its nodes.
     metrics:
         The :class:`~sonora_cog.metrics.Metrics` (a no-op unless ``[metrics] enabled``); its ``registry``
         holds the metrics.
@@ -121,6 +126,10 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         if self.settings.failover.enabled and self.settings.failover.probe_interval > 0:
             self.scheduler.add_job(self.probe_nodes, "interval", seconds=self.settings.failover.probe_interval,
                                    id=NODE_PROBE_JOB, name="Lavalink node probe")
+        #: Node drains asked through the store (:class:`~sonora_cog.node_controller.NodeController`).
+        self.node_controller = NodeController(self)
+        self.scheduler.add_job(self.node_controller.poll, "interval", seconds=self.settings.deploy.poll_interval,
+                               id=NODES_POLL_JOB, name="drained nodes and node view")
         restore = self.settings.restore
         self.pacer = TokenBucket(restore.joins_per_second, restore.join_burst)
         self._rehydration: asyncio.Task[list[RestoreReport]] | None = None
@@ -163,7 +172,9 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
             stack.callback(self.scheduler.shutdown, wait=False)
             stack.push_async_callback(self.deploy.stop)
             stack.push_async_callback(self.handover.stop)
+            stack.push_async_callback(self.node_controller.stop)
             self._spawn(self.deploy.poll())  # announce this process now, not one interval later
+            self._spawn(self.node_controller.poll())  # drained nodes take no player of the startup restore
             self._install_sigterm(stack)
             if self.settings.commands.enabled:
                 from .commands import SnapshotCommands
@@ -177,6 +188,12 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
                 deploy_cog = DeployCommands(self)
                 await self.bot.add_cog(deploy_cog)
                 stack.push_async_callback(self._remove_commands, deploy_cog)
+            if self.settings.failover.owner_command:
+                from .commands_nodes import NodeCommands
+
+                nodes_cog = NodeCommands(self)
+                await self.bot.add_cog(nodes_cog)
+                stack.push_async_callback(self._remove_commands, nodes_cog)
             self._undo = stack.pop_all()
         self._maybe_rehydrate()
 

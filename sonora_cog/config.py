@@ -323,6 +323,7 @@ class FailoverSettings:
     per_node_concurrency: int = 2
     drain_batch_size: int = 5
     drain_pause: float = 2.0
+    owner_command: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +444,7 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "per_node_concurrency": (_int_range(1, 100), "players moved onto one node at the same time"),
         "drain_batch_size": (_int_range(1, 1000), "players a drain moves at a time"),
         "drain_pause": (_non_negative_seconds, "seconds a drain waits between batches"),
+        "owner_command": (_boolean, "add the owner-only text command `sonora-nodes` (drain/undrain/status)"),
     },
     "metrics": {
         "enabled": (_boolean, "collect Prometheus metrics; needs sonora-cog[metrics] (off: nothing is collected)"),

@@ -53,7 +53,7 @@ from .restore import RestoreReport, RestoreStatus
 if TYPE_CHECKING:
     from .resume import Ghost
 
-__all__ = ("DrainReport", "FailoverMixin")
+__all__ = ("DrainReport", "FailoverMixin", "node_named")
 
 _log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class FailoverMixin:
         NodeNotFound
             ``wavelink.Pool`` has no node with this identifier.
         """
-        node = _node_named(identifier)
+        node = node_named(identifier)
         settings = self.settings.failover
         size = batch_size or settings.drain_batch_size
         gap = settings.drain_pause if pause is None else pause
@@ -425,7 +425,14 @@ async def _confirm(player: wavelink.Player, target: wavelink.Node, playback: _Pl
     return None
 
 
-def _node_named(identifier: str) -> wavelink.Node:
+def node_named(identifier: str) -> wavelink.Node:
+    """The node of ``wavelink.Pool`` with this identifier.
+
+    Raises
+    ------
+    NodeNotFound
+        The pool has no such node (the message lists the nodes it has).
+    """
     try:
         return wavelink.Pool.get_node(identifier)
     except wavelink.InvalidNodeException:
