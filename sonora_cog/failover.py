@@ -183,7 +183,7 @@ class FailoverMixin:
             if self._node_watch.get(node.identifier) is not asyncio.current_task():
                 return
             del self._node_watch[node.identifier]
-            if self.owner.nodes.alive(node) and not getattr(node, "_has_closed", False):
+            if self.owner.nodes.alive(node):
                 return
             await self.fail_over(node, reason)
 
@@ -342,9 +342,10 @@ class FailoverMixin:
         assert guild is not None
         source = player.node
         if not self.owner.nodes.alive(source):
-            # A dead node may never answer the DELETE wavelink would send it: there is nothing left on
-            # it to delete (its session is gone), so the player is taken off its list first.
-            source._players.pop(guild.id, None)
+            # wavelink's own DELETE would wait as long as a dead host takes to fail. Lavalink may still
+            # play the player (a node that only lost its WebSocket keeps a resumable session playing):
+            # it is asked once, bounded, and the player is taken off wavelink's list of the node.
+            await delete_lavalink_player(source, guild.id)
         slots = self._node_slots.setdefault(target.identifier,
                                             asyncio.Semaphore(self.settings.failover.per_node_concurrency))
         # A SonoraPlayer holds the bot's own calls until the move is done; a plain one cannot.

@@ -467,3 +467,29 @@ async def test_a_bot_that_starts_while_a_node_is_down_restores_every_guild_on_th
         n.status is wavelink.NodeStatus.CONNECTED for n in wavelink.Pool.nodes.values()), 60)
     await asyncio.sleep(0.5)
     assert fake_lavalink.players() == [] and len(node_b.players()) == 3
+
+
+async def test_a_node_cut_off_from_the_bot_loses_its_old_players_when_it_is_reachable_again(
+    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+) -> None:
+    # A partition of the WebSocket only: Lavalink A keeps the resumable session, and its players, while
+    # wavelink cannot reconnect. Lavalink's REST does not reach a session that waits to be resumed, so
+    # nobody can delete those players until the session is resumed: then they are destroyed at once.
+    guilds = add_guilds(music_world, 3)
+    running = await start_bot(more_nodes=[node_b], failover=failover())
+    reports = reports_of(running)
+    await play_on_first_node(running, guilds, [node_b])
+    ids = [g.id for g in guilds]
+    fake_lavalink.fail_requests("GET /v4/websocket", status=503, message="partitioned", times=10_000)
+    await fake_lavalink.drop_connections(abrupt=True)
+    await running.wait_for(lambda: len(reports) == 3, GRACE + MOVE_BOUND)
+    assert all(node_b.player(g) is not None and node_b.player(g).track for g in ids)  # type: ignore[union-attr]
+    assert len(fake_lavalink.players()) == 3  # out of reach, in the session that waits to be resumed
+
+    fake_lavalink._injected.clear()  # the partition heals: wavelink resumes its session on A
+    node = node_of(running, fake_lavalink)
+    await running.wait_for(lambda: node.status is wavelink.NodeStatus.CONNECTED, 60)
+    await running.wait_for(lambda: fake_lavalink.players() == [], 5)
+    async with watching([fake_lavalink, node_b], ids):
+        await asyncio.sleep(1.0)
+    assert len(node_b.players()) == 3 and len(reports) == 3
