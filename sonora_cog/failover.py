@@ -58,10 +58,12 @@ __all__ = ("DrainReport", "FailoverMixin", "node_named")
 _log = logging.getLogger(__name__)
 
 #: Seconds one switch (leave a node, join another, play, confirm) may take before it counts as failed.
-MOVE_TIMEOUT = 15.0
+MOVE_TIMEOUT = 6.0
 #: Seconds a node that wavelink closed is given before its players move: ``wavelink.Pool.close()`` closes
 #: the nodes one after another, and a bot that closes them all at shutdown has nowhere to move them to.
 CLOSED_SETTLE = 1.0
+#: Seconds the probe's look for stray players on one node may take.
+SWEEP_TIMEOUT = 5.0
 #: Seconds between two tries of the players that found no node to move to.
 RETRY_INTERVAL = 5.0
 
@@ -75,21 +77,20 @@ class DrainReport:
     node:
         The drained node's identifier.
     reports:
-        One :class:`~sonora_cog.restore.RestoreReport` per player it had, in the order they moved.
+        One :class:`~sonora_cog.restore.RestoreReport` per player it tried to move, in that order.
+    left:
+        Guilds whose player is still on the drained node when the drain ends (no other node took it, or
+        the node was undrained meanwhile).
     """
 
     node: str
     reports: list[RestoreReport] = field(default_factory=list)
+    left: list[int] = field(default_factory=list)
 
     @property
     def moved(self) -> int:
-        """Players that play on another node now."""
+        """Players this drain moved to another node."""
         return sum(r.ok for r in self.reports)
-
-    @property
-    def left(self) -> list[int]:
-        """Guilds whose player could not be moved (they play on the drained node still)."""
-        return [r.guild_id for r in self.reports if not r.ok]
 
 
 class FailoverMixin:
@@ -101,6 +102,7 @@ class FailoverMixin:
     _spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]  # provided by the cog
     _dispatch_report: Callable[..., None]  # provided by RecoveryMixin
     _restore_record_held: Callable[[int, Ghost | None, Ghost | None], Coroutine[Any, Any, RestoreReport]]
+    _destroy_unclaimed_ghosts: Callable[[wavelink.Node], Coroutine[Any, Any, int]]  # RecoveryMixin's
     #: Per node identifier: the task that fails the node over once its grace period is over.
     _node_watch: dict[str, asyncio.Task[None]]
     #: Guilds whose node died with no other node to go to, and that node's identifier.
@@ -108,6 +110,10 @@ class FailoverMixin:
     _move_slots: asyncio.Semaphore
     _node_slots: dict[str, asyncio.Semaphore]
     _retrying: asyncio.Task[None] | None
+    #: One lock per node being drained: two drains of a node run one after the other.
+    _drains: dict[str, asyncio.Lock]
+    #: What a waiting guild played before its first try (wavelink forgets the track of a failed try).
+    _playbacks: dict[int, _Playback]
 
     def _init_failover(self) -> None:
         self._node_watch = {}
@@ -115,6 +121,8 @@ class FailoverMixin:
         self._move_slots = asyncio.Semaphore(self.settings.failover.concurrency)
         self._node_slots = {}
         self._retrying = None
+        self._drains = {}
+        self._playbacks = {}
 
     # -- listeners ----------------------------------------------------------------------------------
 
@@ -137,11 +145,21 @@ class FailoverMixin:
 
     async def probe_nodes(self) -> None:
         """The probe job: ask every connected node for its stats; one that stops answering is lost."""
+        try:
+            await self._probe_each()
+        except asyncio.CancelledError:
+            if not self.owner.closing:
+                raise
+            _log.debug("the node probe was cancelled by the shutdown")
+
+    async def _probe_each(self) -> None:
         for node in list(wavelink.Pool.nodes.values()):
             if node.status is not wavelink.NodeStatus.CONNECTED:
                 continue
             was_alive = self.owner.nodes.alive(node)
             answers = await self.owner.nodes.probe(node)
+            if answers:
+                await self._sweep(node)
             if was_alive and not answers:
                 self._node_lost(node, "does not answer (its WebSocket may look connected)")
             elif answers and not was_alive:
@@ -149,6 +167,22 @@ class FailoverMixin:
                 watch = self._node_watch.pop(node.identifier, None)
                 if watch is not None:
                     watch.cancel()
+
+    async def _sweep(self, node: wavelink.Node) -> None:
+        """Destroy what the node plays for a guild whose player is elsewhere, or nowhere, here.
+
+        A request to a hung node that a move gave up on may still land there later and create a player;
+        the probe finds it at its next round (one ``GET .../players`` per node). Guilds being restored or
+        moved are left alone.
+        """
+        try:
+            async with asyncio.timeout(SWEEP_TIMEOUT):
+                destroyed = await self._destroy_unclaimed_ghosts(node)
+        except TimeoutError:
+            return
+        if destroyed:
+            _log.warning("Lavalink node %s held %d player(s) of guilds that play elsewhere; destroyed",
+                         node.identifier, destroyed)
 
     @commands.Cog.listener("on_wavelink_node_closed")
     async def _on_node_closed(self, node: wavelink.Node, _disconnected: list[wavelink.Player]) -> None:
@@ -223,21 +257,26 @@ class FailoverMixin:
         if self.owner.nodes.drain(identifier):
             _log.info("Lavalink node %s is drained: it takes no new players", identifier)
         report = DrainReport(identifier)
-        guilds = [p.guild.id for p in self._players_on(node) if p.guild is not None]
-        for start in range(0, len(guilds), size):
-            if start:
-                await asyncio.sleep(gap)
-            if identifier not in self.owner.nodes.drained:
-                _log.info("Lavalink node %s was undrained; the drain stops", identifier)
-                break
-            batch = guilds[start:start + size]
-            report.reports += await self._move_all(batch, f"Lavalink node {identifier} is drained", RestorePath.drain)
-            _log.info("drain of %s: %d/%d player(s) moved", identifier, report.moved, len(guilds))
-        left = [g for g in report.left if (p := self.owner.player(g)) is not None and p.node is node]
-        if left:
+        async with self._drains.setdefault(identifier, asyncio.Lock()):  # a second drain waits for the first
+            tried: set[int] = set()
+            total = len(self._players_on(node))
+            while batch := [g for g in self._guilds_on(node) if g not in tried][:size]:
+                if tried:
+                    await asyncio.sleep(gap)
+                if identifier not in self.owner.nodes.drained:
+                    _log.info("Lavalink node %s was undrained; the drain stops", identifier)
+                    break
+                batch = [g for g in batch if g in self._guilds_on(node)]  # a failover may have moved some
+                tried.update(batch)
+                reason = f"Lavalink node {identifier} is drained"
+                report.reports += await self._move_all(batch, reason, RestorePath.drain)
+                _log.info("drain of %s: %d/%d player(s) moved", identifier, report.moved, total)
+            report.left = self._guilds_on(node)
+        if report.left and identifier in self.owner.nodes.drained:
             _log.warning("drain of %s: %d player(s) could not move and play there still (they move as soon as "
-                         "another node takes them): %s", identifier, len(left), ", ".join(map(str, left)))
-            for guild_id in left:
+                         "another node takes them): %s", identifier, len(report.left),
+                         ", ".join(map(str, report.left)))
+            for guild_id in report.left:
                 self._wait_for_node(guild_id, identifier)
         return report
 
@@ -256,6 +295,9 @@ class FailoverMixin:
 
     def _players_on(self, node: wavelink.Node) -> list[wavelink.Player]:
         return [p for p in self.owner.players() if p.node.identifier == node.identifier]
+
+    def _guilds_on(self, node: wavelink.Node) -> list[int]:
+        return [p.guild.id for p in self._players_on(node) if p.guild is not None]
 
     async def _move_all(self, guilds: list[int], reason: str, path: RestorePath) -> list[RestoreReport]:
         reports = await asyncio.gather(*(self._move_guild(g, reason, path) for g in guilds))
@@ -278,6 +320,7 @@ class FailoverMixin:
             if report is None:
                 return None
             self._waiting.pop(guild_id, None)
+            self._playbacks.pop(guild_id, None)
             self._dispatch_report(report, path, started)
             return report
 
@@ -293,7 +336,7 @@ class FailoverMixin:
                 return None
             return await self._restore_record_held(guild_id, None, None)
         assert source is not None
-        playback = _Playback.of(player)
+        playback = self._playbacks.pop(guild_id, None) or _Playback.of(player)
         tried = {source.identifier}
         while (target := await self.owner.nodes.pick(exclude=tried)) is not None:
             tried.add(target.identifier)
@@ -301,6 +344,7 @@ class FailoverMixin:
             if problem is None:
                 return _report(player, target)
             _log.warning("guild %s: moving to Lavalink node %s failed (%s)", guild_id, target.identifier, problem)
+            playback.hold(player, self.owner)  # nothing plays: the track stands where it was
             if not player.connected:  # wavelink gave the voice connection up: rejoin from the live record
                 return await self._restore_record_held(guild_id, None, None)
         if self.owner.nodes.alive(source) and player.node is not source:
@@ -311,12 +355,13 @@ class FailoverMixin:
                                                                         if problem else "; it stays where it was")
             return report
         if self.owner.nodes.alive(source):
-            return RestoreReport(guild_id, RestoreStatus.failed, reason="no other Lavalink node took the player; "
-                                 "it stays where it was")
+            return RestoreReport(guild_id, RestoreStatus.skipped,
+                                 reason="no other Lavalink node takes players; it stays where it was")
         if player.node is not source:
             # wavelink points the player at the last node it tried; it plays nowhere, and waits as a
             # player of the node it lost, so that the next try may go to any other node again.
             player._node = source
+        self._playbacks[guild_id] = playback
         self._wait_for_node(guild_id, source.identifier)
         return None
 
@@ -351,6 +396,8 @@ class FailoverMixin:
         # A SonoraPlayer holds the bot's own calls until the move is done; a plain one cannot.
         holding = player.moving() if isinstance(player, SonoraPlayer) else contextlib.nullcontext()
         async with slots, holding:
+            if not self.owner.nodes.alive(target):  # lost while this move waited for its turn
+                return "the node was lost meanwhile"
             try:
                 async with asyncio.timeout(MOVE_TIMEOUT):
                     await player.switch_node(target)
@@ -358,6 +405,7 @@ class FailoverMixin:
                     problem = await _confirm(player, target, playback)
             except TimeoutError:
                 problem = f"no answer within {MOVE_TIMEOUT:g}s"
+                self.owner.nodes.unreachable(target.identifier)  # the other moves do not wait for it too
             except (RuntimeError, discord.DiscordException, wavelink.WavelinkException, aiohttp.ClientError,
                     OSError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
@@ -398,6 +446,14 @@ class _Playback:
     def of(cls, player: wavelink.Player) -> _Playback:
         history = player.queue.history
         return cls(player.current, player.position, player.paused, len(history) if history is not None else 0)
+
+    def hold(self, player: wavelink.Player, owner: SessionOwner) -> None:
+        """After a failed try: the player holds its track again (what the live record keeps), and its
+        clock stands at the position it had before the try, however far the failed node played it."""
+        if self.track is not None and player.current is None:
+            player._current = self.track  # wavelink has no public way to put it back
+        if player.guild is not None:
+            owner.stall(player.guild.id, self.position, paused=self.paused, force=True)
 
     async def keep(self, player: wavelink.Player) -> None:
         """After a ``switch_node``: play the track again if a failed node made wavelink forget it, and

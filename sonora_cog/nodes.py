@@ -159,6 +159,10 @@ class NodeBoard:
             self._unreachable.add(identifier)
         return identifier not in self._unreachable
 
+    def unreachable(self, identifier: str) -> None:
+        """The node did not answer a request in time: it counts as unreachable until it answers a probe."""
+        self._unreachable.add(identifier)
+
     def reachable(self, identifier: str) -> None:
         """The node (re)connected: it counts as answering again."""
         self._failures.pop(identifier, None)

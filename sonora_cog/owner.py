@@ -275,13 +275,14 @@ class SessionOwner(SessionWriter):
         if session is not None:
             session.sample = PositionSample(position, time.monotonic(), paused)
 
-    def stall(self, guild_id: int, position: int, *, paused: bool) -> None:
+    def stall(self, guild_id: int, position: int, *, paused: bool, force: bool = False) -> None:
         """The guild's Lavalink node was lost: its track stands still at ``position`` ms until it plays again.
 
-        The stalled position is written, so a restore starts where listeners stopped hearing it.
+        The stalled position is written, so a restore starts where listeners stopped hearing it. A clock
+        that stands still already is left as it is, unless ``force``.
         """
         session = self._owned(guild_id)
-        if session is None or (session.sample is not None and session.sample.stalled):
+        if session is None or (not force and session.sample is not None and session.sample.stalled):
             return
         session.sample = PositionSample(position, time.monotonic(), paused, stalled=True)
         self.mark_dirty(guild_id)

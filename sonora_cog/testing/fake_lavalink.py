@@ -192,6 +192,7 @@ class FakeLavalink:
         self._broken_players: dict[str, frozenset[str]] = {}  # guild -> sessions where it still works
         self._requests: list[RecordedRequest] = []
         self._messages: list[tuple[str, dict[str, Any]]] = []
+        self._delays: dict[str, float] = {}
         self.request_counts: Counter[str] = Counter()
         """Requests per normalised route, e.g. ``"PATCH /v4/sessions/{sessionId}/players/{guildId}"``."""
 
@@ -512,6 +513,14 @@ class FakeLavalink:
         """Make the next ``times`` requests to ``route`` (a :attr:`request_counts` key) fail with ``status``."""
         self._injected.setdefault(route, []).extend([(status, message)] * times)
 
+    def delay_requests(self, route: str, seconds: float) -> None:
+        """Make every request to ``route`` (a :attr:`request_counts` key) wait ``seconds`` before it is
+        handled, as a slow or hung node does, until called again with 0."""
+        if seconds > 0:
+            self._delays[route] = seconds
+        else:
+            self._delays.pop(route, None)
+
     def fail_player(self, guild_id: int | str, *, except_sessions: Iterable[str] = ()) -> None:
         """Make every request for the guild's player fail with 500 (as Lavalink does when a player cannot be
         created or updated), in every session but ``except_sessions``, until :meth:`heal_player`."""
@@ -541,6 +550,8 @@ class FakeLavalink:
             RecordedRequest(request.method, request.path, route, dict(request.query), body, time.time())
         )
         self.request_counts[key] += 1
+        if delay := self._delays.get(key, 0.0):
+            await asyncio.sleep(delay)
         if route != "/v4/websocket":
             authorization = request.headers.get("Authorization")
             if authorization is None:

@@ -160,6 +160,7 @@ async def test_a_node_that_dies_for_good_has_its_ten_guilds_play_on_the_others(
         await running.wait_for(moved, GRACE + MOVE_BOUND)
         took = time.monotonic() - killed
     assert took >= GRACE * 0.9, f"players moved after {took:.2f}s, before the grace period was over"
+    print(f"10 guilds played on the other nodes {took:.2f}s after the kill (grace {GRACE}s)")  # shown with -s
 
     for guild in guilds:
         there = node_b.player(guild.id) or node_c.player(guild.id)
@@ -493,3 +494,82 @@ async def test_a_node_cut_off_from_the_bot_loses_its_old_players_when_it_is_reac
     async with watching([fake_lavalink, node_b], ids):
         await asyncio.sleep(1.0)
     assert len(node_b.players()) == 3 and len(reports) == 3
+
+
+async def test_a_guild_every_node_refuses_keeps_its_track_and_position_until_a_node_takes_it(
+    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    node_c: FakeLavalink,
+) -> None:
+    guilds = add_guilds(music_world, 1)
+    guild_id = guilds[0].id
+    running = await start_bot(more_nodes=[node_b, node_c], failover=failover())
+    reports = reports_of(running)
+    await play_on_first_node(running, guilds, [node_b, node_c])
+    title = running.player(guild_id).current.title  # type: ignore[union-attr]
+    node_b.fail_player(guild_id)
+    node_c.fail_requests("GET /v4/sessions/{sessionId}/players/{guildId}", times=1)  # C plays, cannot confirm
+    await asyncio.sleep(1.0)
+    before = running.player(guild_id).position  # type: ignore[union-attr]
+    await fake_lavalink.close()
+    await running.wait_for(lambda: guild_id in running.cog._waiting, GRACE + MOVE_BOUND)
+    # Waiting: the record keeps the track, at the position it stood at, whatever C played of it.
+    state = await running.live_record(lambda s: s.queue.current is not None, guild_id=guild_id)
+    assert state.queue.current is not None and state.queue.current.info["title"] == title
+    assert abs(state.player.position - before) <= POSITION_TOLERANCE_MS
+    assert node_c.player(guild_id) is None and reports == []
+    await asyncio.sleep(2.0)
+    node_b.heal_player(guild_id)
+    await running.wait_for(lambda: len(reports) == 1, 15)  # the retry, every 5 s
+    assert reports[0].ok and reports[0].track == title
+    there = node_b.player(guild_id) or node_c.player(guild_id)
+    assert there is not None and there.track is not None and there.track["info"]["title"] == title
+    fake = node_b if node_b.player(guild_id) else node_c
+    start = start_position(fake, guild_id)
+    assert start is not None and abs(start - before) <= POSITION_TOLERANCE_MS, (start, before)
+
+
+async def test_a_target_that_hangs_costs_one_timeout_and_the_others_go_elsewhere(
+    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    node_c: FakeLavalink,
+) -> None:
+    guilds = add_guilds(music_world, 6)
+    running = await start_bot(more_nodes=[node_b, node_c], failover=failover(probe_interval=1.0))
+    reports = reports_of(running)
+    await play_on_first_node(running, guilds, [node_b, node_c])
+    # From now on B hangs on its players (each request waits longer than a move may take, 6 s) while its
+    # stats still answer: it still looks like the least loaded node.
+    patch = "PATCH /v4/sessions/{sessionId}/players/{guildId}"
+    node_b.delay_requests(patch, 30.0)
+    patches_before = node_b.request_counts[patch]
+    killed = time.monotonic()
+    await fake_lavalink.close()
+    # B gets every other pick: three guilds. Two try it at once (failover.per_node_concurrency) and wait
+    # one timeout; the third, queued behind them, finds B unreachable and goes to C without waiting.
+    await running.wait_for(lambda: len(reports) == 6, GRACE + 6.0 + MOVE_BOUND)
+    took = time.monotonic() - killed
+    assert all(r.ok and node_c.player(r.guild_id) is not None for r in reports)
+    assert node_b.request_counts[patch] - patches_before <= 2
+    # What B does with the requests it got, once it answers again, the probe finds and destroys.
+    node_b.delay_requests(patch, 0.5)
+    await running.wait_for(lambda: any(node_b.player(g.id) for g in guilds), 40)
+    await running.wait_for(lambda: not any(node_b.player(g.id) for g in guilds), 15)
+    assert sorted(r.guild_id for r in reports) == sorted(g.id for g in guilds)
+    print(f"6 guilds moved {took:.2f}s after the kill, with one target hung")  # shown with -s
+
+
+async def test_two_drains_of_a_node_and_a_failover_in_between_move_each_guild_once(
+    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+) -> None:
+    guilds = add_guilds(music_world, 4)
+    running = await start_bot(more_nodes=[node_b], failover=failover(drain_batch_size=2, drain_pause=3.0))
+    reports = reports_of(running)
+    await play_on_first_node(running, guilds, [node_b])
+    a = node_of(running, fake_lavalink).identifier
+    first = asyncio.ensure_future(running.cog.drain_node(a))
+    second = asyncio.ensure_future(running.cog.drain_node(a))
+    await running.wait_for(lambda: len(reports) == 2)  # the first batch moved
+    await fake_lavalink.close()  # A dies before the next batch: the failover moves the other two
+    one, two = await asyncio.gather(first, second)
+    assert len(reports) == 4 and sorted(r.guild_id for r in reports) == sorted(g.id for g in guilds)
+    assert one.left == [] and two.left == [] and two.reports == []
+    assert one.moved == 2
