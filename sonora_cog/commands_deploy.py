@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from discord.ext import commands
 
 from .deploy import GuildDeployStatus, status
 from .errors import SonoraError
-
-if TYPE_CHECKING:
-    from .cog import SonoraCog
+from .owner_commands import OwnerCommands, fit_lines
 
 __all__ = ("DeployCommands",)
 
@@ -33,35 +30,15 @@ def summary(results: Sequence[GuildDeployStatus]) -> str:
     head = ", ".join(f"{n} {step}" for step, n in sorted(counts.items())) or "no guilds"
     lines = [f"{r.guild_id}  {r.step.value}" + (f"  ({r.why})" if r.why else "")
              for r in sorted(results, key=lambda r: (not r.step.failed, r.guild_id))]
-    body, shown = "", 0
-    for line in lines:
-        if len(body) + len(line) + 1 > _LIMIT:
-            break
-        body += line + "\n"
-        shown += 1
-    more = f"\n… and {len(lines) - shown} more" if shown < len(lines) else ""
+    body, more = fit_lines(lines, _LIMIT)
     return f"{head}\n```\n{body or '-'}\n```{more}"
 
 
-class DeployCommands(commands.Cog, name="SonoraDeploy"):
+class DeployCommands(OwnerCommands, name="SonoraDeploy"):
     """``sonora-deploy``: deploy tags and rollbacks from Discord, for the bot's owner."""
 
-    def __init__(self, cog: SonoraCog) -> None:
-        self.cog = cog
-
-    async def cog_check(self, ctx: commands.Context[commands.Bot]) -> bool:  # type: ignore[override]
-        if not await ctx.bot.is_owner(ctx.author):
-            raise commands.NotOwner("only the bot's owner can run sonora-deploy")
-        return True
-
-    async def cog_command_error(self, ctx: commands.Context[commands.Bot], error: Exception) -> None:  # type: ignore[override]
-        if isinstance(error, commands.NotOwner):
-            await ctx.send("only the bot's owner can run sonora-deploy")
-        elif isinstance(error, commands.UserInputError):
-            await ctx.send(f"{error} (usage: sonora-deploy prepare [tag] | rollback <tag> [batch_size] [pause] | "
-                           "status <tag>)")
-        else:
-            raise error
+    command = "sonora-deploy"
+    usage = "usage: sonora-deploy prepare [tag] | rollback <tag> [batch_size] [pause] | status <tag>"
 
     @commands.group(name="sonora-deploy", invoke_without_command=True)
     async def group(self, ctx: commands.Context[commands.Bot]) -> None:

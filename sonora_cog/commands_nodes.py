@@ -11,7 +11,6 @@ lists the node in the store, so every other process drains it too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
@@ -21,9 +20,7 @@ from .deploy import process_name
 from .errors import SonoraError
 from .failover import DrainReport, node_named
 from .node_control import NodeSummary, validate_identifier
-
-if TYPE_CHECKING:
-    from .cog import SonoraCog
+from .owner_commands import OwnerCommands, fit_lines
 
 __all__ = ("NodeCommands",)
 
@@ -57,37 +54,18 @@ def status_table(nodes: Sequence[NodeSummary], processes: Sequence[str]) -> str:
         lines.append(f"{node.identifier}  {drained}" + ("" if node.known else "  (no running process has it)"))
         lines += [f"  {p.process}  {p.state.value}  {p.players} player(s)" + ("  drained here" if p.drained else "")
                   for p in node.processes]
-    body, shown = "", 0
-    for line in lines:
-        if len(body) + len(line) + 1 > _LIMIT:
-            break
-        body += line + "\n"
-        shown += 1
-    more = f"\n… and {len(lines) - shown} more lines" if shown < len(lines) else ""
+    body, more = fit_lines(lines, _LIMIT)
     names = ", ".join(processes)
     names = names if len(names) <= 60 else names[:59] + "…"  # the message's room is for the nodes
     head = f"{len(processes)} process(es): {names}" if processes else "no node view in the store"
     return f"{escape_markdown(head)}\n```\n{body.rstrip().replace('`', chr(0x2035)) or '-'}\n```{more}"
 
 
-class NodeCommands(commands.Cog, name="SonoraNodes"):
+class NodeCommands(OwnerCommands, name="SonoraNodes"):
     """``sonora-nodes``: drain and undrain Lavalink nodes from Discord, for the bot's owner."""
 
-    def __init__(self, cog: SonoraCog) -> None:
-        self.cog = cog
-
-    async def cog_check(self, ctx: commands.Context[commands.Bot]) -> bool:  # type: ignore[override]
-        if not await ctx.bot.is_owner(ctx.author):
-            raise commands.NotOwner("only the bot's owner can run sonora-nodes")
-        return True
-
-    async def cog_command_error(self, ctx: commands.Context[commands.Bot], error: Exception) -> None:  # type: ignore[override]
-        if isinstance(error, commands.NotOwner):
-            await ctx.send("only the bot's owner can run sonora-nodes")
-        elif isinstance(error, commands.UserInputError):
-            await ctx.send(f"{error} ({_USAGE})")
-        else:
-            raise error
+    command = "sonora-nodes"
+    usage = _USAGE
 
     @commands.group(name="sonora-nodes", invoke_without_command=True)
     async def group(self, ctx: commands.Context[commands.Bot]) -> None:

@@ -11,7 +11,7 @@ from sonora_cog.restore import RestoreReport, RestoreStatus
 def test_drain_summary_counts_the_moves_and_names_the_guilds_left() -> None:
     assert drain_summary(DrainReport("a")) == "node a: no player of this process was on it"
     report = DrainReport("a", [RestoreReport(g, RestoreStatus.restored if g < 3 else RestoreStatus.failed)
-                               for g in range(1, 26)])
+                               for g in range(1, 26)], left=list(range(3, 26)))
     line = drain_summary(report)
     assert line.startswith("node a: moved 2 of 25 player(s); left on it (no other node took them): 3, 4, 5")
     assert line.endswith("22 … and 3 more")
