@@ -111,6 +111,16 @@ async def play_on_first_node(running: RunningBot, guilds: list[FakeGuild], other
         assert running.lavalink.player(guild.id) is not None
 
 
+async def playing_on_a(start_bot: StartBot, world: MusicWorld, count: int, others: list[FakeLavalink],
+                       settings: FailoverSettings) -> tuple[RunningBot, list[FakeGuild], list[RestoreReport]]:
+    """A bot with the fixture's node A and ``others``, playing in ``count`` guilds, all on A; its reports."""
+    guilds = add_guilds(world, count)
+    running = await start_bot(more_nodes=others, failover=settings)
+    reports = reports_of(running)
+    await play_on_first_node(running, guilds, others)
+    return running, guilds, reports
+
+
 def start_position(fake: FakeLavalink, guild_id: int) -> int | None:
     """The ``position`` of the last play the node received for the guild."""
     plays = [r.json for r in fake.requests
@@ -135,10 +145,7 @@ async def test_a_node_that_dies_for_good_has_its_ten_guilds_play_on_the_others(
     start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
     node_c: FakeLavalink,
 ) -> None:
-    guilds = add_guilds(music_world, 10)
-    running = await start_bot(more_nodes=[node_b, node_c], failover=failover())
-    reports = reports_of(running)
-    await play_on_first_node(running, guilds, [node_b, node_c])
+    running, guilds, reports = await playing_on_a(start_bot, music_world, 10, [node_b, node_c], failover())
     paused = guilds[:3]
     for guild in paused:
         player = running.player(guild.id)
@@ -195,10 +202,7 @@ async def test_a_target_that_fails_during_the_move_is_skipped_for_the_next_node(
     start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
     node_c: FakeLavalink,
 ) -> None:
-    guilds = add_guilds(music_world, 4)
-    running = await start_bot(more_nodes=[node_b, node_c], failover=failover())
-    reports = reports_of(running)
-    await play_on_first_node(running, guilds, [node_b, node_c])
+    running, guilds, reports = await playing_on_a(start_bot, music_world, 4, [node_b, node_c], failover())
     broken = guilds[0].id
     node_b.fail_player(broken)  # node B refuses that guild's player; C takes it
     node_c.fail_player(guilds[1].id)  # and C refuses another one; B takes it
@@ -216,10 +220,7 @@ async def test_a_target_that_fails_during_the_move_is_skipped_for_the_next_node(
 async def test_one_guild_that_no_node_takes_does_not_keep_the_others_from_moving(
     start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
 ) -> None:
-    guilds = add_guilds(music_world, 5)
-    running = await start_bot(more_nodes=[node_b], failover=failover())
-    reports = reports_of(running)
-    await play_on_first_node(running, guilds, [node_b])
+    running, guilds, reports = await playing_on_a(start_bot, music_world, 5, [node_b], failover())
     stuck = guilds[2].id
     node_b.fail_player(stuck)
     others = [g.id for g in guilds if g.id != stuck]
@@ -264,10 +265,7 @@ async def test_with_no_other_node_the_players_wait_and_move_when_one_is_ready(
 async def test_closing_a_node_in_the_bot_ends_no_session_and_its_players_move(
     start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
 ) -> None:
-    guilds = add_guilds(music_world, 3)
-    running = await start_bot(more_nodes=[node_b], failover=failover())
-    reports = reports_of(running)
-    await play_on_first_node(running, guilds, [node_b])
+    running, guilds, reports = await playing_on_a(start_bot, music_world, 3, [node_b], failover())
     ids = [g.id for g in guilds]
 
     async with watching([fake_lavalink, node_b], ids):
@@ -368,10 +366,7 @@ async def test_draining_an_unknown_node_says_which_nodes_exist(running_bot: Runn
 async def test_a_node_back_within_the_grace_period_keeps_its_players(
     start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
 ) -> None:
-    guilds = add_guilds(music_world, 2)
-    running = await start_bot(more_nodes=[node_b], failover=failover(grace_seconds=30.0))
-    reports = reports_of(running)
-    await play_on_first_node(running, guilds, [node_b])
+    running, _, reports = await playing_on_a(start_bot, music_world, 2, [node_b], failover(grace_seconds=30.0))
     node = node_of(running, fake_lavalink)
     seen: list[str] = []
 
@@ -401,10 +396,7 @@ async def test_a_node_that_shuts_down_cleanly_is_found_by_the_probe(
     # A Lavalink that shuts down closes its WebSockets with a close frame; wavelink 3.5 then stops
     # listening without an event or a reconnect and still calls the node connected. The stats probe
     # finds it.
-    guilds = add_guilds(music_world, 2)
-    running = await start_bot(more_nodes=[node_b], failover=failover(probe_interval=0.2))
-    reports = reports_of(running)
-    await play_on_first_node(running, guilds, [node_b])
+    running, guilds, reports = await playing_on_a(start_bot, music_world, 2, [node_b], failover(probe_interval=0.2))
     node = node_of(running, fake_lavalink)
     async with watching([fake_lavalink, node_b], [g.id for g in guilds]):
         await fake_lavalink.drop_connections(code=1001, reason="shutting down")
@@ -476,10 +468,7 @@ async def test_a_node_cut_off_from_the_bot_loses_its_old_players_when_it_is_reac
     # A partition of the WebSocket only: Lavalink A keeps the resumable session, and its players, while
     # wavelink cannot reconnect. Lavalink's REST does not reach a session that waits to be resumed, so
     # nobody can delete those players until the session is resumed: then they are destroyed at once.
-    guilds = add_guilds(music_world, 3)
-    running = await start_bot(more_nodes=[node_b], failover=failover())
-    reports = reports_of(running)
-    await play_on_first_node(running, guilds, [node_b])
+    running, guilds, reports = await playing_on_a(start_bot, music_world, 3, [node_b], failover())
     ids = [g.id for g in guilds]
     fake_lavalink.fail_requests("GET /v4/websocket", status=503, message="partitioned", times=10_000)
     await fake_lavalink.drop_connections(abrupt=True)
@@ -532,10 +521,7 @@ async def test_a_target_that_hangs_costs_one_timeout_and_the_others_go_elsewhere
     start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
     node_c: FakeLavalink,
 ) -> None:
-    guilds = add_guilds(music_world, 6)
-    running = await start_bot(more_nodes=[node_b, node_c], failover=failover(probe_interval=1.0))
-    reports = reports_of(running)
-    await play_on_first_node(running, guilds, [node_b, node_c])
+    running, guilds, reports = await playing_on_a(start_bot, music_world, 6, [node_b, node_c], failover(probe_interval=1.0))
     # From now on B hangs on its players (each request waits longer than a move may take, 6 s) while its
     # stats still answer: it still looks like the least loaded node.
     patch = "PATCH /v4/sessions/{sessionId}/players/{guildId}"
@@ -560,10 +546,7 @@ async def test_a_target_that_hangs_costs_one_timeout_and_the_others_go_elsewhere
 async def test_two_drains_of_a_node_and_a_failover_in_between_move_each_guild_once(
     start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
 ) -> None:
-    guilds = add_guilds(music_world, 4)
-    running = await start_bot(more_nodes=[node_b], failover=failover(drain_batch_size=2, drain_pause=3.0))
-    reports = reports_of(running)
-    await play_on_first_node(running, guilds, [node_b])
+    running, guilds, reports = await playing_on_a(start_bot, music_world, 4, [node_b], failover(drain_batch_size=2, drain_pause=3.0))
     a = node_of(running, fake_lavalink).identifier
     first = asyncio.ensure_future(running.cog.drain_node(a))
     second = asyncio.ensure_future(running.cog.drain_node(a))
