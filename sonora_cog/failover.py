@@ -47,7 +47,7 @@ from .config import Settings
 from .errors import NodeNotFound, RestoreError
 from .outcomes import RestorePath
 from .owner import SessionOwner
-from .player import SonoraPlayer, delete_lavalink_player
+from .player import SonoraPlayer, delete_lavalink_player, forget_lavalink_player
 from .restore import RestoreReport, RestoreStatus
 
 if TYPE_CHECKING:
@@ -416,9 +416,12 @@ class FailoverMixin:
         return problem
 
     async def _delete_player(self, node: wavelink.Node, guild_id: int) -> None:
-        """Delete the guild's player on ``node`` if it works (a failed move leaves nothing playing there)."""
+        """Delete the guild's player on ``node`` if it works (a failed move leaves nothing playing there);
+        on a node that does not, only forget it (the probe destroys it once the node answers)."""
         if self.owner.nodes.alive(node):
             await delete_lavalink_player(node, guild_id)
+        else:
+            forget_lavalink_player(node, guild_id)
 
 
 def _report(player: wavelink.Player, node: wavelink.Node) -> RestoreReport:

@@ -34,7 +34,7 @@ import wavelink
 from .capture import playback_position
 from .owner import owner_of
 
-__all__ = ("ObservedDict", "ObservedQueue", "SonoraPlayer", "delete_lavalink_player")
+__all__ = ("ObservedDict", "ObservedQueue", "SonoraPlayer", "delete_lavalink_player", "forget_lavalink_player")
 
 _log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ async def delete_lavalink_player(node: wavelink.Node, guild_id: int) -> None:
     would clear the player's current track (and start autoplay) on it. A node that does not answer
     within :data:`DELETE_TIMEOUT` seconds is left as it is (logged at debug level).
     """
-    node._players.pop(guild_id, None)  # wavelink has no public way to let go of a player
+    forget_lavalink_player(node, guild_id)
     if node.session_id is None:
         return
     try:
@@ -59,6 +59,15 @@ async def delete_lavalink_player(node: wavelink.Node, guild_id: int) -> None:
             await node.send("DELETE", path=f"v4/sessions/{node.session_id}/players/{guild_id}")
     except (TimeoutError, wavelink.WavelinkException, aiohttp.ClientError, OSError) as exc:
         _log.debug("guild %s: cannot delete its player on Lavalink node %s (%r)", guild_id, node.identifier, exc)
+
+
+def forget_lavalink_player(node: wavelink.Node, guild_id: int) -> None:
+    """Take the guild's player off wavelink's list of ``node``, asking the node nothing.
+
+    wavelink has no public way to let go of a player; without this, its next ``switch_node`` or
+    ``disconnect`` would send a delete to that node and wait for it.
+    """
+    node._players.pop(guild_id, None)
 
 
 def _called_by_node_close() -> bool:
