@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import math
 import os
 import stat
 import sys
@@ -381,8 +382,8 @@ def _at_least(kind: type[int] | type[float], low: int = 0) -> Any:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be {low} or more, got {text}")
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be a finite number, {low} or more, got {text}")
         return value
 
     return parse

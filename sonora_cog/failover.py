@@ -62,6 +62,9 @@ MOVE_TIMEOUT = 6.0
 #: Seconds a node that wavelink closed is given before its players move: ``wavelink.Pool.close()`` closes
 #: the nodes one after another, and a bot that closes them all at shutdown has nowhere to move them to.
 CLOSED_SETTLE = 1.0
+#: Seconds a target may take to connect a moved player to Discord's voice server, and between two looks.
+CONFIRM_WAIT = 3.0
+CONFIRM_POLL = 0.2
 #: Seconds the probe's look for stray players on one node may take.
 SWEEP_TIMEOUT = 5.0
 #: Seconds between two tries of the players that found no node to move to.
@@ -471,18 +474,26 @@ class _Playback:
 
 
 async def _confirm(player: wavelink.Player, target: wavelink.Node, playback: _Playback) -> str | None:
-    """Read the player back from ``target``: it must hold it, with the current track and pause state."""
+    """Read the player back from ``target``: it must hold it, with the current track and pause state, and
+    be connected to Discord's voice server (Lavalink connects a moment after the voice update: a few
+    reads, :data:`CONFIRM_WAIT` seconds at most)."""
     guild = player.guild
     assert guild is not None
-    info = await target.fetch_player_info(guild.id)
-    if info is None:
-        return "the node holds no player for the guild"
-    track = playback.track
-    if track is not None and (info.track is None or info.track.identifier != track.identifier):
-        return "the node does not play the track"
-    if track is not None and info.paused != playback.paused:
-        return f"paused is {info.paused} there, expected {playback.paused}"
-    return None
+    deadline = time.monotonic() + CONFIRM_WAIT
+    while True:
+        info = await target.fetch_player_info(guild.id)
+        if info is None:
+            return "the node holds no player for the guild"
+        track = playback.track
+        if track is not None and (info.track is None or info.track.identifier != track.identifier):
+            return "the node does not play the track"
+        if track is not None and info.paused != playback.paused:
+            return f"paused is {info.paused} there, expected {playback.paused}"
+        if info.state.connected:
+            return None
+        if time.monotonic() > deadline:
+            return "the node did not connect to the voice channel"
+        await asyncio.sleep(CONFIRM_POLL)
 
 
 def node_named(identifier: str) -> wavelink.Node:

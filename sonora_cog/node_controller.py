@@ -139,9 +139,15 @@ class NodeController:
             return DrainReport(identifier)
 
     def view(self) -> dict[str, NodeView]:
-        """This process's view of its nodes: status, its players on each, drained or not."""
+        """This process's view of its nodes: status, its players on each, drained or not.
+
+        A node the store lists counts as drained here only once this process's drain of it has run: until
+        then (the startup restore still runs, or the drain is under way) its player count may still grow,
+        and ``nodes drain --wait`` must not take it for done.
+        """
         players = Counter(p.node.identifier for p in self.cog.owner.players())
-        drained = self.cog.owner.nodes.drained
+        unfinished = (self._listed - self._started) | set(self._running)
+        drained = self.cog.owner.nodes.drained - unfinished
         return {
             node.identifier: NodeView(_STATES.get(node.status, NodeState.disconnected), players[node.identifier],
                                       node.identifier in drained)

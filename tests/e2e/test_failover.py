@@ -556,3 +556,17 @@ async def test_two_drains_of_a_node_and_a_failover_in_between_move_each_guild_on
     assert len(reports) == 4 and sorted(r.guild_id for r in reports) == sorted(g.id for g in guilds)
     assert one.left == [] and two.left == [] and two.reports == []
     assert one.moved == 2
+
+
+async def test_a_target_that_refuses_the_voice_update_is_not_taken_for_a_move(
+    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+) -> None:
+    # B refuses the voice update once: Lavalink would hold the track but never play it to anyone.
+    running, guilds, reports = await playing_on_a(start_bot, music_world, 1, [node_b], failover())
+    guild_id = guilds[0].id
+    node_b.fail_requests("PATCH /v4/sessions/{sessionId}/players/{guildId}", times=1)
+    await fake_lavalink.close()
+    await running.wait_for(lambda: len(reports) == 1, GRACE + MOVE_BOUND)  # at the retry, 5 s later
+    assert reports[0].ok
+    there = node_b.player(guild_id)
+    assert there is not None and there.connected and there.track is not None

@@ -212,3 +212,25 @@ def _on(running: RunningBot, guild_id: int) -> str | None:
 async def _players_in_view(manager: SessionManager, node: str, players: int) -> bool:
     views = await node_control.read_views(manager)
     return len(views) == 1 and node in views[0].nodes and views[0].nodes[node].players == players
+
+
+async def test_a_process_still_in_its_startup_restore_is_not_counted_as_drained(
+    start_bot: StartBot, second_lavalink: FakeLavalink
+) -> None:
+    # While the startup restore runs, the process's players on a listed node may still grow (it adopts
+    # what a resumed session plays there): its view must not say "drained" until its own drain has run,
+    # or `nodes drain --wait` would say the node can be stopped.
+    running = await two_nodes(start_bot, second_lavalink)
+    guilds = await everyone_plays_on_a(running)
+    a, _ = identifiers(running)
+    restore_done: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
+    running.cog._rehydration = restore_done  # type: ignore[assignment]  # a startup restore that still runs
+    await node_control.drain(running.cog.manager, a, by="test")
+    await running.cog.node_controller.poll()
+    assert a in running.cog.owner.nodes.drained  # no new player goes there already
+    view = running.cog.node_controller.view()[a]
+    assert view.drained is False and view.players == len(guilds)
+    restore_done.set_result([])
+    await running.cog.node_controller.poll()
+    await running.wait_for(lambda: running.cog.node_controller.view()[a].drained, 15)
+    assert running.cog.node_controller.view()[a].players == 0

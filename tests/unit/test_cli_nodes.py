@@ -68,7 +68,8 @@ def test_help_and_usage_errors(tmp_path: Path) -> None:
     out = run("--help")
     assert out.returncode == 0 and all(c in out.stdout for c in ("drain", "undrain", "status"))
     for bad in (["drain", ""], ["drain", "a\tb"], ["drain", "x" * 101], ["undrain", " "],
-                ["drain", "a", "--timeout", "-1"], ["status", "extra"]):
+                ["drain", "a", "--timeout", "-1"], ["drain", "a", "--timeout", "nan"],
+                ["drain", "a", "--timeout", "inf"], ["status", "extra"]):
         out = run(*bad, "--store", str(tmp_path))
         assert out.returncode == 2, (bad, out.stderr)
     assert "not a Lavalink node identifier" in run("drain", "", "--store", str(tmp_path)).stderr
