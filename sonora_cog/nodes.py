@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -75,9 +76,9 @@ def penalty(load: NodeLoad, added: int = 0) -> float:
     nulled and missing frames (out of the 3,000 in a minute of audio) weigh most, since they are what
     listeners hear as stutter.
     """
-    cpu = 1.05 ** (100 * min(max(load.system_load, 0.0), 1.0)) * 10 - 10
-    nulled = (1.03 ** (500 * (load.nulled / 3000)) * 300 - 300) * 2
-    deficit = 1.03 ** (500 * (load.deficit / 3000)) * 600 - 600
+    cpu = math.pow(1.05, 100 * min(max(load.system_load, 0.0), 1.0)) * 10 - 10
+    nulled = (math.pow(1.03, 500 * (load.nulled / 3000)) * 300 - 300) * 2
+    deficit = math.pow(1.03, 500 * (load.deficit / 3000)) * 600 - 600
     return load.playing + added + cpu + nulled + deficit
 
 
