@@ -322,8 +322,9 @@ class FailoverMixin:
                 report = RestoreReport(guild_id, RestoreStatus.skipped, reason=str(exc))
             if report is None:
                 return None
-            self._waiting.pop(guild_id, None)
-            self._playbacks.pop(guild_id, None)
+            if report.ok or report.status is RestoreStatus.rolled_back:  # it plays somewhere: no more waiting
+                self._waiting.pop(guild_id, None)
+                self._playbacks.pop(guild_id, None)
             self._dispatch_report(report, path, started)
             return report
 
@@ -353,9 +354,16 @@ class FailoverMixin:
         if self.owner.nodes.alive(source) and player.node is not source:
             problem = await self._switch(player, source, playback)
             report = _report(player, source)
-            report.status = RestoreStatus.failed if problem else RestoreStatus.rolled_back
-            report.reason = "no other Lavalink node took the player" + (f"; going back failed ({problem})"
-                                                                        if problem else "; it stays where it was")
+            if problem is None:
+                report.status = RestoreStatus.rolled_back
+                report.reason = "no other Lavalink node took the player; it stays where it was"
+                return report
+            # Nothing plays it now: it keeps its track and waits, like a guild whose node died.
+            playback.hold(player, self.owner)
+            self._playbacks[guild_id] = playback
+            self._wait_for_node(guild_id, source.identifier)
+            report.status = RestoreStatus.failed
+            report.reason = f"no other Lavalink node took the player, and going back failed ({problem}); it waits"
             return report
         if self.owner.nodes.alive(source):
             return RestoreReport(guild_id, RestoreStatus.skipped,

@@ -570,3 +570,23 @@ async def test_a_target_that_refuses_the_voice_update_is_not_taken_for_a_move(
     assert reports[0].ok
     there = node_b.player(guild_id)
     assert there is not None and there.connected and there.track is not None
+
+
+async def test_a_drain_whose_way_back_fails_too_keeps_the_track_and_moves_at_the_retry(
+    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+) -> None:
+    running, guilds, reports = await playing_on_a(start_bot, music_world, 1, [node_b], failover())
+    guild_id = guilds[0].id
+    title = running.player(guild_id).current.title  # type: ignore[union-attr]
+    patch = "PATCH /v4/sessions/{sessionId}/players/{guildId}"
+    for fake in (node_b, fake_lavalink):  # B refuses it, and so does A when it goes back
+        fake.fail_requests(patch, times=2)
+    drained = await running.cog.drain_node(node_of(running, fake_lavalink).identifier)
+    assert [r.status for r in drained.reports] == [RestoreStatus.failed]
+    assert running.player(guild_id).current.title == title  # type: ignore[union-attr]
+    state = await running.live_record(lambda s: s.queue.current is not None, guild_id=guild_id)
+    assert state.queue.current is not None and state.queue.current.info["title"] == title
+    await running.wait_for(lambda: any(r.ok for r in reports), 15)  # the retry, 5 s later
+    there = node_b.player(guild_id) or fake_lavalink.player(guild_id)
+    assert there is not None and there.track is not None and there.track["info"]["title"] == title
+    assert there.connected
