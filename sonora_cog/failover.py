@@ -10,12 +10,15 @@ each of its players is moved to the best other node (:class:`~sonora_cog.nodes.N
 bot still has (it stayed in voice) moves with ``wavelink.Player.switch_node``: same voice connection, same
 queue, the track started again at the stalled position, paused if it was, filters and volume kept. A
 guild with no player left is restored from its live record (the restore engine: it rejoins voice). The
-dead node is never asked anything: the player is taken off its list before the switch.
+lost node is asked once, for at most 2 s, to delete its player, and the player is taken off wavelink's
+list of that node, so nothing waits for a host that never answers.
 
 **Confirmation, no double players.** ``switch_node`` removes the player from the node it leaves before it
-creates it on the target, and each move is confirmed by reading the player back from the target. A target
-that fails or cannot confirm has its player deleted and the next best node is tried; when no node takes
-it and the node it left still works (a drain), it goes back there.
+creates it on the target, and each move is confirmed by reading the player back from the target (track,
+pause state, voice connected). A target that fails or cannot confirm has its player deleted and the next
+best node is tried; when no node takes it and the node it left still works (a drain), it goes back there.
+A failed try leaves the player holding its track at the position it had. The probe job destroys, on every
+node that answers, the players of guilds that play elsewhere.
 
 **Drain.** :meth:`FailoverMixin.drain_node` marks a node as taking no new players and moves its players in
 paced batches with the same engine; :meth:`FailoverMixin.undrain_node` opens it again.
