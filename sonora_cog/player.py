@@ -258,6 +258,11 @@ class SonoraPlayer(wavelink.Player):
     shuffle_enabled:
         A flag for bots with a "shuffle mode"; persisted as ``queue.shuffle_enabled``.
 
+    Created without ``nodes=``, it goes to the best Lavalink node that takes players (not drained, not
+    lost: see :mod:`sonora_cog.nodes`). When ``wavelink.Node.close()`` disconnects it, it stays in voice
+    and is moved to another node (see :meth:`disconnect`); while it moves, the bot's own calls wait for
+    the move (see :meth:`moving`).
+
     .. versionadded:: 0.1
     """
 
