@@ -171,6 +171,13 @@ def _table(results: dict[str, Any]) -> Table:
                       f"· {fp['bytes'] / 1e6:.1f} MB", "1.00x", "")
         table.add_row("", "floor: + tmp, fsync, rename, dir fsync", f"{fd['seconds']:.3f} s · "
                       f"{_us(fd['seconds'], n)}/guild", f"{a['ratio_product_vs_durable_floor']}x ← product", "")
+        orig = a.get("original_sonora") or {}
+        if "seconds" in orig:
+            table.add_row("", f"original Sonora {orig['version']}: to_json + plain write",
+                          f"{orig['seconds']:.3f} s · {_us(orig['seconds'], n)}/guild · {orig['bytes'] / 1e6:.1f} MB",
+                          f"product {orig['ratio_product_vs_original']}x of it", "")
+        elif orig:
+            table.add_row("", "original Sonora 1.2.8", "not measured: py-sonora is not installed", "", "")
         cpu = a["cpu_only"]
         table.add_row("", "CPU only, per guild",
                       f"capture {cpu['capture_us_per_guild']:,.0f} µs · encode {cpu['encode_us_per_guild']:,.0f} µs"

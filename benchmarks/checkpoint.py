@@ -39,6 +39,7 @@ from sonora_cog.store.base import check_header
 
 from ._util import LagProbe, dir_bytes, ratio, sync_disks
 from ._world import World, lavalink_track, make_world
+from .original import run_original
 
 __all__ = ("run_checkpoint",)
 
@@ -253,6 +254,9 @@ async def run_checkpoint(guilds: int, tracks: int, workdir: Path, *, profile_dir
         durable = _floor_durable(payloads, workdir / "floor-durable")
         del payloads
         gc.collect()
+        sync_disks()
+        original = run_original(world.players, workdir / "original-sonora")  # type: ignore[arg-type]
+        gc.collect()
 
         # -- (a)+(b): the product's checkpoint, as shipped, with the loop-lag probe running -----------
         idle = LagProbe()
@@ -298,6 +302,8 @@ async def run_checkpoint(guilds: int, tracks: int, workdir: Path, *, profile_dir
             "floor_plain": {**plain, "us_per_guild": round(plain["seconds"] / n * 1e6, 1)},
             "floor_durable": {**durable, "us_per_guild": round(durable["seconds"] / n * 1e6, 1)},
             "cpu_only": cpu,
+            "original_sonora": {**original, "ratio_product_vs_original": ratio(product["seconds"], original["seconds"])}
+            if "seconds" in original else original,
             "ratio_product_vs_plain_floor": ratio(product["seconds"], plain["seconds"]),
             "ratio_product_vs_durable_floor": ratio(product["seconds"], durable["seconds"]),
             "ratio_fsync_off_vs_plain_floor": ratio(nosync["seconds"], plain["seconds"]),

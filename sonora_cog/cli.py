@@ -382,8 +382,10 @@ def _at_least(kind: type[int] | type[float], low: int = 0) -> Any:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < low:
-            raise argparse.ArgumentTypeError(f"must be a finite number, {low} or more, got {text}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, got {text}")
         return value
 
     return parse

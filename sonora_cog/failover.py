@@ -318,6 +318,11 @@ class FailoverMixin:
         async with self._move_slots:
             started = time.monotonic()
             source = self._source_of(guild_id)
+            if source is not None and not self.owner.nodes.available(exclude=[source.identifier]):
+                early = self._nowhere_to_go(guild_id, source)  # nothing to try: the guild is not held for it
+                if early is not None:
+                    self._dispatch_report(early, path, started)
+                return early
             try:
                 async with self.owner.restoring(guild_id, reason):
                     report = await self._move_held(guild_id, source)
@@ -369,13 +374,21 @@ class FailoverMixin:
             report.reason = f"no other Lavalink node took the player, and going back failed ({problem}); it waits"
             return report
         if self.owner.nodes.alive(source):
-            return RestoreReport(guild_id, RestoreStatus.skipped,
-                                 reason="no other Lavalink node takes players; it stays where it was")
+            return self._nowhere_to_go(guild_id, source)
         if player.node is not source:
             # wavelink points the player at the last node it tried; it plays nowhere, and waits as a
             # player of the node it lost, so that the next try may go to any other node again.
             player._node = source
         self._playbacks[guild_id] = playback
+        self._wait_for_node(guild_id, source.identifier)
+        return None
+
+    def _nowhere_to_go(self, guild_id: int, source: wavelink.Node) -> RestoreReport | None:
+        """No other node takes players: a player on a working node stays there (``skipped``); one on a
+        lost node waits (``None``)."""
+        if self.owner.nodes.alive(source):
+            return RestoreReport(guild_id, RestoreStatus.skipped,
+                                 reason="no other Lavalink node takes players; it stays where it was")
         self._wait_for_node(guild_id, source.identifier)
         return None
 

@@ -34,8 +34,11 @@ _log = logging.getLogger(__name__)
 STATS_MAX_AGE = 5.0
 #: Seconds a ``GET /v4/stats`` may take; a node slower than that is ranked after every node that answered.
 STATS_TIMEOUT = 2.0
-#: Probes in a row a connected node may fail before it counts as unreachable.
-PROBE_FAILURES = 2
+#: Probes in a row a connected node may fail before it counts as unreachable (a busy machine can make
+#: one stats request late; three in a row, seconds apart, are a node that does not answer).
+PROBE_FAILURES = 3
+#: Seconds a probe's ``GET /v4/stats`` may take (more than a pick's: a probe is not in a hurry).
+PROBE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +154,7 @@ class NodeBoard:
         WebSocket cleanly (a Lavalink that shuts down), and keeps calling that node connected.
         """
         identifier = node.identifier
-        if await self._refresh(node, force=True):
+        if await self._refresh(node, probing=True):
             self._failures.pop(identifier, None)
             self._unreachable.discard(identifier)
             return True
@@ -211,14 +214,15 @@ class NodeBoard:
             return (1, float(hosted + (seen.added if seen else 0)))
         return (0, penalty(seen.load, seen.added))
 
-    async def _refresh(self, node: wavelink.Node, *, force: bool = False) -> bool:
-        """Read the node's stats unless they are recent (or ``force``); return whether it answered."""
+    async def _refresh(self, node: wavelink.Node, *, probing: bool = False) -> bool:
+        """Read the node's stats unless they are recent (always when ``probing``, with the probe's longer
+        timeout); return whether it answered."""
         seen = self._seen.get(node.identifier)
         now = self._clock()
-        if not force and seen is not None and seen.load is not None and now - seen.at < STATS_MAX_AGE:
+        if not probing and seen is not None and seen.load is not None and now - seen.at < STATS_MAX_AGE:
             return True
         try:
-            async with asyncio.timeout(STATS_TIMEOUT):
+            async with asyncio.timeout(PROBE_TIMEOUT if probing else STATS_TIMEOUT):
                 stats = await node.fetch_stats()
         except (TimeoutError, wavelink.WavelinkException, aiohttp.ClientError, OSError, KeyError, TypeError) as exc:
             _log.debug("Lavalink node %s: cannot read its stats (%r)", node.identifier, exc)

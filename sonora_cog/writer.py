@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 __all__ = ("SessionWriter",)
 
 _log = logging.getLogger(__name__)
+#: Seconds of floating-point noise tolerated when an interval is compared with a clock difference (an
+#: interval of exactly 300 s between two readings of a clock around 30,000 s can compute as 299.99999999).
+CLOCK_SLACK = 1e-6
 
 
 class SessionWriter:
@@ -280,7 +283,7 @@ class SessionWriter:
             if session.auto_from is None:  # live without a change seen yet: its interval starts now
                 session.auto_from = now
                 continue
-            if now - session.auto_from < self.cadence(session.guild_id).interval:
+            if now - session.auto_from < self.cadence(session.guild_id).interval - CLOCK_SLACK:
                 continue
             try:
                 signature = self.signature(player)
