@@ -68,8 +68,11 @@ CLOSED_SETTLE = 1.0
 #: Seconds a target may take to connect a moved player to Discord's voice server, and between two looks.
 CONFIRM_WAIT = 3.0
 CONFIRM_POLL = 0.2
-#: Seconds the probe's look for stray players on one node may take.
+#: Seconds the probe's look for stray players on one node may take; seconds between two such looks;
+#: seconds during which every probe looks, after a move to the node timed out (its requests may land late).
 SWEEP_TIMEOUT = 5.0
+SWEEP_INTERVAL = 60.0
+SWEEP_WATCH = 120.0
 #: Seconds between two tries of the players that found no node to move to.
 RETRY_INTERVAL = 5.0
 
@@ -120,6 +123,9 @@ class FailoverMixin:
     _drains: dict[str, asyncio.Lock]
     #: What a waiting guild played before its first try (wavelink forgets the track of a failed try).
     _playbacks: dict[int, _Playback]
+    #: Per node: when the probe last looked for stray players, and until when it looks at every probe.
+    _swept_at: dict[str, float]
+    _sweep_watch: dict[str, float]
 
     def _init_failover(self) -> None:
         self._node_watch = {}
@@ -129,6 +135,8 @@ class FailoverMixin:
         self._retrying = None
         self._drains = {}
         self._playbacks = {}
+        self._swept_at = {}
+        self._sweep_watch = {}
 
     # -- listeners ----------------------------------------------------------------------------------
 
@@ -164,7 +172,7 @@ class FailoverMixin:
                 continue
             was_alive = self.owner.nodes.alive(node)
             answers = await self.owner.nodes.probe(node)
-            if answers:
+            if answers and self._sweep_due(node, was_alive):
                 await self._sweep(node)
             if was_alive and not answers:
                 self._node_lost(node, "does not answer (its WebSocket may look connected)")
@@ -174,12 +182,26 @@ class FailoverMixin:
                 if watch is not None:
                     watch.cancel()
 
+    def _sweep_due(self, node: wavelink.Node, was_alive: bool) -> bool:
+        """Whether the probe looks for stray players on ``node`` now: when it answers again, at every probe
+        for :data:`SWEEP_WATCH` seconds after a move to it timed out, and otherwise every
+        :data:`SWEEP_INTERVAL` seconds (a node's player list is big on a big bot)."""
+        now = time.monotonic()
+        identifier = node.identifier
+        if was_alive and now < self._sweep_watch.get(identifier, 0.0):
+            due = True
+        else:
+            due = not was_alive or now - self._swept_at.get(identifier, 0.0) >= SWEEP_INTERVAL
+        if due:
+            self._swept_at[identifier] = now
+        return due
+
     async def _sweep(self, node: wavelink.Node) -> None:
         """Destroy what the node plays for a guild whose player is elsewhere, or nowhere, here.
 
         A request to a hung node that a move gave up on may still land there later and create a player;
-        the probe finds it at its next round (one ``GET .../players`` per node). Guilds being restored or
-        moved are left alone.
+        the probe finds it (one ``GET .../players`` of the node; see :meth:`_sweep_due` for when). Guilds
+        being restored or moved are left alone.
         """
         try:
             async with asyncio.timeout(SWEEP_TIMEOUT):
@@ -433,6 +455,7 @@ class FailoverMixin:
             except TimeoutError:
                 problem = f"no answer within {MOVE_TIMEOUT:g}s"
                 self.owner.nodes.unreachable(target.identifier)  # the other moves do not wait for it too
+                self._sweep_watch[target.identifier] = time.monotonic() + SWEEP_WATCH  # what lands late
             except (RuntimeError, discord.DiscordException, wavelink.WavelinkException, aiohttp.ClientError,
                     OSError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
