@@ -152,7 +152,7 @@ async def _wait(manager: SessionManager, node: str, limit: float,
         left = {v.name: v.nodes[node].players for v in knowing if v.nodes[node].players}
         waiting = sorted(v.name for v in knowing if not v.nodes[node].drained)
         line = f"node {escape(node)}: {sum(left.values())} player(s) left in {len(left)} process(es)"
-        say(line + (f" ({len(waiting)} process(es) have not seen the drain yet)" if waiting else ""))
+        say(line + (f" ({len(waiting)} process(es) have not finished draining it yet)" if waiting else ""))
         if (not left and not waiting) or time.monotonic() > deadline:
             return left, waiting
         await asyncio.sleep(interval)
@@ -219,7 +219,7 @@ def _table(nodes: list[NodeSummary]) -> Table:
         for index, row in enumerate(summary.processes):
             state = row.state.value + (" (drained here)" if row.drained and not drained else "")
             if drained and not row.drained:
-                state += " [yellow](drain not seen yet)[/yellow]"
+                state += " [yellow](drain not finished yet)[/yellow]"
             table.add_row(escape(summary.identifier) if index == 0 else "", flag if index == 0 else "",
                           escape(row.process), state, str(row.players))
     return table

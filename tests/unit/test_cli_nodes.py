@@ -134,7 +134,7 @@ async def test_status_lists_every_node_of_every_process_and_drained_nodes_none_k
     assert "2 bot process(es) running: host-a:1, host-b:2" in out.stdout
     assert "without a node view" in out.stdout
     assert any("lava-1" in line and "yes" in line and "host-a:1" in line and "3" in line for line in lines)
-    assert any("host-b:2" in line and "drain not seen yet" in line for line in lines)
+    assert any("host-b:2" in line and "drain not finished yet" in line for line in lines)
     assert any("old-node" in line and "unknown" in line for line in lines)
 
 
@@ -209,4 +209,4 @@ async def test_drain_wait_also_waits_for_each_process_to_see_the_drain(manager: 
     out = run("drain", "lava-1", "--store", store_of(manager), "--wait", "--timeout", "0", "--json")
     assert out.returncode == 1
     assert json.loads(out.stdout)["not_seen_by"] == ["host-a:1"]
-    assert "1 process(es) have not seen the drain yet" in out.stderr
+    assert "1 process(es) have not finished draining it yet" in out.stderr
