@@ -1,7 +1,13 @@
 """Capture: a live ``wavelink.Player`` → :class:`~sonora_cog.model.SessionState`, and back for tracks.
 
-Pure and synchronous: reads only wavelink's public API, performs no I/O and no awaits, so it can run
-inside a checkpoint of thousands of guilds and be tested without a bot.
+Pure and synchronous: performs no I/O and no awaits, so it can run inside a checkpoint of thousands of
+guilds and be tested without a bot.
+
+Capture copies no track: each stored track object is built from what wavelink already holds, by
+reference: Lavalink's own ``info`` and ``pluginInfo`` objects (``Playable.raw_data``) and the track's
+live extras. So a capture costs a small dict per track and nothing per byte, and the encoder writes what
+Lavalink sent. (For speed, :func:`tracks_json` reads the attributes behind ``Playable``'s public
+properties; ``tests/unit/test_capture.py`` checks it against the public API for every kind of track.)
 
 The way back for a single track (:func:`to_playable`) rebuilds a ``wavelink.Playable`` from the
 stored Lavalink JSON with no network call, identical in encoded string, info, extras, playlist and
@@ -11,7 +17,7 @@ stored Lavalink JSON with no network call, identical in encoded string, info, ex
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +35,7 @@ from .model import (
     PlayerState,
     QueueState,
     SessionState,
+    TrackList,
     TrackState,
 )
 
@@ -46,6 +53,7 @@ __all__ = (
     "to_filters",
     "to_playable",
     "track_state",
+    "tracks_json",
 )
 
 _LOOP_FROM_WAVELINK = {
@@ -111,31 +119,71 @@ class PositionSample:
     stalled: bool = False
 
 
+def _playlist_json(playlist: wavelink.PlaylistInfo) -> dict[str, Any]:
+    return {
+        "name": playlist.name,
+        "selectedTrack": playlist.selected,
+        "tracks": playlist.tracks,
+        "type": playlist.type,
+        "url": playlist.url,
+        "artworkUrl": playlist.artwork,
+        "author": playlist.author,
+    }
+
+
+#: The attribute under which a ``Playable`` keeps its stored object between captures (see :func:`tracks_json`).
+_CACHE = "_sonora_json"
+
+
+def tracks_json(tracks: Iterable[wavelink.Playable]) -> list[dict[str, Any]]:
+    """Each track as the object it is stored as: Lavalink's track JSON plus wavelink's ``playlist`` and
+    ``recommended``, referencing wavelink's own objects (``info``, ``pluginInfo``, the live extras).
+
+    The same as ``[track_state(t).data for t in tracks]``, but a track's object is built once and kept
+    on the ``Playable`` (a captured queue mostly holds the tracks the last capture held): later captures
+    reuse it while the track's extras are the same object (changed in place is fine: the object holds
+    them by reference) and its ``recommended`` flag is unchanged. The tracks' objects stay in the
+    captured state, so treat them as read-only.
+    """
+    return [
+        obj
+        if (obj := (attrs := t.__dict__).get(_CACHE)) is not None
+        and obj["userData"] is attrs["_extras"].__dict__
+        and obj["recommended"] is attrs["_recommended"]
+        else _track_json(t)
+        for t in tracks
+    ]
+
+
+def _track_json(track: wavelink.Playable) -> dict[str, Any]:
+    attrs = track.__dict__  # the attributes behind Playable's properties: no property call per track
+    raw = attrs["_raw_data"]
+    playlist = attrs["_playlist"]
+    obj = {
+        "encoded": attrs["_encoded"],
+        "info": raw["info"],
+        "pluginInfo": raw.get("pluginInfo") or {},
+        # ExtrasNamespace is a SimpleNamespace: its __dict__ is what ``dict(track.extras)`` gives.
+        "userData": attrs["_extras"].__dict__,
+        "playlist": None if playlist is None else _playlist_json(playlist),
+        "recommended": attrs["_recommended"],
+    }
+    attrs[_CACHE] = obj
+    return obj
+
+
 def track_state(track: wavelink.Playable) -> TrackState:
-    """Capture one track as Lavalink's JSON plus wavelink's ``playlist`` and ``recommended``."""
+    """Capture one track as Lavalink's JSON plus wavelink's ``playlist`` and ``recommended`` (public API only)."""
     raw: Mapping[str, Any] = track.raw_data
     playlist = track.playlist
-    data: dict[str, Any] = {
+    return TrackState({
         "encoded": track.encoded,
         "info": raw["info"],
         "pluginInfo": raw.get("pluginInfo") or {},
-        # ExtrasNamespace is a SimpleNamespace whose dict(...) form is its __dict__; vars() reads it
-        # without wavelink's generator-based __iter__.
-        "userData": dict(vars(track.extras)),
-        "playlist": None,
+        "userData": vars(track.extras),
+        "playlist": None if playlist is None else _playlist_json(playlist),
         "recommended": track.recommended,
-    }
-    if playlist is not None:
-        data["playlist"] = {
-            "name": playlist.name,
-            "selectedTrack": playlist.selected,
-            "tracks": playlist.tracks,
-            "type": playlist.type,
-            "url": playlist.url,
-            "artworkUrl": playlist.artwork,
-            "author": playlist.author,
-        }
-    return TrackState(data)
+    })
 
 
 def to_playable(track: TrackState) -> wavelink.Playable:
@@ -312,9 +360,9 @@ def capture_state(
     position = playback_position(player, position_sample, speed=playback_speed(filter_config), monotonic_now=mono)
 
     history_queue = player.queue.history
-    history: tuple[TrackState, ...] = ()
+    history = TrackList()
     if history_queue is not None and limits.max_history_tracks:
-        history = tuple(map(track_state, list(history_queue)[-limits.max_history_tracks :]))
+        history = TrackList(tracks_json(list(history_queue)[-limits.max_history_tracks :]))
 
     channel = player.channel
     node = player.node
@@ -334,8 +382,8 @@ def capture_state(
             session_id=node.session_id,
         ),
         queue=QueueState(
-            current=None if current is None else track_state(current),
-            upcoming=tuple(map(track_state, player.queue)),
+            current=None if current is None else TrackState(tracks_json((current,))[0]),
+            upcoming=TrackList(tracks_json(player.queue)),
             history=history,
             loop_mode=loop_mode_from_queue_mode(player.queue.mode),
             shuffle_enabled=bool(getattr(player, "shuffle_enabled", False)),
@@ -344,7 +392,7 @@ def capture_state(
         autoplay=AutoplayState(
             enabled=player.autoplay is not wavelink.AutoPlayMode.disabled,
             mode=autoplay_mode_from_wavelink(player.autoplay),
-            auto_queue=tuple(map(track_state, player.auto_queue)),
+            auto_queue=TrackList(tracks_json(player.auto_queue)),
             max_history=limits.max_history_tracks,
         ),
         extras=dict(extras or {}),

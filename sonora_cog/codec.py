@@ -1,11 +1,11 @@
 """Payload dict + :class:`~sonora_cog.meta.SnapshotMeta` ⇄ the bytes of one stored record (pure: no I/O).
 
-Envelope, format version 1 (all integers big-endian)::
+Envelope, format version 2 (all integers big-endian)::
 
     offset  size  field
     ------  ----  -----------------------------------------------------------------------------
          0     4  magic  b"SNRA"
-         4     1  format version (1)
+         4     1  format version (2)
          5     1  flags: 0x01 body is zstd-compressed, 0x02 body is AES-256-GCM encrypted;
                   any other bit set = a feature of a newer release
          6     4  M  = length of the meta JSON
@@ -20,11 +20,18 @@ Envelope, format version 1 (all integers big-endian)::
                   -- end of header: H = 34 + (20 if encrypted) + M + 16 bytes
          H     B  body: payload JSON, then zstd (one frame, content size in it) if 0x01,
                   then AES-256-GCM (ciphertext + 16-byte tag, the whole header as associated data) if 0x02
-       H+B    16  trailer: blake2b-16 of (header ‖ sha256(body)) — a checksum of everything before it,
-                  hashed in two stages so the SHA-256 of an uncompressed, unencrypted body is computed once
-                  and doubles as the content hash
+       H+B    16  trailer: XXH3-128 of the body as stored
 
-``meta.content_hash`` is the SHA-256 (hex) of the payload JSON, checked again after decoding.
+``meta.content_hash`` is the XXH3-128 (hex) of the payload JSON, checked again after decoding. A body that
+is the payload JSON itself (no compression, no encryption) has that same hash as its trailer, so a record
+costs one pass of one fast hash over its payload (the header checksums cover a few hundred bytes).
+
+The header and the body are checked separately, so a record can be given another meta (a snapshot made
+from a live record, :meth:`Codec.rewrap`) without touching its body; the content hash in the meta ties the
+two together, and an encrypted body is also bound to its header as the cipher's associated data.
+
+Format version 1, written by sonora_cog 0.1, is still read: the same layout, with ``content_hash`` the
+SHA-256 of the payload JSON and the trailer the blake2b-16 of (header ‖ sha256(body)).
 
 Reading checks, in this order, each failure with its own exception (all from :mod:`sonora_cog.errors`):
 
@@ -60,6 +67,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 import orjson
+import xxhash
 
 from .errors import (
     BadMagic,
@@ -92,8 +100,10 @@ __all__ = (
 )
 
 MAGIC = b"SNRA"
-#: The envelope format version this release writes (and the only one it reads).
-FORMAT_VERSION = 1
+#: The envelope format version this release writes.
+FORMAT_VERSION = 2
+#: The envelope format versions this release reads.
+READ_VERSIONS = (1, 2)
 FLAG_ZSTD = 0x01
 FLAG_ENCRYPTED = 0x02
 _KNOWN_FLAGS = FLAG_ZSTD | FLAG_ENCRYPTED
@@ -113,6 +123,11 @@ _MIN_WINDOW_LIMIT = 1 << 20
 
 def _blake2b(data: bytes | memoryview, size: int) -> bytes:
     return hashlib.blake2b(data, digest_size=size).digest()
+
+
+def _content_digest(version: int, raw: bytes | memoryview) -> bytes:
+    """The hash ``meta.content_hash`` holds (hex) for a payload JSON, by envelope format version."""
+    return hashlib.sha256(raw).digest() if version == 1 else xxhash.xxh3_128_digest(raw)
 
 
 def _zstd() -> ModuleType:
@@ -195,6 +210,7 @@ class RecordInfo:
 
 @dataclass(frozen=True, slots=True)
 class _Header:
+    version: int
     flags: int
     body_bytes: int
     payload_bytes: int
@@ -216,8 +232,8 @@ def _check_magic(head: bytes | memoryview) -> None:
         raise TruncatedSnapshot(f"record is {len(start)} bytes long: shorter than its magic")
 
 
-def _parse_fixed(head: bytes | memoryview) -> tuple[int, int, int, int]:
-    """Check the fixed header; return ``(flags, meta_len, body_len, payload_len)``."""
+def _parse_fixed(head: bytes | memoryview) -> tuple[int, int, int, int, int]:
+    """Check the fixed header; return ``(version, flags, meta_len, body_len, payload_len)``."""
     _check_magic(head)
     if len(head) < FIXED_HEADER_BYTES:
         raise TruncatedSnapshot(
@@ -227,15 +243,16 @@ def _parse_fixed(head: bytes | memoryview) -> tuple[int, int, int, int]:
     if _blake2b(fixed, _FIXED_SUM_BYTES) != head[_FIXED.size : FIXED_HEADER_BYTES]:
         raise ChecksumMismatch("fixed header checksum does not match")
     _, version, flags, meta_len, body_len, payload_len = _FIXED.unpack(fixed)
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise UnsupportedFormat(
-            f"record uses envelope format version {version}; this release reads version {FORMAT_VERSION}"
+            f"record uses envelope format version {version}; this release reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}"
         )
     if flags & ~_KNOWN_FLAGS:
         raise UnsupportedFormat(f"record uses envelope features this release does not know (flags {flags:#04x})")
     if meta_len > MAX_META_BYTES:
         raise SnapshotTooLarge(f"record meta is {meta_len} bytes, over the {MAX_META_BYTES}-byte cap")
-    return flags, meta_len, body_len, payload_len
+    return version, flags, meta_len, body_len, payload_len
 
 
 def _header_length(flags: int, meta_len: int) -> int:
@@ -244,7 +261,7 @@ def _header_length(flags: int, meta_len: int) -> int:
 
 
 def _parse_header(head: bytes | memoryview) -> _Header:
-    flags, meta_len, body_len, payload_len = _parse_fixed(head)
+    version, flags, meta_len, body_len, payload_len = _parse_fixed(head)
     end = _header_length(flags, meta_len)
     if len(head) < end:
         raise TruncatedSnapshot(f"record is {len(head)} bytes long: shorter than its {end}-byte header")
@@ -263,7 +280,7 @@ def _parse_header(head: bytes | memoryview) -> _Header:
         raise InvalidSnapshot("meta", f"not valid JSON ({exc})") from None
     record_bytes = end + body_len + CHECKSUM_BYTES
     meta = SnapshotMeta.from_json(meta_obj, size=record_bytes)
-    return _Header(flags, body_len, payload_len, kid, nonce, end, meta)
+    return _Header(version, flags, body_len, payload_len, kid, nonce, end, meta)
 
 
 def header_length(head: bytes) -> int:
@@ -287,7 +304,7 @@ def header_length(head: bytes) -> int:
         The fixed header is not a sonora one, is damaged, is from a newer release, or declares an
         oversized meta.
     """
-    flags, meta_len, _, _ = _parse_fixed(head)
+    _, flags, meta_len, _, _ = _parse_fixed(head)
     return _header_length(flags, meta_len)
 
 
@@ -335,7 +352,7 @@ def describe(data: bytes) -> RecordInfo:
     header = _parse_header(data)
     intact = len(data) == header.record_bytes and _trailer_ok(memoryview(data), header)[0]
     return RecordInfo(
-        format_version=FORMAT_VERSION,
+        format_version=header.version,
         compression="zstd" if header.flags & FLAG_ZSTD else "none",
         encrypted=bool(header.flags & FLAG_ENCRYPTED),
         key_id=header.key_id,
@@ -349,10 +366,13 @@ def describe(data: bytes) -> RecordInfo:
 
 
 def _trailer_ok(view: memoryview, header: _Header) -> tuple[bool, bytes]:
-    """Check the trailer; return ``(ok, sha256(body))``."""
+    """Check the trailer; return ``(ok, the body's content digest)`` (see :func:`_content_digest`)."""
     end = header.header_bytes + header.body_bytes
-    body_digest = hashlib.sha256(view[header.header_bytes : end]).digest()
-    expected = _blake2b(bytes(view[: header.header_bytes]) + body_digest, CHECKSUM_BYTES)
+    body_digest = _content_digest(header.version, view[header.header_bytes : end])
+    if header.version == 1:
+        expected = _blake2b(bytes(view[: header.header_bytes]) + body_digest, CHECKSUM_BYTES)
+    else:
+        expected = body_digest
     return expected == view[end : end + CHECKSUM_BYTES], body_digest
 
 
@@ -487,7 +507,7 @@ class Codec:
         Returns
         -------
         EncodedRecord
-            The record's bytes, and ``meta`` with ``content_hash`` = SHA-256 (hex) of the payload
+            The record's bytes, and ``meta`` with ``content_hash`` = XXH3-128 (hex) of the payload
             JSON and ``size`` = the record's length.
 
         Raises
@@ -500,7 +520,7 @@ class Codec:
         if not isinstance(payload, dict):
             payload = dict(payload)
         raw = orjson.dumps(payload)
-        digest = hashlib.sha256(raw).digest()
+        digest = xxhash.xxh3_128_digest(raw)
         meta = replace(meta, content_hash=digest.hex())
         data = self._seal(raw, digest, meta)
         return EncodedRecord(data, meta.with_size(len(data)))
@@ -525,11 +545,19 @@ class Codec:
             cipher = self.keyring.cipher(self.keyring.current_id)
             nonce = os.urandom(NONCE_BYTES)
             crypto = bytes.fromhex(self.keyring.current_id) + nonce
+        body_len = len(body) + (TAG_BYTES if cipher is not None else 0)
+        header = self._header(flags, crypto, meta, body_len, len(raw))
+        if cipher is not None:
+            body = cipher.encrypt(nonce, body, header)
+        trailer = raw_digest if body is raw else xxhash.xxh3_128_digest(body)
+        return b"".join((header, body, trailer))
+
+    def _header(self, flags: int, crypto: bytes, meta: SnapshotMeta, body_len: int, payload_len: int) -> bytes:
+        """A version-2 header for a body of ``body_len`` bytes, refused when the record would be over the cap."""
         meta_json = orjson.dumps(meta.to_json())
         if len(meta_json) > MAX_META_BYTES:
             raise SnapshotTooLarge(f"meta is {len(meta_json)} bytes, over the {MAX_META_BYTES}-byte cap")
-        body_len = len(body) + (TAG_BYTES if cipher is not None else 0)
-        fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, flags, len(meta_json), body_len, len(raw))
+        fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, flags, len(meta_json), body_len, payload_len)
         header = b"".join((fixed, _blake2b(fixed, _FIXED_SUM_BYTES), crypto, meta_json))
         header += _blake2b(header, CHECKSUM_BYTES)
         record_bytes = len(header) + body_len + CHECKSUM_BYTES
@@ -538,11 +566,7 @@ class Codec:
                 f"record would be {record_bytes} bytes, over the max_record_bytes cap of {self.max_record_bytes}",
                 size=record_bytes, cap=self.max_record_bytes,
             )
-        if cipher is not None:
-            body = cipher.encrypt(nonce, body, header)
-        body_digest = raw_digest if body is raw else hashlib.sha256(body).digest()
-        trailer = _blake2b(header + body_digest, CHECKSUM_BYTES)
-        return b"".join((header, body, trailer))
+        return header
 
     def _compressor(self) -> Any:
         # zstd contexts are not thread-safe: one per thread, reused.
@@ -588,8 +612,8 @@ class Codec:
         """Re-write a record with this codec's settings and current key, keeping its meta (re-keying).
 
         The record is opened with whichever key it names (previous keys are fine), checked in full
-        like :meth:`decode`, and sealed again; the payload JSON is not re-serialised, so
-        ``content_hash`` is unchanged.
+        like :meth:`decode`, and sealed again in the current format; the payload JSON is not
+        re-serialised, so ``content_hash`` is unchanged (a format-1 record gets its XXH3 content hash).
 
         Parameters
         ----------
@@ -608,15 +632,65 @@ class Codec:
         """
         header, raw, digest = self._open(data)
         _load_payload(raw)
-        return self._seal(bytes(raw), digest, replace(header.meta, size=0))
+        return self._reseal(header, raw, digest, header.meta).data
 
-    def _open(self, data: bytes) -> tuple[_Header, bytes | memoryview, bytes]:
-        """Check and unwrap a record; return its header, payload JSON and the payload's SHA-256."""
-        if len(data) > self.max_record_bytes:
-            raise SnapshotTooLarge(
-                f"record is {len(data)} bytes, over the max_record_bytes cap of {self.max_record_bytes}"
-            )
+    def rewrap(self, data: bytes, meta: SnapshotMeta) -> EncodedRecord:
+        """The same record under another meta: a snapshot made from a live record, with no second encode.
+
+        A format-2 record that is not encrypted keeps its body and trailer byte for byte; only the
+        header (a few hundred bytes) is new, and neither the payload nor its hash is computed again. An
+        encrypted record is decrypted and encrypted again, because its header is the cipher's associated
+        data (with this codec's current key, and a new nonce); a format-1 record is sealed again in the
+        current format. In no case is the payload JSON serialised again. The record is checked first:
+        its checksums, and in the other cases everything :meth:`decode` checks.
+
+        Parameters
+        ----------
+        data:
+            The whole record (a live record's bytes, as stored).
+        meta:
+            The new record's meta (its id, kind, label, creation time...); ``content_hash`` and ``size``
+            are filled in.
+
+        Returns
+        -------
+        EncodedRecord
+
+        Raises
+        ------
+        SnapshotCorrupted, UnsupportedFormat, WrongKeyError, TamperedSnapshot, ConfigError
+            As :meth:`decode`.
+        SnapshotTooLarge
+            The new meta makes the record longer than ``max_record_bytes``.
+        """
         view = memoryview(data)
+        header = self._check_envelope(view)
+        if header.version == FORMAT_VERSION and header.key_id is None:
+            ok, _ = _trailer_ok(view, header)
+            if not ok:
+                raise ChecksumMismatch("record checksum does not match")
+            meta = replace(meta, content_hash=header.meta.content_hash, size=0)
+            new_header = self._header(header.flags, b"", meta, header.body_bytes, header.payload_bytes)
+            rewrapped = b"".join((new_header, view[header.header_bytes :]))
+            return EncodedRecord(rewrapped, meta.with_size(len(rewrapped)))
+        header, raw, digest = self._open(data)
+        _load_payload(raw)
+        return self._reseal(header, raw, digest, meta)
+
+    def _reseal(self, header: _Header, raw: bytes | memoryview, digest: bytes, meta: SnapshotMeta) -> EncodedRecord:
+        """Seal an opened record's payload JSON again, in the current format, under ``meta``."""
+        if header.version != FORMAT_VERSION:
+            digest = xxhash.xxh3_128_digest(raw)
+        meta = replace(meta, content_hash=digest.hex(), size=0)
+        data = self._seal(bytes(raw), digest, meta)
+        return EncodedRecord(data, meta.with_size(len(data)))
+
+    def _check_envelope(self, view: memoryview) -> _Header:
+        """Check a record's header and lengths against the caps (not its checksums); return the header."""
+        if len(view) > self.max_record_bytes:
+            raise SnapshotTooLarge(
+                f"record is {len(view)} bytes, over the max_record_bytes cap of {self.max_record_bytes}"
+            )
         header = _parse_header(view)
         if header.record_bytes > self.max_record_bytes:
             raise SnapshotTooLarge(f"record declares {header.record_bytes} bytes, over the cap")
@@ -625,10 +699,16 @@ class Codec:
                 f"payload declares {header.payload_bytes} bytes, over the max_payload_bytes cap "
                 f"of {self.max_payload_bytes}"
             )
-        if len(data) < header.record_bytes:
-            raise TruncatedSnapshot(f"record is {len(data)} bytes long; its header says {header.record_bytes}")
-        if len(data) > header.record_bytes:
-            raise SnapshotCorrupted(f"{len(data) - header.record_bytes} unexpected bytes after the record")
+        if len(view) < header.record_bytes:
+            raise TruncatedSnapshot(f"record is {len(view)} bytes long; its header says {header.record_bytes}")
+        if len(view) > header.record_bytes:
+            raise SnapshotCorrupted(f"{len(view) - header.record_bytes} unexpected bytes after the record")
+        return header
+
+    def _open(self, data: bytes) -> tuple[_Header, bytes | memoryview, bytes]:
+        """Check and unwrap a record; return its header, payload JSON and the payload's content digest."""
+        view = memoryview(data)
+        header = self._check_envelope(view)
         ok, body_digest = _trailer_ok(view, header)
         if not ok:
             raise ChecksumMismatch("record checksum does not match")
@@ -641,7 +721,7 @@ class Codec:
             raise SnapshotCorrupted(f"payload is {len(body)} bytes; its header says {header.payload_bytes}")
         else:
             raw = body
-        digest = body_digest if header.flags == 0 else hashlib.sha256(raw).digest()
+        digest = body_digest if header.flags == 0 else _content_digest(header.version, raw)
         if digest.hex() != header.meta.content_hash:
             raise ChecksumMismatch("payload does not match the content hash in its meta")
         return header, raw, digest

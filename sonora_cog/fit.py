@@ -21,15 +21,22 @@ Pure: no I/O; the caller logs the notes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from operator import itemgetter, methodcaller
 from typing import Any
 
 import orjson
 
-from .model import Limits, SessionState, TrackState
+from .model import Limits, SessionState, TrackList, TrackState, tracks_json
 
 __all__ = ("fit_to_limits", "read_limits", "shrink")
+
+# C-speed accessors for whole track lists (no Python code per track). Captured tracks have every key;
+# a record's may lack the optional ones, which the slower ``get`` form then reads.
+_ENCODED = itemgetter("encoded")
+_PLAYLIST_AND_USER_DATA = itemgetter("playlist", "userData")
+_GET_PLAYLIST_AND_USER_DATA = [methodcaller("get", "playlist"), methodcaller("get", "userData")]
 
 #: Fields of a track's ``info`` that are text.
 _TEXT_FIELDS = ("identifier", "author", "title", "uri", "artworkUrl", "isrc", "sourceName")
@@ -120,7 +127,7 @@ def _fit_extras(extras: Mapping[str, Any], limits: Limits, notes: list[str]) -> 
     return kept
 
 
-def _fit_list(tracks: tuple[TrackState, ...], name: str, limits: Limits, notes: list[str]) -> tuple[TrackState, ...]:
+def _fit_list(tracks: Sequence[TrackState], name: str, limits: Limits, notes: list[str]) -> Sequence[TrackState]:
     kept = tracks
     if len(tracks) > limits.max_queue_tracks:
         notes.append(f"{name}: {len(tracks):,} tracks, over limits.max_queue_tracks "
@@ -131,19 +138,25 @@ def _fit_list(tracks: tuple[TrackState, ...], name: str, limits: Limits, notes: 
     fitted = [_fit_track(t, f"{name} track {i + 1}", limits, notes) for i, t in enumerate(kept)]
     if all(f is t for f, t in zip(fitted, kept, strict=True)):
         return kept
-    return tuple(t for t in fitted if t is not None)
+    return TrackList([t.data for t in fitted if t is not None])
 
 
-def _all_fit(tracks: tuple[TrackState, ...], limits: Limits) -> bool:
+def _all_fit(tracks: Sequence[TrackState], limits: Limits) -> bool:
     """Whether every track surely fits: short ``encoded`` forms (so short text fields, see _fit_track), short
-    playlist names, and all their userData together within one track's cap."""
+    playlist names, and all their userData together within one track's cap (C-speed passes, no per-track code)."""
+    objects = tracks_json(tracks)
+    if not objects:
+        return True
     cap = limits.max_string_length
-    for track in tracks:
-        data = track.data
-        playlist = data.get("playlist")
-        if len(data["encoded"]) > cap or (playlist is not None and len(playlist.get("name") or "") > cap):
-            return False
-    total = _json_size([track.data.get("userData") for track in tracks])
+    if max(map(len, map(_ENCODED, objects))) > cap:
+        return False
+    try:
+        playlists, user_data = zip(*map(_PLAYLIST_AND_USER_DATA, objects), strict=True)
+    except KeyError:
+        playlists, user_data = ([*map(get, objects)] for get in _GET_PLAYLIST_AND_USER_DATA)
+    if any(playlists) and any(len(p.get("name") or "") > cap for p in playlists if p is not None):
+        return False
+    total = _json_size(user_data)
     return total is not None and total <= limits.max_extras_bytes
 
 

@@ -11,10 +11,10 @@ stored track goes back to wavelink unchanged and without a network round trip.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import orjson
 
@@ -31,6 +31,7 @@ __all__ = (
     "PlayerState",
     "QueueState",
     "SessionState",
+    "TrackList",
     "TrackState",
     "register_migration",
 )
@@ -129,6 +130,69 @@ class TrackState:
         return cls(obj)
 
 
+class TrackList(Sequence[TrackState]):
+    """An immutable list of tracks held as their JSON objects: what capture builds and a decode parses.
+
+    Reading an item gives a :class:`TrackState` over the stored object; :attr:`json` gives the objects
+    themselves, so a state goes to the encoder without a wrapper per track. Equal to any sequence of
+    equal tracks (a tuple of :class:`TrackState` included).
+
+    Parameters
+    ----------
+    objects:
+        The tracks' JSON objects. A list is taken as it is (not copied): do not change it afterwards.
+    """
+
+    __slots__ = ("_objects",)
+
+    def __init__(self, objects: Sequence[Mapping[str, Any]] = ()) -> None:
+        self._objects = objects
+
+    @classmethod
+    def of(cls, tracks: Sequence[TrackState]) -> TrackList:
+        """``tracks`` as a :class:`TrackList` (itself when it is one)."""
+        return tracks if isinstance(tracks, TrackList) else cls([t.data for t in tracks])
+
+    @property
+    def json(self) -> Sequence[Mapping[str, Any]]:
+        """The tracks' JSON objects (the stored objects themselves; treat them as read-only)."""
+        return self._objects
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    @overload
+    def __getitem__(self, index: int) -> TrackState: ...
+    @overload
+    def __getitem__(self, index: slice) -> TrackList: ...
+    def __getitem__(self, index: int | slice) -> TrackState | TrackList:
+        if isinstance(index, slice):
+            return TrackList(self._objects[index])
+        return TrackState(self._objects[index])
+
+    def __iter__(self) -> Iterator[TrackState]:
+        return map(TrackState, self._objects)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TrackList):
+            return self._objects == other._objects
+        if isinstance(other, tuple | list):
+            return len(other) == len(self._objects) and all(
+                isinstance(t, TrackState) and t.data == o for t, o in zip(other, self._objects, strict=True)
+            )
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts, like TrackState
+
+    def __repr__(self) -> str:
+        return f"TrackList({len(self._objects)} tracks)"
+
+
+def tracks_json(tracks: Sequence[TrackState]) -> Sequence[Mapping[str, Any]]:
+    """The JSON objects of a track sequence (no copy for a :class:`TrackList`)."""
+    return tracks.json if isinstance(tracks, TrackList) else [t.data for t in tracks]
+
+
 @dataclass(frozen=True, slots=True)
 class PlayerState:
     """Player-level state: volume, pause, position (track time, ms) and connection."""
@@ -174,8 +238,8 @@ class QueueState:
     """The queue: the current track, what comes next, what was played, and the loop mode."""
 
     current: TrackState | None = None
-    upcoming: tuple[TrackState, ...] = ()
-    history: tuple[TrackState, ...] = ()
+    upcoming: Sequence[TrackState] = ()
+    history: Sequence[TrackState] = ()
     loop_mode: LoopMode = LoopMode.none
     shuffle_enabled: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -185,8 +249,8 @@ class QueueState:
         return {
             **self.extra,
             "current": None if self.current is None else self.current.data,
-            "upcoming": [t.data for t in self.upcoming],
-            "history": [t.data for t in self.history],
+            "upcoming": tracks_json(self.upcoming),
+            "history": tracks_json(self.history),
             "loop_mode": self.loop_mode.value,
             "shuffle_enabled": self.shuffle_enabled,
         }
@@ -240,7 +304,7 @@ class AutoplayState:
 
     enabled: bool = False
     mode: AutoplayMode = AutoplayMode.disabled
-    auto_queue: tuple[TrackState, ...] = ()
+    auto_queue: Sequence[TrackState] = ()
     max_history: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -250,7 +314,7 @@ class AutoplayState:
             **self.extra,
             "enabled": self.enabled,
             "mode": self.mode.value,
-            "auto_queue": [t.data for t in self.auto_queue],
+            "auto_queue": tracks_json(self.auto_queue),
             "max_history": self.max_history,
         }
 
@@ -554,11 +618,12 @@ class _Reader:
             )
         return value
 
-    def tracks(self, name: str) -> tuple[TrackState, ...]:
+    def tracks(self, name: str) -> TrackList:
         where = self._where(name)
-        return tuple(
-            TrackState.from_json(item, f"{where}[{i}]", self.limits) for i, item in enumerate(self.list(name))
-        )
+        items = self.list(name)
+        for i, item in enumerate(items):
+            _check_track(item, f"{where}[{i}]", self.limits)
+        return TrackList(items)
 
     def enum(self, name: str, kind: type[_E]) -> _E:
         value = self._typed(name, str, False)

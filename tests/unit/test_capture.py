@@ -23,6 +23,7 @@ from sonora_cog.capture import (
     to_filters,
     to_playable,
     track_state,
+    tracks_json,
 )
 from sonora_cog.meta import SnapshotKind
 from sonora_cog.model import AutoplayMode, Limits, LoopMode, SessionState
@@ -72,6 +73,29 @@ def test_playable_round_trip_keeps_everything() -> None:
     assert (rebuilt.playlist.name, rebuilt.playlist.selected, rebuilt.playlist.tracks) == ("Mix", 2, 3)
     assert (rebuilt.playlist.url, rebuilt.playlist.author) == ("https://x/pl", "dj")
     assert rebuilt == original
+
+
+def test_zero_copy_track_objects_equal_the_public_api_capture() -> None:
+    """``tracks_json`` reads wavelink's private attributes for speed; it must agree with the public API
+    for every kind of track (a wavelink upgrade that renames them fails here, not in a user's bot)."""
+    playlist = wavelink.Playlist(
+        {"info": {"name": "Mix", "selectedTrack": 0}, "pluginInfo": {"type": "album", "artworkUrl": "https://a"},
+         "tracks": [lavalink_track("p1"), lavalink_track("p2")]}  # type: ignore[typeddict-item]
+    )
+    recommended = playable("rec")
+    recommended._recommended = True
+    replaced = playable("replaced", requester_id="1")
+    replaced.extras = {"requester_id": "2"}
+    in_place = playable("in place", requester_id="3")
+    in_place.extras.note = "changed in place"
+    bare = wavelink.Playable({**lavalink_track("no plugin info"), "pluginInfo": {}})  # type: ignore[arg-type]
+    tracks = [*playlist, recommended, replaced, in_place, bare, playable("plain")]
+    assert tracks_json(tracks) == [track_state(t).data for t in tracks]
+    objects = tracks_json(tracks)
+    assert objects[2]["recommended"] is True and objects[0]["playlist"]["name"] == "Mix"
+    assert objects[3]["userData"] == {"requester_id": "2"}
+    assert objects[4]["userData"] == {"requester_id": "3", "note": "changed in place"}
+    assert objects[0]["info"] is playlist[0].raw_data["info"]  # referenced, not copied
 
 
 async def test_capture_reads_every_part(player: wavelink.Player) -> None:

@@ -10,11 +10,13 @@ import sys
 import time
 import tracemalloc
 from base64 import urlsafe_b64decode
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
 import orjson
 import pytest
+import xxhash
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -80,24 +82,34 @@ def blake(data: bytes, size: int) -> bytes:
     return hashlib.blake2b(data, digest_size=size).digest()
 
 
+def content_digest(data: bytes, version: int = 2) -> bytes:
+    """Format 1: SHA-256; format 2: XXH3-128."""
+    return hashlib.sha256(data).digest() if version == 1 else xxhash.xxh3_128_digest(data)
+
+
+def trailer(header: bytes, body: bytes, version: int) -> bytes:
+    """Format 1: blake2b-16 of (header ‖ sha256(body)); format 2: XXH3-128 of the body."""
+    return blake(header + content_digest(body, 1), 16) if version == 1 else content_digest(body, 2)
+
+
 def build_record(
     body: bytes,
     *,
     payload_len: int,
     content_hash: str,
     flags: int = 0,
-    version: int = 1,
+    version: int = 2,
     crypto: bytes = b"",
 ) -> bytes:
     meta_json = orjson.dumps({**META.to_json(), "content_hash": content_hash})
     fixed = struct.pack(">4sBBIQQ", b"SNRA", version, flags, len(meta_json), len(body), payload_len)
     header = fixed + blake(fixed, 8) + crypto + meta_json
     header += blake(header, 16)
-    return header + body + blake(header + hashlib.sha256(body).digest(), 16)
+    return header + body + trailer(header, body, version)
 
 
-def plain_record(raw: bytes) -> bytes:
-    return build_record(raw, payload_len=len(raw), content_hash=hashlib.sha256(raw).hexdigest())
+def plain_record(raw: bytes, version: int = 2) -> bytes:
+    return build_record(raw, payload_len=len(raw), content_hash=content_digest(raw, version).hex(), version=version)
 
 
 def zstd_record(body: bytes, payload_len: int) -> bytes:
@@ -112,7 +124,7 @@ def fix_checksums(data: bytes | bytearray) -> bytes:
     end = 34 + (20 if flags & 0x02 else 0) + meta_len + 16
     data[end - 16 : end] = blake(bytes(data[: end - 16]), 16)
     body = bytes(data[end : end + body_len])
-    data[end + body_len :] = blake(bytes(data[:end]) + hashlib.sha256(body).digest(), 16)
+    data[end + body_len :] = trailer(bytes(data[:end]), body, data[4])
     return bytes(data)
 
 
@@ -145,7 +157,7 @@ def test_round_trip(compression: str, encrypt: bool, payload: dict[str, Any]) ->
     assert decoded.payload == payload
     assert decoded.meta == encoded.meta
     assert decoded.meta.size == len(encoded.data)
-    assert encoded.meta.content_hash == hashlib.sha256(orjson.dumps(payload)).hexdigest()
+    assert encoded.meta.content_hash == xxhash.xxh3_128_hexdigest(orjson.dumps(payload))
     info = describe(encoded.data)
     assert (info.compressed, info.encrypted, info.intact) == (compression == "zstd", encrypt, True)
     assert info.key_id == (KEYRING_A.current_id if encrypt else None)
@@ -188,7 +200,7 @@ def test_read_meta_from_the_header_alone_without_a_key(compression: str, encrypt
 def test_describe_reports_sizes_and_damage() -> None:
     data = small_record("zstd", True)
     info = describe(data)
-    assert info.format_version == 1
+    assert info.format_version == 2
     assert info.compression == "zstd"
     assert info.record_bytes == len(data) == info.header_bytes + info.body_bytes + 16
     assert info.payload_bytes == len(orjson.dumps(SMALL_PAYLOAD))
@@ -252,7 +264,7 @@ def test_a_magic_prefix_is_truncated(data: bytes) -> None:
         Codec().decode(data)
 
 
-@pytest.mark.parametrize(("offset", "value"), [(4, 2), (4, 0), (5, 0x04), (5, 0x80)])
+@pytest.mark.parametrize(("offset", "value"), [(4, 3), (4, 0), (5, 0x04), (5, 0x80)])
 def test_unknown_format_version_or_flag(offset: int, value: int) -> None:
     data = bytearray(small_record())
     data[offset] = value
@@ -393,6 +405,104 @@ def test_decompression_bomb_is_refused_cheaply(level: int, with_size: bool, decl
         tracemalloc.stop()
     assert peak < 8 * 1024 * 1024, peak
     assert elapsed < 5.0  # a sanity bound, not a timing target: decompressing it all takes far longer
+
+
+# -- format 1 (sonora_cog 0.1), still read ---------------------------------------------------------------
+
+
+def legacy_record(payload: dict[str, Any], compression: str = "none", encrypt: bool = False) -> bytes:
+    """A record exactly as sonora_cog 0.1 wrote it: format 1, SHA-256 content hash, blake2b trailer."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    raw = orjson.dumps(payload)
+    flags, body, crypto, nonce = 0, raw, b"", b"\x07" * 12
+    if compression == "zstd":
+        flags |= 0x01
+        body = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(raw)
+    if encrypt:
+        flags |= 0x02
+        crypto = bytes.fromhex(key_id(KEY_A)) + nonce
+    meta_json = orjson.dumps({**META.to_json(), "content_hash": hashlib.sha256(raw).hexdigest()})
+    body_len = len(body) + (16 if encrypt else 0)
+    fixed = struct.pack(">4sBBIQQ", b"SNRA", 1, flags, len(meta_json), body_len, len(raw))
+    header = fixed + blake(fixed, 8) + crypto + meta_json
+    header += blake(header, 16)
+    if encrypt:
+        body = AESGCM(KEY_A).encrypt(nonce, body, header)
+    return header + body + blake(header + hashlib.sha256(body).digest(), 16)
+
+
+@pytest.mark.parametrize(("compression", "encrypt"), SETTINGS, ids=SETTING_IDS)
+def test_format_1_records_are_still_read_and_damage_is_still_found(compression: str, encrypt: bool) -> None:
+    data = legacy_record(SMALL_PAYLOAD, compression, encrypt)
+    codec = make_codec(compression, encrypt)
+    decoded = codec.decode(data)
+    assert decoded.payload == SMALL_PAYLOAD
+    assert decoded.meta.content_hash == hashlib.sha256(orjson.dumps(SMALL_PAYLOAD)).hexdigest()
+    assert describe(data).format_version == 1 and describe(data).intact
+    damaged = bytearray(data)
+    damaged[-20] ^= 0x01
+    with pytest.raises(ChecksumMismatch):
+        codec.decode(bytes(damaged))
+    upgraded = codec.reencode(data)
+    assert describe(upgraded).format_version == 2
+    assert codec.decode(upgraded).meta.content_hash == xxhash.xxh3_128_hexdigest(orjson.dumps(SMALL_PAYLOAD))
+
+
+def test_a_body_under_another_records_header_fails_the_content_hash() -> None:
+    first = Codec().encode(SMALL_PAYLOAD, META).data
+    second = Codec().encode({**SMALL_PAYLOAD, "guild_id": "999"}, META).data
+    end = describe(first).header_bytes
+    swapped = first[:end] + second[describe(second).header_bytes :]
+    swapped = fix_checksums(swapped[:26] + struct.pack(">Q", len(second) - describe(second).header_bytes - 16)
+                            + swapped[34:])  # the body length in the header, as a forger would set it
+    with pytest.raises(ChecksumMismatch, match="content hash"):
+        Codec().decode(swapped)
+
+
+# -- rewrap: a snapshot from a live record's bytes -----------------------------------------------------------
+
+SHUTDOWN_META = SnapshotMeta(
+    id="20261130T080000000-abcdef", guild_id=META.guild_id, created_at=1_800_000_000.5,
+    kind=SnapshotKind.shutdown, label=None, track_count=2, current_title="Song", content_hash="",
+)
+
+
+@pytest.mark.parametrize(("compression", "encrypt"), SETTINGS, ids=SETTING_IDS)
+def test_rewrap_gives_the_same_payload_under_the_new_meta(compression: str, encrypt: bool) -> None:
+    codec = make_codec(compression, encrypt)
+    live = codec.encode(SMALL_PAYLOAD, META)
+    snapshot = codec.rewrap(live.data, SHUTDOWN_META)
+    decoded = codec.decode(snapshot.data)
+    assert decoded.payload == SMALL_PAYLOAD
+    assert decoded.meta == snapshot.meta == replace(
+        SHUTDOWN_META, content_hash=live.meta.content_hash, size=len(snapshot.data))
+    live_body = live.data[describe(live.data).header_bytes :]
+    snapshot_body = snapshot.data[describe(snapshot.data).header_bytes :]
+    # Not encrypted: the body and trailer are the live record's bytes; encrypted: sealed again (new nonce).
+    assert (snapshot_body == live_body) is (not encrypt)
+
+
+def test_rewrap_checks_the_record_first() -> None:
+    live = Codec().encode(SMALL_PAYLOAD, META).data
+    damaged = bytearray(live)
+    damaged[-20] ^= 0x01
+    with pytest.raises(ChecksumMismatch):
+        Codec().rewrap(bytes(damaged), SHUTDOWN_META)
+    with pytest.raises(TruncatedSnapshot):
+        Codec().rewrap(live[:-1], SHUTDOWN_META)
+    with pytest.raises(WrongKeyError):
+        Codec(keyring=Keyring(KEY_B)).rewrap(small_record("none", True), SHUTDOWN_META)
+    with pytest.raises(SnapshotTooLarge):
+        Codec(max_record_bytes=len(live) + 10).rewrap(live, replace(SHUTDOWN_META, label="x" * 100))
+
+
+def test_rewrap_of_a_format_1_record_writes_format_2() -> None:
+    snapshot = Codec().rewrap(legacy_record(SMALL_PAYLOAD), SHUTDOWN_META)
+    assert describe(snapshot.data).format_version == 2
+    decoded = Codec().decode(snapshot.data)
+    assert decoded.payload == SMALL_PAYLOAD
+    assert decoded.meta.content_hash == xxhash.xxh3_128_hexdigest(orjson.dumps(SMALL_PAYLOAD))
 
 
 # -- keys -------------------------------------------------------------------------------------------------

@@ -169,3 +169,27 @@ async def test_a_long_shard_list_still_gets_its_own_records(manager: SessionMana
 async def test_a_damaged_lavalink_session_record_reads_as_none(manager: SessionManager, damaged: bytes) -> None:
     await manager.store.put_aux("lavalink-1-all", damaged)
     assert await manager.read_lavalink_sessions("1-all") == {}
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["playing", "paused"])
+async def test_a_snapshot_rewrapped_from_a_live_record_reads_as_its_meta_names_it(
+    manager: SessionManager, state: SessionState, paused: bool
+) -> None:
+    """A ``shutdown`` snapshot made from a current live record's bytes (no second encode): the payload says
+    ``live`` and the time of the last change; loading it gives the snapshot's kind and time, and a playing
+    track moved on to the snapshot's time at the timescale's speed (1.25 here), as a restore would count it."""
+    live_state = dataclasses.replace(state, kind=SnapshotKind.live, label=None,
+                                     player=dataclasses.replace(state.player, paused=paused))
+    await manager.write_live(live_state)
+    data = await manager.store.get_live(GUILD)
+    assert data is not None
+    later = live_state.created_at + 10.0
+    meta = manager._meta_for(dataclasses.replace(live_state, kind=SnapshotKind.shutdown, created_at=later),
+                             "20261130T080000000-abcdef")
+    record = manager.codec.rewrap(data, meta)
+    await manager.store.save(record.meta, record.data)
+    loaded = await manager.load_snapshot(record.meta.id, GUILD)
+    assert (loaded.kind, loaded.label, loaded.created_at) == (SnapshotKind.shutdown, None, later)
+    moved = 0 if paused else int(10.0 * 1000 * 1.25)
+    assert loaded.player.position == live_state.player.position + moved
+    assert loaded.queue == live_state.queue and loaded.extras == live_state.extras

@@ -117,3 +117,33 @@ def test_long_strings_and_big_extras_are_refused() -> None:
 def test_not_an_object_is_refused() -> None:
     with pytest.raises(InvalidSnapshot, match="expected a JSON object"):
         SessionState.from_json([1, 2, 3])
+
+
+def test_track_list_reads_like_a_tuple_of_tracks_without_a_wrapper_per_track() -> None:
+    from sonora_cog.model import TrackList
+
+    state = sample_state(tracks=6)
+    objects = [t.data for t in state.queue.upcoming]
+    tracks = TrackList(objects)
+    assert len(tracks) == 5 and bool(tracks) and not TrackList()
+    assert tracks[0] == state.queue.upcoming[0] and tracks[-1].title == "Track 5"
+    assert isinstance(tracks[1:3], TrackList) and [t.title for t in tracks[1:3]] == ["Track 2", "Track 3"]
+    assert [t.title for t in tracks] == [f"Track {i}" for i in range(1, 6)]
+    assert tracks == tuple(state.queue.upcoming) and tuple(state.queue.upcoming) == tracks
+    assert tracks != tuple(state.queue.upcoming)[:-1] and tracks != TrackList(objects[:-1])
+    assert tracks.json is objects  # taken as it is: the encoder writes these very objects
+    assert TrackList.of(tracks) is tracks and TrackList.of(tuple(state.queue.upcoming)) == tracks
+    with pytest.raises(TypeError):
+        hash(tracks)
+
+
+def test_a_decoded_state_holds_its_parsed_track_objects() -> None:
+    from sonora_cog.model import TrackList
+
+    original = sample_state(tracks=4)
+    payload = original.to_json()
+    state = SessionState.from_json(payload)
+    assert isinstance(state.queue.upcoming, TrackList)
+    assert state.queue.upcoming.json is payload["queue"]["upcoming"]
+    assert state.to_json()["queue"]["upcoming"] is payload["queue"]["upcoming"]
+    assert state == original and original == state  # equal to the same state built from tuples
