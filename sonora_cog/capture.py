@@ -131,45 +131,25 @@ def _playlist_json(playlist: wavelink.PlaylistInfo) -> dict[str, Any]:
     }
 
 
-#: The attribute under which a ``Playable`` keeps its stored object between captures (see :func:`tracks_json`).
-_CACHE = "_sonora_json"
-
-
 def tracks_json(tracks: Iterable[wavelink.Playable]) -> list[dict[str, Any]]:
     """Each track as the object it is stored as: Lavalink's track JSON plus wavelink's ``playlist`` and
     ``recommended``, referencing wavelink's own objects (``info``, ``pluginInfo``, the live extras).
 
-    The same as ``[track_state(t).data for t in tracks]``, but a track's object is built once and kept
-    on the ``Playable`` (a captured queue mostly holds the tracks the last capture held): later captures
-    reuse it while the track's extras are the same object (changed in place is fine: the object holds
-    them by reference) and its ``recommended`` flag is unchanged. The tracks' objects stay in the
-    captured state, so treat them as read-only.
+    The same as ``[track_state(t).data for t in tracks]``, reading the attributes behind ``Playable``'s
+    properties (no property call per track). The objects share wavelink's: treat them as read-only.
     """
     return [
-        obj
-        if (obj := (attrs := t.__dict__).get(_CACHE)) is not None
-        and obj["userData"] is attrs["_extras"].__dict__
-        and obj["recommended"] is attrs["_recommended"]
-        else _track_json(t)
+        {
+            "encoded": t._encoded,
+            "info": (raw := t._raw_data)["info"],
+            "pluginInfo": raw.get("pluginInfo") or {},
+            # ExtrasNamespace is a SimpleNamespace: its __dict__ is what ``dict(track.extras)`` gives.
+            "userData": t._extras.__dict__,
+            "playlist": None if t._playlist is None else _playlist_json(t._playlist),
+            "recommended": t._recommended,
+        }
         for t in tracks
     ]
-
-
-def _track_json(track: wavelink.Playable) -> dict[str, Any]:
-    attrs = track.__dict__  # the attributes behind Playable's properties: no property call per track
-    raw = attrs["_raw_data"]
-    playlist = attrs["_playlist"]
-    obj = {
-        "encoded": attrs["_encoded"],
-        "info": raw["info"],
-        "pluginInfo": raw.get("pluginInfo") or {},
-        # ExtrasNamespace is a SimpleNamespace: its __dict__ is what ``dict(track.extras)`` gives.
-        "userData": attrs["_extras"].__dict__,
-        "playlist": None if playlist is None else _playlist_json(playlist),
-        "recommended": attrs["_recommended"],
-    }
-    attrs[_CACHE] = obj
-    return obj
 
 
 def track_state(track: wavelink.Playable) -> TrackState:

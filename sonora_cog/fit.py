@@ -35,8 +35,16 @@ __all__ = ("fit_to_limits", "read_limits", "shrink")
 # C-speed accessors for whole track lists (no Python code per track). Captured tracks have every key;
 # a record's may lack the optional ones, which the slower ``get`` form then reads.
 _ENCODED = itemgetter("encoded")
-_PLAYLIST_AND_USER_DATA = itemgetter("playlist", "userData")
-_GET_PLAYLIST_AND_USER_DATA = [methodcaller("get", "playlist"), methodcaller("get", "userData")]
+_PLAYLIST = (itemgetter("playlist"), methodcaller("get", "playlist"))
+_USER_DATA = (itemgetter("userData"), methodcaller("get", "userData"))
+
+
+def _each(objects: Sequence[Mapping[str, Any]], getters: tuple[Any, Any]) -> list[Any]:
+    try:
+        return list(map(getters[0], objects))
+    except KeyError:
+        return list(map(getters[1], objects))
+
 
 #: Fields of a track's ``info`` that are text.
 _TEXT_FIELDS = ("identifier", "author", "title", "uri", "artworkUrl", "isrc", "sourceName")
@@ -150,13 +158,10 @@ def _all_fit(tracks: Sequence[TrackState], limits: Limits) -> bool:
     cap = limits.max_string_length
     if max(map(len, map(_ENCODED, objects))) > cap:
         return False
-    try:
-        playlists, user_data = zip(*map(_PLAYLIST_AND_USER_DATA, objects), strict=True)
-    except KeyError:
-        playlists, user_data = ([*map(get, objects)] for get in _GET_PLAYLIST_AND_USER_DATA)
+    playlists = _each(objects, _PLAYLIST)
     if any(playlists) and any(len(p.get("name") or "") > cap for p in playlists if p is not None):
         return False
-    total = _json_size(user_data)
+    total = _json_size(_each(objects, _USER_DATA))
     return total is not None and total <= limits.max_extras_bytes
 
 

@@ -13,7 +13,7 @@ from sonora_cog.config import LimitSettings, Settings, StorageSettings
 from sonora_cog.errors import InvalidSnapshot
 from sonora_cog.fit import fit_to_limits
 from sonora_cog.manager import SessionManager
-from sonora_cog.model import Limits, SessionState, TrackState
+from sonora_cog.model import Limits, SessionState, TrackList, TrackState
 
 LIMITS = Limits(max_queue_tracks=10, max_string_length=200, max_encoded_length=4_000, max_extras_bytes=300)
 
@@ -68,6 +68,25 @@ def test_a_track_too_large_to_store_is_left_out() -> None:
     fitted, notes = fit_to_limits(state, LIMITS)
     assert [t.title for t in roundtrips(fitted, LIMITS).queue.upcoming] == ["after"]
     assert any("encoded form" in note for note in notes)
+
+
+@pytest.mark.parametrize("where", ["playlist", "userData"])
+def test_track_objects_without_the_optional_keys_are_checked_too(where: str) -> None:
+    """A record's tracks may lack ``playlist`` and ``userData`` (they are optional); the quick whole-list
+    check reads them another way then, and still finds the one over a limit."""
+    bare = [{k: v for k, v in track(f"T{i}").data.items() if k not in ("playlist", "userData")} for i in range(3)]
+    over = dict(bare[1], playlist={"name": "P" * 300, "selectedTrack": 0}) if where == "playlist" \
+        else dict(bare[1], userData={"note": "n" * 400})
+    state = sample_state(tracks=1)
+    state = dataclasses.replace(state, queue=dataclasses.replace(
+        state.queue, upcoming=TrackList([bare[0], over, bare[2]])))
+    fitted, notes = fit_to_limits(state, LIMITS)
+    assert [note.split(":", 1)[0] for note in notes] == ["queue track 2"]
+    kept = fitted.queue.upcoming[1]
+    assert (kept.playlist or {}).get("name", "") == "P" * 200 if where == "playlist" else kept.user_data == {}
+    untouched, none = fit_to_limits(dataclasses.replace(state, queue=dataclasses.replace(
+        state.queue, upcoming=TrackList(bare))), LIMITS)
+    assert none == [] and untouched.queue.upcoming.json == bare
 
 
 async def test_the_manager_fits_every_write_and_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
