@@ -214,19 +214,25 @@ def _table(results: dict[str, Any]) -> Table:
                           f"to_playable {cpu['to_playable_ms']} ms", f"{cpu['record_bytes'] / 1e6:.1f} MB record", "")
     rh = results.get("rehydrate")
     if rh:
-        for name in ("unpaced", "default"):
-            row = rh.get(name)
-            if not row:
-                continue
-            table.add_row(f"e. rehydrate {rh['guilds']} guilds" if name == "unpaced" else "",
-                          f"{name}: {row['joins_per_second']:g} joins/s, burst {row['join_burst']}, "
-                          f"concurrency {row['concurrency']}",
-                          f"{row['seconds']:.2f} s · {row['ms_per_guild']} ms/guild · "
-                          + "; ".join(f"{count} {what}" for what, count in row.get("outcomes", {}).items()),
-                          f"gateway floor {row['gateway_sustained_floor_s']} s (sustained), "
-                          f"{row['gateway_window_floor_s']} s (one window); "
-                          f"bucket floor {row['token_bucket_floor_s']} s",
-                          "")
+        for shards, layout in rh["layouts"].items():
+            for name in ("unpaced", "default"):
+                row = layout.get(name)
+                if not row:
+                    continue
+                first = name == "unpaced"
+                label = "pacing lifted" if first else "default pacing"
+                plural = "s" if shards != "1" else ""
+                table.add_row(
+                    f"e. rehydrate {rh['guilds']} guilds, {shards} shard{plural}" if first else "",
+                    f"{label}: {row['joins_per_window']} joins/shard/60 s, then {row['joins_per_second']:g}/s; "
+                    f"concurrency {layout['concurrency']}/shard",
+                    f"{row['seconds']:.2f} s · {row['ms_per_guild']} ms/guild · "
+                    + "; ".join(f"{count} {what}" for what, count in row.get("outcomes", {}).items())
+                    + f" · max {row['max_sends_in_60s']} sends in any 60 s per shard",
+                    f"{row['ratio_vs_floor']}x floor {row['floor_s']:.2f} s (window {row['window_floor_s']:g} s, "
+                    f"unpaced {layout['unpaced']['seconds']} s)",
+                    "" if first else _yes(row["met"]),
+                )
     st = results.get("storage")
     if st:
         for row in st["rows"]:

@@ -32,7 +32,7 @@ from ._world import FakeBot, lavalink_track, make_player, offline_node
 
 __all__ = ("run_restore",)
 
-_FAST_JOINS = "joins_per_second = 1000.0\njoin_burst = 60\n"
+_FAST_JOINS = "joins_per_window = 110\njoins_per_second = 1000.0\n"
 
 
 def _cpu_parts(tracks: int, repeat: int = 3) -> dict[str, Any]:

@@ -40,9 +40,10 @@ from .metrics import Metrics
 from .node_controller import NodeController
 from .outcomes import RestorePath
 from .owner import SessionOwner
+from .pacing import ShardPacer
 from .player import SonoraPlayer
 from .recovery import RecoveryMixin
-from .restore import RestoreReport, TokenBucket
+from .restore import RestoreReport
 from .restore_history import RestoreRecorder
 from .resume import resume_sessions
 
@@ -131,7 +132,8 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         self.scheduler.add_job(self.node_controller.poll, "interval", seconds=self.settings.deploy.poll_interval,
                                id=NODES_POLL_JOB, name="drained nodes and node view")
         restore = self.settings.restore
-        self.pacer = TokenBucket(restore.joins_per_second, restore.join_burst)
+        #: Paces every voice join of a restore, per shard connection (:class:`~sonora_cog.pacing.ShardPacer`).
+        self.pacer = ShardPacer(restore.joins_per_window, restore.joins_per_second)
         self._rehydration: asyncio.Task[list[RestoreReport]] | None = None
         self._init_failover()
         #: Owned guilds with a live record found at startup; ``None`` until the store could be listed.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -262,15 +263,26 @@ class LimitSettings:
 
 @dataclass(frozen=True, slots=True)
 class RestoreSettings:
-    """``[restore]``: how players come back."""
+    """``[restore]``: how players come back.
+
+    Voice joins are paced per shard connection (:mod:`sonora_cog.pacing`): up to ``joins_per_window``
+    in any 60 s, at once while they fit, then ``joins_per_second``. The default 100 stays under
+    discord.py's 110 sends per 60 s (and Discord's 120 with heartbeats), leaving room for the bot's
+    own gateway traffic during the restore, and lets a shard restore 100 guilds at once.
+
+    .. versionchanged:: 0.5
+        ``join_burst`` (one token bucket for the whole process) is replaced by ``joins_per_window``
+        per shard; a config that still sets it loads, with a warning, and the value is ignored.
+        ``concurrency`` counts per shard.
+    """
 
     on_startup: bool = True
     max_age: float = 6 * 3600.0
     rewind_seconds: float = 2.0
     skip_empty_channels: bool = False
     concurrency: int = 2
+    joins_per_window: int = 100
     joins_per_second: float = 1.0
-    join_burst: int = 5
     verify: bool = True
     verify_tolerance_ms: int = 5_000
     on_node_reconnect: bool = True
@@ -392,9 +404,15 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "max_age": (_positive_seconds, "live records older than this (seconds) are not revived"),
         "rewind_seconds": (_non_negative_seconds, "resume this many seconds before the recorded position"),
         "skip_empty_channels": (_boolean, "skip guilds whose voice channel has no listeners"),
-        "concurrency": (_int_range(1, 50), "guilds restored at the same time"),
-        "joins_per_second": (_positive("joins per second"), "voice joins per second (token bucket)"),
-        "join_burst": (_int_range(1, 60), "voice joins allowed in a burst"),
+        "concurrency": (_int_range(1, 50), "guilds of one shard restored at the same time (shards run side by side)"),
+        "joins_per_window": (
+            _int_range(1, 110),
+            "voice joins per shard in any 60 s, at once while they fit (Discord: 120 gateway sends per 60 s with "
+            "heartbeats; discord.py: 110)",
+        ),
+        "joins_per_second": (
+            _positive("joins per second"), "voice joins per second per shard once joins_per_window is spent"
+        ),
         "verify": (_boolean, "check the live player after a restore; roll back if it differs"),
         "verify_tolerance_ms": (_int_range(0), "position tolerance of that check, in ms"),
         "on_node_reconnect": (_boolean, "rebuild players when a Lavalink node comes back without them"),
@@ -453,6 +471,14 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
             "serve /metrics over HTTP on this port; 0 = do not serve, only register in the bot's registry",
         ),
         "address": (_text, "address the /metrics server binds to (0.0.0.0 for every interface)"),
+    },
+}
+
+#: Keys that are still accepted but ignored, with why (a warning names them; the config still loads).
+_DEPRECATED: dict[str, dict[str, str]] = {
+    "restore": {
+        "join_burst": "voice joins are paced per shard by restore.joins_per_window (joins in any 60 s, default "
+        "100) and restore.joins_per_second; remove join_burst",
     },
 }
 
@@ -529,7 +555,13 @@ def _build_section(name: str, raw: Any, env: Mapping[str, str]) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: expected a table ([{name}])")
     checks = _CHECKS[name]
-    unknown = sorted(set(raw) - set(checks))
+    deprecated = _DEPRECATED.get(name, {})
+    for key, why in deprecated.items():
+        env_key = f"SONORA_{name}_{key}".upper()
+        where = f"{env_key} (environment)" if env_key in env else f"{name}.{key}" if key in raw else None
+        if where is not None:
+            warnings.warn(f"{where} is deprecated and ignored: {why}", FutureWarning, stacklevel=4)
+    unknown = sorted(set(raw) - set(checks) - set(deprecated))
     if unknown:
         raise ConfigError(f"{name}.{unknown[0]}: unknown key (known keys: {', '.join(checks)})")
     values: dict[str, Any] = {}

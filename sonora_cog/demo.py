@@ -88,10 +88,12 @@ class DemoScenario:
         player_update_interval: float = 1.0,
         session_timeout: float = 60.0,
         shards: int = 0,
+        explicit_shard_ids: bool = False,
     ) -> None:
-        """``shards``: run the bot as an ``AutoShardedBot`` with that many shards (no explicit ids), guild
-        ``i`` on shard ``i % shards``. ``session_timeout``: how long FakeDiscord keeps a dead process's
-        gateway session (and its voice states). ``player_update_interval``: FakeLavalink's ``playerUpdate``."""
+        """``shards``: run the bot as an ``AutoShardedBot`` with that many shards (no explicit ids, unless
+        ``explicit_shard_ids``: then ``shard_ids=[0, ..., shards - 1]``), guild ``i`` on shard ``i % shards``.
+        ``session_timeout``: how long FakeDiscord keeps a dead process's gateway session (and its voice
+        states). ``player_update_interval``: FakeLavalink's ``playerUpdate``."""
         from .testing.fake_discord import FakeDiscord
         from .testing.fake_lavalink import FakeLavalink
 
@@ -101,6 +103,7 @@ class DemoScenario:
         self.guild_count = guilds
         self.extra_config = extra_config
         self.shards = shards
+        self.explicit_shard_ids = explicit_shard_ids
         self.discord = FakeDiscord(session_timeout=session_timeout)
         self.lavalink = FakeLavalink(player_update_interval=player_update_interval)
         self.checkpoint_interval = checkpoint_interval
@@ -137,6 +140,8 @@ class DemoScenario:
         }
         if self.shards:
             env |= {"AUTO_SHARDED": "1", "SHARD_COUNT": str(self.shards)}
+            if self.explicit_shard_ids:
+                env["SHARD_IDS"] = ",".join(str(i) for i in range(self.shards))
         script = Path(testing.__path__[0]) / "music_bot.py"
         self.bot = BotProcess(script, env=env, log_file=self.workdir / "bot.log", name="demo-bot")
         return self

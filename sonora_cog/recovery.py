@@ -23,11 +23,11 @@ from .meta import SnapshotKind
 from .model import SessionState
 from .outcomes import RestorePath
 from .owner import SessionOwner
+from .pacing import ShardPacer, shard_id_of
 from .restore import (
     ALL_PARTS,
     RestoreReport,
     RestoreStatus,
-    TokenBucket,
     adoptable,
     advance_position,
     leave_voice,
@@ -61,7 +61,7 @@ class RecoveryMixin:
     owner: SessionOwner
     deploy: DeployController
     handover: Handover
-    pacer: TokenBucket
+    pacer: ShardPacer
     player_cls: type[wavelink.Player]
     _rehydration: asyncio.Task[list[RestoreReport]] | None
     _startup_guilds: list[int] | None
@@ -115,6 +115,10 @@ class RecoveryMixin:
         shutting down) is waited for up to ``storage.lease_wait`` seconds, then skipped. Guilds of other
         shards are never touched; a guild where a new session started meanwhile is skipped.
 
+        Each shard of the process restores ``restore.concurrency`` guilds at a time, and its voice joins
+        are paced on its own gateway connection (:class:`~sonora_cog.pacing.ShardPacer`): the shards of
+        an ``AutoShardedBot`` restore side by side and never wait for each other.
+
         A player that a resumed Lavalink session kept playing for a guild (see :mod:`sonora_cog.resume`)
         is adopted as it is when it plays the recorded track. A ghost that is not adopted is destroyed as
         soon as its guild's outcome is known, or as soon as its lease shows that another process took the
@@ -136,13 +140,16 @@ class RecoveryMixin:
         if ghosts:
             _log.info("the resumed Lavalink session still plays in %d guild(s)", len(ghosts))
         _log.info("restoring %d guild(s) from their live records", len(targets))
-        semaphore = asyncio.Semaphore(self.settings.restore.concurrency)
+        # restore.concurrency per shard: a shard that waits for its join budget holds only its own slots,
+        # so the guilds of the other shards (other gateway connections, other budgets) go on meanwhile.
+        slots: dict[int, asyncio.Semaphore] = {}
         done = 0
 
         async def one(guild_id: int, lease: LeaseStatus | None, error: str | None = None) -> RestoreReport:
             nonlocal done
             if lease is not None and lease.acquired:
-                async with semaphore:
+                shard = shard_id_of(guild_id, self.bot.shard_count)
+                async with slots.setdefault(shard, asyncio.Semaphore(self.settings.restore.concurrency)):
                     try:
                         path = RestorePath.handover if guild_id in asked else RestorePath.startup
                         report = await self._restore_pending(guild_id, ghosts.get(guild_id), strays.pop(guild_id, None),

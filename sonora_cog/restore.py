@@ -29,6 +29,7 @@ from .capture import autoplay_mode_to_wavelink, loop_mode_to_queue_mode, to_filt
 from .config import RestoreSettings
 from .meta import SnapshotMeta
 from .model import SessionState
+from .pacing import ShardPacer
 from .player import SonoraPlayer
 from .resume import Ghost
 
@@ -36,7 +37,6 @@ __all__ = (
     "ALL_PARTS",
     "RestoreReport",
     "RestoreStatus",
-    "TokenBucket",
     "adoptable",
     "advance_position",
     "apply_state",
@@ -110,29 +110,6 @@ class RestoreReport:
     def ok(self) -> bool:
         """True when the guild was restored as asked."""
         return self.status is RestoreStatus.restored
-
-
-class TokenBucket:
-    """Paces voice joins under Discord's gateway limit: ``rate`` per second, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        """Wait until a token is available and take it."""
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
 
 
 def advance_position(state: SessionState, until: float) -> SessionState:
@@ -331,7 +308,7 @@ async def restore_state(
     parts: Iterable[str] = ALL_PARTS,
     backup: SessionState | None = None,
     player_cls: type[wavelink.Player] = SonoraPlayer,
-    pacer: TokenBucket | None = None,
+    pacer: ShardPacer | None = None,
     adopt: Ghost | None = None,
 ) -> RestoreReport:
     """Bring ``state`` back in ``guild``. Never raises: the report says what happened.
@@ -351,7 +328,8 @@ async def restore_state(
     player_cls:
         The player class for a fresh voice connection.
     pacer:
-        A token bucket shared by concurrent restores, paced under the gateway limit.
+        Paces the voice join on the connection of the guild's shard, under Discord's gateway limit
+        (shared by every restore of the process).
     adopt:
         A player Lavalink kept playing for this guild through a resumed session that is
         :func:`adoptable`: the bot joins on its node and takes it over, keeping its track, position,
@@ -369,7 +347,7 @@ async def restore_state(
     channel = guild.get_channel(state.channel_id)  # type: ignore[arg-type]
     assert isinstance(channel, discord.VoiceChannel | discord.StageChannel)
     if pacer is not None:
-        await pacer.acquire()
+        await pacer.acquire(guild.shard_id)
     if adopt is not None:  # it may have played on (or ended) while this guild waited for its turn
         adopt = await adopt.refresh()
         if adopt is not None and adoptable(adopt, state):

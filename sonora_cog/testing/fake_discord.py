@@ -41,9 +41,11 @@ from aiohttp import web
 
 from sonora_cog.testing.fake_discord_gateway import (
     FakeGateway,
+    GatewaySend,
     GatewaySession,
     Intents,
     RateLimitViolation,
+    most_in_window,
 )
 from sonora_cog.testing.fake_discord_guild import FakeGuild
 from sonora_cog.testing.fake_discord_interactions import (
@@ -68,8 +70,10 @@ __all__ = (
     "FakeGuild",
     "FakeInteraction",
     "FakeMessage",
+    "GatewaySend",
     "InteractionCallback",
     "RateLimitViolation",
+    "most_in_window",
 )
 
 _log = logging.getLogger(__name__)
@@ -286,6 +290,15 @@ class FakeDiscord(MessagingMixin):
     def rate_limit_violations(self) -> list[RateLimitViolation]:
         """Frames a connection sent beyond 120 per rolling 60 s."""
         return list(self.gateway.violations)
+
+    def gateway_sends(self, op: int | None = None) -> dict[int, list[GatewaySend]]:
+        """The frames received from each gateway connection (by connection number), in order of arrival;
+        only those of opcode ``op`` when given. ``gateway.connection_shards`` gives each connection's shard."""
+        out: dict[int, list[GatewaySend]] = {}
+        for send in self.gateway.send_log:
+            if op is None or send.op == op:
+                out.setdefault(send.connection_id, []).append(send)
+        return out
 
     @property
     def voice_state_update_counts(self) -> dict[int, int]:

@@ -14,7 +14,10 @@ What it implements, following https://discord.com/developers/docs/topics/gateway
   failed), 4005 (already authenticated), 4008 (rate limited, when enforced), 4010 (invalid shard),
   4012 (invalid API version), 4013 (invalid intents), 4014 (disallowed intents);
 * send accounting: 120 gateway sends per connection per rolling 60 s is Discord's limit; every frame the
-  client sends is counted and every frame beyond the limit is recorded as a :class:`RateLimitViolation`.
+  client sends is counted and every frame beyond the limit is recorded as a :class:`RateLimitViolation`;
+  every frame is also logged as a :class:`GatewaySend` (when, on which connection, which op, the guild of
+  an op 4), and :attr:`FakeGateway.connection_shards` says which shard each connection identified as, so
+  a test can check any window of any shard connection (:func:`most_in_window`).
 
 .. versionadded:: 0.1
 """
@@ -29,6 +32,7 @@ import logging
 import secrets
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +41,15 @@ from aiohttp import WSMsgType, web
 if TYPE_CHECKING:
     from sonora_cog.testing.fake_discord import FakeDiscord
 
-__all__ = ("FakeGateway", "GatewayConnection", "GatewaySession", "Intents", "RateLimitViolation")
+__all__ = (
+    "FakeGateway",
+    "GatewayConnection",
+    "GatewaySend",
+    "GatewaySession",
+    "Intents",
+    "RateLimitViolation",
+    "most_in_window",
+)
 
 _log = logging.getLogger(__name__)
 
@@ -88,6 +100,30 @@ class RateLimitViolation:
     op: int | None
     count_in_window: int
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySend:
+    """One frame a client sent, as the fake received it."""
+
+    #: ``time.monotonic()`` when the frame arrived.
+    at: float
+    connection_id: int
+    op: int | None
+    #: The guild of an op 4 VOICE_STATE_UPDATE (``None`` for other ops).
+    guild_id: int | None = None
+
+
+def most_in_window(times: Sequence[float], window: float = GATEWAY_SEND_WINDOW) -> int:
+    """The most of ``times`` (sorted or not) within any ``window`` seconds, ends included (as the
+    fake's own accounting counts them)."""
+    ordered = sorted(times)
+    best = start = 0
+    for end, at in enumerate(ordered):
+        while at - ordered[start] > window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 class _Compressor:
@@ -206,6 +242,10 @@ class FakeGateway:
         self.connections: dict[int, GatewayConnection] = {}
         self.send_counts: dict[int, int] = {}
         self.violations: list[RateLimitViolation] = []
+        #: Every frame received from a client, in order of arrival.
+        self.send_log: list[GatewaySend] = []
+        #: The shard each connection identified (or resumed) as; ``None`` for an unsharded one.
+        self.connection_shards: dict[int, tuple[int, int] | None] = {}
         self.voice_state_update_counts: collections.Counter[int] = collections.Counter()
         self.presence_updates: list[dict[str, Any]] = []
         self.identify_count = 0
@@ -249,15 +289,22 @@ class FakeGateway:
                 except (ValueError, KeyError, TypeError):
                     await conn.close(4002, "Decode error")
                     break
-                if not self._account(conn, op):
+                if not self._account(conn, op, frame.get("d")):
                     break
                 await self._handle_frame(conn, op, frame.get("d"))
         finally:
             self._detach(conn, client_code=None if conn.closed_by_server else ws.close_code)
         return ws
 
-    def _account(self, conn: GatewayConnection, op: int | None) -> bool:
+    def _account(self, conn: GatewayConnection, op: int | None, d: Any) -> bool:
         now = time.monotonic()
+        guild_id = None
+        if op == 4 and isinstance(d, dict):
+            try:
+                guild_id = int(d.get("guild_id"))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                guild_id = None
+        self.send_log.append(GatewaySend(now, conn.id, op, guild_id))
         conn.total_sends += 1
         self.send_counts[conn.id] = conn.total_sends
         conn.sends.append(now)
@@ -325,6 +372,7 @@ class FakeGateway:
         self.sessions[session.id] = session
         conn.session = session
         session.connection = conn
+        self.connection_shards[conn.id] = shard
         guilds = [g for g in fake.guilds.values() if session.covers(g.id)]
         ready: dict[str, Any] = {
             "v": 10,
@@ -371,6 +419,7 @@ class FakeGateway:
         async with session.lock:
             conn.session = session
             session.connection = conn
+            self.connection_shards[conn.id] = session.shard
             for number, frame in list(session.log):
                 if number > seq:
                     await conn.send(frame)

@@ -69,9 +69,10 @@ async def test_metrics_scraped_over_http_during_a_restore(scenario: Callable[...
         assert (value(first, "sonora_records_written_total", kind="live") or 0) > 0
         assert value(first, "sonora_store_errors_total", operation="put_live") == 0.0
 
-        # slow the next start's voice joins down to one a second, so that scrapes land in the middle of it
-        demo.config_path.write_text(demo.config_path.read_text().replace(
-            "[restore]\n", "[restore]\njoins_per_second = 1.0\njoin_burst = 1\n"))
+        # slow the next start's restore down (one guild at a time, Discord answering each voice join after
+        # 0.5 s), so that scrapes land in the middle of it
+        demo.config_path.write_text(demo.config_path.read_text().replace("[restore]\n", "[restore]\nconcurrency = 1\n"))
+        demo.discord.voice_latency = 0.5
         demo.bot.kill()
         await demo.bot.wait()
         scrapes: list[str] = []

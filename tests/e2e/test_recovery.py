@@ -281,7 +281,7 @@ async def test_sigterm_writes_a_shutdown_snapshot(scenario: Callable[..., AsyncI
 async def test_fifty_guilds_restore_within_the_gateway_limit(
     scenario: Callable[..., AsyncIterator[DemoScenario]],
 ) -> None:
-    async with scenario(guilds=50, extra_config="joins_per_second = 1.9\njoin_burst = 10\nconcurrency = 5\n") as demo:
+    async with scenario(guilds=50, extra_config="concurrency = 5\n") as demo:  # the default pacing
         for index in range(50):
             await demo.play_one(index, query="paper boats")
         await demo.wait_saved()

@@ -119,9 +119,10 @@ async def test_a_paused_player_restarted_three_times_does_not_move(scenario: Sce
 
 async def test_an_auto_sharded_bot_restores_every_shard_and_old_voice_states_end_nothing(scenario: Scenario) -> None:
     # AutoShardedBot(shard_count=4) with no shard_ids: discord.py runs all four shards in this process.
-    # Joins are paced slowly so that most guilds still wait for their restore when the dead process's
-    # gateway sessions time out and Discord says "the bot left voice" in each of their guilds.
-    config = "joins_per_second = 2.0\njoin_burst = 1\nskip_empty_channels = true\n"
+    # The restore is slowed down (one guild per shard at a time, Discord answering each voice join after
+    # 1 s) so that most guilds still wait for their restore when the dead process's gateway sessions time
+    # out and Discord says "the bot left voice" in each of their guilds.
+    config = "concurrency = 1\nskip_empty_channels = true\n"
     async with scenario(guilds=12, shards=4, checkpoint_interval=1.0, extra_config=config) as demo:
         for index in range(12):
             await demo.play_one(index)
@@ -134,6 +135,7 @@ async def test_an_auto_sharded_bot_restores_every_shard_and_old_voice_states_end
 
         demo.bot.kill()
         await demo.bot.wait()
+        demo.discord.voice_latency = 1.0
         await demo.start_bot()
         await demo.bot.wait_for_line(r"restoring 12 guild\(s\)", timeout=30)
         for session in old_sessions:  # Discord gives up on the dead process's sessions now

@@ -18,7 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from sonora_cog.testing.discord_client import point_discord_at, point_discord_back
-from sonora_cog.testing.fake_discord import FakeDiscord
+from sonora_cog.testing.fake_discord import FakeDiscord, most_in_window
 from sonora_cog.testing.fake_discord_guild import FakeGuild
 from sonora_cog.testing.fake_discord_models import FakeChannel, FakeMember, Permissions
 
@@ -388,6 +388,36 @@ async def test_rate_limit_accounting_flags_sends_over_120_per_minute(fake_discor
     assert len(violations) == 8
     assert violations[0].count_in_window == 121 and violations[0].op == 1
     assert fake_discord.voice_state_update_counts == {guild.id: 3}
+
+
+async def test_every_send_is_logged_per_connection_with_its_shard(fake_discord: FakeDiscord) -> None:
+    fake_discord.recommended_shards = 2
+    guild = fake_discord.add_guild("g", guild_id=(1_000_001 << 22) + 7)  # on shard 1 of 2
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{fake_discord.gateway_url}?v=10&encoding=json") as ws,
+    ):
+        await ws.receive_json()  # HELLO
+        await _raw_identify(ws, fake_discord, shard=[1, 2])
+        assert (await ws.receive_json())["t"] == "READY"
+        for _ in range(3):
+            await ws.send_json({"op": 4, "d": {"guild_id": str(guild.id), "channel_id": None}})
+        await ws.send_json({"op": 1, "d": 1})
+        await fake_discord.wait_until(lambda: sum(fake_discord.gateway_send_counts.values()) >= 5)
+    [(connection, sends)] = fake_discord.gateway_sends().items()
+    assert [s.op for s in sends] == [2, 4, 4, 4, 1]
+    assert fake_discord.gateway.connection_shards[connection] == (1, 2)
+    joins = fake_discord.gateway_sends(op=4)[connection]
+    assert [s.guild_id for s in joins] == [guild.id] * 3
+    assert [s.at for s in sends] == sorted(s.at for s in sends)
+    assert most_in_window([s.at for s in sends]) == 5
+
+
+def test_most_in_window_counts_both_ends_like_the_fake() -> None:
+    assert most_in_window([]) == 0
+    assert most_in_window([0.0, 60.0, 120.0]) == 2  # 60 s apart: inside one window, ends included
+    assert most_in_window([0.0, 60.5, 121.0]) == 1
+    assert most_in_window([5.0, 1.0, 3.0, 70.0], window=4.0) == 3  # unsorted input
 
 
 async def test_zlib_stream_compression_and_identify_errors(fake_discord: FakeDiscord) -> None:

@@ -57,6 +57,9 @@ def test_load_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("[limits]\nmax_queue_tracks = true\n", "limits.max_queue_tracks: expected a whole number from 1 up, got True"),
         ('[commands]\nallowed_role_ids = ["abc"]\n', "commands.allowed_role_ids: expected a list of role ids"),
         ("[restore]\nconcurrency = 500\n", "restore.concurrency: expected a whole number from 1 to 50, got 500"),
+        ("[restore]\njoins_per_window = 120\n",
+         "restore.joins_per_window: expected a whole number from 1 to 110, got 120"),
+        ("[restore]\njoins_per_second = 0\n", "restore.joins_per_second: expected a positive number of joins"),
         ("storage = 3\n", "storage: expected a table"),
         ("[storage\n", "not valid TOML"),
     ],
@@ -65,6 +68,22 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> Non
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text), env={})
     assert message in str(info.value)
+
+
+def test_pacing_defaults_fit_a_100_guild_shard_under_discord_py_s_limiter(tmp_path: Path) -> None:
+    restore = load_settings(write(tmp_path, ""), env={}).restore
+    assert (restore.joins_per_window, restore.joins_per_second, restore.concurrency) == (100, 1.0, 2)
+
+
+def test_an_old_config_with_join_burst_loads_with_a_deprecation_warning(tmp_path: Path) -> None:
+    path = write(tmp_path, "[restore]\njoins_per_second = 1.5\njoin_burst = 5\n")
+    with pytest.warns(FutureWarning, match=r"restore\.join_burst is deprecated and ignored: .*joins_per_window"):
+        settings = load_settings(path, env={})
+    assert settings.restore.joins_per_second == 1.5
+    assert settings.restore.joins_per_window == 100  # not taken from join_burst
+    assert not hasattr(settings.restore, "join_burst")
+    with pytest.warns(FutureWarning, match=r"SONORA_RESTORE_JOIN_BURST \(environment\) is deprecated"):
+        load_settings(write(tmp_path, ""), env={"SONORA_RESTORE_JOIN_BURST": "10"})
 
 
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
