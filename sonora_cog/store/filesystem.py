@@ -318,7 +318,9 @@ class FilesystemStore:
             self._check_mode(fd, self._root)
         return fd
 
-    def _open_child(self, parent: int, name: str, path: Path, create: bool) -> int:
+    def _open_child(self, parent: int, name: str, path: Path, create: bool, *, sync_parent: bool = True) -> int:
+        """Open (and with ``create``, make) the folder ``name`` in ``parent``; a folder it makes is made durable
+        in ``parent`` at once unless ``sync_parent`` is false (a group commit flushes ``parent`` later)."""
         made = False
         if create:
             try:
@@ -340,7 +342,8 @@ class FilesystemStore:
             raise StoreError(f"cannot open {path}: {_describe(exc)}") from exc
         if made:
             os.fchmod(fd, DIR_MODE)  # whatever the umask
-            _fsync_dir(parent)
+            if sync_parent:
+                _fsync_dir(parent)
         else:
             self._check_mode(fd, path)
         return fd

@@ -13,7 +13,8 @@ directory). A batch does the same steps for every record *together*, in one work
 4. they are published: live records renamed over the old ones under the store's ``flock`` (a symbolic
    link in the way fails that item), snapshots hard-linked to their name (an existing name, link or not,
    fails that item: a snapshot is never overwritten);
-5. each directory touched is ``fsync``\\ ed once (or the filesystem ``syncfs``\\ ed once).
+5. each directory touched is ``fsync``\\ ed once, and each folder a new guild folder was made in (or the
+   filesystem ``syncfs``\\ ed once).
 
 Nothing is published before every temporary file of the batch is durable, so a ``kill -9`` at any instant
 leaves each record old or new, never torn. An error in one item (disk full, a link planted in the way)
@@ -121,6 +122,8 @@ class _Dirs:
         self._stack = stack
         self.fds: dict[tuple[str, ...], int] = {}
         self.failed: dict[tuple[str, ...], Exception] = {}
+        #: Folders in which this batch made a folder (flushed with the batch, not once per folder made).
+        self.grown: set[tuple[str, ...]] = set()
 
     def get(self, folder: tuple[str, ...]) -> int:
         """The descriptor of ``folder`` (created if missing); raises what opening it raised, each time."""
@@ -133,7 +136,11 @@ class _Dirs:
                 else:
                     parent = self.get(folder[:-1])
                     path = self._store.root.joinpath(*folder)
-                    fd = self._store._open_child(parent, folder[-1], path, True)
+                    try:
+                        os.stat(folder[-1], dir_fd=parent, follow_symlinks=False)
+                    except FileNotFoundError:
+                        self.grown.add(folder[:-1])
+                    fd = self._store._open_child(parent, folder[-1], path, True, sync_parent=False)
                     self._stack.callback(os.close, fd)
                     self.fds[folder] = fd
             except (OSError, StoreError) as exc:
@@ -284,7 +291,7 @@ def _sync_folders(
     """
     if use_syncfs:
         try:
-            for fd in dirs.devices(set(published)):
+            for fd in dirs.devices(set(published) | dirs.grown):
                 _syncfs(fd)
         except OSError as exc:
             for items in published.values():
@@ -297,4 +304,12 @@ def _sync_folders(
         except OSError as exc:
             for item in items:
                 errors[item.index] = _error(store, item, exc)
+    for parent in sorted(dirs.grown):  # the folders the batch made, in their parent: once per parent
+        try:
+            fs._fsync_dir(dirs.fds[parent])
+        except OSError as exc:
+            for folder, items in published.items():
+                if folder[:-1] == parent:
+                    for item in items:
+                        errors[item.index] = _error(store, item, exc)
 

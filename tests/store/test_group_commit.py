@@ -314,3 +314,15 @@ async def test_kill_9_mid_batch_leaves_every_record_old_or_new(tmp_path: Path, m
             assert await store.live_guilds() == guilds
             for g in guilds:
                 assert await store.get_live(g) in versions[g], f"kill {kill}: guild {g} torn"
+
+
+async def test_new_guild_folders_are_flushed_once_with_the_batch(
+    tmp_path: Path, make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FilesystemStore(tmp_path / "store", syncfs_batch_min=None)
+    await store.open()
+    fsync_dir = Counter(lambda fd: None)
+    monkeypatch.setattr(fs_module, "_fsync_dir", fsync_dir)
+    records = [make_record(g) for g in GUILDS[:10]]  # ten guilds without a snapshot folder yet
+    assert (await store.save_many([(r.meta, r.data) for r in records])).ok
+    assert fsync_dir.calls == 10 + 1  # each new guild folder once, and snapshots/ once for all ten made in it
