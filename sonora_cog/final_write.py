@@ -5,13 +5,15 @@ A stop grace period (Docker 10 s, Kubernetes 30 s) does not fit rewriting every 
 1. **Live records of changed guilds only.** A guild whose live record is current (not dirty, its
    :func:`~sonora_cog.capture.change_signature` the one last written) is not written again; every other
    one is captured (on the loop, one at a time) and written in group commits of
-   :data:`~sonora_cog.batching.BATCH_SIZE`. These go first: they are what the next start restores from.
+   :data:`~sonora_cog.batching.BATCH_SIZE` (each encoded right after its capture: a batch holds bytes).
+   These go first: they are what the next start restores from.
 2. **One heartbeat**, so the next start moves each unchanged, playing track forward to now (see
    :func:`~sonora_cog.restore.advance_position`), as it would after a checkpoint.
 3. **A ``shutdown`` snapshot of every player**, in group commits. A changed guild's re-wraps the live
    record just written; a current guild's re-wraps its live record read back from the store
    (:meth:`~sonora_cog.manager.SessionManager.snapshot_from_live_bytes`: no capture, no encode). A guild
-   whose record cannot be read back or re-wrapped is captured and encoded instead.
+   whose record cannot be read back or re-wrapped, or whose live write failed, is captured and encoded
+   again instead.
 
 A guild counts as done when its snapshot is settled (written, or its failure logged); the caller's
 timeout (``snapshots.shutdown_timeout``) reports the others.
@@ -34,7 +36,6 @@ from .meta import SnapshotKind
 if TYPE_CHECKING:
     import wavelink
 
-    from .model import SessionState
     from .writer import SessionWriter
 
 __all__ = ("write_final",)
@@ -48,7 +49,8 @@ class _Final:
 
     guild_id: int
     player: wavelink.Player
-    state: SessionState | None = None  # captured: its live record changed (or has to be rebuilt)
+    #: Its live record changed: captured and encoded at once (bytes, not objects the GC walks), or the error.
+    record: EncodedRecord | Exception | None = None
     live_bytes: bytes | None = None  # its live record as stored (current, or just written)
 
 
@@ -62,14 +64,13 @@ async def write_final(writer: SessionWriter, players: list[wavelink.Player], don
         final = _Final(guild_id, player)
         try:
             if session.dirty or session.signature is None or writer.signature(player) != session.signature:
-                final.state = writer.capture(player)
+                final.record = await writer.manager.encode_live(writer.capture(player))
         except Exception as exc:  # one guild's failure must never stop the others
             _log.error("shutdown save of guild %s failed: %s: %s", guild_id, type(exc).__name__, exc)
-            done.add(guild_id)
-            continue
+            final.record = exc  # its snapshot is still tried
         finals.append(final)
         await asyncio.sleep(0)
-    changed = [f for f in finals if f.state is not None]
+    changed = [f for f in finals if f.record is not None]
     for start in range(0, len(changed), BATCH_SIZE):
         await _write_live(writer, changed[start : start + BATCH_SIZE])
     if len(changed) < len(finals):
@@ -77,30 +78,32 @@ async def write_final(writer: SessionWriter, players: list[wavelink.Player], don
             await writer.manager.write_heartbeat(writer.key)
         except SonoraError as exc:
             _log.error("shutdown: could not write the heartbeat: %s", exc)
+    changed_ids = {f.guild_id for f in changed}
     for start in range(0, len(finals), BATCH_SIZE):
-        await _save_snapshots(writer, finals[start : start + BATCH_SIZE], done)
+        await _save_snapshots(writer, finals[start : start + BATCH_SIZE], changed_ids, done)
     writes = len(changed)
     _log.info("shutdown: wrote %d changed live record(s) (%d current, kept) and %d shutdown snapshot(s)",
               writes, len(finals) - writes, len(finals))
 
 
 async def _write_live(writer: SessionWriter, batch: list[_Final]) -> None:
-    states = [f.state for f in batch if f.state is not None]
+    records = [f.record for f in batch if f.record is not None]
     try:
-        outcomes = await writer.manager.write_live_many(states)
+        outcomes = await writer.manager.write_live_records([f.guild_id for f in batch], records)
     except Exception as exc:  # a bug, not one guild's failure
-        outcomes = [WriteOutcome(s.guild_id, error=exc) for s in states]
+        outcomes = [WriteOutcome(f.guild_id, error=exc) for f in batch]
     for final, outcome in zip(batch, outcomes, strict=True):
         if outcome.ok:
             final.live_bytes = outcome.data
-        else:  # its snapshot is still written, from the captured state
-            error = outcome.error
+        elif outcome.error is not final.record:  # (a capture error was logged already)
+            error = outcome.error  # its snapshot is still written, captured again
             _log.error("shutdown save of guild %s failed: %s: %s", final.guild_id, type(error).__name__, error)
+        final.record = None
 
 
-async def _save_snapshots(writer: SessionWriter, batch: list[_Final], done: set[int]) -> None:
+async def _save_snapshots(writer: SessionWriter, batch: list[_Final], changed: set[int], done: set[int]) -> None:
     manager = writer.manager
-    unread = [f for f in batch if f.state is None and f.live_bytes is None]
+    unread = [f for f in batch if f.guild_id not in changed and f.live_bytes is None]
     read = await asyncio.gather(*(manager.store.get_live(f.guild_id) for f in unread), return_exceptions=True)
     for final, data in zip(unread, read, strict=True):
         if isinstance(data, bytes):
@@ -127,7 +130,7 @@ async def _save_snapshots(writer: SessionWriter, batch: list[_Final], done: set[
 
 async def _encode_fresh(writer: SessionWriter, final: _Final) -> EncodedRecord | Exception:
     try:
-        state = final.state if final.state is not None else writer.capture(final.player)
+        state = writer.capture(final.player)
         encoded = await writer.manager.encode_snapshot(replace(state, kind=SnapshotKind.shutdown))
     except Exception as exc:  # reported as this guild's outcome
         return exc

@@ -434,10 +434,32 @@ class SessionManager:
         .. versionadded:: 0.4
         """
         encoded = await self._encode_many([replace(s, kind=SnapshotKind.live) for s in states], lambda _: _LIVE_ID)
-        records = [r for r in encoded if isinstance(r, EncodedRecord)]
+        return await self.write_live_records([s.guild_id for s in states], encoded)
+
+    async def encode_live(self, state: SessionState) -> EncodedRecord:
+        """Encode ``state`` as the guild's live record (fitted to the limits, as :meth:`write_live` does),
+        without writing it (write it with :meth:`write_live_records`).
+
+        The session writer encodes each guild right after capturing it, so a batch waiting for its group
+        commit holds bytes, not thousands of Python objects the garbage collector would walk.
+
+        .. versionadded:: 0.4
+        """
+        data, meta = await self._encode(replace(state, kind=SnapshotKind.live), _LIVE_ID)
+        return EncodedRecord(data, meta)
+
+    async def write_live_records(
+        self, guild_ids: Sequence[int], records: Sequence[EncodedRecord | Exception]
+    ) -> list[WriteOutcome]:
+        """Write encoded live records with one group commit; an ``Exception`` in ``records`` (the guild's
+        record could not be made) passes through as that guild's outcome.
+
+        .. versionadded:: 0.4
+        """
+        ready = [r for r in records if isinstance(r, EncodedRecord)]
         with self.metrics.store_operation("put_live"):
-            result = await self.store.put_live_many([(r.meta.guild_id, r.data) for r in records])
-        return self._outcomes(states, encoded, result, "put_live")
+            result = await self.store.put_live_many([(r.meta.guild_id, r.data) for r in ready])
+        return self._outcomes(guild_ids, records, result, "put_live")
 
     async def encode_snapshot(self, snapshot: SessionState) -> EncodedRecord:
         """Encode ``snapshot`` as a new snapshot record (a new id), as :meth:`save_snapshot` would, without
@@ -547,7 +569,7 @@ class SessionManager:
 
     def _outcomes(
         self,
-        guilds: Sequence[SessionState] | Sequence[int],
+        guild_ids: Sequence[int],
         records: Sequence[EncodedRecord | Exception],
         result: BatchResult,
         operation: str,
@@ -555,8 +577,7 @@ class SessionManager:
         """One outcome per guild, from its record (or the error making it) and the store's result."""
         errors = iter(result.errors)
         outcomes = []
-        for guild, record in zip(guilds, records, strict=True):
-            guild_id = guild if isinstance(guild, int) else guild.guild_id
+        for guild_id, record in zip(guild_ids, records, strict=True):
             if not isinstance(record, EncodedRecord):
                 outcomes.append(WriteOutcome(guild_id, error=record))
                 continue

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import wavelink
     from discord.ext import commands
 
+    from .codec import EncodedRecord
     from .lease import LeaseManager
     from .manager import SessionManager
     from .model import SessionState
@@ -57,10 +58,10 @@ CLOCK_SLACK = 1e-6
 
 @dataclass(frozen=True, slots=True)
 class _Captured:
-    """A guild captured for a live write, with the signature it is written at."""
+    """A guild captured and encoded for a live write, with the signature it is written at."""
 
     guild_id: int
-    state: SessionState
+    record: EncodedRecord
     signature: int
 
 
@@ -206,8 +207,8 @@ class SessionWriter:
         if only_if_changed and not session.dirty and signature == session.signature:
             return None
         session.dirty = False  # a change from here on marks it again
-        try:
-            return _Captured(guild_id, self.capture(player), signature)
+        try:  # encoded now: a batch waiting for the store holds bytes, not objects the GC walks
+            return _Captured(guild_id, await self.manager.encode_live(self.capture(player)), signature)
         except Exception as exc:  # one guild's failure must never stop the others
             _log.error("could not save the live record of guild %s: %s: %s", guild_id, type(exc).__name__, exc)
             session.dirty = True
@@ -216,7 +217,7 @@ class SessionWriter:
     async def _commit_live(self, batch: list[_Captured]) -> set[int]:
         """Write a batch of captured guilds (one group commit); settle each guild by its own outcome."""
         try:
-            outcomes = await self.manager.write_live_many([c.state for c in batch])
+            outcomes = await self.manager.write_live_records([c.guild_id for c in batch], [c.record for c in batch])
         except Exception as exc:  # a bug, not one guild's failure: every guild of the batch stays dirty
             outcomes = [WriteOutcome(c.guild_id, error=exc) for c in batch]
         written = set()
