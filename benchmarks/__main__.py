@@ -1,7 +1,8 @@
 """``python -m benchmarks``: run the benchmark parts, print a table, write a JSON file of the results.
 
 Parts: a (checkpoint vs floor), b (loop lag during it), c (incremental second cycle) run together;
-d (restore of a 10,000-track queue), e (startup rehydration through the fakes), f (storage sizes).
+d (restore of a 10,000-track queue), e (startup rehydration through the fakes), f (storage sizes),
+g (shutdown of 1,000 and 10,000 players vs its durable floor and the stop grace periods).
 See benchmarks/README.md for what each number means.
 """
 
@@ -26,7 +27,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-PARTS = ("a", "b", "c", "d", "e", "f")
+PARTS = ("a", "b", "c", "d", "e", "f", "g")
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -38,7 +39,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rehydrate-guilds", type=int, default=None, help="guilds for (e) (default 100)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes (100 x 50 checkpoint, 20-guild rehydration, no default-pacing run)")
-    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts to run (default all: a..f)")
+    parser.add_argument("--shutdown-players", default=None,
+                        help="comma-separated player counts for (g) (default 1000,10000; --quick: 200,1000)")
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts to run (default all: a..g)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the stores are written (default: a fresh temp dir; its filesystem matters)")
@@ -51,6 +54,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args.guilds = args.guilds or (100 if args.quick else 1000)
     args.tracks = args.tracks or (50 if args.quick else 200)
     args.rehydrate_guilds = args.rehydrate_guilds or (20 if args.quick else 100)
+    args.shutdown_players = tuple(int(n) for n in (args.shutdown_players or ("200,1000" if args.quick else
+                                                                             "1000,10000")).split(","))
     return args
 
 
@@ -139,6 +144,11 @@ async def _run(args: argparse.Namespace, workdir: Path, console: Console) -> dic
 
         console.print("[bold]f[/bold] storage sizes ...")
         await _guarded(results, "storage", console, run_storage())
+    if "g" in args.parts:
+        from .shutdown import run_shutdown
+
+        console.print(f"[bold]g[/bold] shutdown of {', '.join(map(str, args.shutdown_players))} players ...")
+        await _guarded(results, "shutdown", console, run_shutdown(workdir / "shutdown", args.shutdown_players))
     return results
 
 
@@ -243,6 +253,23 @@ def _table(results: dict[str, Any]) -> Table:
                           f"{row['record_zstd']:,} · {row['record_zstd_aes']:,} B",
                           f"{row['ratio_indented_vs_zstd']}x smaller (target 5x)",
                           _yes((row["ratio_indented_vs_zstd"] or 0) >= 5))
+    sd = results.get("shutdown")
+    if sd:
+        first = True
+        for row in sd["rows"]:
+            p, f, fits = row["product"], row["floor_durable"], row["players_fitting"]
+            table.add_row(f"g. shutdown {row['players']:,} x {sd['tracks_per_player']}" if first else "",
+                          f"{row['case']} ({row['changed']:,}): {p['live_records_written']:,} live + "
+                          f"{p['snapshots_written']:,} snapshots",
+                          f"{p['seconds']:.3f} s · {p['us_per_player']:,.0f} µs/player · loop p99 "
+                          f"{p['loop_lag']['p99_ms']} ms",
+                          f"{row['ratio_product_vs_floor']}x durable floor ({f['seconds']:.3f} s) · fits "
+                          f"{fits['docker_10s']:,} (Docker 10 s) / {fits['kubernetes_30s']:,} (k8s 30 s)", "")
+            first = False
+        before = sd.get("before_group_commit")
+        if before:
+            table.add_row("", f"before group commit, {before['players']:,} players (all written one by one)",
+                          f"{before['seconds']:.3f} s · {before['us_per_player']:,.0f} µs/player", "", "")
     return table
 
 
@@ -264,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:] if argv is None else argv,
         "machine": machine,
         "settings": {"guilds": args.guilds, "tracks": args.tracks, "restore_tracks": args.restore_tracks,
+                     "shutdown_players": list(args.shutdown_players),
                      "rehydrate_guilds": args.rehydrate_guilds, "quick": args.quick, "parts": sorted(args.parts)},
         "results": results,
     }

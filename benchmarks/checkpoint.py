@@ -1,8 +1,9 @@
 """(a) checkpoint cycle vs its floor, (b) event-loop lag during it, (c) the incremental second cycle.
 
 The product path is the one the cog runs: :meth:`SessionOwner.checkpoint` over real ``SonoraPlayer``
-objects (capture on the loop, then ``SessionManager.write_live`` per guild: encode, then the
-filesystem store's atomic write in a worker thread). Beside it, measured in the same run:
+objects (capture on the loop one guild at a time, then ``SessionManager.write_live_many`` per batch of
+128: encode in loop slices, then the filesystem store's group commit in a worker thread, overlapping
+the capture of the next batch). Beside it, measured in the same run:
 
 * **plain floor** — ``orjson.dumps`` of the same state JSON plus one plain ``open/write/close`` per
   guild (what the issue asks for: no capture, no envelope, no durability);
@@ -22,7 +23,7 @@ import io
 import os
 import pstats
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,12 @@ import orjson
 import wavelink
 
 import sonora_cog.store.filesystem as fs_store
+import sonora_cog.store.fs_batch as fs_batch
 from sonora_cog.capture import capture_state
 from sonora_cog.config import Settings, SnapshotSettings, StorageSettings
 from sonora_cog.manager import SessionManager
 from sonora_cog.owner import SessionOwner
-from sonora_cog.store.base import check_header
+from sonora_cog.store.base import BatchResult, check_header
 
 from ._util import LagProbe, dir_bytes, ratio, sync_disks
 from ._world import World, lavalink_track, make_world
@@ -56,19 +58,20 @@ def _settings(path: Path) -> Settings:
 @contextmanager
 def _no_fsync() -> Iterator[None]:
     """Stub the filesystem store's fsync seams (benchmark only: shows the cost of everything else)."""
-    saved = fs_store._fsync, fs_store._fsync_dir
+    saved = fs_store._fsync, fs_store._fsync_dir, fs_batch._syncfs
     fs_store._fsync = lambda fd: None
     fs_store._fsync_dir = lambda dir_fd: None
+    fs_batch._syncfs = lambda fd: None
     try:
         yield
     finally:
-        fs_store._fsync, fs_store._fsync_dir = saved
+        fs_store._fsync, fs_store._fsync_dir, fs_batch._syncfs = saved
 
 
 def _count_writes(manager: SessionManager) -> Callable[[], int]:
-    """Wrap the store's ``put_live`` to count the writes it performs."""
+    """Wrap the store's ``put_live`` and ``put_live_many`` to count the records they write."""
     store = manager.store
-    original = store.put_live
+    original, original_many = store.put_live, store.put_live_many
     count = 0
 
     async def counting(guild_id: int, data: bytes) -> None:
@@ -76,7 +79,14 @@ def _count_writes(manager: SessionManager) -> Callable[[], int]:
         count += 1
         await original(guild_id, data)
 
+    async def counting_many(items: Sequence[tuple[int, bytes]]) -> BatchResult:
+        nonlocal count
+        result = await original_many(items)
+        count += result.written
+        return result
+
     store.put_live = counting  # type: ignore[method-assign]
+    store.put_live_many = counting_many  # type: ignore[method-assign]
     return lambda: count
 
 

@@ -13,12 +13,13 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .batching import LoopSlicer, WriteOutcome
 from .capture import PositionSample, capture_state
 from .codec import Codec, EncodedRecord, Keyring, check_json_shape
 from .config import Settings
@@ -39,7 +40,7 @@ from .fit import fit_to_limits, read_limits, shrink
 from .meta import SnapshotKind, SnapshotMeta, new_snapshot_id, validate_label, validate_snapshot_id
 from .metrics import Metrics
 from .model import SessionState
-from .store.base import RecordRef, SnapshotStore
+from .store.base import BatchResult, RecordRef, SnapshotStore, read_meta_from_bytes
 
 if TYPE_CHECKING:
     import wavelink
@@ -47,12 +48,14 @@ if TYPE_CHECKING:
 
     from .owner import SessionOwner
 
-__all__ = ("SessionManager", "StoreAnalysis", "ValidationResult", "build_codec", "build_store")
+__all__ = ("SessionManager", "StoreAnalysis", "ValidationResult", "WriteOutcome", "build_codec", "build_store")
 
 _log = logging.getLogger(__name__)
 
 #: States with more tracks than this are encoded / decoded in a worker thread.
 _THREAD_THRESHOLD_TRACKS = 200
+#: Records larger than this are re-wrapped in a worker thread.
+_THREAD_THRESHOLD_BYTES = 256 * 1024
 #: Times a state over ``storage.max_record_bytes`` is shrunk before the write gives up.
 _SHRINK_ATTEMPTS = 6
 _LIVE_ID = "live"
@@ -430,6 +433,179 @@ class SessionManager:
             await self.store.put_live(state.guild_id, data)
         self.metrics.record_written(SnapshotKind.live, len(data))
         return meta.with_size(len(data))
+
+    async def write_live_many(self, states: Sequence[SessionState]) -> list[WriteOutcome]:
+        """Overwrite many guilds' live records with one group commit (see :meth:`SnapshotStore.put_live_many`).
+
+        The states are encoded on the loop in slices (a state too big for that in a worker thread), so
+        the loop never waits long; then one store call writes them all. One guild's failure (its state
+        does not fit, the store refused its record) is reported in its own outcome and logged by the
+        caller; the others are written.
+
+        Returns
+        -------
+        list[WriteOutcome]
+            One per state, in order, with the record's bytes when it was written.
+
+        .. versionadded:: 0.4
+        """
+        encoded = await self._encode_many([replace(s, kind=SnapshotKind.live) for s in states], lambda _: _LIVE_ID)
+        return await self.write_live_records([s.guild_id for s in states], encoded)
+
+    async def encode_live(self, state: SessionState) -> EncodedRecord:
+        """Encode ``state`` as the guild's live record (fitted to the limits, as :meth:`write_live` does),
+        without writing it (write it with :meth:`write_live_records`).
+
+        The session writer encodes each guild right after capturing it, so a batch waiting for its group
+        commit holds bytes, not thousands of Python objects the garbage collector would walk.
+
+        .. versionadded:: 0.4
+        """
+        data, meta = await self._encode(replace(state, kind=SnapshotKind.live), _LIVE_ID)
+        return EncodedRecord(data, meta)
+
+    async def write_live_records(
+        self, guild_ids: Sequence[int], records: Sequence[EncodedRecord | Exception]
+    ) -> list[WriteOutcome]:
+        """Write encoded live records with one group commit; an ``Exception`` in ``records`` (the guild's
+        record could not be made) passes through as that guild's outcome.
+
+        .. versionadded:: 0.4
+        """
+        ready = [r for r in records if isinstance(r, EncodedRecord)]
+        with self.metrics.store_operation("put_live"):
+            result = await self.store.put_live_many([(r.meta.guild_id, r.data) for r in ready])
+        return self._outcomes(guild_ids, records, result, "put_live")
+
+    async def encode_snapshot(self, snapshot: SessionState) -> EncodedRecord:
+        """Encode ``snapshot`` as a new snapshot record (a new id), as :meth:`save_snapshot` would, without
+        storing it (store it with :meth:`save_records_many`).
+
+        .. versionadded:: 0.4
+        """
+        kind = SnapshotKind.manual if snapshot.kind is SnapshotKind.live else snapshot.kind
+        state = replace(snapshot, kind=kind, label=validate_label(snapshot.label))
+        data, meta = await self._encode(state, new_snapshot_id(state.created_at))
+        return EncodedRecord(data, meta)
+
+    async def save_snapshots_many(self, states: Sequence[SessionState]) -> list[WriteOutcome]:
+        """Store many new snapshots (one per state, as :meth:`save_snapshot` would) with one group commit.
+
+        .. versionadded:: 0.4
+        """
+        chosen = [replace(s, kind=SnapshotKind.manual if s.kind is SnapshotKind.live else s.kind,
+                          label=validate_label(s.label)) for s in states]
+        encoded = await self._encode_many(chosen, lambda state: new_snapshot_id(state.created_at))
+        return await self.save_records_many([s.guild_id for s in chosen], encoded)
+
+    async def save_records_many(
+        self, guild_ids: Sequence[int], records: Sequence[EncodedRecord | Exception]
+    ) -> list[WriteOutcome]:
+        """Store already encoded snapshots with one group commit; an ``Exception`` in ``records`` (the
+        guild's record could not be made) passes through as that guild's outcome.
+
+        .. versionadded:: 0.4
+        """
+        ready = [r for r in records if isinstance(r, EncodedRecord)]
+        with self.metrics.store_operation("save"):
+            result = await self.store.save_many([(r.meta, r.data) for r in ready])
+        outcomes = self._outcomes(guild_ids, records, result, "save")
+        saved = [o for o in outcomes if o.ok]
+        if saved:
+            kinds = Counter(o.meta.kind.value for o in saved if o.meta is not None)
+            _log.info("saved %s", ", ".join(f"{n} {kind} snapshot(s)" for kind, n in sorted(kinds.items())))
+        return outcomes
+
+    def snapshot_from_live_bytes(
+        self, data: bytes, *, kind: SnapshotKind = SnapshotKind.shutdown, created_at: float | None = None
+    ) -> EncodedRecord:
+        """A new snapshot (``kind``, a new id, created now) holding the same state as a live record's bytes,
+        without capturing or encoding the state again (the codec re-wraps the record's body).
+
+        Parameters
+        ----------
+        data:
+            A live record as the store holds it.
+        kind:
+            The snapshot's kind.
+        created_at:
+            Its creation time (default: now).
+
+        Raises
+        ------
+        SnapshotCorrupted, NotReadableHere
+            The record cannot be read.
+
+        .. versionadded:: 0.4
+        """
+        live = read_meta_from_bytes(data)
+        now = time.time() if created_at is None else created_at
+        meta = SnapshotMeta(
+            id=new_snapshot_id(now), guild_id=live.guild_id, created_at=now, kind=kind, label=None,
+            track_count=live.track_count, current_title=live.current_title, content_hash="",
+        )
+        return self.codec.rewrap(data, meta)
+
+    async def snapshots_from_live_bytes(
+        self, datas: Sequence[bytes], *, kind: SnapshotKind = SnapshotKind.shutdown
+    ) -> list[EncodedRecord | Exception]:
+        """:meth:`snapshot_from_live_bytes` of each record, on the loop in slices (a large record in a worker
+        thread); a record that cannot be re-wrapped gives its error.
+
+        .. versionadded:: 0.4
+        """
+        slicer = LoopSlicer()
+        records: list[EncodedRecord | Exception] = []
+        for data in datas:
+            try:
+                if len(data) > _THREAD_THRESHOLD_BYTES:
+                    records.append(await asyncio.to_thread(self.snapshot_from_live_bytes, data, kind=kind))
+                else:
+                    records.append(self.snapshot_from_live_bytes(data, kind=kind))
+            except (SonoraError, ValueError, TypeError) as exc:
+                records.append(exc)
+            await slicer.tick()
+        return records
+
+    async def _encode_many(
+        self, states: Sequence[SessionState], snapshot_id: Callable[[SessionState], str]
+    ) -> list[EncodedRecord | Exception]:
+        """Encode each state (see :meth:`_encode`), yielding to the loop between slices; an error per state."""
+        slicer = LoopSlicer()
+        records: list[EncodedRecord | Exception] = []
+        for state in states:
+            try:
+                data, meta = await self._encode(state, snapshot_id(state))
+            except (SonoraError, ValueError, TypeError) as exc:
+                records.append(exc)
+            else:
+                records.append(EncodedRecord(data, meta))
+            await slicer.tick()
+        return records
+
+    def _outcomes(
+        self,
+        guild_ids: Sequence[int],
+        records: Sequence[EncodedRecord | Exception],
+        result: BatchResult,
+        operation: str,
+    ) -> list[WriteOutcome]:
+        """One outcome per guild, from its record (or the error making it) and the store's result."""
+        errors = iter(result.errors)
+        outcomes = []
+        for guild_id, record in zip(guild_ids, records, strict=True):
+            if not isinstance(record, EncodedRecord):
+                outcomes.append(WriteOutcome(guild_id, error=record))
+                continue
+            error = next(errors)
+            if error is not None:
+                if isinstance(error, StoreError):
+                    self.metrics.store_error(operation)
+                outcomes.append(WriteOutcome(guild_id, error=error))
+                continue
+            self.metrics.record_written(record.meta.kind, len(record.data))
+            outcomes.append(WriteOutcome(guild_id, record.meta.with_size(len(record.data)), record.data))
+        return outcomes
 
     async def read_live(self, guild_id: int, *, quarantine: bool = True) -> SessionState | None:
         """The guild's live record, or ``None``.

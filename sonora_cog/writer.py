@@ -12,8 +12,10 @@ checkpoint. A plain ``wavelink.Player`` cannot: each checkpoint compares its
 compared too, a slice per checkpoint so that each is compared once a minute: a change nobody
 reported (a queued track's extras changed in place) is written then, and logged once per guild.
 
-Guilds are captured on the loop (cheap, pure), then encoded and written one by one through the
-manager, which moves large encodes and all file I/O off the loop.
+Guilds are captured on the loop one at a time (cheap, pure), then encoded and written in group commits
+of :data:`~sonora_cog.batching.BATCH_SIZE` guilds through the manager, which encodes in slices (large
+states in a worker thread) and does all file I/O off the loop; while one batch is in the store the next
+one is captured. Each guild's failure is its own (logged, the guild stays dirty).
 
 Snapshots the writer takes by itself (see :mod:`sonora_cog.cadence` for the rules): ``auto`` ones, each
 guild at its own interval (fixed, or following its activity), and ``pre-change`` ones, captured at the
@@ -27,9 +29,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from .batching import BATCH_SIZE, WriteOutcome
 from .cadence import MIN_CHANGE_WINDOW, PRE_CHANGE_MIN_GAP, Cadence, adaptive_interval, fixed_interval, pre_change_label
 from .capture import change_signature
 from .errors import SonoraError
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     import wavelink
     from discord.ext import commands
 
+    from .codec import EncodedRecord
     from .lease import LeaseManager
     from .manager import SessionManager
     from .model import SessionState
@@ -50,6 +54,15 @@ _log = logging.getLogger(__name__)
 #: Seconds of floating-point noise tolerated when an interval is compared with a clock difference (an
 #: interval of exactly 300 s between two readings of a clock around 30,000 s can compute as 299.99999999).
 CLOCK_SLACK = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class _Captured:
+    """A guild captured and encoded for a live write, with the signature it is written at."""
+
+    guild_id: int
+    record: EncodedRecord
+    signature: int
 
 
 class SessionWriter:
@@ -151,44 +164,80 @@ class SessionWriter:
         return len(await self._flush(guild_ids, set(unless_unchanged)))
 
     async def _flush(self, guild_ids: Iterable[int] | None, compare: set[int]) -> set[int]:
+        """Capture each guild on the loop, one at a time, and write them in group commits of
+        :data:`~sonora_cog.batching.BATCH_SIZE`: while one batch is in the store, the next is captured."""
         async with self._flush_lock:
             if guild_ids is None:
                 guild_ids = [s.guild_id for s in self._sessions.values() if s.dirty]
-            written = set()
-            for guild_id in sorted(set(guild_ids)):
-                if await self._write_live(guild_id, only_if_changed=guild_id in compare):
-                    written.add(guild_id)
-                await asyncio.sleep(0)  # one guild at a time: the loop runs between them
+            written: set[int] = set()
+            batch: list[_Captured] = []
+            in_store: asyncio.Task[set[int]] | None = None
+            try:
+                for guild_id in sorted(set(guild_ids)):
+                    captured = await self._capture_live(guild_id, only_if_changed=guild_id in compare)
+                    if captured is not None:
+                        batch.append(captured)
+                    await asyncio.sleep(0)  # one guild at a time: the loop runs between them
+                    if len(batch) >= BATCH_SIZE:
+                        if in_store is not None:
+                            written |= await in_store
+                        in_store, batch = asyncio.ensure_future(self._commit_live(batch)), []
+                if in_store is not None:
+                    written |= await in_store
+                    in_store = None
+                if batch:
+                    written |= await self._commit_live(batch)
+            finally:
+                if in_store is not None and not in_store.done():  # cancelled: the batch in the store goes too
+                    in_store.cancel()
             return written
 
-    async def _write_live(self, guild_id: int, *, only_if_changed: bool) -> bool:
+    async def _capture_live(self, guild_id: int, *, only_if_changed: bool) -> _Captured | None:
+        """The guild's state to write now, or ``None``: not ``live``, its lease lost, or unchanged."""
         session = self.session(guild_id)
         player = self.player(guild_id)
         if not session.writable or player is None:
-            return False
+            return None
         if not await self.leases.ensure(guild_id):
             session.apply(Event.lose, "another process holds its lease")
-            return False
+            return None
         if not session.writable:  # it ended (or was lost) while the lease was checked
-            return False
+            return None
         signature = self.signature(player)
         if only_if_changed and not session.dirty and signature == session.signature:
-            return False
+            return None
         session.dirty = False  # a change from here on marks it again
-        try:
-            state = self.capture(player)
-            meta = await self.manager.write_live(state)
+        try:  # encoded now: a batch waiting for the store holds bytes, not objects the GC walks
+            return _Captured(guild_id, await self.manager.encode_live(self.capture(player)), signature)
         except Exception as exc:  # one guild's failure must never stop the others
             _log.error("could not save the live record of guild %s: %s: %s", guild_id, type(exc).__name__, exc)
             session.dirty = True
-            return False
-        if session.phase is Phase.ended:  # ended while it was being written: take the write back
-            await self._end_live(guild_id)
-            return False
-        session.signature = signature
-        session.saved_at = time.time()
-        self.bot.dispatch("sonora_state_saved", guild_id, meta)
-        return True
+            return None
+
+    async def _commit_live(self, batch: list[_Captured]) -> set[int]:
+        """Write a batch of captured guilds (one group commit); settle each guild by its own outcome."""
+        try:
+            outcomes = await self.manager.write_live_records([c.guild_id for c in batch], [c.record for c in batch])
+        except Exception as exc:  # a bug, not one guild's failure: every guild of the batch stays dirty
+            outcomes = [WriteOutcome(c.guild_id, error=exc) for c in batch]
+        written = set()
+        for captured, outcome in zip(batch, outcomes, strict=True):
+            guild_id = captured.guild_id
+            session = self.session(guild_id)
+            if outcome.error is not None or outcome.meta is None:
+                error = outcome.error
+                _log.error("could not save the live record of guild %s: %s: %s", guild_id, type(error).__name__,
+                           error)
+                session.dirty = True
+                continue
+            if session.phase is Phase.ended:  # ended while it was being written: take the write back
+                await self._end_live(guild_id)
+                continue
+            session.signature = captured.signature
+            session.saved_at = time.time()
+            self.bot.dispatch("sonora_state_saved", guild_id, outcome.meta)
+            written.add(guild_id)
+        return written
 
     async def checkpoint(self) -> int:
         """The checkpoint job: write what changed since the last write, then one heartbeat.
@@ -358,44 +407,39 @@ class SessionWriter:
         return len(removed)
 
     async def shutdown(self) -> None:
-        """Write every ``live`` player's record and a ``shutdown`` snapshot, then close every session.
+        """Write the live record of every ``live`` player that changed since its last write, and a ``shutdown``
+        snapshot of every one, then close every session.
+
+        A guild whose live record is current (not dirty, its signature the one last written) is not written
+        again: a heartbeat says it played on until now, and its ``shutdown`` snapshot re-wraps the live
+        record's bytes. Both kinds of writes are group commits (see :mod:`sonora_cog.final_write`).
 
         Takes at most ``snapshots.shutdown_timeout`` seconds whatever the store does: a guild not
         written by then keeps its last checkpoint (said in the log).
         """
+        from .final_write import write_final
+
         self.closing = True
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         grace = self.settings.snapshots.shutdown_timeout
         players = [p for p in self.players() if p.guild is not None and self.session(p.guild.id).writable]
-        done = 0
+        done: set[int] = set()
         try:
             async with asyncio.timeout(grace):
                 async with self._flush_lock:  # an in-flight flush finishes first
-                    for player in players:
-                        await self._write_final(player)
-                        done += 1
+                    await write_final(self, players, done)
                 if self._tasks:
                     await asyncio.gather(*self._tasks, return_exceptions=True)
         except TimeoutError:
             _log.error("shutdown: the store did not take the final state within %gs; %d of %d guild(s) keep "
-                       "their last checkpoint", grace, len(players) - done, len(players))
+                       "their last checkpoint", grace, len(players) - len(done), len(players))
         for task in self._tasks:  # a write still stuck in the store must not land after the handover
             task.cancel()
         for session in self._sessions.values():
             session.apply(Event.close, "the bot shut down")
-        self.shutdown_complete = done == len(players)
-
-    async def _write_final(self, player: wavelink.Player) -> None:
-        assert player.guild is not None
-        guild_id = player.guild.id
-        try:
-            state = self.capture(player)
-            await self.manager.write_live(state)
-            await self.manager.save_snapshot(replace(state, kind=SnapshotKind.shutdown))
-        except Exception as exc:  # one guild's failure must never stop the others
-            _log.error("shutdown save of guild %s failed: %s: %s", guild_id, type(exc).__name__, exc)
+        self.shutdown_complete = len(done) == len(players)
 
     # -- internals ----------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ __all__ = (
     "MAX_HEADER_BYTES",
     "MAX_JOURNAL_BYTES",
     "MAX_JOURNAL_ENTRY_BYTES",
+    "BatchResult",
     "HeaderReader",
     "RecordRef",
     "SnapshotStore",
@@ -40,8 +41,10 @@ __all__ = (
     "check_header",
     "newest_deploy_tags",
     "plan_prune",
+    "put_live_each",
     "read_meta_from_bytes",
     "read_meta_from_stream",
+    "save_each",
     "split_journal",
     "validate_aux_key",
     "validate_guild_id",
@@ -342,6 +345,64 @@ class StoreStats:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What a group commit (:meth:`SnapshotStore.put_live_many`, :meth:`SnapshotStore.save_many`) did, per item.
+
+    Attributes
+    ----------
+    errors:
+        One entry per item, in the order given: ``None`` when the item was written, else the exception
+        that item alone failed with (the same one the single-record method would have raised). A failed
+        item's previous record is intact; the other items do not depend on it.
+
+    .. versionadded:: 0.4
+    """
+
+    errors: tuple[Exception | None, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every item was written."""
+        return all(error is None for error in self.errors)
+
+    @property
+    def written(self) -> int:
+        """How many items were written."""
+        return sum(error is None for error in self.errors)
+
+    def failures(self) -> builtins.list[tuple[int, Exception]]:
+        """``(index, error)`` of each failed item, in order."""
+        return [(i, error) for i, error in enumerate(self.errors) if error is not None]
+
+
+async def put_live_each(store: SnapshotStore, items: Sequence[tuple[int, bytes]]) -> BatchResult:
+    """The loop any store can use as :meth:`SnapshotStore.put_live_many`: one :meth:`~SnapshotStore.put_live`
+    per item, each item's error kept for that item."""
+    errors: list[Exception | None] = []
+    for guild_id, data in items:
+        try:
+            await store.put_live(guild_id, data)
+        except Exception as exc:  # reported per item: one bad record never stops the others
+            errors.append(exc)
+        else:
+            errors.append(None)
+    return BatchResult(tuple(errors))
+
+
+async def save_each(store: SnapshotStore, items: Sequence[tuple[SnapshotMeta, bytes]]) -> BatchResult:
+    """The loop any store can use as :meth:`SnapshotStore.save_many`: one :meth:`~SnapshotStore.save` per item."""
+    errors: list[Exception | None] = []
+    for meta, data in items:
+        try:
+            await store.save(meta, data)
+        except Exception as exc:  # reported per item
+            errors.append(exc)
+        else:
+            errors.append(None)
+    return BatchResult(tuple(errors))
+
+
 @runtime_checkable
 class SnapshotStore(Protocol):
     """Where live records and snapshots are kept. Every backend passes ``tests/store/test_contract.py``.
@@ -368,6 +429,24 @@ class SnapshotStore(Protocol):
             The write failed; the previous live record is intact.
         """
         ...
+
+    async def put_live_many(self, items: Sequence[tuple[int, bytes]]) -> BatchResult:
+        """Write many guilds' live records as one group commit: each item as :meth:`put_live` would.
+
+        Each record is atomic on its own (a reader, even after ``kill -9`` at any instant, sees its old
+        record or its new one), but the batch is not one transaction: some items may be written and
+        others not. A backend makes the batch cheaper than the loop (one ``fsync`` of each directory,
+        one Redis round trip); this default is the loop (:func:`put_live_each`).
+
+        Returns
+        -------
+        BatchResult
+            Per item, ``None`` or the error it failed with (an invalid id, a foreign header, the disk
+            full...): never raised, so one bad record never costs the others theirs.
+
+        .. versionadded:: 0.4
+        """
+        return await put_live_each(self, items)
 
     async def get_live(self, guild_id: int) -> bytes | None:
         """Return the guild's live record, or ``None`` when it has none."""
@@ -468,6 +547,14 @@ class SnapshotStore(Protocol):
             The write failed; nothing was stored.
         """
         ...
+
+    async def save_many(self, items: Sequence[tuple[SnapshotMeta, bytes]]) -> BatchResult:
+        """Store many new snapshots as one group commit: each item as :meth:`save` would (never overwriting
+        an existing id), each item's error reported for that item (see :meth:`put_live_many`).
+
+        .. versionadded:: 0.4
+        """
+        return await save_each(self, items)
 
     async def load(self, guild_id: int, snapshot_id: str) -> bytes:
         """Return a snapshot's bytes.

@@ -60,6 +60,7 @@ from . import redis_scripts as lua
 from .base import (
     DEFAULT_MAX_RECORD_BYTES,
     MAX_JOURNAL_BYTES,
+    BatchResult,
     HeaderReader,
     RecordRef,
     StoreStats,
@@ -257,31 +258,71 @@ class RedisStore:
         return await self._link.wait_available(timeout)
 
     async def _apply(self, item: PendingWrite, retry: bool = False) -> bool:
-        guild = item.guild_id
         if item.kind is PendingKind.put_aux:
             await self._client.set(self._key("aux", item.name), item.data)
             return True
+        script, keys, args = self._command(item, retry)
+        return self._result(item, await self._scripts[script](keys, args))
+
+    def _command(self, item: PendingWrite, retry: bool) -> tuple[str, builtins.list[str], builtins.list[Any]]:
+        """The script, keys and arguments that apply a live-record or snapshot write."""
+        guild = item.guild_id
         live_keys = [self._live_key(guild), self._key("live-guilds"), self._key("lease", guild)]
         if item.kind is PendingKind.put_live:
-            ok, holder = await self._scripts["PUT_LIVE"](live_keys, [item.data, guild, self._lease_owner])
+            return "PUT_LIVE", live_keys, [item.data, guild, self._lease_owner]
+        if item.kind is PendingKind.delete_live:
+            return "DELETE_LIVE", live_keys, [guild, self._lease_owner]
+        meta = item.meta
+        assert meta is not None
+        keys = [self._snap_key(guild, meta.id), self._key("idx", guild), self._key("meta", guild),
+                self._key("guilds")]
+        info = orjson.dumps({**meta.to_json(), "size": len(item.data)})
+        return "SAVE_SNAPSHOT", keys, [item.data, repr(meta.created_at), meta.id, info, guild, "1" if retry else "0"]
+
+    def _result(self, item: PendingWrite, answer: Any) -> bool:
+        """What a write's script answered, as :meth:`_apply` returns it (a refusal raised)."""
+        guild = item.guild_id
+        if item.kind is PendingKind.put_live:
+            ok, holder = answer
             if not ok:
                 raise LeaseConflict(guild, holder.decode(errors="replace"))
         elif item.kind is PendingKind.delete_live:
-            deleted, holder = await self._scripts["DELETE_LIVE"](live_keys, [guild, self._lease_owner])
+            deleted, holder = answer
             if deleted == -1:
                 raise LeaseConflict(guild, holder.decode(errors="replace"))
             return bool(deleted)
-        else:
-            meta = item.meta
-            assert meta is not None
-            keys = [self._snap_key(guild, meta.id), self._key("idx", guild), self._key("meta", guild),
-                    self._key("guilds")]
-            info = orjson.dumps({**meta.to_json(), "size": len(item.data)})
-            args = [item.data, repr(meta.created_at), meta.id, info, guild, "1" if retry else "0"]
-            result = await self._scripts["SAVE_SNAPSHOT"](keys, args)
-            if result == 0:
-                raise DuplicateSnapshot(f"snapshot {meta.id} of guild {guild} already exists; snapshots are immutable")
+        elif answer == 0:
+            assert item.meta is not None
+            raise DuplicateSnapshot(f"snapshot {item.meta.id} of guild {guild} already exists; snapshots are immutable")
         return True
+
+    async def _apply_many(self, items: Sequence[PendingWrite]) -> builtins.list[Exception | None]:
+        """Apply live-record and snapshot writes pipelined, ``_CHUNK`` per round trip: each is its own
+        script (atomic, fenced, compare-before-write) as in :meth:`_apply`; each one's refusal is its own.
+
+        Not ``MULTI``: the scripts are atomic one by one, and a transaction would not undo a refused one anyway.
+        """
+        from redis.exceptions import RedisError
+
+        outcomes: list[Exception | None] = []
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for item in chunk:
+                    script, keys, args = self._command(item, False)
+                    await self._scripts[script](keys, args, client=pipe)
+                answers = await pipe.execute(raise_on_error=False)
+            for item, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, RedisError):
+                    outcomes.append(StoreError(f"Redis refused the {item.describe()}: {answer}"))
+                    continue
+                try:
+                    self._result(item, answer)
+                except SonoraError as exc:
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
+        return outcomes
 
     def _header(self, data: bytes) -> SnapshotMeta:
         return read_meta_from_bytes(data, self._read_header)
@@ -307,6 +348,31 @@ class RedisStore:
         data = self._as_bytes(data)
         check_header(self._header(data), guild_id, None)
         await self._link.write(PendingWrite(PendingKind.put_live, guild_id, data))
+
+    async def put_live_many(self, items: Sequence[tuple[int, bytes]]) -> BatchResult:
+        """Write many live records in one round trip (buffered while Redis is down); see
+        :meth:`SnapshotStore.put_live_many`. Each is fenced by its guild's lease as in :meth:`put_live`."""
+        writes: dict[int, PendingWrite] = {}
+        errors: dict[int, Exception] = {}
+        for index, (guild_id, data) in enumerate(items):
+            try:
+                validate_guild_id(guild_id)
+                data = self._as_bytes(data)
+                check_header(self._header(data), guild_id, None)
+            except (SonoraError, TypeError) as exc:
+                errors[index] = exc
+            else:
+                writes[index] = PendingWrite(PendingKind.put_live, guild_id, data)
+        return await self._write_many(len(items), writes, errors)
+
+    async def _write_many(
+        self, count: int, writes: dict[int, PendingWrite], errors: dict[int, Exception]
+    ) -> BatchResult:
+        if writes:
+            indexes = list(writes)
+            outcomes = await self._link.write_many([writes[i] for i in indexes], self._apply_many)
+            errors.update((i, error) for i, error in zip(indexes, outcomes, strict=True) if error is not None)
+        return BatchResult(tuple(errors.get(index) for index in range(count)))
 
     async def get_live(self, guild_id: int) -> bytes | None:
         """Return the guild's live record (a buffered one first), or ``None``."""
@@ -434,6 +500,23 @@ class RedisStore:
         header = self._header(data)
         check_header(header, guild_id, snapshot_id)
         await self._link.write(PendingWrite(PendingKind.save, guild_id, data, header))
+
+    async def save_many(self, items: Sequence[tuple[SnapshotMeta, bytes]]) -> BatchResult:
+        """Store many new snapshots in one round trip (buffered while Redis is down); see
+        :meth:`SnapshotStore.save_many`. An existing id is refused for that item, as in :meth:`save`."""
+        writes: dict[int, PendingWrite] = {}
+        errors: dict[int, Exception] = {}
+        for index, (meta, data) in enumerate(items):
+            try:
+                self._snap_key(meta.guild_id, meta.id)
+                data = self._as_bytes(data)
+                header = self._header(data)
+                check_header(header, meta.guild_id, meta.id)
+            except (SonoraError, TypeError) as exc:
+                errors[index] = exc
+            else:
+                writes[index] = PendingWrite(PendingKind.save, meta.guild_id, data, header)
+        return await self._write_many(len(items), writes, errors)
 
     async def load(self, guild_id: int, snapshot_id: str) -> bytes:
         """Return a snapshot's bytes (a buffered one first), or raise :class:`SnapshotNotFound`."""

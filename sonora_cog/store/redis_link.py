@@ -14,10 +14,11 @@ Redis refuses is logged as an error, and closing with writes still buffered logs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..errors import ConfigError, SonoraError, StoreError
@@ -32,6 +33,8 @@ CLOSE_GRACE = 2.0
 
 #: Applies one write to Redis: (write, is a retry of a buffered write) -> what the write returned.
 Apply = Callable[[PendingWrite, bool], Awaitable[bool]]
+#: Applies many writes in one round trip: per write, ``None`` or the error Redis refused it with.
+ApplyMany = Callable[[Sequence[PendingWrite]], Awaitable[list[Exception | None]]]
 
 
 #: Query parameters of a Redis URL that hold a secret (redis-py reads ``password`` from the query too).
@@ -308,3 +311,40 @@ class RedisLink:
                 raise
             self._start_recovery()
             return True
+
+    async def write_many(self, items: Sequence[PendingWrite], apply_many: ApplyMany) -> list[Exception | None]:
+        """Apply many writes in one round trip, or buffer them while Redis is down, like :meth:`write`.
+
+        The locks of every guild written are held throughout (taken in ascending order). When the
+        connection breaks during the round trip, it is not known which writes Redis received: every one is
+        buffered and written again when Redis is back (as a retry: a snapshot already there with the same
+        bytes is then a success). Returns, per write, ``None`` (written or buffered) or its error: Redis
+        refused it (fenced by another owner's lease, an existing snapshot id), the buffer is full, or
+        Redis refused the credentials (:class:`~sonora_cog.errors.ConfigError`, nothing buffered).
+        """
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        await self.open()
+        async with contextlib.AsyncExitStack() as stack:
+            for guild_id in sorted({item.guild_id for item in items}):
+                await stack.enter_async_context(self.lock(guild_id))
+            if self._down_since is None and not self.buffer:
+                try:
+                    return await apply_many(items)
+                except self._denied as exc:
+                    return [self._denial(exc) for _ in items]
+                except self._errors as exc:
+                    self._fault(exc)
+                except self._refused as exc:
+                    return [StoreError(f"Redis refused the {item.describe()}: {exc}") for item in items]
+            outcomes: list[Exception | None] = []
+            for item in items:
+                try:
+                    self.buffer.add(item)
+                except (BufferFull, SonoraError) as exc:
+                    _log.error("%s", exc)
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
+            self._start_recovery()
+            return outcomes

@@ -225,13 +225,13 @@ async def test_a_manual_restore_racing_the_checkpoint_never_writes_a_mixed_state
     )
     written: list[SessionState] = []
     manager = running.cog.manager
-    original = manager.write_live
+    original = manager.encode_live
 
-    async def recording(state: SessionState) -> Any:
+    async def recording(state: SessionState) -> Any:  # the checkpoint encodes each guild it writes
         written.append(state)
         return await original(state)
 
-    manager.write_live = recording  # type: ignore[method-assign]
+    manager.encode_live = recording  # type: ignore[method-assign]
     restore = asyncio.create_task(running.cog.restore(running.discord_guild, snapshot))
     while not restore.done():
         await running.cog.owner.checkpoint()

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,83 @@ async def test_a_wrong_redis_password_is_a_configuration_error_not_an_outage(tmp
     finally:
         await manager.close()
         server.cleanup()
+
+
+# --- group commit -----------------------------------------------------------------------------------------------
+async def test_a_disk_filling_up_mid_batch_keeps_every_old_record(tmp_path: Path) -> None:
+    """A real full disk during a group commit: what fits is written, what does not keeps its old record,
+    each failure says which guild, and no temp file is left."""
+    guilds = [GUILD + i for i in range(40)]
+    with tmpfs(tmp_path / "mnt", "1m") as mount:
+        store = mount / "store"
+        manager = manager_for(store)
+        try:
+            olds = [sample_state(guild_id=g, kind=SnapshotKind.live, tracks=1) for g in guilds]
+            assert all(o.ok for o in await manager.write_live_many(olds))
+            bigger = [sample_state(guild_id=g, kind=SnapshotKind.live, tracks=60) for g in guilds]  # ~40 KB each
+            outcomes = await manager.write_live_many(bigger)
+            failed = [o for o in outcomes if not o.ok]
+            assert failed and len(failed) < len(guilds)  # some fit, the disk filled up, the rest did not
+            for outcome in failed:
+                assert isinstance(outcome.error, StoreError) and "No space left on device" in str(outcome.error)
+                assert str(outcome.guild_id) in str(outcome.error)
+            for outcome in outcomes:
+                back = await manager.read_live(outcome.guild_id)
+                assert back is not None and back.track_count == (60 if outcome.ok else 1)
+            assert not list(store.rglob(".*.tmp"))
+        finally:
+            await manager.close()
+
+
+@pytest.mark.parametrize("kind", ["live", "snapshot"])
+async def test_a_link_planted_during_a_batch_is_refused_and_the_rest_written(
+    tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Between writing the temp files and publishing them, a link appears where one record goes: that record
+    is refused (the link and what it points to are untouched), the others are written."""
+    from sonora_cog.store import filesystem as fs_module
+
+    guilds = [GUILD + i for i in range(3)]
+    store = FilesystemStore(tmp_path / "store")
+    manager = SessionManager(Settings(storage=StorageSettings(path=str(store.root))), store=store)
+    before = fingerprint(outside)
+    victim = guilds[1]
+    planted: list[Path] = []
+    real_write_all = fs_module._write_all
+
+    def plant_then_write(fd: int, data: bytes) -> None:
+        if not planted:
+            if kind == "live":
+                target = store.root / "live" / f"{victim}.snr"
+            else:
+                snapshot_id = next(m.id for m, _ in pending if m.guild_id == victim)
+                target = store.root / "snapshots" / str(victim) / f"{snapshot_id}.snr"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(outside / f"{GUILD}.snr")
+            planted.append(target)
+        real_write_all(fd, data)
+
+    try:
+        states = [sample_state(guild_id=g, kind=SnapshotKind.live) for g in guilds]
+        pending: list[tuple[object, bytes]] = []
+        if kind == "live":
+            monkeypatch.setattr(fs_module, "_write_all", plant_then_write)
+            outcomes = await manager.write_live_many(states)
+        else:
+            records = [await manager.encode_snapshot(replace(s, kind=SnapshotKind.shutdown)) for s in states]
+            pending.extend((r.meta, r.data) for r in records)
+            monkeypatch.setattr(fs_module, "_write_all", plant_then_write)
+            outcomes = await manager.save_records_many(guilds, records)
+        monkeypatch.undo()
+        assert [o.ok for o in outcomes] == [True, False, True]
+        assert str(planted[0]) in str(outcomes[1].error) or "already exists" in str(outcomes[1].error)
+        assert planted[0].is_symlink()  # left where it is, never followed
+        assert fingerprint(outside) == before
+        for guild in (guilds[0], guilds[2]):
+            if kind == "live":
+                assert await manager.read_live(guild) is not None
+            else:
+                assert len(await manager.list_snapshots(guild)) == 1
+        assert not list(store.root.rglob(".*.tmp"))
+    finally:
+        await manager.close()

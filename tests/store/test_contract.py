@@ -462,3 +462,63 @@ async def test_concurrent_journal_appends_are_never_lost_or_interleaved(store: S
     entries = [f'{{"writer": {w}, "n": {n}, "pad": "{"x" * 900}"}}'.encode() for w in range(8) for n in range(25)]
     await asyncio.gather(*(store.append_journal("deploy-1", [e]) for e in entries))
     assert sorted(await store.read_journal("deploy-1")) == sorted(entries)
+
+
+# --- group commit -------------------------------------------------------------------------------------
+GUILDS = [GUILD_A + i for i in range(40)]  # over FilesystemStore's syncfs threshold (32)
+
+
+async def test_put_live_many_writes_every_record(store: SnapshotStore, make_live: LiveFactory) -> None:
+    for guild in GUILDS[:3]:
+        await store.put_live(guild, make_live(guild, marker="old"))
+    new = [(guild, make_live(guild, marker="new")) for guild in GUILDS]
+    result = await store.put_live_many(new)
+    assert result.ok and result.written == len(GUILDS) and result.failures() == []
+    assert await store.live_guilds() == GUILDS
+    for guild, data in new:
+        assert await store.get_live(guild) == data
+    assert (await store.put_live_many([])).errors == ()
+
+
+async def test_put_live_many_fails_bad_items_alone(store: SnapshotStore, make_live: LiveFactory) -> None:
+    old = make_live(GUILD_A, marker="old")
+    await store.put_live(GUILD_A, old)
+    items = [
+        (GUILD_A, make_live(GUILD_B)),  # the header names another guild: refused, the old record stays
+        (GUILD_B, make_live(GUILD_B, marker="new")),
+        (0, make_live(GUILD_B)),  # not a guild id
+        (GUILD_B + 1, b"not a record"),
+    ]
+    result = await store.put_live_many(items)
+    assert [type(e).__name__ if e else None for e in result.errors] == [
+        "InvalidIdentifier", None, "InvalidIdentifier", "TruncatedSnapshot"]
+    assert [i for i, _ in result.failures()] == [0, 2, 3] and result.written == 1
+    assert await store.get_live(GUILD_A) == old
+    assert await store.get_live(GUILD_B) == items[1][1]
+    assert await store.live_guilds() == [GUILD_A, GUILD_B]
+
+
+async def test_save_many_stores_every_snapshot_and_never_overwrites(
+    store: SnapshotStore, make_record: RecordFactory
+) -> None:
+    existing = make_record(GUILD_A, titles=("Kept",))
+    await store.save(existing.meta, existing.data)
+    records = [make_record(guild) for guild in GUILDS]
+    clash = make_record(GUILD_A, titles=("Clash",), snapshot_id=existing.meta.id)
+    result = await store.save_many([(r.meta, r.data) for r in records] + [(clash.meta, clash.data)])
+    assert result.written == len(GUILDS)
+    assert [(i, type(e)) for i, e in result.failures()] == [(len(GUILDS), DuplicateSnapshot)]
+    assert await store.load(GUILD_A, existing.meta.id) == existing.data
+    for record in records:
+        assert await store.load(record.meta.guild_id, record.meta.id) == record.data
+    assert {m.id for m in await store.list()} == {existing.meta.id, *(r.meta.id for r in records)}
+
+
+async def test_save_many_refuses_a_record_filed_under_another_id(
+    store: SnapshotStore, make_record: RecordFactory
+) -> None:
+    good, other = make_record(GUILD_A), make_record(GUILD_B)
+    wrong = replace(other.meta, id=new_snapshot_id(T0 + 99))
+    result = await store.save_many([(wrong, other.data), (good.meta, good.data)])
+    assert isinstance(result.errors[0], InvalidIdentifier) and result.errors[1] is None
+    assert [m.id for m in await store.list()] == [good.meta.id]

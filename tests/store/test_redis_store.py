@@ -380,3 +380,68 @@ async def test_migrate_reports_conflicts_and_refuses_unreachable(
     with pytest.raises(StoreError, match="cannot reach"):
         await migrate_locations(str(tmp_path / "fs"), "redis://127.0.0.1:1/0",
                                 Settings(storage=StorageSettings(redis_timeout=0.5)))
+
+
+# --- group commit -------------------------------------------------------------------------------------------
+async def test_a_batch_is_one_round_trip_and_fenced_per_guild(
+    redis_store: RedisStore, make_live: LiveFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = LeaseManager(redis_store, owner="other-process")
+    assert (await other.acquire(GUILD_A)).acquired
+    redis_store.set_lease_owner("this-process")
+    round_trips = 0
+    real_pipeline = redis_store._client.pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal round_trips
+        round_trips += 1
+        return real_pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(redis_store._client, "pipeline", counting)
+    guilds = [GUILD_A, *(GUILD_B + i for i in range(20))]
+    result = await redis_store.put_live_many([(g, make_live(g)) for g in guilds])
+    assert round_trips == 1
+    assert [i for i, _ in result.failures()] == [0] and isinstance(result.errors[0], LeaseConflict)
+    assert "other-process" in str(result.errors[0])
+    assert await redis_store.get_live(GUILD_A) is None  # fenced: not written
+    assert await redis_store.live_guilds() == guilds[1:]
+
+
+async def test_a_batch_during_an_outage_is_buffered_then_written(
+    own_server: RedisServer, fast_store: RedisStore, make_record: RecordFactory, make_live: LiveFactory
+) -> None:
+    store = fast_store
+    own_server.kill()
+    lives = [(GUILD_A, make_live(GUILD_A, marker="x")), (GUILD_B, make_live(GUILD_B, marker="y"))]
+    records = [make_record(GUILD_A), make_record(GUILD_B)]
+    assert (await store.put_live_many(lives)).ok  # buffered: no error
+    assert (await store.save_many([(r.meta, r.data) for r in records])).ok
+    assert store.buffered == 4 and not store.available
+    again = await store.save_many([(records[0].meta, records[0].data)])
+    assert isinstance(again.errors[0], DuplicateSnapshot)  # the buffer refuses an id twice
+    own_server.start()
+    assert await store.wait_available(timeout=10)
+    assert [await store.get_live(g) for g, _ in lives] == [d for _, d in lives]
+    assert {m.id for m in await store.list()} == {r.meta.id for r in records}
+
+
+async def test_a_batch_whose_round_trip_breaks_is_buffered_and_retried(
+    redis_store: RedisStore, make_record: RecordFactory, make_live: LiveFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection breaks after Redis applied the batch: the retry finds its own snapshot and succeeds."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    record = make_record(GUILD_A)
+    real_apply_many = redis_store._apply_many
+
+    async def applied_then_broken(items: Any) -> Any:
+        await real_apply_many(items)
+        raise RedisConnectionError("connection reset after the reply was sent")
+
+    monkeypatch.setattr(redis_store, "_apply_many", applied_then_broken)
+    assert (await redis_store.save_many([(record.meta, record.data)])).ok
+    assert (await redis_store.put_live_many([(GUILD_B, make_live(GUILD_B))])).ok
+    assert await redis_store.wait_available(timeout=10)
+    assert redis_store.buffered == 0
+    assert await redis_store.load(GUILD_A, record.meta.id) == record.data
+    assert await redis_store.get_live(GUILD_B) == make_live(GUILD_B)
