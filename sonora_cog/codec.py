@@ -779,12 +779,6 @@ class Codec:
             raise SnapshotCorrupted(f"compressed payload ends {remaining - 1} bytes early")
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk: no copy
 
-    # PLACEHOLDER rewrap: replaced by the real implementation at merge
-    def rewrap(self, data: bytes, meta: SnapshotMeta) -> EncodedRecord:
-        record = self.decode(data)
-        payload = dict(record.payload, kind=meta.kind.value, label=meta.label)
-        return self.encode(payload, replace(meta, content_hash=""))
-
 
 def check_json_shape(raw: bytes | bytearray | memoryview, what: str = "payload") -> None:
     """Refuse JSON whose element count is out of proportion to its size, before it is parsed.

@@ -488,16 +488,6 @@ class SessionManager:
         data, meta = await self._encode(state, new_snapshot_id(state.created_at))
         return EncodedRecord(data, meta)
 
-    async def save_snapshots_many(self, states: Sequence[SessionState]) -> list[WriteOutcome]:
-        """Store many new snapshots (one per state, as :meth:`save_snapshot` would) with one group commit.
-
-        .. versionadded:: 0.4
-        """
-        chosen = [replace(s, kind=SnapshotKind.manual if s.kind is SnapshotKind.live else s.kind,
-                          label=validate_label(s.label)) for s in states]
-        encoded = await self._encode_many(chosen, lambda state: new_snapshot_id(state.created_at))
-        return await self.save_records_many([s.guild_id for s in chosen], encoded)
-
     async def save_records_many(
         self, guild_ids: Sequence[int], records: Sequence[EncodedRecord | Exception]
     ) -> list[WriteOutcome]:
