@@ -106,6 +106,11 @@ async def _case(world: World, workdir: Path, share: float, salt: int) -> dict[st
     started = time.perf_counter()
     await owner.checkpoint()  # every live record written and current
     checkpoint_s = time.perf_counter() - started
+    # A bot that has played a while has each guild's snapshot folder already (its first auto snapshot
+    # made it): the shutdown writes into existing folders, as the floor writes into an existing one.
+    snapshots = workdir / "store" / "snapshots"
+    for guild_id in world.guild_ids():
+        (snapshots / str(guild_id)).mkdir(mode=0o700, parents=True, exist_ok=True)
     changed_ids = set(await _change(world, owner, max(1, round(n * share)), salt))
     store = owner.manager.store
     counts = {"live": 0, "snapshots": 0}

@@ -634,7 +634,7 @@ class Codec:
         _load_payload(raw)
         return self._reseal(header, raw, digest, header.meta).data
 
-    def rewrap(self, data: bytes, meta: SnapshotMeta) -> EncodedRecord:
+    def rewrap(self, data: bytes, **changes: Any) -> EncodedRecord:
         """The same record under another meta: a snapshot made from a live record, with no second encode.
 
         A format-2 record that is not encrypted keeps its body and trailer byte for byte; only the
@@ -648,9 +648,10 @@ class Codec:
         ----------
         data:
             The whole record (a live record's bytes, as stored).
-        meta:
-            The new record's meta (its id, kind, label, creation time...); ``content_hash`` and ``size``
-            are filled in.
+        changes:
+            The :class:`~sonora_cog.meta.SnapshotMeta` fields that differ from the record's own meta
+            (``id``, ``kind``, ``created_at``, ``label``...); ``content_hash`` and ``size`` are the
+            new record's.
 
         Returns
         -------
@@ -662,9 +663,12 @@ class Codec:
             As :meth:`decode`.
         SnapshotTooLarge
             The new meta makes the record longer than ``max_record_bytes``.
+        TypeError
+            ``changes`` names a field a meta does not have.
         """
         view = memoryview(data)
         header = self._check_envelope(view)
+        meta = replace(header.meta, **changes)
         if header.version == FORMAT_VERSION and header.key_id is None:
             ok, _ = _trailer_ok(view, header)
             if not ok:

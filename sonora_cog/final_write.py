@@ -79,8 +79,19 @@ async def write_final(writer: SessionWriter, players: list[wavelink.Player], don
         except SonoraError as exc:
             _log.error("shutdown: could not write the heartbeat: %s", exc)
     changed_ids = {f.guild_id for f in changed}
-    for start in range(0, len(finals), BATCH_SIZE):
-        await _save_snapshots(writer, finals[start : start + BATCH_SIZE], changed_ids, done)
+    in_store: asyncio.Task[None] | None = None
+    try:  # while one batch of snapshots is in the store, the next one is read back and re-wrapped
+        for start in range(0, len(finals), BATCH_SIZE):
+            batch = finals[start : start + BATCH_SIZE]
+            records = await _prepare_snapshots(writer, batch, changed_ids)
+            if in_store is not None:
+                await in_store
+            in_store = asyncio.ensure_future(_store_snapshots(writer, batch, records, done))
+        if in_store is not None:
+            await in_store
+    finally:
+        if in_store is not None and not in_store.done():  # the shutdown timed out: the batch goes too
+            in_store.cancel()
     writes = len(changed)
     _log.info("shutdown: wrote %d changed live record(s) (%d current, kept) and %d shutdown snapshot(s)",
               writes, len(finals) - writes, len(finals))
@@ -101,7 +112,10 @@ async def _write_live(writer: SessionWriter, batch: list[_Final]) -> None:
         final.record = None
 
 
-async def _save_snapshots(writer: SessionWriter, batch: list[_Final], changed: set[int], done: set[int]) -> None:
+async def _prepare_snapshots(
+    writer: SessionWriter, batch: list[_Final], changed: set[int]
+) -> list[EncodedRecord | Exception]:
+    """Each guild's ``shutdown`` snapshot record: its live record re-wrapped, or captured again."""
     manager = writer.manager
     unread = [f for f in batch if f.guild_id not in changed and f.live_bytes is None]
     read = await asyncio.gather(*(manager.store.get_live(f.guild_id) for f in unread), return_exceptions=True)
@@ -120,7 +134,13 @@ async def _save_snapshots(writer: SessionWriter, batch: list[_Final], changed: s
                              final.guild_id, record)
             record = await _encode_fresh(writer, final)
         records.append(record)
-    outcomes = await manager.save_records_many([f.guild_id for f in batch], records)
+    return records
+
+
+async def _store_snapshots(
+    writer: SessionWriter, batch: list[_Final], records: list[EncodedRecord | Exception], done: set[int]
+) -> None:
+    outcomes = await writer.manager.save_records_many([f.guild_id for f in batch], records)
     for final, outcome in zip(batch, outcomes, strict=True):
         if not outcome.ok:
             error = outcome.error

@@ -40,7 +40,7 @@ from .fit import fit_to_limits, read_limits, shrink
 from .meta import SnapshotKind, SnapshotMeta, new_snapshot_id, validate_label, validate_snapshot_id
 from .metrics import Metrics
 from .model import SessionState
-from .store.base import BatchResult, RecordRef, SnapshotStore, read_meta_from_bytes
+from .store.base import BatchResult, RecordRef, SnapshotStore
 
 if TYPE_CHECKING:
     import wavelink
@@ -528,13 +528,8 @@ class SessionManager:
 
         .. versionadded:: 0.4
         """
-        live = read_meta_from_bytes(data)
         now = time.time() if created_at is None else created_at
-        meta = SnapshotMeta(
-            id=new_snapshot_id(now), guild_id=live.guild_id, created_at=now, kind=kind, label=None,
-            track_count=live.track_count, current_title=live.current_title, content_hash="",
-        )
-        return self.codec.rewrap(data, meta)
+        return self.codec.rewrap(data, id=new_snapshot_id(now), kind=kind, created_at=now, label=None)
 
     async def snapshots_from_live_bytes(
         self, datas: Sequence[bytes], *, kind: SnapshotKind = SnapshotKind.shutdown

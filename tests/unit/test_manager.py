@@ -184,9 +184,7 @@ async def test_a_snapshot_rewrapped_from_a_live_record_reads_as_its_meta_names_i
     data = await manager.store.get_live(GUILD)
     assert data is not None
     later = live_state.created_at + 10.0
-    meta = manager._meta_for(dataclasses.replace(live_state, kind=SnapshotKind.shutdown, created_at=later),
-                             "20261130T080000000-abcdef")
-    record = manager.codec.rewrap(data, meta)
+    record = manager.codec.rewrap(data, id="20261130T080000000-abcdef", kind=SnapshotKind.shutdown, created_at=later)
     await manager.store.save(record.meta, record.data)
     loaded = await manager.load_snapshot(record.meta.id, GUILD)
     assert (loaded.kind, loaded.label, loaded.created_at) == (SnapshotKind.shutdown, None, later)
