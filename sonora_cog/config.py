@@ -205,6 +205,7 @@ class StorageSettings:
     compression_level: int = 3
     max_record_bytes: int = 8 * 1024 * 1024
     max_payload_bytes: int = 32 * 1024 * 1024
+    syncfs: bool = True
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "sonora"
     redis_password_env: str = "SONORA_REDIS_PASSWORD"  # noqa: S105 (a variable name, not a password)
@@ -358,6 +359,8 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "compression_level": (_int_range(1, 22), "zstd level, 1 (fast) to 22 (small)"),
         "max_record_bytes": (_int_range(1024), "largest stored record accepted, in bytes"),
         "max_payload_bytes": (_int_range(1024), "largest decompressed record accepted, in bytes"),
+        "syncfs": (_boolean, "make a batch of 32+ records durable with one syncfs(2) of the store's filesystem "
+                             "(Linux 5.8+), not one fsync per file; false on a disk other programs write much to"),
         "redis_url": (_text, 'Redis URL for backend = "redis" (rediss:// for TLS); no password here'),
         "redis_prefix": (_prefix, "prefix of every Redis key sonora_cog writes"),
         "redis_password_env": (_env_name, "NAME of the environment variable holding the Redis password"),

@@ -113,9 +113,10 @@ def build_codec(settings: Settings) -> Codec:
 def build_store(settings: Settings) -> SnapshotStore:
     """The store the settings describe."""
     if settings.storage.backend == "filesystem":
-        from .store.filesystem import FilesystemStore
+        from .store.filesystem import DEFAULT_SYNCFS_BATCH_MIN, FilesystemStore
 
-        return FilesystemStore(settings.storage.path, max_record_bytes=settings.storage.max_record_bytes)
+        return FilesystemStore(settings.storage.path, max_record_bytes=settings.storage.max_record_bytes,
+                               syncfs_batch_min=DEFAULT_SYNCFS_BATCH_MIN if settings.storage.syncfs else None)
     if settings.storage.backend == "redis":
         try:
             from .store.redis import RedisStore  # type: ignore[import-not-found,unused-ignore]

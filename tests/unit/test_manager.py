@@ -191,3 +191,13 @@ async def test_a_snapshot_rewrapped_from_a_live_record_reads_as_its_meta_names_i
     moved = 0 if paused else int(10.0 * 1000 * 1.25)
     assert loaded.player.position == live_state.player.position + moved
     assert loaded.queue == live_state.queue and loaded.extras == live_state.extras
+
+
+@pytest.mark.parametrize("syncfs", [True, False])
+def test_storage_syncfs_chooses_how_a_group_commit_is_made_durable(tmp_path: Path, syncfs: bool) -> None:
+    from sonora_cog.manager import build_store
+    from sonora_cog.store.filesystem import DEFAULT_SYNCFS_BATCH_MIN, FilesystemStore
+
+    store = build_store(Settings(storage=StorageSettings(path=str(tmp_path), syncfs=syncfs)))
+    assert isinstance(store, FilesystemStore)
+    assert store.syncfs_batch_min == (DEFAULT_SYNCFS_BATCH_MIN if syncfs else None)
