@@ -227,8 +227,8 @@ class SessionManager:
         """
         try:
             record: EncodedRecord | None = self.codec.encode(state.to_json(), self._meta_for(state, snapshot_id))
-        except SnapshotTooLarge:
-            record = None  # the fitted state may fit the record cap
+        except (SnapshotTooLarge, TypeError):
+            record = None  # the fitted state may fit the record cap, or leave out what is not JSON
         fitted, more = fit_to_limits(state, self.limits)
         notes.extend(more)
         if record is None or fitted is not state:

@@ -107,6 +107,29 @@ async def test_the_manager_fits_every_write_and_warns_once(tmp_path: Path, caplo
         await manager.close()
 
 
+@pytest.mark.parametrize("where", ["extras", "userData"])
+async def test_the_manager_writes_a_state_holding_what_json_cannot(tmp_path: Path, where: str) -> None:
+    """The encoder meets the non-JSON value first (it runs before the fit); the write still succeeds,
+    without that value, for the state's extras and for a track's userData alike."""
+    manager = SessionManager(Settings(storage=StorageSettings(path=str(tmp_path))))
+    state = sample_state(tracks=3)
+    if where == "extras":
+        state = dataclasses.replace(state, extras={"not json": object(), "dj": "ana"})
+    else:
+        odd = TrackState({**state.queue.upcoming[0].data, "userData": {"not json": object()}})
+        state = dataclasses.replace(state, queue=dataclasses.replace(state.queue, upcoming=(odd,)))
+    try:
+        await manager.write_live(state)
+        back = await manager.read_live(state.guild_id)
+        assert back is not None and back.queue.current is not None
+        if where == "extras":
+            assert back.extras == {"dj": "ana"}
+        else:
+            assert back.queue.upcoming[0].user_data == {} and back.queue.upcoming[0].title == odd.title
+    finally:
+        await manager.close()
+
+
 async def test_each_thing_left_out_is_warned_even_in_one_track(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="sonora_cog.manager")
     settings = Settings(storage=StorageSettings(path=str(tmp_path)),
