@@ -264,7 +264,9 @@ def _table(results: dict[str, Any]) -> Table:
                           f"{p['snapshots_written']:,} snapshots",
                           f"{p['seconds']:.3f} s · {p['us_per_player']:,.0f} µs/player · loop p99 "
                           f"{p['loop_lag']['p99_ms']} ms",
-                          f"{row['ratio_product_vs_floor']}x durable floor ({f['seconds']:.3f} s) · fits "
+                          f"{row['ratio_product_vs_floor']}x durable floor ({f['seconds']:.3f} s; snapshots in guild "
+                          f"folders: {row['floor_durable_per_guild_folders']['seconds']:.3f} s, "
+                          f"{row['ratio_product_vs_per_guild_floor']}x) · fits "
                           f"{fits['docker_10s']:,} (Docker 10 s) / {fits['kubernetes_30s']:,} (k8s 30 s)",
                           _yes((row["ratio_product_vs_floor"] or 99) <= 1.2 and p["loop_lag"]["p99_ms"] < 20))
             size = row["players"]

@@ -11,7 +11,9 @@ guilds changed (queued a track, set the volume, marked dirty as SonoraPlayer doe
 Beside each, measured in the same run, the **durable floor** for the bytes that actually change:
 ``orjson.dumps`` of each changed guild's state plus temp file, ``fsync``, ``rename``, directory
 ``fsync`` per record, plus the same durable write of one snapshot's bytes per player (the size of its
-live record). At 1,000 players, the shutdown as it was before group commit (every guild captured, its
+live record), all in one folder; and the same floor with each snapshot written into its guild's
+folder (the store's layout: a snapshot folder per guild, which the floor's one folder does not pay
+for). At 1,000 players, the shutdown as it was before group commit (every guild captured, its
 live record and its shutdown snapshot each encoded and written one by one) runs too.
 """
 
@@ -69,10 +71,23 @@ def _durable(folder: int, name: str, data: bytes) -> None:
     os.fsync(folder)
 
 
-def _floor(changed: list[tuple[int, dict[str, Any]]], snapshots: list[tuple[int, bytes]], path: Path) -> dict[str, Any]:
-    """orjson.dumps + durable write per changed record, plus a durable write of each snapshot's bytes."""
+def _floor(
+    changed: list[tuple[int, dict[str, Any]]],
+    snapshots: list[tuple[int, bytes]],
+    path: Path,
+    *,
+    per_guild: bool = False,
+) -> dict[str, Any]:
+    """orjson.dumps + durable write per changed record, plus a durable write of each snapshot's bytes: all in
+    one folder, or (``per_guild``) each snapshot in its guild's existing folder, as the store lays them out."""
     path.mkdir(parents=True)
     folder = os.open(path, os.O_RDONLY)
+    guild_folders: dict[int, int] = {}
+    if per_guild:
+        for guild_id, _ in snapshots:
+            os.mkdir(str(guild_id), 0o700, dir_fd=folder)
+            guild_folders[guild_id] = os.open(str(guild_id), os.O_RDONLY, dir_fd=folder)
+        os.sync()
     written = 0
     started = time.perf_counter()
     try:
@@ -81,10 +96,12 @@ def _floor(changed: list[tuple[int, dict[str, Any]]], snapshots: list[tuple[int,
             _durable(folder, f"{guild_id}.json", data)
             written += len(data)
         for guild_id, data in snapshots:
-            _durable(folder, f"{guild_id}.snapshot", data)
+            _durable(guild_folders.get(guild_id, folder), f"{guild_id}.snapshot", data)
             written += len(data)
     finally:
         os.close(folder)
+        for fd in guild_folders.values():
+            os.close(fd)
     return {"seconds": time.perf_counter() - started, "bytes": written}
 
 
@@ -141,6 +158,8 @@ async def _case(world: World, workdir: Path, share: float, salt: int) -> dict[st
     await owner.manager.close()
     sync_disks()
     floor = _floor(changed, snapshot_bytes, workdir / "floor")
+    sync_disks()
+    layout_floor = _floor(changed, snapshot_bytes, workdir / "floor-per-guild", per_guild=True)
     del changed, snapshot_bytes
     per_guild = seconds / n
     return {
@@ -153,6 +172,8 @@ async def _case(world: World, workdir: Path, share: float, salt: int) -> dict[st
         "floor_durable": {"seconds": round(floor["seconds"], 3), "bytes": floor["bytes"],
                           "us_per_player": round(floor["seconds"] / n * 1e6, 1)},
         "ratio_product_vs_floor": ratio(seconds, floor["seconds"]),
+        "floor_durable_per_guild_folders": {"seconds": round(layout_floor["seconds"], 3)},
+        "ratio_product_vs_per_guild_floor": ratio(seconds, layout_floor["seconds"]),
         "players_fitting": {name: int((grace - TEARDOWN_S) / per_guild) for name, grace in GRACE_PERIODS.items()}
         | {"shutdown_timeout_8s": int(8.0 / per_guild)},
     }
