@@ -6,7 +6,7 @@ the loop go to a worker thread) and writes each batch with one store call (a gro
 :meth:`~sonora_cog.store.base.SnapshotStore.put_live_many`). One guild's failure is its own
 :class:`WriteOutcome`; the others are written.
 
-.. versionadded:: 0.4
+.. versionadded:: 0.5
 """
 
 from __future__ import annotations

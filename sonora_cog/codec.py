@@ -411,6 +411,9 @@ class Codec:
     Encoding refuses (with :class:`SnapshotTooLarge`) to write a record this codec could not read back.
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.5
+        Writes envelope format 2 (one XXH3-128 pass over the payload); reads formats 1 and 2.
     """
 
     __slots__ = (
@@ -665,6 +668,8 @@ class Codec:
             The new meta makes the record longer than ``max_record_bytes``.
         TypeError
             ``changes`` names a field a meta does not have.
+
+        .. versionadded:: 0.5
         """
         view = memoryview(data)
         header = self._check_envelope(view)

@@ -18,7 +18,7 @@ A stop grace period (Docker 10 s, Kubernetes 30 s) does not fit rewriting every 
 A guild counts as done when its snapshot is settled (written, or its failure logged); the caller's
 timeout (``snapshots.shutdown_timeout``) reports the others.
 
-.. versionadded:: 0.4
+.. versionadded:: 0.5
 """
 
 from __future__ import annotations

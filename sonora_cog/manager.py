@@ -448,7 +448,7 @@ class SessionManager:
         list[WriteOutcome]
             One per state, in order, with the record's bytes when it was written.
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.5
         """
         encoded = await self._encode_many([replace(s, kind=SnapshotKind.live) for s in states], lambda _: _LIVE_ID)
         return await self.write_live_records([s.guild_id for s in states], encoded)
@@ -460,7 +460,7 @@ class SessionManager:
         The session writer encodes each guild right after capturing it, so a batch waiting for its group
         commit holds bytes, not thousands of Python objects the garbage collector would walk.
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.5
         """
         data, meta = await self._encode(replace(state, kind=SnapshotKind.live), _LIVE_ID)
         return EncodedRecord(data, meta)
@@ -471,7 +471,7 @@ class SessionManager:
         """Write encoded live records with one group commit; an ``Exception`` in ``records`` (the guild's
         record could not be made) passes through as that guild's outcome.
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.5
         """
         ready = [r for r in records if isinstance(r, EncodedRecord)]
         with self.metrics.store_operation("put_live"):
@@ -482,7 +482,7 @@ class SessionManager:
         """Encode ``snapshot`` as a new snapshot record (a new id), as :meth:`save_snapshot` would, without
         storing it (store it with :meth:`save_records_many`).
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.5
         """
         kind = SnapshotKind.manual if snapshot.kind is SnapshotKind.live else snapshot.kind
         state = replace(snapshot, kind=kind, label=validate_label(snapshot.label))
@@ -495,7 +495,7 @@ class SessionManager:
         """Store already encoded snapshots with one group commit; an ``Exception`` in ``records`` (the
         guild's record could not be made) passes through as that guild's outcome.
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.5
         """
         ready = [r for r in records if isinstance(r, EncodedRecord)]
         with self.metrics.store_operation("save"):
@@ -527,7 +527,7 @@ class SessionManager:
         SnapshotCorrupted, NotReadableHere
             The record cannot be read.
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.5
         """
         now = time.time() if created_at is None else created_at
         return self.codec.rewrap(data, id=new_snapshot_id(now), kind=kind, created_at=now, label=None)
@@ -538,7 +538,7 @@ class SessionManager:
         """:meth:`snapshot_from_live_bytes` of each record, on the loop in slices (a large record in a worker
         thread); a record that cannot be re-wrapped gives its error.
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.5
         """
         slicer = LoopSlicer()
         records: list[EncodedRecord | Exception] = []

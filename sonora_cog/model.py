@@ -141,6 +141,8 @@ class TrackList(Sequence[TrackState]):
     ----------
     objects:
         The tracks' JSON objects. A list is taken as it is (not copied): do not change it afterwards.
+
+    .. versionadded:: 0.5
     """
 
     __slots__ = ("_objects",)

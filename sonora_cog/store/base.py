@@ -356,7 +356,7 @@ class BatchResult:
         that item alone failed with (the same one the single-record method would have raised). A failed
         item's previous record is intact; the other items do not depend on it.
 
-    .. versionadded:: 0.4
+    .. versionadded:: 0.5
     """
 
     errors: tuple[Exception | None, ...]
@@ -444,7 +444,7 @@ class SnapshotStore(Protocol):
             Per item, ``None`` or the error it failed with (an invalid id, a foreign header, the disk
             full...): never raised, so one bad record never costs the others theirs.
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.5
         """
         return await put_live_each(self, items)
 
@@ -552,7 +552,7 @@ class SnapshotStore(Protocol):
         """Store many new snapshots as one group commit: each item as :meth:`save` would (never overwriting
         an existing id), each item's error reported for that item (see :meth:`put_live_many`).
 
-        .. versionadded:: 0.4
+        .. versionadded:: 0.5
         """
         return await save_each(self, items)
 

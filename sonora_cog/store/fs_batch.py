@@ -22,7 +22,7 @@ fails that item only, and its old record stays; an error making the batch durabl
 item not yet published, and publishes none. ``syncfs`` reports write-back errors only since Linux 5.8;
 before that (and off Linux) the per-file ``fsync`` is used.
 
-.. versionadded:: 0.4
+.. versionadded:: 0.5
 """
 
 from __future__ import annotations
