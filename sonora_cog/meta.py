@@ -96,7 +96,7 @@ class SnapshotMeta:
     current_title:
         Title of the track that was playing, if any.
     content_hash:
-        SHA-256 (hex) of the canonical payload JSON; equal content gives an equal hash.
+        XXH3-128 (hex) of the payload JSON (SHA-256 in records of envelope format 1); equal content gives an equal hash.
     size:
         Bytes the record occupies in the store (filled in by the store when listing; 0 otherwise).
     """
