@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .batching import BATCH_SIZE, WriteOutcome
@@ -38,9 +38,50 @@ if TYPE_CHECKING:
 
     from .writer import SessionWriter
 
-__all__ = ("write_final",)
+__all__ = ("FinalProgress", "write_final")
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class FinalProgress:
+    """How far the final write got: what a shutdown that ran out of time reports.
+
+    Attributes
+    ----------
+    players:
+        Guilds whose final state is written.
+    compared:
+        Guilds compared with their last write so far (changed or current).
+    current:
+        Of those, the guilds whose live record is current (nothing to write).
+    changed:
+        Of those, the guilds whose live record had to be written.
+    live_written:
+        Changed guilds whose live record the store has taken.
+    snapshots:
+        Guilds whose ``shutdown`` snapshot is settled (written, or its failure logged).
+    """
+
+    players: int
+    compared: int = 0
+    current: set[int] = field(default_factory=set)
+    changed: set[int] = field(default_factory=set)
+    live_written: set[int] = field(default_factory=set)
+    snapshots: set[int] = field(default_factory=set)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every guild's final write is settled."""
+        return len(self.snapshots) == self.players
+
+    def report(self) -> str:
+        """What is written and what is not, for the log line of a shutdown that ran out of time."""
+        stale = len(self.changed - self.live_written) + (self.players - self.compared)
+        return (f"{len(self.live_written)} of {len(self.changed)} changed live record(s) written, "
+                f"{len(self.current)} current, {self.players - self.compared} not compared yet: up to {stale} "
+                f"guild(s) keep their last checkpoint (a batch already in the store may still land); "
+                f"{len(self.snapshots)} of {self.players} shutdown snapshot(s) written")
 
 
 @dataclass(slots=True)
@@ -54,8 +95,8 @@ class _Final:
     live_bytes: bytes | None = None  # its live record as stored (current, or just written)
 
 
-async def write_final(writer: SessionWriter, players: list[wavelink.Player], done: set[int]) -> None:
-    """Write the final state of ``players`` (see the module docstring); add each settled guild to ``done``."""
+async def write_final(writer: SessionWriter, players: list[wavelink.Player], progress: FinalProgress) -> None:
+    """Write the final state of ``players`` (see the module docstring), noting how far it got in ``progress``."""
     finals: list[_Final] = []
     for player in players:
         assert player.guild is not None
@@ -69,10 +110,12 @@ async def write_final(writer: SessionWriter, players: list[wavelink.Player], don
             _log.error("shutdown save of guild %s failed: %s: %s", guild_id, type(exc).__name__, exc)
             final.record = exc  # its snapshot is still tried
         finals.append(final)
+        (progress.current if final.record is None else progress.changed).add(guild_id)
+        progress.compared += 1
         await asyncio.sleep(0)
     changed = [f for f in finals if f.record is not None]
     for start in range(0, len(changed), BATCH_SIZE):
-        await _write_live(writer, changed[start : start + BATCH_SIZE])
+        await _write_live(writer, changed[start : start + BATCH_SIZE], progress.live_written)
     if len(changed) < len(finals):
         try:  # the unchanged guilds played on until now
             await writer.manager.write_heartbeat(writer.key)
@@ -86,7 +129,7 @@ async def write_final(writer: SessionWriter, players: list[wavelink.Player], don
             records = await _prepare_snapshots(writer, batch, changed_ids)
             if in_store is not None:
                 await in_store
-            in_store = asyncio.ensure_future(_store_snapshots(writer, batch, records, done))
+            in_store = asyncio.ensure_future(_store_snapshots(writer, batch, records, progress.snapshots))
         if in_store is not None:
             await in_store
     finally:
@@ -97,7 +140,7 @@ async def write_final(writer: SessionWriter, players: list[wavelink.Player], don
               writes, len(finals) - writes, len(finals))
 
 
-async def _write_live(writer: SessionWriter, batch: list[_Final]) -> None:
+async def _write_live(writer: SessionWriter, batch: list[_Final], written: set[int]) -> None:
     records = [f.record for f in batch if f.record is not None]
     try:
         outcomes = await writer.manager.write_live_records([f.guild_id for f in batch], records)
@@ -106,6 +149,7 @@ async def _write_live(writer: SessionWriter, batch: list[_Final]) -> None:
     for final, outcome in zip(batch, outcomes, strict=True):
         if outcome.ok:
             final.live_bytes = outcome.data
+            written.add(final.guild_id)
         elif outcome.error is not final.record:  # (a capture error was logged already)
             error = outcome.error  # its snapshot is still written, captured again
             _log.error("shutdown save of guild %s failed: %s: %s", final.guild_id, type(error).__name__, error)

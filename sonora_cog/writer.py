@@ -415,9 +415,10 @@ class SessionWriter:
         record's bytes. Both kinds of writes are group commits (see :mod:`sonora_cog.final_write`).
 
         Takes at most ``snapshots.shutdown_timeout`` seconds whatever the store does: a guild not
-        written by then keeps its last checkpoint (said in the log).
+        written by then keeps its last checkpoint (the log says how many live records and snapshots
+        were written; a batch a worker thread was already writing may still land).
         """
-        from .final_write import write_final
+        from .final_write import FinalProgress, write_final
 
         self.closing = True
         if self._flush_handle is not None:
@@ -425,21 +426,21 @@ class SessionWriter:
             self._flush_handle = None
         grace = self.settings.snapshots.shutdown_timeout
         players = [p for p in self.players() if p.guild is not None and self.session(p.guild.id).writable]
-        done: set[int] = set()
+        progress = FinalProgress(len(players))
         try:
             async with asyncio.timeout(grace):
                 async with self._flush_lock:  # an in-flight flush finishes first
-                    await write_final(self, players, done)
+                    await write_final(self, players, progress)
                 if self._tasks:
                     await asyncio.gather(*self._tasks, return_exceptions=True)
         except TimeoutError:
-            _log.error("shutdown: the store did not take the final state within %gs; %d of %d guild(s) keep "
-                       "their last checkpoint", grace, len(players) - len(done), len(players))
+            _log.error("shutdown: the final write did not finish within %gs (snapshots.shutdown_timeout): %s",
+                       grace, progress.report())
         for task in self._tasks:  # a write still stuck in the store must not land after the handover
             task.cancel()
         for session in self._sessions.values():
             session.apply(Event.close, "the bot shut down")
-        self.shutdown_complete = len(done) == len(players)
+        self.shutdown_complete = progress.complete
 
     # -- internals ----------------------------------------------------------------------------------
 

@@ -217,3 +217,32 @@ async def test_a_shutdown_snapshot_is_a_rewrap_of_the_live_record(world: World, 
     assert (meta.kind, meta.guild_id, meta.created_at) == (SnapshotKind.shutdown, guild_id, 2_000_000_000.0)
     assert (meta.track_count, meta.current_title) == (live_meta.track_count, live_meta.current_title)
     assert meta.id != "live" and record.meta.id == meta.id
+
+
+@pytest.mark.parametrize("stuck", ["put_live_many", "save_many"])
+async def test_a_shutdown_out_of_time_says_what_was_written(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture, stuck: str
+) -> None:
+    """The store hangs on the live records (nothing of the changed guilds is written) or on the snapshots
+    (the live records are): the log line counts each as it is, not every guild as lost."""
+    settings = Settings(storage=StorageSettings(path=str(tmp_path)),
+                        snapshots=SnapshotSettings(debounce=3600.0, auto_enabled=False, shutdown_timeout=0.5))
+    owner = SessionOwner(world.bot, SessionManager(settings))  # type: ignore[arg-type]
+    for guild_id in world.guild_ids():
+        owner.start(guild_id, "the test plays here")
+    assert await owner.checkpoint() == len(world.players)
+    changed = {change(world, owner, i) for i in (1, 4)}
+
+    async def hang(items: Any) -> BatchResult:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    setattr(owner.manager.store, stuck, hang)
+    with caplog.at_level(logging.ERROR):
+        await owner.shutdown()
+    assert not owner.shutdown_complete
+    written = 0 if stuck == "put_live_many" else len(changed)
+    assert (f"{written} of 2 changed live record(s) written, 4 current, 0 not compared yet: up to "
+            f"{2 - written} guild(s) keep their last checkpoint") in caplog.text
+    assert "0 of 6 shutdown snapshot(s) written" in caplog.text
+    await owner.manager.close()
