@@ -59,6 +59,8 @@ _THREAD_THRESHOLD_BYTES = 256 * 1024
 #: Times a state over ``storage.max_record_bytes`` is shrunk before the write gives up.
 _SHRINK_ATTEMPTS = 6
 _LIVE_ID = "live"
+#: Hex digits of a content hash in a record of envelope format 1 (SHA-256; format 2's XXH3-128 has 32).
+_FORMAT_1_HASH_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,14 +413,18 @@ class SessionManager:
         ForeignGuildError
             ``guild_id`` is given and the state belongs to another guild.
         DuplicateSnapshot
-            The same content was already imported into (or saved in) that guild.
+            The same content was already imported into that guild (the same export imported twice; also
+            when the first import was stored by a release before envelope format 2).
         """
         if guild_id is not None and state.guild_id != guild_id:
             raise ForeignGuildError(f"this snapshot belongs to guild {state.guild_id}, not to guild {guild_id}")
         state = replace(state, kind=SnapshotKind.imported)
         data, meta = await self._encode(state, new_snapshot_id(time.time()))
+        legacy_hash: str | None = None  # the SHA-256 a format-1 record's meta holds, computed when one is met
         for existing in await self.store.list(state.guild_id):
-            if existing.content_hash == meta.content_hash:
+            if len(existing.content_hash) == _FORMAT_1_HASH_LENGTH and legacy_hash is None:
+                legacy_hash = hashlib.sha256(orjson.dumps(self.codec.decode(data).payload)).hexdigest()
+            if existing.content_hash in (meta.content_hash, legacy_hash):
                 raise DuplicateSnapshot(f"this content is already stored as snapshot {existing.id}")
         with self.metrics.store_operation("save"):
             await self.store.save(meta, data)

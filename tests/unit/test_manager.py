@@ -201,3 +201,35 @@ def test_storage_syncfs_chooses_how_a_group_commit_is_made_durable(tmp_path: Pat
     store = build_store(Settings(storage=StorageSettings(path=str(tmp_path), syncfs=syncfs)))
     assert isinstance(store, FilesystemStore)
     assert store.syncfs_batch_min == (DEFAULT_SYNCFS_BATCH_MIN if syncfs else None)
+
+
+async def test_an_import_stored_by_a_format_1_release_is_still_a_duplicate(
+    manager: SessionManager, state: SessionState
+) -> None:
+    """The first import was stored by a release before envelope format 2 (its meta holds the SHA-256 of the
+    payload JSON, format 2's the XXH3-128): importing the same export again is refused all the same."""
+    import hashlib
+    import struct
+
+    import orjson
+
+    from sonora_cog.meta import new_snapshot_id
+
+    def blake(data: bytes, size: int) -> bytes:
+        return hashlib.blake2b(data, digest_size=size).digest()
+
+    imported = dataclasses.replace(state, kind=SnapshotKind.imported)
+    payload = orjson.dumps(imported.to_json())
+    meta = dataclasses.replace(manager._meta_for(imported, new_snapshot_id()),
+                               content_hash=hashlib.sha256(payload).hexdigest())
+    meta_json = orjson.dumps(meta.to_json())
+    fixed = struct.pack(">4sBBIQQ", b"SNRA", 1, 0, len(meta_json), len(payload), len(payload))
+    header = fixed + blake(fixed, 8) + meta_json
+    header += blake(header, 16)
+    await manager.store.save(meta, header + payload + blake(header + hashlib.sha256(payload).digest(), 16))
+    assert (await manager.load_snapshot(meta.id, GUILD)).queue == state.queue  # a format-1 record, read
+
+    with pytest.raises(DuplicateSnapshot, match=meta.id):
+        await manager.import_snapshot(state)
+    other = await manager.import_snapshot(dataclasses.replace(state, extras={"dj": "someone else"}))
+    assert other.content_hash != meta.content_hash and len(await manager.list_snapshots(GUILD)) == 2
