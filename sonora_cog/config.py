@@ -11,6 +11,7 @@ whose ``repr`` hides them. This is the only module of sonora_cog that reads ``os
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -71,7 +72,7 @@ class Secret:
 
 def _positive(unit: str) -> Callable[[Any], float]:
     def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
             raise ValueError(f"expected a positive number of {unit}")
         return float(value)
 
@@ -82,7 +83,7 @@ _positive_seconds = _positive("seconds")
 
 
 def _non_negative_seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise ValueError("expected a number of seconds >= 0")
     return float(value)
 
