@@ -50,7 +50,10 @@ __all__ = ("main",)
 
 EXIT_OK, EXIT_BAD_RECORDS, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
 
-_out = Console(highlight=False)
+#: Output to a pipe or a file is not cut to 80 columns (a table's ids must stay whole to be copied); a
+#: terminal, or ``COLUMNS``, gives the width as usual.
+_PIPED_WIDTH = 200
+_out = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else _PIPED_WIDTH)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -101,7 +104,12 @@ async def cmd_list(manager: SessionManager, args: argparse.Namespace) -> int:
         _out.print("no snapshots" + (f" for guild {args.guild}" if args.guild else ""))
         return EXIT_OK
     now = time.time()
-    table = Table("id", "guild", "age", "kind", "label", "tracks", "current", "size")
+    table = Table()
+    # The ids are what a reader copies into `snapshots show`: never shortened, whatever the terminal's width.
+    table.add_column("id", no_wrap=True, min_width=max(len(m.id) for m in metas))
+    table.add_column("guild", no_wrap=True, min_width=max(len(str(m.guild_id)) for m in metas))
+    for name in ("age", "kind", "label", "tracks", "current", "size"):
+        table.add_column(name)
     for m in metas:
         table.add_row(
             m.id, str(m.guild_id), _age(m.created_at, now), m.kind.value, m.label or "",

@@ -57,6 +57,9 @@ def test_list_json_and_table(store: Path) -> None:
     assert [r["guild_id"] for r in only] == [str(OTHER)]
     table = run("snapshots", "list", "--store", str(store))
     assert "snap 2" in table.stdout and "Track 0" in table.stdout
+    # Piped output is 80 columns wide: the ids a reader copies into `snapshots show` are there whole.
+    narrow = run("snapshots", "list", "--store", str(store), env={"COLUMNS": "80"})
+    assert all(r["id"] in narrow.stdout and r["guild_id"] in narrow.stdout for r in rows)
 
 
 def test_show_export_import_round_trip(store: Path, tmp_path: Path) -> None:
