@@ -11,6 +11,7 @@ whose ``repr`` hides them. This is the only module of sonora_cog that reads ``os
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -38,6 +39,8 @@ __all__ = (
     "StorageSettings",
     "load_settings",
 )
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_FILE = "sonora.toml"
 CONFIG_ENV = "SONORA_CONFIG"
@@ -564,7 +567,9 @@ def _build_section(name: str, raw: Any, env: Mapping[str, str]) -> Any:
         env_key = f"SONORA_{name}_{key}".upper()
         where = f"{env_key} (environment)" if env_key in env else f"{name}.{key}" if key in raw else None
         if where is not None:
-            warnings.warn(f"{where} is deprecated and ignored: {why}", FutureWarning, stacklevel=4)
+            message = f"{where} is deprecated and ignored: {why}"
+            warnings.warn(message, FutureWarning, stacklevel=4)
+            _log.warning("%s", message)  # bots that log to a file see it there too, not only on stderr
     unknown = sorted(set(raw) - set(checks) - set(deprecated))
     if unknown:
         raise ConfigError(f"{name}.{unknown[0]}: unknown key (known keys: {', '.join(checks)})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -79,13 +80,17 @@ def test_pacing_defaults_fit_a_100_guild_shard_under_discord_py_s_limiter(tmp_pa
     assert (restore.joins_per_window, restore.joins_per_second, restore.concurrency) == (100, 1.0, 2)
 
 
-def test_an_old_config_with_join_burst_loads_with_a_deprecation_warning(tmp_path: Path) -> None:
+def test_an_old_config_with_join_burst_loads_with_a_deprecation_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = write(tmp_path, "[restore]\njoins_per_second = 1.5\njoin_burst = 5\n")
+    caplog.set_level(logging.WARNING, logger="sonora_cog.config")
     with pytest.warns(FutureWarning, match=r"restore\.join_burst is deprecated and ignored: .*joins_per_window"):
         settings = load_settings(path, env={})
     assert settings.restore.joins_per_second == 1.5
     assert settings.restore.joins_per_window == 100  # not taken from join_burst
     assert not hasattr(settings.restore, "join_burst")
+    assert "restore.join_burst is deprecated and ignored" in caplog.text  # in the bot's log, not only stderr
     with pytest.warns(FutureWarning, match=r"SONORA_RESTORE_JOIN_BURST \(environment\) is deprecated"):
         load_settings(write(tmp_path, ""), env={"SONORA_RESTORE_JOIN_BURST": "10"})
 
