@@ -77,7 +77,7 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> Non
 
 def test_pacing_defaults_fit_a_100_guild_shard_under_discord_py_s_limiter(tmp_path: Path) -> None:
     restore = load_settings(write(tmp_path, ""), env={}).restore
-    assert (restore.joins_per_window, restore.joins_per_second, restore.concurrency) == (100, 1.0, 2)
+    assert (restore.joins_per_window, restore.joins_per_second, restore.concurrency) == (100, 1.6, 2)
 
 
 def test_an_old_config_with_join_burst_loads_with_a_deprecation_warning(

@@ -188,3 +188,20 @@ def test_the_shard_of_a_guild_is_discord_pys() -> None:
 def test_nonsense_numbers_are_refused(per_window: int, rate: float, window: float) -> None:
     with pytest.raises(ValueError, match="per_window"):
         ShardPacer(per_window, rate, window=window)
+
+
+@pytest.mark.parametrize("joins", [130, 200, 300, 1000])
+async def test_a_shard_larger_than_its_window_restores_near_discord_s_window_floor(joins: int) -> None:
+    """At the shipped defaults, a restore of more guilds than one window holds ends within 1.5x of the
+    least Discord's rule allows (118 joins per 60 s beside ~2 heartbeats: join k no earlier than
+    60 s x (k // 118)), and never has more than ``joins_per_window`` joins in any window."""
+    from sonora_cog.config import RestoreSettings
+
+    defaults = RestoreSettings()
+    paced, clock = pacer(defaults.joins_per_window, defaults.joins_per_second)
+    times = await join_times(paced, clock, 0, joins)
+    took = times[-1] - times[0]
+    floor = DISCORD_GATEWAY_WINDOW_S * ((joins - 1) // 118)
+    assert floor <= took <= 1.5 * floor
+    assert max(sum(1 for t in times if start <= t < start + DISCORD_GATEWAY_WINDOW_S) for start in times) \
+        <= defaults.joins_per_window
