@@ -219,7 +219,7 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         if self.owner.shutdown_complete:
             _log.info("sonora_cog unloaded; every player's state is saved")
         else:
-            _log.warning("sonora_cog unloaded; some players kept their last checkpoint (see above)")
+            _log.warning("sonora_cog unloaded; the final write did not finish (see above for what was written)")
 
     async def connect_nodes(self, nodes: Iterable[wavelink.Node], **options: Any) -> dict[str, wavelink.Node]:
         """Connect wavelink's node pool, resuming the Lavalink sessions of the previous process.
