@@ -128,8 +128,10 @@ class FakeRest:
         path = request.path
         if path.startswith(API):
             fake.requests.append((request.method, path))
-            token_route = path.startswith((f"{API}/interactions/", f"{API}/webhooks/"))
-            if not token_route and request.headers.get("Authorization") != f"Bot {fake.token}":
+            # Interaction and webhook routes authenticate with their token in the path, and "Get Gateway"
+            # takes no authentication at all (https://discord.com/developers/docs/events/gateway#get-gateway).
+            open_route = path == f"{API}/gateway" or path.startswith((f"{API}/interactions/", f"{API}/webhooks/"))
+            if not open_route and request.headers.get("Authorization") != f"Bot {fake.token}":
                 return _json({"message": "401: Unauthorized", "code": 0}, 401)
         try:
             return await handler(request)
@@ -225,6 +227,7 @@ class FakeRest:
                 "bot": fake.bot_user.to_payload(),
                 "interactions_endpoint_url": None,
                 "approximate_guild_count": len(fake.guilds),
+                "approximate_user_install_count": 0,
                 "install_params": None,
                 "integration_types_config": {"0": {}},
                 "tags": [],

@@ -339,6 +339,38 @@ async def test_wrong_token_is_rejected(fake_discord: FakeDiscord) -> None:
         point_discord_back()
 
 
+async def test_get_gateway_needs_no_token_and_the_rest_does(fake_discord: FakeDiscord) -> None:
+    """Discord documents "Get Gateway" (``GET /gateway``) without authentication, and "Get Gateway Bot" with a
+    bot token (https://discord.com/developers/docs/events/gateway#get-gateway); hikari calls the first that way."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{fake_discord.api_url}/gateway") as response:
+            assert response.status == 200 and (await response.json())["url"].startswith("ws")
+        async with http.get(f"{fake_discord.api_url}/gateway/bot") as response:
+            assert response.status == 401
+        async with http.get(f"{fake_discord.api_url}/users/@me") as response:
+            assert response.status == 401
+
+
+async def test_application_info_has_the_documented_install_counts(fake_discord: FakeDiscord) -> None:
+    """The application object carries ``approximate_guild_count`` and ``approximate_user_install_count``
+    (https://discord.com/developers/docs/resources/application#application-object), which hikari reads."""
+    headers = {"Authorization": f"Bot {fake_discord.token}"}
+    async with aiohttp.ClientSession() as http, http.get(f"{fake_discord.api_url}/oauth2/applications/@me",
+                                                         headers=headers) as response:
+        payload = await response.json()
+    assert isinstance(payload["approximate_guild_count"], int)
+    assert isinstance(payload["approximate_user_install_count"], int)
+    point_discord_at(fake_discord)
+    try:
+        client = discord.Client(intents=discord.Intents.default())
+        await client.login(fake_discord.token)
+        info = await client.application_info()
+        assert info.approximate_user_install_count == 0
+        await client.close()
+    finally:
+        point_discord_back()
+
+
 async def test_sharded_bot_gets_its_guilds_only(fake_discord: FakeDiscord) -> None:
     fake_discord.recommended_shards = 2
     guilds = [fake_discord.add_guild(f"g{i}") for i in range(6)]
