@@ -1,9 +1,9 @@
 """(a) checkpoint cycle vs its floor, (b) event-loop lag during it, (c) the incremental second cycle.
 
 The product path is the one the cog runs: :meth:`SessionOwner.checkpoint` over real ``SonoraPlayer``
-objects (capture on the loop one guild at a time, then ``SessionManager.write_live_many`` per batch of
-128: encode in loop slices, then the filesystem store's group commit in a worker thread, overlapping
-the capture of the next batch). Beside it, measured in the same run:
+objects (each guild captured and encoded on the loop, one at a time; every 128 guilds, one group commit
+of the filesystem store in a worker thread, overlapping the capture of the next batch). Beside it,
+measured in the same run:
 
 * **plain floor** — ``orjson.dumps`` of the same state JSON plus one plain ``open/write/close`` per
   guild (what the issue asks for: no capture, no envelope, no durability);

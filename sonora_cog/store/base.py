@@ -17,10 +17,10 @@ from __future__ import annotations
 import builtins
 import io
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from ..errors import InvalidIdentifier, SnapshotTooLarge, TruncatedSnapshot
 from ..meta import SnapshotKind, SnapshotMeta, validate_snapshot_id
@@ -40,11 +40,10 @@ __all__ = (
     "StoreStats",
     "check_header",
     "newest_deploy_tags",
+    "one_by_one",
     "plan_prune",
-    "put_live_each",
     "read_meta_from_bytes",
     "read_meta_from_stream",
-    "save_each",
     "split_journal",
     "validate_aux_key",
     "validate_guild_id",
@@ -376,26 +375,13 @@ class BatchResult:
         return [(i, error) for i, error in enumerate(self.errors) if error is not None]
 
 
-async def put_live_each(store: SnapshotStore, items: Sequence[tuple[int, bytes]]) -> BatchResult:
-    """The loop any store can use as :meth:`SnapshotStore.put_live_many`: one :meth:`~SnapshotStore.put_live`
-    per item, each item's error kept for that item."""
+async def one_by_one(write: Callable[..., Awaitable[object]], items: Iterable[tuple[Any, bytes]]) -> BatchResult:
+    """The loop any store can use for a batch: ``await write(*item)`` per item (``put_live`` or ``save``),
+    each item's error kept for that item (one bad record never stops the others)."""
     errors: list[Exception | None] = []
-    for guild_id, data in items:
+    for item in items:
         try:
-            await store.put_live(guild_id, data)
-        except Exception as exc:  # reported per item: one bad record never stops the others
-            errors.append(exc)
-        else:
-            errors.append(None)
-    return BatchResult(tuple(errors))
-
-
-async def save_each(store: SnapshotStore, items: Sequence[tuple[SnapshotMeta, bytes]]) -> BatchResult:
-    """The loop any store can use as :meth:`SnapshotStore.save_many`: one :meth:`~SnapshotStore.save` per item."""
-    errors: list[Exception | None] = []
-    for meta, data in items:
-        try:
-            await store.save(meta, data)
+            await write(*item)
         except Exception as exc:  # reported per item
             errors.append(exc)
         else:
@@ -436,7 +422,7 @@ class SnapshotStore(Protocol):
         Each record is atomic on its own (a reader, even after ``kill -9`` at any instant, sees its old
         record or its new one), but the batch is not one transaction: some items may be written and
         others not. A backend makes the batch cheaper than the loop (one ``fsync`` of each directory,
-        one Redis round trip); this default is the loop (:func:`put_live_each`).
+        one Redis round trip); this default is the loop (:func:`one_by_one`).
 
         Returns
         -------
@@ -446,7 +432,7 @@ class SnapshotStore(Protocol):
 
         .. versionadded:: 0.5
         """
-        return await put_live_each(self, items)
+        return await one_by_one(self.put_live, items)
 
     async def get_live(self, guild_id: int) -> bytes | None:
         """Return the guild's live record, or ``None`` when it has none."""
@@ -554,7 +540,7 @@ class SnapshotStore(Protocol):
 
         .. versionadded:: 0.5
         """
-        return await save_each(self, items)
+        return await one_by_one(self.save, items)
 
     async def load(self, guild_id: int, snapshot_id: str) -> bytes:
         """Return a snapshot's bytes.

@@ -39,7 +39,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -344,35 +345,34 @@ class RedisStore:
         BufferFull
             Redis is unreachable and the write buffer is full.
         """
+        await self._link.write(self._live_write(guild_id, data))
+
+    def _live_write(self, guild_id: int, data: bytes) -> PendingWrite:
+        """A checked live-record write (a bad id, a record that is not bytes or names another guild: raised)."""
         validate_guild_id(guild_id)
         data = self._as_bytes(data)
         check_header(self._header(data), guild_id, None)
-        await self._link.write(PendingWrite(PendingKind.put_live, guild_id, data))
+        return PendingWrite(PendingKind.put_live, guild_id, data)
 
     async def put_live_many(self, items: Sequence[tuple[int, bytes]]) -> BatchResult:
         """Write many live records in one round trip (buffered while Redis is down); see
         :meth:`SnapshotStore.put_live_many`. Each is fenced by its guild's lease as in :meth:`put_live`."""
+        return await self._write_many([partial(self._live_write, guild_id, data) for guild_id, data in items])
+
+    async def _write_many(self, checks: Sequence[Callable[[], PendingWrite]]) -> BatchResult:
+        """Check each item (its error is its own), then apply the good ones in one round trip."""
         writes: dict[int, PendingWrite] = {}
         errors: dict[int, Exception] = {}
-        for index, (guild_id, data) in enumerate(items):
+        for index, check in enumerate(checks):
             try:
-                validate_guild_id(guild_id)
-                data = self._as_bytes(data)
-                check_header(self._header(data), guild_id, None)
+                writes[index] = check()
             except (SonoraError, TypeError) as exc:
                 errors[index] = exc
-            else:
-                writes[index] = PendingWrite(PendingKind.put_live, guild_id, data)
-        return await self._write_many(len(items), writes, errors)
-
-    async def _write_many(
-        self, count: int, writes: dict[int, PendingWrite], errors: dict[int, Exception]
-    ) -> BatchResult:
         if writes:
             indexes = list(writes)
             outcomes = await self._link.write_many([writes[i] for i in indexes], self._apply_many)
             errors.update((i, error) for i, error in zip(indexes, outcomes, strict=True) if error is not None)
-        return BatchResult(tuple(errors.get(index) for index in range(count)))
+        return BatchResult(tuple(errors.get(index) for index in range(len(checks))))
 
     async def get_live(self, guild_id: int) -> bytes | None:
         """Return the guild's live record (a buffered one first), or ``None``."""
@@ -494,29 +494,20 @@ class RedisStore:
     # --- snapshots ---------------------------------------------------------------------------------------
     async def save(self, meta: SnapshotMeta, data: bytes) -> None:
         """Store a new immutable snapshot (buffered while Redis is down); see :meth:`SnapshotStore.save`."""
-        guild_id, snapshot_id = meta.guild_id, meta.id
-        self._snap_key(guild_id, snapshot_id)
+        await self._link.write(self._snapshot_write(meta, data))
+
+    def _snapshot_write(self, meta: SnapshotMeta, data: bytes) -> PendingWrite:
+        """A checked snapshot write (a bad id, a record that is not bytes or is another snapshot: raised)."""
+        self._snap_key(meta.guild_id, meta.id)
         data = self._as_bytes(data)
         header = self._header(data)
-        check_header(header, guild_id, snapshot_id)
-        await self._link.write(PendingWrite(PendingKind.save, guild_id, data, header))
+        check_header(header, meta.guild_id, meta.id)
+        return PendingWrite(PendingKind.save, meta.guild_id, data, header)
 
     async def save_many(self, items: Sequence[tuple[SnapshotMeta, bytes]]) -> BatchResult:
         """Store many new snapshots in one round trip (buffered while Redis is down); see
         :meth:`SnapshotStore.save_many`. An existing id is refused for that item, as in :meth:`save`."""
-        writes: dict[int, PendingWrite] = {}
-        errors: dict[int, Exception] = {}
-        for index, (meta, data) in enumerate(items):
-            try:
-                self._snap_key(meta.guild_id, meta.id)
-                data = self._as_bytes(data)
-                header = self._header(data)
-                check_header(header, meta.guild_id, meta.id)
-            except (SonoraError, TypeError) as exc:
-                errors[index] = exc
-            else:
-                writes[index] = PendingWrite(PendingKind.save, meta.guild_id, data, header)
-        return await self._write_many(len(items), writes, errors)
+        return await self._write_many([partial(self._snapshot_write, meta, data) for meta, data in items])
 
     async def load(self, guild_id: int, snapshot_id: str) -> bytes:
         """Return a snapshot's bytes (a buffered one first), or raise :class:`SnapshotNotFound`."""
