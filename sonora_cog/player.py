@@ -84,6 +84,20 @@ def _called_by_node_close() -> bool:
     return False
 
 
+def _is_another_session(client: discord.Client, guild: discord.Guild | None, session_id: object) -> bool:
+    """Whether a voice state's ``session_id`` belongs to a gateway session other than this process's.
+
+    Unknown (no guild, no gateway connection yet, no id in the update) counts as this process's own.
+    """
+    if guild is None or not isinstance(session_id, str):
+        return False
+    try:
+        own = client._get_websocket(guild.id).session_id  # the shard connection of the guild (discord.py 2.x)
+    except (AttributeError, KeyError, TypeError):
+        return False
+    return isinstance(own, str) and own != session_id
+
+
 class ObservedDict(dict[str, Any]):
     """A ``dict`` that calls ``on_change()`` after every top-level mutation (``player.extras``).
 
@@ -499,6 +513,20 @@ class SonoraPlayer(wavelink.Player):
         _log.info("guild %s: Lavalink node %s is closing; the player stays in voice and moves to another node",
                   guild_id, node.identifier)
         await delete_lavalink_player(node, guild_id)
+
+    async def on_voice_state_update(self, data: Any, /) -> None:
+        """See ``wavelink.Player.on_voice_state_update``; a "left voice" of another gateway session is ignored.
+
+        When a process restarts, Discord ends the dead process's voice states some time later, each with
+        that process's gateway session id. wavelink destroys a player whose channel becomes ``None``, so
+        such an update reaching a player that is connecting (a restore) would leave it waiting for a
+        voice connection that never comes.
+        """
+        if data.get("channel_id") is None and _is_another_session(self.client, self.guild, data.get("session_id")):
+            _log.debug("guild %s: ignored the end of another gateway session's voice state",
+                       self.guild.id if self.guild is not None else "?")
+            return
+        await super().on_voice_state_update(data)
 
     async def _dispatch_voice_update(self) -> None:
         # wavelink calls disconnect() when Lavalink refuses the voice update: that is not a session's end

@@ -136,9 +136,16 @@ async def test_an_auto_sharded_bot_restores_every_shard_and_old_voice_states_end
         demo.bot.kill()
         await demo.bot.wait()
         demo.discord.voice_latency = 1.0
+        joins_before = sum(demo.discord.voice_state_update_counts.values())
         await demo.start_bot()
         await demo.bot.wait_for_line(r"restoring 12 guild\(s\)", timeout=30)
-        for session in old_sessions:  # Discord gives up on the dead process's sessions now
+        # Discord gives up on the dead process's sessions while the first join of every shard is on its
+        # way: each shard's "the bot left voice" reaches a player that is still connecting.
+        deadline = time.monotonic() + 30
+        while sum(demo.discord.voice_state_update_counts.values()) < joins_before + 4:
+            assert time.monotonic() < deadline, "the bot never sent a join on every shard"
+            await asyncio.sleep(0.01)
+        for session in old_sessions:
             await demo.discord.gateway.end_session(session)
         await demo.wait_restored(11, timeout=60)
 
