@@ -8,7 +8,10 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sonora_cog.owner import SessionOwner
 
 __all__ = ("LagProbe", "dir_bytes", "percentile", "ratio", "sync_disks", "timed")
 
@@ -89,3 +92,10 @@ class LagProbe:
             "p99_ms": round(percentile(self.lags_ms, 99), 3),
             "max_ms": round(max(self.lags_ms, default=0.0), 3),
         }
+
+
+async def open_store(owner: SessionOwner) -> None:
+    """Open the owner's store before timing (both backends have ``open()``; the store protocol leaves it out)."""
+    opener = getattr(owner.manager.store, "open", None)
+    if opener is not None:
+        await opener()

@@ -125,7 +125,8 @@ def make_player(node: wavelink.Node, bot: FakeBot, guild_id: int, tracks: int, *
     """One connected, playing ``SonoraPlayer`` with ``tracks`` tracks (current + queue), registered on ``bot``."""
     player = SonoraPlayer(nodes=[node])
     guild = _Guild(id=guild_id, voice_client=player)
-    player(SimpleNamespace(), SimpleNamespace(id=guild_id + 1, guild=guild))  # what channel.connect(cls=...) does
+    # what channel.connect(cls=...) does, with stand-ins for the client and the channel
+    player(SimpleNamespace(), SimpleNamespace(id=guild_id + 1, guild=guild))  # type: ignore[arg-type]
     made = [wavelink.Playable(lavalink_track(i, requester=guild_id + 2)) for i in range(max(tracks, 1))]  # type: ignore[arg-type]
     for done in made[:history]:
         player.queue.history.put(done)  # type: ignore[union-attr]

@@ -39,7 +39,7 @@ from sonora_cog.manager import SessionManager
 from sonora_cog.owner import SessionOwner
 from sonora_cog.store.base import BatchResult, check_header
 
-from ._util import LagProbe, dir_bytes, ratio, sync_disks
+from ._util import LagProbe, dir_bytes, open_store, ratio, sync_disks
 from ._world import World, lavalink_track, make_world
 from .original import run_original
 
@@ -288,13 +288,13 @@ async def run_checkpoint(guilds: int, tracks: int, workdir: Path, *, profile_dir
             await asyncio.sleep(0.5)
         sync_disks()
         owner = _owner(world, workdir / "store")
-        await owner.manager.store.open()
+        await open_store(owner)
         product = await _product_cycle(owner, workdir / "store", lag=True)
 
         # -- the same with fsync stubbed: like for like with the plain floor ---------------------------
         sync_disks()
         nosync_owner = _owner(world, workdir / "store-nofsync")
-        await nosync_owner.manager.store.open()
+        await open_store(nosync_owner)
         with _no_fsync():
             nosync = await _product_cycle(nosync_owner, workdir / "store-nofsync", lag=False)
         await nosync_owner.manager.close()

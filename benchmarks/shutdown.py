@@ -35,7 +35,7 @@ from sonora_cog.manager import SessionManager
 from sonora_cog.meta import SnapshotKind
 from sonora_cog.owner import SessionOwner
 
-from ._util import LagProbe, ratio, sync_disks
+from ._util import LagProbe, open_store, ratio, sync_disks
 from ._world import World, make_world
 from .checkpoint import _change
 
@@ -119,7 +119,7 @@ async def _one_by_one(owner: SessionOwner) -> float:
 async def _case(world: World, workdir: Path, share: float, salt: int) -> dict[str, Any]:
     n = len(world.players)
     owner = _owner(world, workdir / "store")
-    await owner.manager.store.open()
+    await open_store(owner)
     started = time.perf_counter()
     await owner.checkpoint()  # every live record written and current
     checkpoint_s = time.perf_counter() - started
@@ -144,7 +144,7 @@ async def _case(world: World, workdir: Path, share: float, salt: int) -> dict[st
     store.put_live_many = count_live  # type: ignore[method-assign]
     store.save_many = count_saves  # type: ignore[method-assign]
     # the floor's input, from the same players: changed states' JSON, and every live record's size of bytes
-    changed = [(p.guild.id, capture_state(p).to_json()) for p in world.players  # type: ignore[union-attr]
+    changed = [(p.guild.id, capture_state(p).to_json()) for p in world.players
                if p.guild is not None and p.guild.id in changed_ids]
     snapshot_bytes = [(g, await _live_bytes(store, g)) for g in world.guild_ids()]
     gc.collect()
@@ -197,7 +197,7 @@ async def run_shutdown(workdir: Path, sizes: tuple[int, ...] = (1_000, 10_000), 
                 gc.collect()
             if n <= 1_000:
                 owner = _owner(world, workdir / f"{n}-one-by-one")
-                await owner.manager.store.open()
+                await open_store(owner)
                 sync_disks()
                 seconds = await _one_by_one(owner)
                 await owner.manager.close()

@@ -43,10 +43,10 @@ from .model import SessionState
 from .player import SonoraPlayer
 
 if TYPE_CHECKING:
-    from discord.ext import commands
+    from ._typing import AnyBot
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: AnyBot) -> None:
     """Extension entry point: ``await bot.load_extension("sonora_cog")`` adds :class:`SonoraCog`."""
     from .cog import SonoraCog
 

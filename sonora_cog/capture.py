@@ -20,12 +20,15 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import wavelink
 
 from .meta import SnapshotKind
+
+if TYPE_CHECKING:
+    from wavelink.types.tracks import PlaylistPayload, TrackPayload
 from .model import (
     DEFAULT_LIMITS,
     AutoplayMode,
@@ -170,25 +173,23 @@ def track_state(track: wavelink.Playable) -> TrackState:
 def to_playable(track: TrackState) -> wavelink.Playable:
     """Rebuild a ``wavelink.Playable`` from a stored track, with no network call."""
     data = track.data
-    payload: dict[str, Any] = {
+    payload = cast("TrackPayload", {
         "encoded": data["encoded"],
         "info": data["info"],
         "pluginInfo": data.get("pluginInfo") or {},
         "userData": data.get("userData") or {},
-    }
+    })
     playlist = None
     stored = data.get("playlist")
     if stored is not None:
         plugin = {k: stored[k] for k in ("type", "url", "artworkUrl", "author") if stored.get(k) is not None}
         count = stored.get("tracks", 0)
-        playlist = wavelink.PlaylistInfo(
-            {
-                "info": {"name": stored["name"], "selectedTrack": stored["selectedTrack"]},
-                "pluginInfo": plugin,
-                "tracks": [payload] * (count if isinstance(count, int) and count > 0 else 0),
-            }
-        )
-    playable = wavelink.Playable(payload, playlist=playlist)  # type: ignore[arg-type]
+        playlist = wavelink.PlaylistInfo(cast("PlaylistPayload", {
+            "info": {"name": stored["name"], "selectedTrack": stored["selectedTrack"]},
+            "pluginInfo": plugin,
+            "tracks": [payload] * (count if isinstance(count, int) and count > 0 else 0),
+        }))
+    playable = wavelink.Playable(payload, playlist=playlist)
     if data.get("recommended"):
         # wavelink exposes ``recommended`` read-only and sets this attribute itself (Player autoplay).
         playable._recommended = True

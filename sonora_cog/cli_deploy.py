@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
 from rich.table import Column, Table
@@ -212,9 +213,11 @@ class _progress_bar:  # noqa: N801 (used as a context manager, like a function)
 
         return update
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._bar is not None:
-            self._bar.__exit__(*exc)
+            self._bar.__exit__(exc_type, exc, tb)
 
 
 def _where(manager: SessionManager) -> str:

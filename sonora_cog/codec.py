@@ -724,6 +724,7 @@ class Codec:
         body: bytes | memoryview = view[header.header_bytes : header.header_bytes + header.body_bytes]
         if header.key_id is not None:
             body = self._decrypt(header, body, view[: header.header_bytes])
+        raw: bytes | memoryview
         if header.flags & FLAG_ZSTD:
             raw = self._decompress(body, header.payload_bytes)
         elif len(body) != header.payload_bytes:
@@ -735,7 +736,7 @@ class Codec:
             raise ChecksumMismatch("payload does not match the content hash in its meta")
         return header, raw, digest
 
-    def _decrypt(self, header: _Header, body: memoryview, aad: memoryview) -> bytes:
+    def _decrypt(self, header: _Header, body: bytes | memoryview, aad: memoryview) -> bytes:
         assert header.key_id is not None
         if self.keyring is None:
             raise WrongKeyError(f"record is encrypted with key {header.key_id} and no keyring is configured",

@@ -28,6 +28,7 @@ from typing import Any
 import wavelink
 from discord.ext import commands
 
+from ._typing import AnyBot
 from .config import Settings, load_settings
 from .deploy import process_name
 from .deployer import DeployController
@@ -100,7 +101,7 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
 
     def __init__(
         self,
-        bot: commands.Bot,
+        bot: AnyBot,
         *,
         settings: Settings | None = None,
         manager: SessionManager | None = None,

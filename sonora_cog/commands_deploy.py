@@ -45,7 +45,7 @@ class DeployCommands(OwnerCommands, name="SonoraDeploy"):
         """Deploy tags: prepare, rollback, status."""
         await ctx.send("usage: sonora-deploy prepare [tag] | rollback <tag> [batch_size] [pause] | status <tag>")
 
-    @group.command(name="prepare")
+    @group.command(name="prepare")  # type: ignore[arg-type]  # mypy cannot pick from discord.py's union of callables
     async def prepare(self, ctx: commands.Context[commands.Bot], tag: str | None = None) -> None:
         """Snapshot every guild under a deploy tag."""
         try:
@@ -56,7 +56,7 @@ class DeployCommands(OwnerCommands, name="SonoraDeploy"):
         tagged = {r.snapshot_id for r in results}
         await ctx.send(f"deploy tag prepared ({len(tagged - {None})} snapshots): " + summary(results))
 
-    @group.command(name="rollback")
+    @group.command(name="rollback")  # type: ignore[arg-type]  # mypy cannot pick from discord.py's union of callables
     async def rollback(
         self, ctx: commands.Context[commands.Bot], tag: str, batch_size: int | None = None, pause: float | None = None
     ) -> None:
@@ -72,7 +72,7 @@ class DeployCommands(OwnerCommands, name="SonoraDeploy"):
             return
         await ctx.send(f"rollback to {tag}: " + summary(results))
 
-    @group.command(name="status")
+    @group.command(name="status")  # type: ignore[arg-type]  # mypy cannot pick from discord.py's union of callables
     async def status(self, ctx: commands.Context[commands.Bot], tag: str) -> None:
         """Each guild's step in a deploy tag."""
         try:

@@ -72,7 +72,7 @@ class NodeCommands(OwnerCommands, name="SonoraNodes"):
         """Lavalink nodes: drain, undrain, status."""
         await ctx.send(_USAGE)
 
-    @group.command(name="drain")
+    @group.command(name="drain")  # type: ignore[arg-type]  # mypy cannot pick from discord.py's union of callables
     async def drain(self, ctx: commands.Context[commands.Bot], node: str) -> None:
         """Move every player off a node, here and in every other process; it takes no new ones."""
         try:
@@ -86,7 +86,7 @@ class NodeCommands(OwnerCommands, name="SonoraNodes"):
                 f"({escape_markdown(problem)})") if problem else "; the other processes drain it too"
         await _say(ctx, escape_markdown(drain_summary(report)) + told)
 
-    @group.command(name="undrain")
+    @group.command(name="undrain")  # type: ignore[arg-type]  # mypy cannot pick from discord.py's union of callables
     async def undrain(self, ctx: commands.Context[commands.Bot], node: str) -> None:
         """Let a drained node take new players again (players do not move back)."""
         shown = escape_markdown(node)
@@ -103,7 +103,7 @@ class NodeCommands(OwnerCommands, name="SonoraNodes"):
         else:
             await _say(ctx, f"node {shown} was not drained; nothing changed")
 
-    @group.command(name="status")
+    @group.command(name="status")  # type: ignore[arg-type]  # mypy cannot pick from discord.py's union of callables
     async def status(self, ctx: commands.Context[commands.Bot]) -> None:
         """Every node of every running process, and the drained ones."""
         try:

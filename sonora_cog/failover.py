@@ -46,6 +46,7 @@ import discord
 import wavelink
 from discord.ext import commands
 
+from ._typing import AnyBot
 from .config import Settings
 from .errors import NodeNotFound, RestoreError
 from .outcomes import RestorePath
@@ -105,7 +106,7 @@ class DrainReport:
 class FailoverMixin:
     """Moving players off a node that died or is drained."""
 
-    bot: commands.Bot
+    bot: AnyBot
     settings: Settings
     owner: SessionOwner
     _spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]  # provided by the cog

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._typing import AnyBot
 from .batching import LoopSlicer, WriteOutcome
 from .capture import PositionSample, capture_state
 from .codec import Codec, EncodedRecord, Keyring, check_json_shape
@@ -44,7 +45,6 @@ from .store.base import BatchResult, RecordRef, SnapshotStore
 
 if TYPE_CHECKING:
     import wavelink
-    from discord.ext import commands
 
     from .owner import SessionOwner
 
@@ -746,7 +746,7 @@ class SessionManager:
         except (wavelink.WavelinkException, OSError) as exc:
             raise RestoreError(f"guild {snapshot.guild_id}: Lavalink refused the state: {exc}") from exc
 
-    def start_auto_snapshot(self, bot: commands.Bot) -> SessionOwner:
+    def start_auto_snapshot(self, bot: AnyBot) -> SessionOwner:
         """Persist ``bot``'s players without the cog: the same session owner and jobs the cog runs.
 
         Every :class:`~sonora_cog.player.SonoraPlayer` change is written within ``snapshots.debounce``

@@ -144,10 +144,9 @@ class _StoreOperation:
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    ) -> None:
         if exc_type is not None and issubclass(exc_type, StoreError):
             self._metrics.store_error(self._operation)
-        return False
 
 
 _NO_CONTEXT: contextlib.nullcontext[None] = contextlib.nullcontext()
@@ -156,15 +155,15 @@ _NO_CONTEXT: contextlib.nullcontext[None] = contextlib.nullcontext()
 def _guarded(method: Callable[Concatenate[Metrics, P], None]) -> Callable[Concatenate[Metrics, P], None]:
     """Make a recording method a no-op when metrics are off, and never let it raise."""
 
-    @functools.wraps(method)
-    def wrapper(self: Metrics, *args: P.args, **kwargs: P.kwargs) -> None:
-        if self._c is None:
+    def wrapper(metrics: Metrics, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        if metrics._c is None:
             return
         try:
-            method(self, *args, **kwargs)
+            method(metrics, *args, **kwargs)
         except Exception:  # a metric must never break persistence
-            self._report_failure(method.__name__)
+            metrics._report_failure(method.__name__)
 
+    functools.update_wrapper(wrapper, method)
     return wrapper
 
 

@@ -87,22 +87,26 @@ class TrackState:
     @property
     def encoded(self) -> str:
         """Lavalink's base64 track blob."""
-        return self.data["encoded"]
+        encoded: str = self.data["encoded"]
+        return encoded
 
     @property
     def info(self) -> Mapping[str, Any]:
         """Lavalink's ``info`` object (camelCase keys)."""
-        return self.data["info"]
+        info: Mapping[str, Any] = self.data["info"]
+        return info
 
     @property
     def title(self) -> str:
         """Track title."""
-        return self.data["info"]["title"]
+        title: str = self.data["info"]["title"]
+        return title
 
     @property
     def length(self) -> int:
         """Track length in milliseconds."""
-        return self.data["info"]["length"]
+        length: int = self.data["info"]["length"]
+        return length
 
     @property
     def user_data(self) -> Mapping[str, Any]:
@@ -223,14 +227,14 @@ class PlayerState:
     def from_json(cls, obj: Any, path: str, limits: Limits = DEFAULT_LIMITS) -> PlayerState:
         """Parse strictly."""
         r = _Reader(obj, path, limits)
-        volume = r.int("volume", 0, 1000)
+        volume = r.integer("volume", 0, 1000)
         return cls(
             volume=volume,
-            paused=r.bool("paused"),
-            position=r.int("position", 0),
+            paused=r.flag("paused"),
+            position=r.integer("position", 0),
             position_at=r.timestamp("position_at"),
-            connected=r.bool("connected"),
-            session_id=r.str("session_id", nullable=True),
+            connected=r.flag("connected"),
+            session_id=r.text("session_id", nullable=True),
             extra=r.rest(),
         )
 
@@ -267,7 +271,7 @@ class QueueState:
             upcoming=r.tracks("upcoming"),
             history=r.tracks("history"),
             loop_mode=r.enum("loop_mode", LoopMode),
-            shuffle_enabled=r.bool("shuffle_enabled"),
+            shuffle_enabled=r.flag("shuffle_enabled"),
             extra=r.rest(),
         )
 
@@ -292,10 +296,10 @@ class FilterState:
     def from_json(cls, obj: Any, path: str, limits: Limits = DEFAULT_LIMITS) -> FilterState:
         """Parse strictly."""
         r = _Reader(obj, path, limits)
-        names = r.list("active_filters")
+        names = r.array("active_filters")
         for i, name in enumerate(names):
             _expect_str(name, f"{path}.active_filters[{i}]", limits)
-        config = r.object("filter_config")
+        config = r.mapping("filter_config")
         _check_json_size(config, f"{path}.filter_config", limits.max_extras_bytes)
         return cls(active_filters=tuple(names), filter_config=config, extra=r.rest())
 
@@ -325,10 +329,10 @@ class AutoplayState:
         """Parse strictly."""
         r = _Reader(obj, path, limits)
         return cls(
-            enabled=r.bool("enabled"),
+            enabled=r.flag("enabled"),
             mode=r.enum("mode", AutoplayMode),
             auto_queue=r.tracks("auto_queue"),
-            max_history=r.int("max_history", 0),
+            max_history=r.integer("max_history", 0),
             extra=r.rest(),
         )
 
@@ -406,16 +410,16 @@ class SessionState:
             raise InvalidSnapshot("", "expected a JSON object")
         obj = _migrate(obj)
         r = _Reader(obj, "", limits)
-        r.int("schema")
-        extras = r.object("extras")
+        r.integer("schema")
+        extras = r.mapping("extras")
         _check_json_size(extras, "extras", limits.max_extras_bytes)
         return cls(
             guild_id=r.snowflake("guild_id"),
             channel_id=r.snowflake("channel_id", nullable=True),
-            node=r.str("node", nullable=True),
+            node=r.text("node", nullable=True),
             created_at=r.timestamp("created_at"),
             kind=r.enum("kind", SnapshotKind),
-            label=r.str("label", nullable=True),
+            label=r.text("label", nullable=True),
             player=PlayerState.from_json(r.get("player"), "player", limits),
             queue=QueueState.from_json(r.get("queue"), "queue", limits),
             filters=FilterState.from_json(r.get("filters"), "filters", limits),
@@ -583,10 +587,11 @@ class _Reader:
             raise InvalidSnapshot(self._where(name), f"expected {_type_name(kind)}")
         return value
 
-    def bool(self, name: str) -> bool:
-        return self._typed(name, bool, False)
+    def flag(self, name: str) -> bool:
+        value: bool = self._typed(name, bool, False)
+        return value
 
-    def int(self, name: str, low: int | None = None, high: int | None = None) -> int:
+    def integer(self, name: str, low: int | None = None, high: int | None = None) -> int:
         value: int = self._typed(name, int, False)
         if (low is not None and value < low) or (high is not None and value > high):
             raise InvalidSnapshot(self._where(name), f"expected int in {low}..{high}, got {value}")
@@ -605,14 +610,15 @@ class _Reader:
             raise InvalidSnapshot(self._where(name), f"expected a Unix time from 0 to {MAX_TIMESTAMP:.0f}")
         return value
 
-    def str(self, name: str, nullable: bool = False) -> Any:
+    def text(self, name: str, nullable: bool = False) -> Any:
         value = self._typed(name, str, nullable)
         return None if value is None else _expect_str(value, self._where(name), self.limits)
 
-    def object(self, name: str) -> dict[str, Any]:
-        return self._typed(name, dict, False)
+    def mapping(self, name: str) -> dict[str, Any]:
+        value: dict[str, Any] = self._typed(name, dict, False)
+        return value
 
-    def list(self, name: str) -> list[Any]:
+    def array(self, name: str) -> list[Any]:
         value: list[Any] = self._typed(name, list, False)
         if len(value) > self.limits.max_queue_tracks:
             raise InvalidSnapshot(
@@ -622,7 +628,7 @@ class _Reader:
 
     def tracks(self, name: str) -> TrackList:
         where = self._where(name)
-        items = self.list(name)
+        items = self.array(name)
         for i, item in enumerate(items):
             _check_track(item, f"{where}[{i}]", self.limits)
         return TrackList(items)

@@ -34,8 +34,8 @@ from typing import Any
 
 import discord
 import wavelink
-from discord.ext import commands
 
+from ._typing import AnyBot
 from .capture import PositionSample
 from .lease import LeaseManager
 from .manager import SessionManager
@@ -82,7 +82,7 @@ class SessionOwner(SessionWriter):
 
     def __init__(
         self,
-        bot: commands.Bot,
+        bot: AnyBot,
         manager: SessionManager,
         *,
         leases: LeaseManager | None = None,

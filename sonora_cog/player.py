@@ -180,15 +180,19 @@ class ObservedQueue(wavelink.Queue):
             self._before_major(operation, len(self), removed)
 
     @property
-    def history(self) -> wavelink.Queue | None:  # type: ignore[override]
+    def history(self) -> wavelink.Queue | None:
         """The history queue (observed too)."""
         return self._observed_history
 
-    def _set_mode(self, value: wavelink.QueueMode) -> None:
+    @property
+    def mode(self) -> wavelink.QueueMode:
+        """The queue mode (setting it is observed)."""
+        return super().mode
+
+    @mode.setter
+    def mode(self, value: wavelink.QueueMode) -> None:
         wavelink.Queue.mode.fset(self, value)  # type: ignore[attr-defined]
         self._on_change()
-
-    mode = property(wavelink.Queue.mode.fget, _set_mode)  # type: ignore[assignment]
 
     def put(self, item: Any, /, *, atomic: bool = True) -> int:
         added = super().put(item, atomic=atomic)

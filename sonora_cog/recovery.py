@@ -15,6 +15,7 @@ import discord
 import wavelink
 from discord.ext import commands
 
+from ._typing import AnyBot
 from .config import Settings
 from .errors import NotReadableHere, RestoreError, RestoreInProgress, SonoraError, StoreError, WrongKeyError
 from .lease import LeaseStatus
@@ -55,7 +56,7 @@ LEAVE_TIMEOUT = 10.0
 class RecoveryMixin:
     """Startup rehydration, rebuilding lost players, rejoining lost voice connections, restores."""
 
-    bot: commands.Bot
+    bot: AnyBot
     settings: Settings
     manager: SessionManager
     owner: SessionOwner
@@ -427,7 +428,8 @@ class RecoveryMixin:
             return
         # Every player of the node, idle ones too: Lavalink lost their voice connections with them.
         # (Players that wait for a node to move to are moved by the failover.)
-        lost = [p for p in self.owner.players() if p.node is payload.node and p.guild.id not in self._waiting]
+        lost = [p for p in self.owner.players()
+                if p.node is payload.node and p.guild is not None and p.guild.id not in self._waiting]
         for player in lost:
             self._spawn(self.rebuild(player, "the Lavalink node came back without its players"))
 

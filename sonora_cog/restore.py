@@ -177,7 +177,7 @@ async def _connect(
     def on_node(client: discord.Client, connectable: discord.abc.Connectable) -> wavelink.Player:
         return player_cls(client, connectable, nodes=[node])
 
-    return await channel.connect(cls=on_node, self_deaf=True)  # type: ignore[arg-type]
+    return await channel.connect(cls=on_node, self_deaf=True)
 
 
 async def leave_voice(voice_client: discord.VoiceProtocol) -> None:

@@ -189,7 +189,7 @@ class RestoreRecorder:
         self._counts: Counter[tuple[str, str, str]] = Counter()
         self._failures: list[dict[str, Any]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[bool] | None = None
         self._closed = False
         self._warned = False
 

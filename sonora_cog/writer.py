@@ -32,6 +32,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from ._typing import AnyBot
 from .batching import BATCH_SIZE, WriteOutcome
 from .cadence import MIN_CHANGE_WINDOW, PRE_CHANGE_MIN_GAP, Cadence, adaptive_interval, fixed_interval, pre_change_label
 from .capture import change_signature
@@ -41,7 +42,6 @@ from .session import Event, GuildSession, Phase
 
 if TYPE_CHECKING:
     import wavelink
-    from discord.ext import commands
 
     from .codec import EncodedRecord
     from .lease import LeaseManager
@@ -78,11 +78,15 @@ class SessionWriter:
     listener_count: Callable[[int], int]
     start: Callable[[int, str], bool]
     sweep_size: Callable[[int], int]
-    key: str
+
+    @property
+    def key(self) -> str:
+        """This process's identity in heartbeat records (given by the session owner)."""
+        raise NotImplementedError
 
     def __init__(
         self,
-        bot: commands.Bot,
+        bot: AnyBot,
         manager: SessionManager,
         leases: LeaseManager,
         *,

@@ -919,6 +919,7 @@ class FilesystemStore:
         exactly those bytes, checked under the store's lock: :class:`~sonora_cog.errors.RecordChanged`
         otherwise.
         """
+        folder: tuple[str, ...]
         if ref.snapshot_id is None:
             folder, name = ("live",), self._live_name(ref.guild_id)
             what = f"the live record of guild {ref.guild_id}"

@@ -175,10 +175,11 @@ class RedisLink:
             recovery.cancel()  # it also stops at its next look at the flag, if a command swallows the cancel
             await asyncio.wait({recovery}, timeout=grace)
         if self.buffer:
+            flush_errors: tuple[type[BaseException], ...] = (TimeoutError, *self._errors)
             try:
                 async with asyncio.timeout(grace):
                     await self._flush()
-            except (TimeoutError, *self._errors) as exc:
+            except flush_errors as exc:
                 _log.error("closing with %d write(s) Redis never received (%s): %s", len(self.buffer),
                            type(exc).__name__ if isinstance(exc, TimeoutError) else exc,
                            "; ".join(item.describe() for item in list(self.buffer)[:20]))

@@ -35,6 +35,7 @@ import wavelink
 from discord import app_commands
 from discord.ext import commands
 
+from sonora_cog._typing import AnyBot
 from sonora_cog.cog import SonoraCog
 from sonora_cog.player import SonoraPlayer
 from sonora_cog.restore import RestoreReport
@@ -73,7 +74,7 @@ async def _reply(interaction: discord.Interaction, text: str) -> None:
 class MusicCog(commands.Cog):
     """The music commands. Every player is a :class:`SonoraPlayer`, so sonora_cog sees each change."""
 
-    def __init__(self, bot: commands.Bot) -> None:
+    def __init__(self, bot: AnyBot) -> None:
         self.bot = bot
 
     @staticmethod
@@ -217,14 +218,14 @@ class MusicCog(commands.Cog):
                   report.position, report.queue_length)
 
 
-def build_bot() -> commands.Bot:
+def build_bot() -> AnyBot:
     """A bot with the music commands, a wavelink node from the environment, and sonora_cog loaded."""
     intents = discord.Intents.default()
     intents.voice_states = True
     intents.guilds = True
     shard_count = os.environ.get("SHARD_COUNT")
     options: dict[str, object] = {}
-    bot_cls: type[commands.Bot] = commands.Bot
+    bot_cls: type[AnyBot] = commands.Bot
     if shard_count and os.environ.get("AUTO_SHARDED"):
         bot_cls = commands.AutoShardedBot
         options = {"shard_count": int(shard_count)}
