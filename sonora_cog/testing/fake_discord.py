@@ -19,6 +19,7 @@ Example::
 
 Split by concept: :mod:`.fake_discord_models` (the world), :mod:`.fake_discord_gateway` (websocket),
 :mod:`.fake_discord_guild` (a guild and its permissions), :mod:`.fake_discord_rest` (HTTP routes),
+:mod:`.fake_discord_commands` (registered commands, who Discord lets use them),
 :mod:`.fake_discord_messaging` (messages, interaction traffic), :mod:`.fake_discord_interactions`
 (what a test reads back).
 
@@ -39,6 +40,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from sonora_cog.testing.fake_discord_commands import CommandNotAvailable
 from sonora_cog.testing.fake_discord_gateway import (
     FakeGateway,
     GatewaySend,
@@ -66,6 +68,7 @@ from sonora_cog.testing.fake_discord_models import (
 from sonora_cog.testing.fake_discord_rest import FakeRest
 
 __all__ = (
+    "CommandNotAvailable",
     "FakeDiscord",
     "FakeGuild",
     "FakeInteraction",
@@ -158,6 +161,11 @@ class FakeDiscord(MessagingMixin):
         #: Guild commands as last synced, per guild id.
         self.synced_guild_commands: dict[int, list[dict[str, Any]]] = {}
         self.sync_count = 0
+        #: Per guild: application command permissions by command id (or application id), see
+        #: :meth:`set_command_permissions`.
+        self.command_permissions: dict[int, dict[int, list[dict[str, Any]]]] = {}
+        #: The DM channel id of each user who sent a command from their DM with the bot.
+        self.dm_channels: dict[int, int] = {}
         #: ``(method, path)`` of every API request, in order.
         self.requests: list[tuple[str, str]] = []
         #: ``(method, path)`` of requests to routes the fake does not implement.
