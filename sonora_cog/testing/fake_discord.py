@@ -355,12 +355,17 @@ class FakeDiscord(MessagingMixin):
         return await self.gateway.dispatch(event, data, guild_id=guild_id)
 
     async def dispatch_guild_create(self, guild_id: int) -> None:
-        """Send GUILD_CREATE for a guild added while the bot is connected (the bot "joins" it)."""
+        """Send GUILD_CREATE for a guild added while the bot is connected (the bot "joins" it).
+
+        Without the ``unavailable`` field: it is for a guild that was unavailable (listed so in READY, or
+        back from an outage), and clients tell a join by its absence (discord.py's ``on_guild_join``,
+        hikari's ``GuildJoinEvent``), while ``unavailable: false`` reads as the guild becoming available.
+        """
         guild = self.guild(guild_id)
         for session in self.gateway.live_sessions(guild_id):
-            await session.dispatch(
-                "GUILD_CREATE", guild.to_payload(all_members=bool(session.intents & Intents.GUILD_MEMBERS))
-            )
+            data = guild.to_payload(all_members=bool(session.intents & Intents.GUILD_MEMBERS))
+            del data["unavailable"]
+            await session.dispatch("GUILD_CREATE", data)
 
     async def _voice_update(self, guild: FakeGuild, state: FakeVoiceState) -> None:
         member = guild.members.get(state.user_id)
