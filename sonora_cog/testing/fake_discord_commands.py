@@ -21,13 +21,13 @@ delivering it. From Discord's developer docs, "Application Commands" > "Permissi
   bot, when its ``contexts`` include ``BOT_DM`` (1) (null: all contexts). "Contexts are distinct from, and
   do not affect, any command permissions": permissions only exist in a guild, so a DM has none to check.
 
-The docs do not spell out how the kinds of entries combine; the fake follows the order of Discord's Help
-Center article on command permissions: a channel entry (this channel, else "all channels") that denies
-refuses; then the member's own entry decides; then their roles' entries (any allow wins, as among channel
-overwrites); an ``@everyone`` entry that denies refuses, and one that allows leaves the decision to
-``default_member_permissions`` (a maintainer's answer in discord/discord-api-docs#5356: an ``@everyone``
-allow does not lift ``"0"``). ``default_member_permissions`` is compared with the member's guild
-permissions (``@everyone`` plus their roles).
+The docs do not spell out how the kinds of entries combine, so this order is the fake's choice, written
+down here: a channel entry (this channel, else "all channels") that denies refuses; then the member's own
+entry decides; then their roles' entries (any allow wins, as among channel overwrites); an ``@everyone``
+entry that denies refuses, and one that allows leaves the decision to ``default_member_permissions`` (the
+answer in discord/discord-api-docs#5356, "This is intended": an ``@everyone`` allow does not lift ``"0"``).
+``default_member_permissions`` is compared with the member's guild permissions (``@everyone`` plus their
+roles), not with channel overwrites, which the docs do not mention either.
 
 .. versionadded:: 0.5
 """

@@ -63,6 +63,11 @@ class World:
         assert (await interaction.wait_response()).content == f"{name} ok"
         return interaction
 
+    async def only(self, command: str | None, target: int, kind: int, permission: bool) -> None:
+        """Give ``/command`` (``None``: every command) this one permission entry in the guild."""
+        entry = {"id": target, "type": kind, "permission": permission}
+        await self.fake.set_command_permissions(self.guild.id, command, [entry])
+
     async def refused(self, user: FakeMember, name: str, *, channel: FakeChannel | None = None) -> CommandNotAvailable:
         """Send ``/name`` as ``user``: Discord does not deliver it, the bot sees nothing."""
         seen = len(self.received)
@@ -202,24 +207,25 @@ async def test_a_role_or_user_entry_opens_a_command_to_members_without_the_defau
 
 async def test_role_user_and_channel_entries_close_a_command_to_members_with_the_default(world: World) -> None:
     guild = world.guild
-    await world.fake.set_command_permissions(guild.id, "manage", [{"id": world.managers.id, "type": ROLE, "permission": False}])
+    await world.only("manage", world.managers.id, ROLE, False)
     assert "Managers" in str(await world.refused(world.manager, "manage"))
-    await world.fake.set_command_permissions(guild.id, "manage", [{"id": world.manager.id, "type": USER, "permission": False}])
+    await world.only("manage", world.manager.id, USER, False)
     await world.refused(world.manager, "manage")
-    await world.fake.set_command_permissions(guild.id, "manage", [{"id": world.text.id, "type": CHANNEL, "permission": False}])
+    await world.only("manage", world.text.id, CHANNEL, False)
     assert "channel" in str(await world.refused(world.manager, "manage", channel=world.text))
     await world.use(world.manager, "manage", channel=world.other_text)
     all_channels = guild.id - 1
-    await world.fake.set_command_permissions(guild.id, "manage", [{"id": all_channels, "type": CHANNEL, "permission": False}])
+    await world.only("manage", all_channels, CHANNEL, False)
     await world.refused(world.manager, "manage", channel=world.other_text)
 
 
 async def test_an_everyone_allow_does_not_lift_the_default(world: World) -> None:
-    # discord/discord-api-docs#5356: "0" plus an @everyone allow stays admins-only ("This is intended").
+    # discord/discord-api-docs#5356 (answered "This is intended"): "0" plus an @everyone allow stays
+    # admins-only; an @everyone deny closes a command that needs nothing.
     everyone = world.guild.id
-    await world.fake.set_command_permissions(world.guild.id, "admins", [{"id": everyone, "type": ROLE, "permission": True}])
+    await world.only("admins", everyone, ROLE, True)
     await world.refused(world.member, "admins")
-    await world.fake.set_command_permissions(world.guild.id, "everyone", [{"id": everyone, "type": ROLE, "permission": False}])
+    await world.only("everyone", everyone, ROLE, False)
     assert "@everyone" in str(await world.refused(world.member, "everyone"))
 
 

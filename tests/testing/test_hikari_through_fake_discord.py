@@ -49,7 +49,10 @@ class Hikari:
     events: list[hikari.Event] = field(default_factory=list)
 
     async def wait_event(
-        self, kind: type[EventT], predicate: Callable[[EventT], bool] = lambda _: True, timeout: float = 5.0  # noqa: ASYNC109
+        self,
+        kind: type[EventT],
+        predicate: Callable[[EventT], bool] = lambda _: True,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a test helper deadline, like asyncio.wait_for
     ) -> EventT:
         """The first recorded event of ``kind`` matching ``predicate`` (waiting for it)."""
 
