@@ -19,6 +19,7 @@ Example::
 
 Split by concept: :mod:`.fake_discord_models` (the world), :mod:`.fake_discord_gateway` (websocket),
 :mod:`.fake_discord_guild` (a guild and its permissions), :mod:`.fake_discord_rest` (HTTP routes),
+:mod:`.fake_discord_commands` (registered commands, who Discord lets use them),
 :mod:`.fake_discord_messaging` (messages, interaction traffic), :mod:`.fake_discord_interactions`
 (what a test reads back).
 
@@ -39,6 +40,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from sonora_cog.testing.fake_discord_commands import CommandNotAvailable
 from sonora_cog.testing.fake_discord_gateway import (
     FakeGateway,
     GatewaySend,
@@ -66,6 +68,7 @@ from sonora_cog.testing.fake_discord_models import (
 from sonora_cog.testing.fake_discord_rest import FakeRest
 
 __all__ = (
+    "CommandNotAvailable",
     "FakeDiscord",
     "FakeGuild",
     "FakeInteraction",
@@ -158,6 +161,11 @@ class FakeDiscord(MessagingMixin):
         #: Guild commands as last synced, per guild id.
         self.synced_guild_commands: dict[int, list[dict[str, Any]]] = {}
         self.sync_count = 0
+        #: Per guild: application command permissions by command id (or application id), see
+        #: :meth:`set_command_permissions`.
+        self.command_permissions: dict[int, dict[int, list[dict[str, Any]]]] = {}
+        #: The DM channel id of each user who sent a command from their DM with the bot.
+        self.dm_channels: dict[int, int] = {}
         #: ``(method, path)`` of every API request, in order.
         self.requests: list[tuple[str, str]] = []
         #: ``(method, path)`` of requests to routes the fake does not implement.
@@ -347,12 +355,17 @@ class FakeDiscord(MessagingMixin):
         return await self.gateway.dispatch(event, data, guild_id=guild_id)
 
     async def dispatch_guild_create(self, guild_id: int) -> None:
-        """Send GUILD_CREATE for a guild added while the bot is connected (the bot "joins" it)."""
+        """Send GUILD_CREATE for a guild added while the bot is connected (the bot "joins" it).
+
+        Without the ``unavailable`` field: it is for a guild that was unavailable (listed so in READY, or
+        back from an outage), and clients tell a join by its absence (discord.py's ``on_guild_join``,
+        hikari's ``GuildJoinEvent``), while ``unavailable: false`` reads as the guild becoming available.
+        """
         guild = self.guild(guild_id)
         for session in self.gateway.live_sessions(guild_id):
-            await session.dispatch(
-                "GUILD_CREATE", guild.to_payload(all_members=bool(session.intents & Intents.GUILD_MEMBERS))
-            )
+            data = guild.to_payload(all_members=bool(session.intents & Intents.GUILD_MEMBERS))
+            del data["unavailable"]
+            await session.dispatch("GUILD_CREATE", data)
 
     async def _voice_update(self, guild: FakeGuild, state: FakeVoiceState) -> None:
         member = guild.members.get(state.user_id)

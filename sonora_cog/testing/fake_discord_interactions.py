@@ -112,7 +112,7 @@ class InteractionCallback:
 class FakeInteraction:
     """An interaction a test sent to the bot, and everything the bot answered to it."""
 
-    def __init__(self, payload: dict[str, Any], *, guild_id: int, channel_id: int, user_id: int) -> None:
+    def __init__(self, payload: dict[str, Any], *, guild_id: int | None, channel_id: int, user_id: int) -> None:
         self.payload = payload
         self.id: int = int(payload["id"])
         self.token: str = payload["token"]
@@ -212,7 +212,7 @@ def _object_id(value: Any) -> int:
 
 def build_options(
     fake: FakeDiscord,
-    guild: FakeGuild,
+    guild: FakeGuild | None,
     definitions: list[dict[str, Any]],
     options: Mapping[str, Any],
     resolved: dict[str, dict[str, Any]],
@@ -246,19 +246,19 @@ def build_options(
     return rendered
 
 
-def _resolve(fake: FakeDiscord, guild: FakeGuild, oid: int, kind: int, resolved: dict[str, Any]) -> None:
-    if oid in guild.channels:
+def _resolve(fake: FakeDiscord, guild: FakeGuild | None, oid: int, kind: int, resolved: dict[str, Any]) -> None:
+    if guild is not None and oid in guild.channels:
         channel = guild.channels[oid]
         resolved.setdefault("channels", {})[str(oid)] = {
             **channel.to_payload(),
             "permissions": str(guild.channel_permissions(fake.bot_user.id, oid)),
         }
-    elif oid in guild.roles:
+    elif guild is not None and oid in guild.roles:
         resolved.setdefault("roles", {})[str(oid)] = guild.roles[oid].to_payload()
     elif oid in fake.users:
         resolved.setdefault("users", {})[str(oid)] = fake.users[oid].to_payload()
-        member = guild.members.get(oid)
-        if member is not None:
+        member = guild.members.get(oid) if guild is not None else None
+        if member is not None and guild is not None:
             data = member.to_payload(permissions=guild.base_permissions(oid))
             data.pop("user")
             resolved.setdefault("members", {})[str(oid)] = data

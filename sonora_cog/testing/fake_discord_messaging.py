@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from sonora_cog.testing.fake_discord_commands import CommandsMixin, InteractionContextType
 from sonora_cog.testing.fake_discord_interactions import (
     EPHEMERAL,
     LOADING,
@@ -31,7 +32,15 @@ from sonora_cog.testing.fake_discord_interactions import (
     nest_subcommand,
     new_interaction_token,
 )
-from sonora_cog.testing.fake_discord_models import ChannelType, FakeChannel, FakeFile, FakeMessage, FakeUser, iso_now
+from sonora_cog.testing.fake_discord_models import (
+    ChannelType,
+    FakeChannel,
+    FakeFile,
+    FakeMessage,
+    FakeUser,
+    Permissions,
+    iso_now,
+)
 
 if TYPE_CHECKING:
     from sonora_cog.testing.fake_discord_guild import FakeGuild
@@ -39,7 +48,18 @@ if TYPE_CHECKING:
 __all__ = ("MessagingMixin",)
 
 
-class MessagingMixin:
+#: What an app may do in a DM with its bot user, as ``app_permissions`` says (Discord's interaction docs:
+#: ATTACH_FILES | EMBED_LINKS | MENTION_EVERYONE, "and additionally USE_EXTERNAL_EMOJIS for DMs with the
+#: app's bot user").
+BOT_DM_APP_PERMISSIONS = (
+    Permissions.ATTACH_FILES | Permissions.EMBED_LINKS | Permissions.MENTION_EVERYONE | Permissions.USE_EXTERNAL_EMOJIS
+)
+
+#: Discord sends DMs to shard 0 only; ``(guild_id >> 22) % num_shards`` of a guild id 0 is that shard.
+_DM_SHARD_KEY = 0
+
+
+class MessagingMixin(CommandsMixin):
     """Message store and interaction traffic of :class:`FakeDiscord`."""
 
     if TYPE_CHECKING:
@@ -54,15 +74,10 @@ class MessagingMixin:
         attachments: dict[int, FakeFile]
         interactions: list[FakeInteraction]
         interactions_by_token: dict[str, FakeInteraction]
-        synced_commands: list[dict[str, Any]]
-        synced_guild_commands: dict[int, list[dict[str, Any]]]
-        sync_count: int
+        dm_channels: dict[int, int]
 
         @property
         def base_url(self) -> str: ...
-        def guild(self, guild_id: int) -> FakeGuild: ...
-        def dispatch(self, event: str, data: dict[str, Any], *, guild_id: int | None = None) -> Awaitable[int]: ...
-        def notify(self) -> Awaitable[None]: ...
         def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> Awaitable[None]: ...
 
     def channel_messages(self, channel_id: int) -> list[FakeMessage]:
@@ -98,15 +113,6 @@ class MessagingMixin:
                 return channel
         raise ValueError(f"guild {guild.id} has no text channel; pass channel_id")
 
-    def _find_command(self, name: str, guild_id: int) -> tuple[dict[str, Any] | None, bool]:
-        for command in self.synced_guild_commands.get(guild_id, []):
-            if command["name"] == name and command.get("type", 1) == 1:
-                return command, True
-        for command in self.synced_commands:
-            if command["name"] == name and command.get("type", 1) == 1:
-                return command, False
-        return None, False
-
     async def _send_interaction(
         self,
         itype: int,
@@ -118,12 +124,15 @@ class MessagingMixin:
         permissions: int | None,
         locale: str,
         message: FakeMessage | None = None,
+        command: Mapping[str, Any] | None = None,
     ) -> FakeInteraction:
         guild = self.guild(guild_id)
         member = guild.members.get(user_id)
         if member is None:
             raise KeyError(f"user {user_id} is not a member of guild {guild_id}")
         channel = guild.channels[channel_id] if channel_id is not None else self._default_text_channel(guild)
+        if command is not None and (refusal := self._command_refusal(guild, user_id, channel.id, command)):
+            raise self._not_available(refusal, user_id, command["name"], guild)
         perms = permissions if permissions is not None else guild.channel_permissions(user_id, channel.id)
         payload: dict[str, Any] = {
             "id": str(self.snowflake()),
@@ -143,29 +152,36 @@ class MessagingMixin:
             "entitlements": [],
             "entitlement_sku_ids": [],
             "authorizing_integration_owners": {"0": str(guild.id)},
-            "context": 0,
+            "context": InteractionContextType.GUILD,
             "attachment_size_limit": 10 * 1024 * 1024,
         }
         if message is not None:
             payload["message"] = message.to_payload(self.base_url)
-        interaction = FakeInteraction(payload, guild_id=guild.id, channel_id=channel.id, user_id=user_id)
+        return await self._deliver(payload, guild.id, channel.id, user_id, message)
+
+    async def _deliver(
+        self, payload: dict[str, Any], guild_id: int | None, channel_id: int, user_id: int, message: FakeMessage | None
+    ) -> FakeInteraction:
+        interaction = FakeInteraction(payload, guild_id=guild_id, channel_id=channel_id, user_id=user_id)
         interaction.created_at = self.clock()
         interaction.target_message = message
         self.interactions.append(interaction)
         self.interactions_by_token[interaction.token] = interaction
-        if await self.dispatch("INTERACTION_CREATE", payload, guild_id=guild.id) == 0:
-            raise RuntimeError(f"no gateway session covers guild {guild_id}: is the bot connected?")
+        key = _DM_SHARD_KEY if guild_id is None else guild_id
+        if await self.dispatch("INTERACTION_CREATE", payload, guild_id=key) == 0:
+            where = "shard 0 (DMs)" if guild_id is None else f"guild {guild_id}"
+            raise RuntimeError(f"no gateway session covers {where}: is the bot connected?")
         return interaction
 
     def _command_data(
         self,
-        guild_id: int,
+        guild_id: int | None,
         name: str,
         subcommand: str | None,
         options: Mapping[str, Any],
         focused: str | None = None,
-    ) -> dict[str, Any]:
-        guild = self.guild(guild_id)
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        guild = self.guild(guild_id) if guild_id is not None else None
         command, is_guild_command = self._find_command(name, guild_id)
         resolved: dict[str, dict[str, Any]] = {}
         leaves = build_options(self, guild, leaf_definitions(command, subcommand), options, resolved, focused=focused)
@@ -179,7 +195,7 @@ class MessagingMixin:
             data["guild_id"] = str(guild_id)
         if resolved:
             data["resolved"] = resolved
-        return data
+        return data, command
 
     async def send_slash_command(
         self,
@@ -198,11 +214,20 @@ class MessagingMixin:
 
         ``subcommand`` is ``"play"`` or ``"group play"``; ``options`` maps option names to values
         (members/channels/roles may be passed as fake objects, attachments as :meth:`host_attachment`
-        dicts, or by name in ``attachments``). ``permissions`` overrides the member's computed
-        channel permissions. The bot's answers are read from the returned :class:`FakeInteraction`.
+        dicts, or by name in ``attachments``). ``permissions`` overrides the member permissions the
+        interaction reports (not who may use the command). The bot's answers are read from the returned
+        :class:`FakeInteraction`.
+
+        Raises
+        ------
+        CommandNotAvailable
+            Discord would not deliver the registered command to this member in this channel: they lack its
+            ``default_member_permissions`` or the guild's command permissions deny it (see
+            :mod:`.fake_discord_commands` and :meth:`set_command_permissions`). A command the bot has
+            not registered is delivered unchecked.
         """
         all_options = {**(options or {}), **(attachments or {})}
-        data = self._command_data(guild_id, name, subcommand, all_options)
+        data, command = self._command_data(guild_id, name, subcommand, all_options)
         return await self._send_interaction(
             InteractionType.APPLICATION_COMMAND,
             guild_id,
@@ -211,6 +236,7 @@ class MessagingMixin:
             channel_id=channel_id,
             permissions=permissions,
             locale=locale,
+            command=command,
         )
 
     async def send_autocomplete(
@@ -228,9 +254,11 @@ class MessagingMixin:
     ) -> FakeInteraction:
         """Send an autocomplete request (type 4) with ``focused`` marking the option being typed.
 
-        The bot's choices are ``(await interaction.wait_response()).choices`` (callback type 8).
+        The bot's choices are ``(await interaction.wait_response()).choices`` (callback type 8). Raises
+        :class:`CommandNotAvailable` like :meth:`send_slash_command`: a member cannot type a command
+        they cannot use.
         """
-        data = self._command_data(guild_id, name, subcommand, options or {}, focused=focused)
+        data, command = self._command_data(guild_id, name, subcommand, options or {}, focused=focused)
         return await self._send_interaction(
             InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE,
             guild_id,
@@ -239,7 +267,59 @@ class MessagingMixin:
             channel_id=channel_id,
             permissions=permissions,
             locale=locale,
+            command=command,
         )
+
+    async def send_dm_slash_command(
+        self,
+        user_id: int,
+        name: str,
+        subcommand: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        locale: str = "en-US",
+    ) -> FakeInteraction:
+        """Send a slash command from the user's DM with the bot (``context`` BOT_DM, ``user`` instead of
+        ``member``), to shard 0 as Discord sends DMs.
+
+        Raises
+        ------
+        CommandNotAvailable
+            Discord would not offer the command there: it is not a registered global command (guild
+            commands are not available in DMs), its ``contexts`` leave out BOT_DM (or, without
+            ``contexts``, ``dm_permission`` is false), or the user shares no guild with the bot.
+            ``default_member_permissions`` is not checked: there are no member permissions in a DM.
+        """
+        user = self.users[user_id]
+        if (refusal := self._dm_refusal(user_id, name)) is not None:
+            raise self._not_available(refusal, user_id, name, None)
+        data, _ = self._command_data(None, name, subcommand, options or {})
+        channel_id = self.dm_channels.setdefault(user_id, self.snowflake())
+        payload: dict[str, Any] = {
+            "id": str(self.snowflake()),
+            "application_id": str(self.application_id),
+            "type": InteractionType.APPLICATION_COMMAND,
+            "data": data,
+            "channel_id": str(channel_id),
+            "channel": {
+                "id": str(channel_id),
+                "type": ChannelType.DM,
+                "last_message_id": None,
+                "flags": 0,
+                "recipients": [user.to_payload()],
+            },
+            "user": user.to_payload(),
+            "token": new_interaction_token(),
+            "version": 1,
+            "app_permissions": str(BOT_DM_APP_PERMISSIONS),
+            "locale": locale,
+            "entitlements": [],
+            "entitlement_sku_ids": [],
+            "authorizing_integration_owners": {"0": "0"},
+            "context": InteractionContextType.BOT_DM,
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        return await self._deliver(payload, None, channel_id, user_id, None)
 
     async def click_button(
         self,
@@ -276,41 +356,6 @@ class MessagingMixin:
             locale=locale,
             message=msg,
         )
-
-    def _commands_for(self, guild_id: int | None) -> list[dict[str, Any]]:
-        return self.synced_commands if guild_id is None else self.synced_guild_commands.get(guild_id, [])
-
-    def _store_commands(
-        self, guild_id: int | None, body: list[dict[str, Any]], *, replace: bool
-    ) -> list[dict[str, Any]]:
-        existing = {(c["name"], c.get("type", 1)): c for c in self._commands_for(guild_id)}
-        stored = []
-        for raw in body:
-            old = existing.get((raw["name"], raw.get("type", 1)))
-            command = {
-                "type": 1,
-                "description": "",
-                "default_member_permissions": None,
-                "nsfw": False,
-                "contexts": None,
-                "integration_types": [0],
-                **raw,
-                "id": old["id"] if old else str(self.snowflake()),
-                "application_id": str(self.application_id),
-                "version": str(self.snowflake()),
-            }
-            if guild_id is not None:
-                command["guild_id"] = str(guild_id)
-            stored.append(command)
-        if not replace:
-            keep = [c for k, c in existing.items() if k not in {(s["name"], s["type"]) for s in stored}]
-            stored = keep + stored
-        if guild_id is None:
-            self.synced_commands = stored
-        else:
-            self.synced_guild_commands[guild_id] = stored
-        self.sync_count += 1
-        return stored
 
     async def send_user_message(self, guild_id: int, channel_id: int, user_id: int, content: str) -> FakeMessage:
         """A member writes ``content`` in a text channel: dispatch ``MESSAGE_CREATE`` as Discord does (for a

@@ -38,29 +38,53 @@ class ChannelType:
     """Channel type numbers of the Discord API (only the ones the fake builds)."""
 
     GUILD_TEXT = 0
+    DM = 1
     GUILD_VOICE = 2
     GUILD_CATEGORY = 4
     GUILD_STAGE_VOICE = 13
 
 
 class Permissions:
-    """Permission bits of the Discord API used by the fake's permission computation."""
+    """Permission bits of the Discord API (``topics/permissions``, "Bitwise Permission Flags"), the ones the
+    fake computes with or names in its messages."""
 
     CREATE_INSTANT_INVITE = 1 << 0
+    KICK_MEMBERS = 1 << 1
+    BAN_MEMBERS = 1 << 2
     ADMINISTRATOR = 1 << 3
+    MANAGE_CHANNELS = 1 << 4
+    MANAGE_GUILD = 1 << 5
+    ADD_REACTIONS = 1 << 6
+    VIEW_AUDIT_LOG = 1 << 7
+    PRIORITY_SPEAKER = 1 << 8
+    STREAM = 1 << 9
     VIEW_CHANNEL = 1 << 10
     SEND_MESSAGES = 1 << 11
+    MANAGE_MESSAGES = 1 << 13
     EMBED_LINKS = 1 << 14
     ATTACH_FILES = 1 << 15
     READ_MESSAGE_HISTORY = 1 << 16
+    MENTION_EVERYONE = 1 << 17
+    USE_EXTERNAL_EMOJIS = 1 << 18
     CONNECT = 1 << 20
     SPEAK = 1 << 21
+    MUTE_MEMBERS = 1 << 22
+    DEAFEN_MEMBERS = 1 << 23
     MOVE_MEMBERS = 1 << 24
     USE_VAD = 1 << 25
-    MANAGE_GUILD = 1 << 5
+    MANAGE_ROLES = 1 << 28
+    USE_APPLICATION_COMMANDS = 1 << 31
+    MODERATE_MEMBERS = 1 << 40
     ALL = (1 << 53) - 1
     #: What a fresh server's ``@everyone`` role gets (the client's default, 0x6_3E16_41).
     DEFAULT_EVERYONE = 1071698660929
+
+    @classmethod
+    def names(cls, bits: int) -> list[str]:
+        """The flag names of ``bits`` (``["MANAGE_GUILD"]``), lowest bit first; a bit without a name here
+        is written ``1 << n``."""
+        named = {value: name for name, value in vars(cls).items() if isinstance(value, int) and value.bit_count() == 1}
+        return [named.get(1 << n, f"1 << {n}") for n in range(bits.bit_length()) if bits >> n & 1]
 
 
 class SnowflakeFactory:

@@ -3,10 +3,11 @@
 Errors use Discord's JSON shape ``{"message": ..., "code": ...}`` with its status codes and JSON error
 codes (https://discord.com/developers/docs/topics/opcodes-and-status-codes#json): 10003 Unknown
 Channel, 10004 Unknown Guild, 10007 Unknown Member, 10008 Unknown Message, 10013 Unknown User,
-10015 Unknown Webhook, 10062 Unknown Interaction, 40060 Interaction has already been acknowledged,
-50001 Missing Access, 50013 Missing Permissions, 50035 Invalid Form Body; ``401: Unauthorized`` and
-``404: Not Found`` with code 0. Unknown routes answer 404 and are logged and kept in
-:attr:`FakeDiscord.unknown_routes`, so a test reveals what is missing.
+10015 Unknown Webhook, 10062 Unknown Interaction, 10066 Unknown application command permissions,
+40060 Interaction has already been acknowledged, 50001 Missing Access, 50013 Missing Permissions,
+50035 Invalid Form Body; ``401: Unauthorized`` and ``404: Not Found`` with code 0. Unknown routes
+answer 404 and are logged and kept in :attr:`FakeDiscord.unknown_routes`, so a test reveals what is
+missing.
 
 Bodies are JSON, or ``multipart/form-data`` with a ``payload_json`` part and ``files[n]`` parts (what
 discord.py's ``handle_message_parameters`` builds); uploaded bytes are kept as :class:`FakeFile`.
@@ -100,6 +101,9 @@ class FakeRest:
             r.add_get(f"{prefix}/commands", self.get_commands)
             r.add_put(f"{prefix}/commands", self.put_commands)
             r.add_post(f"{prefix}/commands", self.post_command)
+        guild_commands = f"{API}/applications/{{app_id}}/guilds/{{guild_id}}/commands"
+        r.add_get(f"{guild_commands}/permissions", self.get_guild_command_permissions)
+        r.add_get(f"{guild_commands}/{{command_id}}/permissions", self.get_command_permissions)
         r.add_get(f"{API}/guilds/{{guild_id}}", self.get_guild)
         r.add_get(f"{API}/guilds/{{guild_id}}/channels", self.get_guild_channels)
         r.add_get(f"{API}/guilds/{{guild_id}}/roles", self.get_roles)
@@ -259,6 +263,22 @@ class FakeRest:
         key = self._command_key(request)
         body, _ = await read_body(request)
         return _json(self.fake._store_commands(key, [body], replace=False)[0], 201)
+
+    def _command_permissions(self, request: web.Request) -> list[dict[str, Any]]:
+        self._command_key(request)
+        return self.fake.guild_command_permissions(self._guild(request).id)
+
+    async def get_guild_command_permissions(self, request: web.Request) -> web.Response:
+        """``GET .../guilds/{guild}/commands/permissions``: the guild's application command permissions."""
+        return _json(self._command_permissions(request))
+
+    async def get_command_permissions(self, request: web.Request) -> web.Response:
+        """``GET .../guilds/{guild}/commands/{command}/permissions``; 404 (10066) when the guild set none."""
+        command_id = _id(request, "command_id")
+        found = [p for p in self._command_permissions(request) if int(p["id"]) == command_id]
+        if not found:
+            raise DiscordHTTPError(404, 10066, "Unknown application command permissions")
+        return _json(found[0])
 
     # -- guilds --------------------------------------------------------------------------------------
 

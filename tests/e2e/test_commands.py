@@ -22,6 +22,7 @@ from sonora_cog.config import CommandSettings, SnapshotSettings
 from sonora_cog.errors import RestoreInProgress, StoreError
 from sonora_cog.meta import SnapshotKind
 from sonora_cog.session import Phase
+from sonora_cog.testing.fake_discord import CommandNotAvailable
 from sonora_cog.testing.fake_discord_interactions import FakeInteraction
 from sonora_cog.testing.fake_discord_models import FakeMessage
 
@@ -114,28 +115,55 @@ async def test_group_is_synced_guild_only_with_manage_server_default(running_bot
     assert running_bot.bot.tree.get_command("snapshot") is group_cog.app_command
 
 
-async def test_member_without_manage_server_is_refused(running_bot: RunningBot) -> None:
+async def test_discord_does_not_deliver_snapshot_to_a_member_without_manage_server(running_bot: RunningBot) -> None:
+    # The group's default_member_permissions is Manage Server: Discord keeps /snapshot out of such a
+    # member's command picker, so neither the command nor its autocomplete reaches the bot.
     await running_bot.play("Clair de Lune")
-    member = running_bot.world.member
-    for subcommand, options in [("create", None), ("list", None), ("status", None)]:
-        message = await ask(running_bot, subcommand, options, user=member)
-        assert_sentence(message, "Manage Server")
-    # alice is in the voice channel but has no rights either; autocomplete shows her nothing
     snapshot_id = await create(running_bot, "secret")
-    assert await autocomplete(running_bot, "restore", "", user=running_bot.world.alice) == []
-    message = await ask(running_bot, "restore", {"snapshot": snapshot_id}, user=running_bot.world.alice)
-    assert_sentence(message, "Manage Server")
+    asked = [("create", None), ("list", None), ("status", None), ("restore", {"snapshot": snapshot_id})]
+    for user in (running_bot.world.member, running_bot.world.alice):
+        for subcommand, options in asked:
+            with pytest.raises(CommandNotAvailable, match="MANAGE_GUILD") as refused:
+                await running_bot.snapshot(subcommand, options, user=user)
+            assert refused.value.user_id == user.id and refused.value.command == "snapshot"
+        with pytest.raises(CommandNotAvailable):
+            await autocomplete(running_bot, "restore", "", user=user)
     assert len(await running_bot.cog.manager.list_snapshots(running_bot.guild.id)) == 1
 
 
+async def test_the_cog_refuses_a_member_the_server_let_see_snapshot(running_bot: RunningBot) -> None:
+    # A server's admins may give anyone access to /snapshot (application command permissions, Server
+    # Settings > Integrations); the cog still lets only Manage Server or commands.allowed_role_ids through.
+    running = running_bot
+    await running.play("Clair de Lune")
+    snapshot_id = await create(running, "secret")
+    member = running.world.member
+    await running.fake.set_command_permissions(
+        running.guild.id, "snapshot", [{"id": member.id, "type": 2, "permission": True}]
+    )
+    asked = [("create", None), ("list", None), ("status", None), ("restore", {"snapshot": snapshot_id})]
+    for subcommand, options in asked:
+        assert_sentence(await ask(running, subcommand, options, user=member), "Manage Server")
+    assert await autocomplete(running, "restore", "", user=member) == []
+    assert len(await running.cog.manager.list_snapshots(running.guild.id)) == 1
+
+
 async def test_an_allowed_role_is_accepted(start_bot: StartBot, music_world: MusicWorld) -> None:
+    # The DJ role lacks Manage Server: the server's admins let it see /snapshot (what the commands
+    # module's docstring asks of them), then commands.allowed_role_ids lets it through the cog's check.
     running = await start_bot(commands=CommandSettings(allowed_role_ids=(music_world.dj_role.id,)))
     await running.play("Clair de Lune")
+    with pytest.raises(CommandNotAvailable):
+        await running.snapshot("list", user=music_world.dj)
+    await running.fake.set_command_permissions(
+        running.guild.id, "snapshot", [{"id": music_world.dj_role.id, "type": 1, "permission": True}]
+    )
     snapshot_id = await create(running, "by the dj", user=music_world.dj)
     choices = await autocomplete(running, "info", "", user=music_world.dj)
     assert [c["value"] for c in choices] == [snapshot_id]
     assert embed_of(await ask(running, "list", user=music_world.dj))["fields"]
-    assert_sentence(await ask(running, "list", user=music_world.member), "Manage Server")
+    with pytest.raises(CommandNotAvailable):
+        await running.snapshot("list", user=music_world.member)
 
 
 # -- create / list / info / status / delete -----------------------------------------------------------

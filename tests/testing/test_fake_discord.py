@@ -309,6 +309,21 @@ async def test_delete_channel_disconnects_occupants(harness: Harness) -> None:
     assert before.channel.id == harness.voice.id and after.channel is None
 
 
+async def test_a_guild_added_while_connected_is_joined_not_made_available(harness: Harness) -> None:
+    # Discord sends GUILD_CREATE "when a user is initially connecting" (guilds READY listed unavailable),
+    # "when a Guild becomes available again" and "when the current user joins a new Guild" (gateway events
+    # docs); ``unavailable`` is for the first two. discord.py (like hikari) reads ``unavailable: false``
+    # as a guild coming back and its absence as a join.
+    harness.record("guild_join")
+    harness.record("guild_available")
+    later = harness.fake.add_guild("Later Guild")
+    later.add_text_channel("welcome")
+    await harness.fake.dispatch_guild_create(later.id)
+    ((joined,),) = await harness.wait_event("guild_join")
+    assert joined.id == later.id and joined.name == "Later Guild"
+    assert harness.events["guild_available"] == []
+
+
 async def test_channel_messages_and_unknown_routes(harness: Harness) -> None:
     channel = harness.bot.get_channel(harness.text.id)
     assert isinstance(channel, discord.TextChannel)
