@@ -13,6 +13,8 @@ sonora_cog`` (no fake, no web server, no track codec until a name is used)::
                          is given (``testing/music_bot.py`` reads ``FAKE_DISCORD_URL``)
 ``BotProcess``           runs a bot script in a subprocess that a test can SIGKILL and start again
 ``Permissions``          Discord permission bits, to build roles (``Permissions.MANAGE_GUILD``...)
+``CommandNotAvailable``  raised by ``FakeDiscord`` for a command Discord would not deliver to that member
+                         (``default_member_permissions``, DM rules)
 ``RedisServer``          a private ``redis-server`` on a free loopback port
 ``PYTEST_PLUGIN``        the pytest plugin's module name: ``pytest_plugins = [PYTEST_PLUGIN]`` gives
                          the fixtures ``fake_discord``, ``discord_world``, ``fake_lavalink``,
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .botproc import BotProcess
     from .discord_client import point_discord_at, point_discord_back
-    from .fake_discord import FakeDiscord
+    from .fake_discord import CommandNotAvailable, FakeDiscord
     from .fake_discord_models import Permissions
     from .fake_lavalink import FakeLavalink
     from .redis_server import RedisServer
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = (
     "PYTEST_PLUGIN",
     "BotProcess",
+    "CommandNotAvailable",
     "FakeDiscord",
     "FakeLavalink",
     "Permissions",
@@ -52,6 +55,7 @@ PYTEST_PLUGIN = "sonora_cog.testing.pytest_plugin"
 #: Where each public name lives (imported when it is first used).
 _HOMES = {
     "BotProcess": ".botproc",
+    "CommandNotAvailable": ".fake_discord",
     "FakeDiscord": ".fake_discord",
     "FakeLavalink": ".fake_lavalink",
     "Permissions": ".fake_discord_models",

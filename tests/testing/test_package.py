@@ -10,7 +10,7 @@ import pytest
 import sonora_cog.testing as kit
 from sonora_cog.testing.botproc import BotProcess
 from sonora_cog.testing.discord_client import point_discord_at, point_discord_back
-from sonora_cog.testing.fake_discord import FakeDiscord
+from sonora_cog.testing.fake_discord import CommandNotAvailable, FakeDiscord
 from sonora_cog.testing.fake_discord_models import Permissions
 from sonora_cog.testing.fake_lavalink import FakeLavalink
 from sonora_cog.testing.redis_server import RedisServer
@@ -22,6 +22,7 @@ def test_every_public_name_is_the_module_s_own() -> None:
     assert (kit.FakeDiscord, kit.FakeLavalink, kit.BotProcess, kit.Permissions, kit.RedisServer) == (
         FakeDiscord, FakeLavalink, BotProcess, Permissions, RedisServer)
     assert (kit.point_discord_at, kit.point_discord_back) == (point_discord_at, point_discord_back)
+    assert kit.CommandNotAvailable is CommandNotAvailable
     assert Permissions.MANAGE_GUILD == 1 << 5
     assert __import__(PYTEST_PLUGIN, fromlist=["fake_discord"]).fake_discord is not None
     assert sorted(kit.__all__) == dir(kit)
