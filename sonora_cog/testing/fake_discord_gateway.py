@@ -145,9 +145,12 @@ class _Compressor:
             raise ValueError(f"unsupported transport compression {kind!r}")
 
     def compress(self, data: bytes) -> bytes:
+        out: bytes
         if self._zlib is not None:
-            return self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
-        return self._zstd.compress(data) + self._zstd.flush(self._flush)
+            out = self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
+        else:
+            out = self._zstd.compress(data) + self._zstd.flush(self._flush)
+        return out
 
 
 class GatewayConnection:
@@ -505,7 +508,7 @@ class FakeGateway:
     async def _request_members(self, session: GatewaySession, d: dict[str, Any]) -> None:
         guild_ids = d.get("guild_id")
         for raw in guild_ids if isinstance(guild_ids, list) else [guild_ids]:
-            guild = self.fake.guilds.get(int(raw))
+            guild = self.fake.guilds.get(int(raw)) if raw is not None else None
             if guild is None:
                 continue
             members = list(guild.members.values())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sonora_cog.testing.fake_discord_commands import CommandsMixin, InteractionContextType
 from sonora_cog.testing.fake_discord_interactions import (
@@ -43,6 +43,7 @@ from sonora_cog.testing.fake_discord_models import (
 )
 
 if TYPE_CHECKING:
+    from sonora_cog.testing.fake_discord import FakeDiscord
     from sonora_cog.testing.fake_discord_guild import FakeGuild
 
 __all__ = ("MessagingMixin",)
@@ -184,7 +185,8 @@ class MessagingMixin(CommandsMixin):
         guild = self.guild(guild_id) if guild_id is not None else None
         command, is_guild_command = self._find_command(name, guild_id)
         resolved: dict[str, dict[str, Any]] = {}
-        leaves = build_options(self, guild, leaf_definitions(command, subcommand), options, resolved, focused=focused)
+        fake = cast("FakeDiscord", self)  # this mixin is only ever part of a FakeDiscord
+        leaves = build_options(fake, guild, leaf_definitions(command, subcommand), options, resolved, focused=focused)
         data: dict[str, Any] = {
             "id": command["id"] if command else str(self.snowflake()),
             "name": name,

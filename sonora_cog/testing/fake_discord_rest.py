@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from sonora_cog.testing.fake_discord_interactions import LOADING, FakeInteraction, InteractionCallback
 from sonora_cog.testing.fake_discord_models import FakeFile, FakeMessage, Permissions
@@ -66,12 +66,14 @@ async def read_body(request: web.Request) -> tuple[Any, list[FakeFile]]:
         files: list[FakeFile] = []
         reader = await request.multipart()
         async for part in reader:
-            name = getattr(part, "name", None) or ""
-            data = bytes(await part.read(decode=False))  # type: ignore[union-attr]
+            if not isinstance(part, BodyPartReader):  # a nested multipart: Discord's uploads have none
+                continue
+            name = part.name or ""
+            data = bytes(await part.read(decode=False))
             if name == "payload_json":
                 payload = json.loads(data)
             elif name.startswith("files["):
-                files.append(FakeFile(getattr(part, "filename", None) or name, data, part.headers.get("Content-Type")))
+                files.append(FakeFile(part.filename or name, data, part.headers.get("Content-Type")))
         return payload, files
     if not request.can_read_body:
         return None, []
@@ -213,7 +215,7 @@ class FakeRest:
     async def get_application(self, request: web.Request) -> web.Response:
         """``GET /oauth2/applications/@me`` (what ``Client.application_info`` calls) and ``/applications/@me``."""
         fake = self.fake
-        owner = fake.users.get(fake.owner_id) or fake.bot_user
+        owner = (fake.users.get(fake.owner_id) if fake.owner_id is not None else None) or fake.bot_user
         return _json(
             {
                 "id": str(fake.application_id),
