@@ -41,7 +41,13 @@ from sonora_cog.testing.fake_lavalink_player import (
     FakeSessionInfo,
     now_ms,
 )
-from sonora_cog.testing.trackcodec import decode_track, encode_track
+from sonora_cog.testing.trackcodec import (
+    PROBE_NAMES,
+    PROBING_SOURCES,
+    decode_probe_info,
+    decode_track_details,
+    encode_track,
+)
 
 __all__ = ("FakeLavalink", "FakePlayerState", "FakeSessionInfo", "RecordedRequest")
 
@@ -135,6 +141,13 @@ def _expect(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], *, nulla
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "track"
+
+
+def _default_location(source: str, title: str) -> str:
+    """Where an ``http`` or ``local`` track made by :meth:`FakeLavalink.add_track` lives by default."""
+    if source == "http":
+        return f"https://cdn.example.invalid/{_slug(title)}.mp3"
+    return f"/music/{_slug(title)}.mp3"
 
 
 class FakeLavalink:
@@ -278,9 +291,18 @@ class FakeLavalink:
         """Add a track that ``/v4/loadtracks`` can find; returns its full Lavalink track JSON.
 
         Without ``identifier`` a stable YouTube-like id is derived from title and author; without
-        ``uri`` a YouTube or SoundCloud style URL is made for those sources. A new ``source`` is added
-        to :attr:`source_managers` (as a plugin such as LavaSrc would).
+        ``uri`` a YouTube or SoundCloud style URL is made for those sources. An ``http`` or ``local``
+        track is identified by its URL or file path, as lavaplayer does (``identifier`` and ``uri`` are
+        the same string: whichever is given, else ``https://cdn.example.invalid/<title>.mp3`` or
+        ``/music/<title>.mp3``), and its ``encoded`` string carries the container probe lavaplayer
+        writes, chosen from the extension (:func:`~sonora_cog.testing.trackcodec.probe_info_for`).
+        A new ``source`` is added to :attr:`source_managers` (as a plugin such as LavaSrc would).
+
+        .. versionchanged:: 0.5
+           ``http`` and ``local`` tracks are identified by their location and carry a container probe.
         """
+        if source in PROBING_SOURCES:
+            identifier = uri = identifier or uri or _default_location(source, title)
         if identifier is None:
             digest = hashlib.sha1(f"{source}\0{title}\0{author}".encode(), usedforsecurity=False).digest()
             identifier = base64.urlsafe_b64encode(digest).decode()[:11]
@@ -769,12 +791,21 @@ class FakeLavalink:
         return web.json_response(self.load(identifier))
 
     def _decode(self, encoded: str) -> dict[str, Any]:
+        """Decode as Lavalink does: the source manager must exist and read its own details.
+
+        An ``http`` or ``local`` track's details are its container probe (lavaplayer's
+        ``ProbingAudioSourceManager.decodeTrackFactory``); a blob without one, or with a probe lavaplayer
+        does not have, decodes to no track in lavaplayer, and so fails here too.
+        """
+        missing = "Failed to decode track due to a mismatching version or missing source manager"
         try:
-            info = decode_track(encoded)
+            info, _version, details = decode_track_details(encoded)
+            if info["sourceName"] in PROBING_SOURCES and decode_probe_info(details)[0] not in PROBE_NAMES:
+                raise _HttpError(500, missing)
         except ValueError as exc:
             raise _HttpError(500, f"Failed to decode track: {exc}") from None
         if info["sourceName"] not in self.source_managers:
-            raise _HttpError(500, "Failed to decode track due to a mismatching version or missing source manager")
+            raise _HttpError(500, missing)
         return {"encoded": encoded, "info": info, "pluginInfo": {}, "userData": {}}
 
     async def _decodetrack(self, request: web.Request) -> web.StreamResponse:

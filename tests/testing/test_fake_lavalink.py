@@ -14,7 +14,7 @@ import pytest
 import wavelink
 
 from sonora_cog.testing.fake_lavalink import FakeLavalink
-from sonora_cog.testing.trackcodec import decode_track
+from sonora_cog.testing.trackcodec import decode_probe_info, decode_track, decode_track_details, encode_track
 
 PASSWORD = "youshallnotpass"
 USER_ID = "170939974227541168"
@@ -202,6 +202,51 @@ async def test_decode_endpoints(client: Client, lavalink: FakeLavalink) -> None:
     assert (status, error["message"]) == (400, "No track to decode provided")
     status, error = await client.request("GET", "/v4/decodetrack", encodedTrack="garbage!")
     assert status == 500 and error["path"] == "/v4/decodetrack"
+
+
+# An http track as Lavalink v3 encoded it (probe "mp3" after the source name; see test_trackcodec.py), and the
+# same track without the probe, as the fake wrongly encoded http tracks before.
+LAVALINK_HTTP_V2 = (
+    "QAAAiwIAC0RlYXRoIG9mIE1lAApTQUlOVCBQSE5YAAAAAAAAdVgAKGh0dHBzOi8vd3d3Lm1ib3hkcml2ZS5jb20vc3RhcnRtdXNpYy5tcDMA"
+    "AQAoaHR0cHM6Ly93d3cubWJveGRyaXZlLmNvbS9zdGFydG11c2ljLm1wMwAEaHR0cAADbXAzAAAAAAAAAAA="
+)
+
+
+async def test_http_and_local_tracks_are_their_location_and_carry_a_probe(
+    client: Client, lavalink: FakeLavalink
+) -> None:
+    url = "https://cdn.example.invalid/jingles/intro.ogg"
+    http = lavalink.add_track("Intro", "Jingles", 4_000, uri=url, source="http")
+    local = lavalink.add_track("Outro", "Jingles", 6_000, source="local")
+    assert http["info"]["identifier"] == http["info"]["uri"] == url  # lavaplayer: identifier = the URL
+    assert local["info"]["identifier"] == local["info"]["uri"] == "/music/outro.mp3"
+    assert decode_probe_info(decode_track_details(http["encoded"])[2]) == ("ogg", None)
+    assert decode_probe_info(decode_track_details(local["encoded"])[2]) == ("mp3", None)
+    status, loaded = await client.request("GET", "/v4/loadtracks", identifier=url)
+    assert (status, loaded) == (200, {"loadType": "track", "data": http})
+
+
+async def test_decoding_http_tracks_reads_the_probe_as_lavaplayer_does(
+    client: Client, lavalink: FakeLavalink
+) -> None:
+    status, decoded = await client.request("GET", "/v4/decodetrack", encodedTrack=LAVALINK_HTTP_V2)
+    assert status == 200 and decoded["info"]["sourceName"] == "http"
+    assert decoded["info"]["identifier"] == "https://www.mboxdrive.com/startmusic.mp3"
+    # Without the probe lavaplayer's decodeTrackFactory reads the position as the probe and finds no track.
+    info = decode_track(LAVALINK_HTTP_V2)
+    for details in (b"", b"\x00\x04nope"):
+        status, error = await client.request("GET", "/v4/decodetrack", encodedTrack=encode_track(info, details=details))
+        assert status == 500, error
+    await client.connect()
+    status, error = await client.request(
+        "PATCH", f"/v4/sessions/{client.session_id}/players/{GUILD}",
+        json={"track": {"encoded": encode_track(info, details=b"")}},
+    )
+    state = lavalink.player(GUILD)
+    assert status == 500 and (state is None or state.track is None), error
+    await client.patch_player({"voice": VOICE, "track": {"encoded": LAVALINK_HTTP_V2}})
+    playing = await client.get_player()
+    assert decode_track_details(playing["track"]["encoded"])[2] == decode_track_details(LAVALINK_HTTP_V2)[2]
 
 
 # -- playback -------------------------------------------------------------------------------------------
