@@ -3,7 +3,8 @@
 :class:`FakeLavalink` speaks Lavalink v4's REST API and WebSocket protocol (as documented at
 lavalink.dev and implemented in ``lavalink-devs/Lavalink``): the ``ready`` op with session resuming,
 ``playerUpdate`` and ``stats`` ops, the five player events, track loading from a catalogue the test
-seeds, the real binary track format (:mod:`sonora_cog.testing.trackcodec`), and Lavalink's error JSON.
+seeds (autoplay's recommendation loads included: :meth:`FakeLavalink.recommend`), the real binary
+track format (:mod:`sonora_cog.testing.trackcodec`), and Lavalink's error JSON.
 Playback is simulated by :class:`~sonora_cog.testing.fake_lavalink_player.FakePlayer`.
 
 Tests also get controls a real node does not have: crash and restart it on the same port, drop every
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
+from sonora_cog.testing.fake_lavalink_autoplay import parse_recommendation_request
 from sonora_cog.testing.fake_lavalink_player import (
     FakePlayer,
     FakePlayerState,
@@ -200,6 +202,7 @@ class FakeLavalink:
         self._tracks: dict[str, dict[str, Any]] = {}
         self._uris: dict[str, str] = {}
         self._playlists: dict[str, dict[str, Any]] = {}
+        self._recommendations: dict[str, list[dict[str, Any]]] = {}  # seed identifier -> tracks
         self._failures: dict[str, dict[str, Any]] = {}
         self._injected: dict[str, list[tuple[int, str]]] = {}
         self._broken_players: dict[str, frozenset[str]] = {}  # guild -> sessions where it still works
@@ -341,6 +344,44 @@ class FakeLavalink:
         data = {"info": {"name": name, "selectedTrack": selected_track}, "pluginInfo": {}, "tracks": resolved}
         self._playlists[url] = data
         return json.loads(json.dumps(data))
+
+    def recommend(self, seed: Mapping[str, Any] | str, tracks: Iterable[Mapping[str, Any] | str]) -> None:
+        """Make ``tracks`` what autoplay finds after ``seed``, whatever URL the client builds for it.
+
+        ``seed`` is a track JSON object or its identifier, ``tracks`` are track JSON objects or catalogue
+        identifiers. Loading the seed's YouTube mix (any YouTube watch URL with ``list=RD<seed id>``, as
+        wavelink's autoplay builds for a YouTube seed) then gives a ``playlist`` of ``tracks``, and LavaSrc's
+        ``sprec:seed_tracks=...`` (wavelink's query for Spotify seeds) gives the ``tracks`` of every seed it
+        names, up to its ``limit``. Calling it again for a seed replaces its tracks. A playlist added with
+        :meth:`add_playlist` at the exact URL still wins.
+
+        wavelink seeds autoplay only from ``youtube`` and ``spotify`` tracks, so give ``seed`` one of those
+        sources (``add_track(..., source="spotify")`` also enables ``sprec:``, as the LavaSrc plugin does).
+
+        .. versionadded:: 0.5
+        """
+        seed_id = seed if isinstance(seed, str) else str(seed["info"]["identifier"])
+        self._recommendations[seed_id] = [
+            json.loads(json.dumps(self._tracks[item] if isinstance(item, str) else item)) for item in tracks
+        ]
+
+    def _load_recommendations(self, identifier: str) -> dict[str, Any] | None:
+        """The load result of an autoplay request (:meth:`recommend`); ``None`` if it is not one or finds nothing."""
+        request = parse_recommendation_request(identifier)
+        if request is None or request.source not in self.source_managers:
+            return None
+        found: dict[str, dict[str, Any]] = {}
+        for seed in request.seeds:
+            for track in self._recommendations.get(seed, ()):
+                found.setdefault(track["info"]["identifier"], track)
+        ids = list(found)[: request.limit]
+        if not ids:
+            return None
+        # A mix is named by YouTube ("YouTube mix" is lavaplayer's default); LavaSrc names its own playlist.
+        name = "YouTube mix" if request.source == "youtube" else "Spotify Recommendations"
+        selected = ids.index(request.selected) if request.selected in ids else -1
+        data = {"info": {"name": name, "selectedTrack": selected}, "pluginInfo": {}, "tracks": [found[i] for i in ids]}
+        return {"loadType": "playlist", "data": json.loads(json.dumps(data))}
 
     def fail_load(self, identifier: str, message: str, severity: str = "common") -> None:
         """Make loading ``identifier`` fail (``loadType: error``; playing it by identifier gives a 500)."""
@@ -777,6 +818,8 @@ class FakeLavalink:
                 return {"loadType": "empty", "data": {}}
         if identifier in self._playlists:
             return {"loadType": "playlist", "data": json.loads(json.dumps(self._playlists[identifier]))}
+        if (recommended := self._load_recommendations(identifier)) is not None:
+            return recommended
         track_id = self._uris.get(identifier, identifier)
         if track_id in self._tracks:
             return {"loadType": "track", "data": json.loads(json.dumps(self._tracks[track_id]))}

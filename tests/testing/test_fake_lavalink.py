@@ -204,6 +204,42 @@ async def test_decode_endpoints(client: Client, lavalink: FakeLavalink) -> None:
     assert status == 500 and error["path"] == "/v4/decodetrack"
 
 
+async def test_recommendations_answer_the_loads_autoplay_makes(client: Client, lavalink: FakeLavalink) -> None:
+    seed = lavalink.add_track("Seed", "Artist", 200_000, identifier="seedSEED123")
+    first = lavalink.add_track("First", "Artist", 200_000, identifier="first000001")
+    second = lavalink.add_track("Second", "Artist", 200_000, identifier="second00002")
+    lavalink.recommend(seed, [first, "second00002"])
+
+    async def load(identifier: str) -> dict[str, Any]:
+        status, data = await client.request("GET", "/v4/loadtracks", identifier=identifier)
+        assert status == 200
+        return data
+
+    # wavelink 3 (Player._do_recommendation) appends "8" to v; the mix is named by list=RD<seed>.
+    mix = await load("https://music.youtube.com/watch?v=seedSEED1238&list=RDseedSEED123")
+    assert mix == {"loadType": "playlist", "data": {"info": {"name": "YouTube mix", "selectedTrack": -1},
+                                                    "pluginInfo": {}, "tracks": [first, second]}}
+    other_client = await load("https://www.youtube.com/watch?v=second00002&list=RDseedSEED123")
+    assert other_client["data"]["info"]["selectedTrack"] == 1
+    assert await load("https://music.youtube.com/watch?v=x&list=RDunknown0001") == {"loadType": "empty", "data": {}}
+    # An exact playlist seeded the old way still wins.
+    lavalink.add_playlist("By hand", [seed], "https://music.youtube.com/watch?v=seedSEED1238&list=RDseedSEED123")
+    by_hand = await load("https://music.youtube.com/watch?v=seedSEED1238&list=RDseedSEED123")
+    assert by_hand["data"]["info"]["name"] == "By hand"
+
+    # Spotify seeds: LavaSrc's sprec: (only with a spotify source manager, as with the plugin).
+    assert await load("sprec:seed_tracks=sp1&limit=10") == {"loadType": "empty", "data": {}}
+    sp1 = lavalink.add_track("Sp One", "A", 1000, identifier="sp1", source="spotify")
+    sp2 = lavalink.add_track("Sp Two", "B", 1000, identifier="sp2", source="spotify")
+    lavalink.recommend("sp1", [first, second])
+    lavalink.recommend(sp2, [second, sp1])
+    recommended = await load("sprec:seed_tracks=sp1,sp2&limit=2")
+    assert recommended["loadType"] == "playlist"
+    assert [t["info"]["identifier"] for t in recommended["data"]["tracks"]] == ["first000001", "second00002"]
+    recommended = await load("sprec:seed_tracks=sp2,sp1&limit=10")
+    assert [t["info"]["identifier"] for t in recommended["data"]["tracks"]] == ["second00002", "sp1", "first000001"]
+
+
 # An http track as Lavalink v3 encoded it (probe "mp3" after the source name; see test_trackcodec.py), and the
 # same track without the probe, as the fake wrongly encoded http tracks before.
 LAVALINK_HTTP_V2 = (
