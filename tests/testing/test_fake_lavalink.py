@@ -82,6 +82,12 @@ class Client:
         assert status == 200, data
         return data
 
+    async def load(self, identifier: str) -> dict[str, Any]:
+        status, data = await self.request("GET", "/v4/loadtracks", identifier=identifier)
+        assert status == 200, data
+        result: dict[str, Any] = data
+        return result
+
     async def get_player(self, guild: int = GUILD) -> dict[str, Any]:
         status, data = await self.request("GET", f"/v4/sessions/{self.session_id}/players/{guild}")
         assert status == 200, data
@@ -167,10 +173,7 @@ async def test_loadtracks_result_kinds(client: Client, lavalink: FakeLavalink) -
     lavalink.add_playlist("Mix", ["ewRjZoRtu0Y", sc], "https://www.youtube.com/playlist?list=PLmix", 1)
     lavalink.fail_load("https://www.youtube.com/watch?v=private", "This video is private.")
 
-    async def load(identifier: str) -> dict[str, Any]:
-        status, data = await client.request("GET", "/v4/loadtracks", identifier=identifier)
-        assert status == 200
-        return data
+    load = client.load
 
     assert await load("ewRjZoRtu0Y") == {"loadType": "track", "data": track}
     assert await load(track["info"]["uri"]) == {"loadType": "track", "data": track}
@@ -210,10 +213,7 @@ async def test_recommendations_answer_the_loads_autoplay_makes(client: Client, l
     second = lavalink.add_track("Second", "Artist", 200_000, identifier="second00002")
     lavalink.recommend(seed, [first, "second00002"])
 
-    async def load(identifier: str) -> dict[str, Any]:
-        status, data = await client.request("GET", "/v4/loadtracks", identifier=identifier)
-        assert status == 200
-        return data
+    load = client.load
 
     # wavelink 3 (Player._do_recommendation) appends "8" to v; the mix is named by list=RD<seed>.
     mix = await load("https://music.youtube.com/watch?v=seedSEED1238&list=RDseedSEED123")

@@ -162,7 +162,7 @@ async def test_an_http_track_decodes_in_lavalinkpy(harness: Harness) -> None:
 async def test_player_plays_pauses_filters_and_receives_updates(harness: Harness) -> None:
     player = await _connect_voice(harness)
     state = await harness.fake.wait_for(lambda: harness.fake.player(GUILD))
-    assert state.connected and state.voice == {
+    assert state is not None and state.connected and state.voice == {
         "token": "voice-token", "endpoint": "eu.discord.media", "sessionId": "discord-voice-session",
         "channelId": str(VOICE_CHANNEL),
     }
