@@ -3,7 +3,8 @@
 :class:`FakeLavalink` speaks Lavalink v4's REST API and WebSocket protocol (as documented at
 lavalink.dev and implemented in ``lavalink-devs/Lavalink``): the ``ready`` op with session resuming,
 ``playerUpdate`` and ``stats`` ops, the five player events, track loading from a catalogue the test
-seeds, the real binary track format (:mod:`sonora_cog.testing.trackcodec`), and Lavalink's error JSON.
+seeds (autoplay's recommendation loads included: :meth:`FakeLavalink.recommend`), the real binary
+track format (:mod:`sonora_cog.testing.trackcodec`), and Lavalink's error JSON.
 Playback is simulated by :class:`~sonora_cog.testing.fake_lavalink_player.FakePlayer`.
 
 Tests also get controls a real node does not have: crash and restart it on the same port, drop every
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
+from sonora_cog.testing.fake_lavalink_autoplay import parse_recommendation_request
 from sonora_cog.testing.fake_lavalink_player import (
     FakePlayer,
     FakePlayerState,
@@ -41,7 +43,13 @@ from sonora_cog.testing.fake_lavalink_player import (
     FakeSessionInfo,
     now_ms,
 )
-from sonora_cog.testing.trackcodec import decode_track, encode_track
+from sonora_cog.testing.trackcodec import (
+    PROBE_NAMES,
+    PROBING_SOURCES,
+    decode_probe_info,
+    decode_track_details,
+    encode_track,
+)
 
 __all__ = ("FakeLavalink", "FakePlayerState", "FakeSessionInfo", "RecordedRequest")
 
@@ -137,6 +145,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "track"
 
 
+def _default_location(source: str, title: str) -> str:
+    """Where an ``http`` or ``local`` track made by :meth:`FakeLavalink.add_track` lives by default."""
+    if source == "http":
+        return f"https://cdn.example.invalid/{_slug(title)}.mp3"
+    return f"/music/{_slug(title)}.mp3"
+
+
 class FakeLavalink:
     """A Lavalink v4 node on loopback, for end-to-end tests.
 
@@ -187,6 +202,7 @@ class FakeLavalink:
         self._tracks: dict[str, dict[str, Any]] = {}
         self._uris: dict[str, str] = {}
         self._playlists: dict[str, dict[str, Any]] = {}
+        self._recommendations: dict[str, list[dict[str, Any]]] = {}  # seed identifier -> tracks
         self._failures: dict[str, dict[str, Any]] = {}
         self._injected: dict[str, list[tuple[int, str]]] = {}
         self._broken_players: dict[str, frozenset[str]] = {}  # guild -> sessions where it still works
@@ -278,9 +294,18 @@ class FakeLavalink:
         """Add a track that ``/v4/loadtracks`` can find; returns its full Lavalink track JSON.
 
         Without ``identifier`` a stable YouTube-like id is derived from title and author; without
-        ``uri`` a YouTube or SoundCloud style URL is made for those sources. A new ``source`` is added
-        to :attr:`source_managers` (as a plugin such as LavaSrc would).
+        ``uri`` a YouTube or SoundCloud style URL is made for those sources. An ``http`` or ``local``
+        track is identified by its URL or file path, as lavaplayer does (``identifier`` and ``uri`` are
+        the same string: whichever is given, else ``https://cdn.example.invalid/<title>.mp3`` or
+        ``/music/<title>.mp3``), and its ``encoded`` string carries the container probe lavaplayer
+        writes, chosen from the extension (:func:`~sonora_cog.testing.trackcodec.probe_info_for`).
+        A new ``source`` is added to :attr:`source_managers` (as a plugin such as LavaSrc would).
+
+        .. versionchanged:: 0.5
+           ``http`` and ``local`` tracks are identified by their location and carry a container probe.
         """
+        if source in PROBING_SOURCES:
+            identifier = uri = identifier or uri or _default_location(source, title)
         if identifier is None:
             digest = hashlib.sha1(f"{source}\0{title}\0{author}".encode(), usedforsecurity=False).digest()
             identifier = base64.urlsafe_b64encode(digest).decode()[:11]
@@ -319,6 +344,44 @@ class FakeLavalink:
         data = {"info": {"name": name, "selectedTrack": selected_track}, "pluginInfo": {}, "tracks": resolved}
         self._playlists[url] = data
         return json.loads(json.dumps(data))
+
+    def recommend(self, seed: Mapping[str, Any] | str, tracks: Iterable[Mapping[str, Any] | str]) -> None:
+        """Make ``tracks`` what autoplay finds after ``seed``, whatever URL the client builds for it.
+
+        ``seed`` is a track JSON object or its identifier, ``tracks`` are track JSON objects or catalogue
+        identifiers. Loading the seed's YouTube mix (any YouTube watch URL with ``list=RD<seed id>``, as
+        wavelink's autoplay builds for a YouTube seed) then gives a ``playlist`` of ``tracks``, and LavaSrc's
+        ``sprec:seed_tracks=...`` (wavelink's query for Spotify seeds) gives the ``tracks`` of every seed it
+        names, up to its ``limit``. Calling it again for a seed replaces its tracks. A playlist added with
+        :meth:`add_playlist` at the exact URL still wins.
+
+        wavelink seeds autoplay only from ``youtube`` and ``spotify`` tracks, so give ``seed`` one of those
+        sources (``add_track(..., source="spotify")`` also enables ``sprec:``, as the LavaSrc plugin does).
+
+        .. versionadded:: 0.5
+        """
+        seed_id = seed if isinstance(seed, str) else str(seed["info"]["identifier"])
+        self._recommendations[seed_id] = [
+            json.loads(json.dumps(self._tracks[item] if isinstance(item, str) else item)) for item in tracks
+        ]
+
+    def _load_recommendations(self, identifier: str) -> dict[str, Any] | None:
+        """The load result of an autoplay request (:meth:`recommend`); ``None`` if it is not one or finds nothing."""
+        request = parse_recommendation_request(identifier)
+        if request is None or request.source not in self.source_managers:
+            return None
+        found: dict[str, dict[str, Any]] = {}
+        for seed in request.seeds:
+            for track in self._recommendations.get(seed, ()):
+                found.setdefault(track["info"]["identifier"], track)
+        ids = list(found)[: request.limit]
+        if not ids:
+            return None
+        # A mix is named by YouTube ("YouTube mix" is lavaplayer's default); LavaSrc names its own playlist.
+        name = "YouTube mix" if request.source == "youtube" else "Spotify Recommendations"
+        selected = ids.index(request.selected) if request.selected in ids else -1
+        data = {"info": {"name": name, "selectedTrack": selected}, "pluginInfo": {}, "tracks": [found[i] for i in ids]}
+        return {"loadType": "playlist", "data": json.loads(json.dumps(data))}
 
     def fail_load(self, identifier: str, message: str, severity: str = "common") -> None:
         """Make loading ``identifier`` fail (``loadType: error``; playing it by identifier gives a 500)."""
@@ -755,6 +818,8 @@ class FakeLavalink:
                 return {"loadType": "empty", "data": {}}
         if identifier in self._playlists:
             return {"loadType": "playlist", "data": json.loads(json.dumps(self._playlists[identifier]))}
+        if (recommended := self._load_recommendations(identifier)) is not None:
+            return recommended
         track_id = self._uris.get(identifier, identifier)
         if track_id in self._tracks:
             return {"loadType": "track", "data": json.loads(json.dumps(self._tracks[track_id]))}
@@ -769,12 +834,21 @@ class FakeLavalink:
         return web.json_response(self.load(identifier))
 
     def _decode(self, encoded: str) -> dict[str, Any]:
+        """Decode as Lavalink does: the source manager must exist and read its own details.
+
+        An ``http`` or ``local`` track's details are its container probe (lavaplayer's
+        ``ProbingAudioSourceManager.decodeTrackFactory``); a blob without one, or with a probe lavaplayer
+        does not have, decodes to no track in lavaplayer, and so fails here too.
+        """
+        missing = "Failed to decode track due to a mismatching version or missing source manager"
         try:
-            info = decode_track(encoded)
+            info, _version, details = decode_track_details(encoded)
+            if info["sourceName"] in PROBING_SOURCES and decode_probe_info(details)[0] not in PROBE_NAMES:
+                raise _HttpError(500, missing)
         except ValueError as exc:
             raise _HttpError(500, f"Failed to decode track: {exc}") from None
         if info["sourceName"] not in self.source_managers:
-            raise _HttpError(500, "Failed to decode track due to a mismatching version or missing source manager")
+            raise _HttpError(500, missing)
         return {"encoded": encoded, "info": info, "pluginInfo": {}, "userData": {}}
 
     async def _decodetrack(self, request: web.Request) -> web.StreamResponse:

@@ -14,7 +14,7 @@ Lavalink (through lavaplayer's ``DefaultAudioPlayerManager.encodeTrack``) writes
     ?UTF    artworkUrl               (version >= 3)
     ?UTF    isrc                     (version >= 3)
     UTF     sourceName
-    ...     source-specific details  (e.g. the http source's container probe; empty for youtube)
+    ...     source-specific details  (the ``http`` and ``local`` sources: their container probe; see below)
     int64   position (ms)
 
 All integers are big-endian and ``UTF`` is Java's ``DataOutput.writeUTF``: an unsigned 16-bit byte
@@ -22,7 +22,19 @@ count followed by *modified* UTF-8 (NUL as ``C0 80``, characters beyond the BMP 
 surrogates). :func:`encode_track` writes version 3, as Lavalink v4 does; :func:`decode_track` reads
 versions 1 to 3 and returns Lavalink's ``info`` JSON object.
 
+The layout is lavaplayer's (``lavalink-devs/lavaplayer``): ``DefaultAudioPlayerManager.encodeTrack``
+writes the version byte, the info fields, then ``encodeTrackDetails`` (``writeUTF(sourceName)`` and the
+source manager's ``encodeTrack``), then ``writeLong(position)``, and commits the message with
+``MessageOutput.commitMessage(TRACK_INFO_VERSIONED)`` (``size | flags << 30``). Most source managers
+write no details. ``HttpAudioSourceManager`` and ``LocalAudioSourceManager`` (both
+``ProbingAudioSourceManager``) write ``encodeTrackFactory``: one ``writeUTF`` of the container probe's
+name, plus ``"|" + parameters`` when the probe has parameters (``"mp3"``, ``"m3u|hls-outer"``), and
+``decodeTrackFactory`` reads it back and looks the name up in the container registry.
+:func:`encode_track` writes that probe for ``http`` and ``local`` tracks (:func:`probe_info_for`).
+
 .. versionadded:: 0.1
+.. versionchanged:: 0.5
+   ``http`` and ``local`` tracks carry their container probe, as lavaplayer writes them.
 """
 
 from __future__ import annotations
@@ -33,7 +45,16 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ("TRACK_INFO_VERSION", "decode_track", "decode_track_details", "encode_track")
+__all__ = (
+    "PROBE_NAMES",
+    "PROBING_SOURCES",
+    "TRACK_INFO_VERSION",
+    "decode_probe_info",
+    "decode_track",
+    "decode_track_details",
+    "encode_track",
+    "probe_info_for",
+)
 
 #: The version :func:`encode_track` writes (lavaplayer's ``TRACK_INFO_VERSION``).
 TRACK_INFO_VERSION = 3
@@ -41,6 +62,34 @@ _VERSIONED_FLAG = 1  # lavaplayer's TRACK_INFO_VERSIONED, stored in the top two 
 _SIZE_MASK = 0x3FFFFFFF
 _INT64 = struct.Struct(">q")
 _UTF_MAX = 0xFFFF
+
+#: The sources whose tracks carry a container probe after ``sourceName`` (lavaplayer's probing source managers).
+PROBING_SOURCES = frozenset({"http", "local"})
+#: lavaplayer's container probes (``MediaContainer``), by ``MediaContainerProbe.getName()``.
+PROBE_NAMES = frozenset(
+    {"wav", "matroska/webm", "mp4", "flac", "ogg", "m3u", "pls", "plain", "mp3", "adts", "mpegts-adts"}
+)
+_PROBE_SEPARATOR = "|"  # ProbingAudioSourceManager.PARAMETERS_SEPARATOR
+# The probe lavaplayer finds for a file of each extension (it probes the content; these are what it finds
+# in the usual file of that kind). An HLS playlist over http is the m3u probe with parameters "hls-outer".
+_PROBE_BY_EXTENSION = {
+    "mp3": "mp3",
+    "wav": "wav",
+    "flac": "flac",
+    "ogg": "ogg",
+    "oga": "ogg",
+    "opus": "ogg",
+    "mp4": "mp4",
+    "m4a": "mp4",
+    "aac": "adts",
+    "mkv": "matroska/webm",
+    "mka": "matroska/webm",
+    "webm": "matroska/webm",
+    "ts": "mpegts-adts",
+    "m3u": "m3u|hls-outer",
+    "m3u8": "m3u|hls-outer",
+}
+_DEFAULT_PROBE = "mp3"
 
 
 # -- Java modified UTF-8 ------------------------------------------------------------------------------
@@ -131,10 +180,60 @@ class _Reader:
         return self.utf() if self.boolean() else None
 
 
+# -- container probes (http and local tracks) ---------------------------------------------------------
+
+
+def probe_info_for(location: str) -> str:
+    """The probe info lavaplayer records for the file or URL ``location``, chosen by its extension.
+
+    lavaplayer detects the container from the content; a fake serves no content, so the extension stands in
+    for it: ``"mp3"`` for ``.mp3``, ``"ogg"`` for ``.ogg``/``.opus``, ``"mp4"`` for ``.m4a``, ``"adts"`` for
+    ``.aac``, ``"matroska/webm"`` for ``.webm``, ``"m3u|hls-outer"`` for an ``.m3u8`` HLS stream, and
+    ``"mp3"`` (the usual internet radio) when the extension says nothing.
+
+    .. versionadded:: 0.5
+    """
+    path = location.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    name = path.rsplit("/", 1)[-1]
+    extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return _PROBE_BY_EXTENSION.get(extension, _DEFAULT_PROBE)
+
+
+def decode_probe_info(details: bytes) -> tuple[str, str | None]:
+    """Read the container probe of an ``http`` or ``local`` track's details (``decodeTrackFactory``).
+
+    Returns
+    -------
+    tuple[str, str | None]
+        ``(probe name, parameters)``, e.g. ``("mp3", None)`` or ``("m3u", "hls-outer")``.
+
+    Raises
+    ------
+    ValueError
+        ``details`` is not exactly one ``writeUTF`` string (an http track encoded without its probe).
+
+    .. versionadded:: 0.5
+    """
+    reader = _Reader(bytes(details))
+    probe_info = reader.utf()
+    if reader.remaining:
+        raise ValueError(f"{reader.remaining} unexpected bytes after the container probe")
+    name, separator, parameters = probe_info.partition(_PROBE_SEPARATOR)
+    return name, parameters if separator else None
+
+
+def _default_details(info: Mapping[str, Any]) -> bytes:
+    """What lavaplayer's source manager writes after ``sourceName`` for ``info``."""
+    if info.get("sourceName") not in PROBING_SOURCES:
+        return b""
+    location = info.get("uri") or info.get("identifier") or ""
+    return _java_utf(probe_info_for(location if isinstance(location, str) else ""))
+
+
 # -- public API -----------------------------------------------------------------------------------------
 
 
-def encode_track(info: Mapping[str, Any], *, details: bytes = b"") -> str:
+def encode_track(info: Mapping[str, Any], *, details: bytes | None = None) -> str:
     """Encode a Lavalink track ``info`` object into its ``encoded`` string (format version 3).
 
     Parameters
@@ -143,9 +242,10 @@ def encode_track(info: Mapping[str, Any], *, details: bytes = b"") -> str:
         Lavalink's track info JSON: ``title``, ``author``, ``length``, ``identifier``, ``isStream``,
         ``sourceName`` are required; ``uri``, ``artworkUrl``, ``isrc`` (nullable) and ``position``
         (default 0) are optional. ``isSeekable`` is derived, never stored.
-    details: bytes
-        Source-specific bytes written between ``sourceName`` and ``position`` (empty for youtube,
-        soundcloud and most sources).
+    details: bytes | None
+        Source-specific bytes written between ``sourceName`` and ``position``. By default what lavaplayer
+        writes: the container probe of :func:`probe_info_for` (``uri``, else ``identifier``) for ``http``
+        and ``local`` tracks, nothing for youtube, soundcloud and most other sources.
 
     Returns
     -------
@@ -189,6 +289,8 @@ def encode_track(info: Mapping[str, Any], *, details: bytes = b"") -> str:
             body += _java_utf(value)
         else:
             raise ValueError(f"track info {name!r} must be a string or None")
+    if details is None:
+        details = _default_details(info)
     body += _java_utf(source) + bytes(details) + _INT64.pack(position)
     header = len(body) | (_VERSIONED_FLAG << 30)
     return base64.b64encode(struct.pack(">I", header) + bytes(body)).decode("ascii")

@@ -14,7 +14,7 @@ import pytest
 import wavelink
 
 from sonora_cog.testing.fake_lavalink import FakeLavalink
-from sonora_cog.testing.trackcodec import decode_track
+from sonora_cog.testing.trackcodec import decode_probe_info, decode_track, decode_track_details, encode_track
 
 PASSWORD = "youshallnotpass"
 USER_ID = "170939974227541168"
@@ -81,6 +81,12 @@ class Client:
         )
         assert status == 200, data
         return data
+
+    async def load(self, identifier: str) -> dict[str, Any]:
+        status, data = await self.request("GET", "/v4/loadtracks", identifier=identifier)
+        assert status == 200, data
+        result: dict[str, Any] = data
+        return result
 
     async def get_player(self, guild: int = GUILD) -> dict[str, Any]:
         status, data = await self.request("GET", f"/v4/sessions/{self.session_id}/players/{guild}")
@@ -167,10 +173,7 @@ async def test_loadtracks_result_kinds(client: Client, lavalink: FakeLavalink) -
     lavalink.add_playlist("Mix", ["ewRjZoRtu0Y", sc], "https://www.youtube.com/playlist?list=PLmix", 1)
     lavalink.fail_load("https://www.youtube.com/watch?v=private", "This video is private.")
 
-    async def load(identifier: str) -> dict[str, Any]:
-        status, data = await client.request("GET", "/v4/loadtracks", identifier=identifier)
-        assert status == 200
-        return data
+    load = client.load
 
     assert await load("ewRjZoRtu0Y") == {"loadType": "track", "data": track}
     assert await load(track["info"]["uri"]) == {"loadType": "track", "data": track}
@@ -202,6 +205,84 @@ async def test_decode_endpoints(client: Client, lavalink: FakeLavalink) -> None:
     assert (status, error["message"]) == (400, "No track to decode provided")
     status, error = await client.request("GET", "/v4/decodetrack", encodedTrack="garbage!")
     assert status == 500 and error["path"] == "/v4/decodetrack"
+
+
+async def test_recommendations_answer_the_loads_autoplay_makes(client: Client, lavalink: FakeLavalink) -> None:
+    seed = lavalink.add_track("Seed", "Artist", 200_000, identifier="seedSEED123")
+    first = lavalink.add_track("First", "Artist", 200_000, identifier="first000001")
+    second = lavalink.add_track("Second", "Artist", 200_000, identifier="second00002")
+    lavalink.recommend(seed, [first, "second00002"])
+
+    load = client.load
+
+    # wavelink 3 (Player._do_recommendation) appends "8" to v; the mix is named by list=RD<seed>.
+    mix = await load("https://music.youtube.com/watch?v=seedSEED1238&list=RDseedSEED123")
+    assert mix == {"loadType": "playlist", "data": {"info": {"name": "YouTube mix", "selectedTrack": -1},
+                                                    "pluginInfo": {}, "tracks": [first, second]}}
+    other_client = await load("https://www.youtube.com/watch?v=second00002&list=RDseedSEED123")
+    assert other_client["data"]["info"]["selectedTrack"] == 1
+    assert await load("https://music.youtube.com/watch?v=x&list=RDunknown0001") == {"loadType": "empty", "data": {}}
+    # An exact playlist seeded the old way still wins.
+    lavalink.add_playlist("By hand", [seed], "https://music.youtube.com/watch?v=seedSEED1238&list=RDseedSEED123")
+    by_hand = await load("https://music.youtube.com/watch?v=seedSEED1238&list=RDseedSEED123")
+    assert by_hand["data"]["info"]["name"] == "By hand"
+
+    # Spotify seeds: LavaSrc's sprec: (only with a spotify source manager, as with the plugin).
+    assert await load("sprec:seed_tracks=sp1&limit=10") == {"loadType": "empty", "data": {}}
+    sp1 = lavalink.add_track("Sp One", "A", 1000, identifier="sp1", source="spotify")
+    sp2 = lavalink.add_track("Sp Two", "B", 1000, identifier="sp2", source="spotify")
+    lavalink.recommend("sp1", [first, second])
+    lavalink.recommend(sp2, [second, sp1])
+    recommended = await load("sprec:seed_tracks=sp1,sp2&limit=2")
+    assert recommended["loadType"] == "playlist"
+    assert [t["info"]["identifier"] for t in recommended["data"]["tracks"]] == ["first000001", "second00002"]
+    recommended = await load("sprec:seed_tracks=sp2,sp1&limit=10")
+    assert [t["info"]["identifier"] for t in recommended["data"]["tracks"]] == ["second00002", "sp1", "first000001"]
+
+
+# An http track as Lavalink v3 encoded it (probe "mp3" after the source name; see test_trackcodec.py), and the
+# same track without the probe, as the fake wrongly encoded http tracks before.
+LAVALINK_HTTP_V2 = (
+    "QAAAiwIAC0RlYXRoIG9mIE1lAApTQUlOVCBQSE5YAAAAAAAAdVgAKGh0dHBzOi8vd3d3Lm1ib3hkcml2ZS5jb20vc3RhcnRtdXNpYy5tcDMA"
+    "AQAoaHR0cHM6Ly93d3cubWJveGRyaXZlLmNvbS9zdGFydG11c2ljLm1wMwAEaHR0cAADbXAzAAAAAAAAAAA="
+)
+
+
+async def test_http_and_local_tracks_are_their_location_and_carry_a_probe(
+    client: Client, lavalink: FakeLavalink
+) -> None:
+    url = "https://cdn.example.invalid/jingles/intro.ogg"
+    http = lavalink.add_track("Intro", "Jingles", 4_000, uri=url, source="http")
+    local = lavalink.add_track("Outro", "Jingles", 6_000, source="local")
+    assert http["info"]["identifier"] == http["info"]["uri"] == url  # lavaplayer: identifier = the URL
+    assert local["info"]["identifier"] == local["info"]["uri"] == "/music/outro.mp3"
+    assert decode_probe_info(decode_track_details(http["encoded"])[2]) == ("ogg", None)
+    assert decode_probe_info(decode_track_details(local["encoded"])[2]) == ("mp3", None)
+    status, loaded = await client.request("GET", "/v4/loadtracks", identifier=url)
+    assert (status, loaded) == (200, {"loadType": "track", "data": http})
+
+
+async def test_decoding_http_tracks_reads_the_probe_as_lavaplayer_does(
+    client: Client, lavalink: FakeLavalink
+) -> None:
+    status, decoded = await client.request("GET", "/v4/decodetrack", encodedTrack=LAVALINK_HTTP_V2)
+    assert status == 200 and decoded["info"]["sourceName"] == "http"
+    assert decoded["info"]["identifier"] == "https://www.mboxdrive.com/startmusic.mp3"
+    # Without the probe lavaplayer's decodeTrackFactory reads the position as the probe and finds no track.
+    info = decode_track(LAVALINK_HTTP_V2)
+    for details in (b"", b"\x00\x04nope"):
+        status, error = await client.request("GET", "/v4/decodetrack", encodedTrack=encode_track(info, details=details))
+        assert status == 500, error
+    await client.connect()
+    status, error = await client.request(
+        "PATCH", f"/v4/sessions/{client.session_id}/players/{GUILD}",
+        json={"track": {"encoded": encode_track(info, details=b"")}},
+    )
+    state = lavalink.player(GUILD)
+    assert status == 500 and (state is None or state.track is None), error
+    await client.patch_player({"voice": VOICE, "track": {"encoded": LAVALINK_HTTP_V2}})
+    playing = await client.get_player()
+    assert decode_track_details(playing["track"]["encoded"])[2] == decode_track_details(LAVALINK_HTTP_V2)[2]
 
 
 # -- playback -------------------------------------------------------------------------------------------

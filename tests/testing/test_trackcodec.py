@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sonora_cog.testing.trackcodec import decode_track, decode_track_details, encode_track
+from sonora_cog.testing.trackcodec import (
+    decode_probe_info,
+    decode_track,
+    decode_track_details,
+    encode_track,
+    probe_info_for,
+)
 
 # The example of Lavalink's REST docs (docs/api/rest.md, "Track Decoding") and of its protocol test suite
 # (protocol/src/commonTest/kotlin/PlayerSerializerTest.kt), lavalink-devs/Lavalink. It is a version-2 track,
@@ -29,6 +35,18 @@ LAVALINK4NET_V3 = (
     "QAAA2QMAPFJpY2sgQXN0bGV5IC0gTmV2ZXIgR29ubmEgR2l2ZSBZb3UgVXAgKE9mZmljaWFsIE11c2ljIFZpZGVvKQALUmljayBBc3Rs"
     "ZXkAAAAAAANACAALZFF3NHc5V2dYY1EAAQAraHR0cHM6Ly93d3cueW91dHViZS5jb20vd2F0Y2g/dj1kUXc0dzlXZ1hjUQEANGh0dHBz"
     "Oi8vaS55dGltZy5jb20vdmkvZFF3NHc5V2dYY1EvbWF4cmVzZGVmYXVsdC5qcGcAAAd5b3V0dWJlAAAAAAAAAAA="
+)
+# An http track as Lavalink v3 (lavaplayer's HttpAudioSourceManager) encoded it: after the source name "http"
+# comes the container probe "mp3" (`00 03 6d 70 33`). From Lavalink4NET's track tests
+# (tests/Lavalink4NET.Abstractions.Tests/LavalinkTrackTests.cs, TestTrackDecodeEncodeRoundtripV2), and the same
+# track in version 3 from TestTrackDecodeEncodeRoundtripV3.
+LAVALINK_HTTP_V2 = (
+    "QAAAiwIAC0RlYXRoIG9mIE1lAApTQUlOVCBQSE5YAAAAAAAAdVgAKGh0dHBzOi8vd3d3Lm1ib3hkcml2ZS5jb20vc3RhcnRtdXNpYy5tcDMA"
+    "AQAoaHR0cHM6Ly93d3cubWJveGRyaXZlLmNvbS9zdGFydG11c2ljLm1wMwAEaHR0cAADbXAzAAAAAAAAAAA="
+)
+LAVALINK_HTTP_V3 = (
+    "QAAAjQMAC0RlYXRoIG9mIE1lAApTQUlOVCBQSE5YAAAAAAAAdVgAKGh0dHBzOi8vd3d3Lm1ib3hkcml2ZS5jb20vc3RhcnRtdXNpYy5tcDMA"
+    "AQAoaHR0cHM6Ly93d3cubWJveGRyaXZlLmNvbS9zdGFydG11c2ljLm1wMwAAAARodHRwAANtcDMAAAAAAAAAAA=="
 )
 
 
@@ -110,7 +128,7 @@ def test_version_1_has_no_version_byte_and_no_uri() -> None:
 
 
 def test_version_2_absent_uri_and_source_details_before_position() -> None:
-    details = _utf("mp3|")  # e.g. the http source's container probe
+    details = _utf("mp3")  # the http source's container probe
     body = (
         b"\x02"
         + _utf("T")
@@ -127,6 +145,95 @@ def test_version_2_absent_uri_and_source_details_before_position() -> None:
     assert (version, got_details) == (2, details)
     assert info["uri"] is None and info["position"] == 3 and info["sourceName"] == "http"
     assert decode_track(encode_track(info, details=details)) == info
+
+
+def test_http_track_is_encoded_with_its_container_probe_byte_for_byte() -> None:
+    # Built from lavaplayer's layout (DefaultAudioPlayerManager.encodeTrack, version 3): the info fields, then
+    # writeUTF(sourceName), then HttpAudioSourceManager.encodeTrack -> ProbingAudioSourceManager.encodeTrackFactory
+    # (writeUTF of the probe name, no "|parameters" for mp3), then writeLong(position); the message header is
+    # MessageOutput.commitMessage(TRACK_INFO_VERSIONED = 1): size | 1 << 30.
+    url = "https://radio.example/live/stream.mp3"
+    body = (
+        b"\x03"
+        + _utf("Morning Show")
+        + _utf("Radio Example")
+        + struct.pack(">q", 2**63 - 1)
+        + _utf(url)
+        + b"\x01"  # isStream
+        + b"\x01" + _utf(url)  # uri present
+        + b"\x00"  # no artworkUrl
+        + b"\x00"  # no isrc
+        + _utf("http")
+        + _utf("mp3")  # the container probe
+        + struct.pack(">q", 0)
+    )
+    info = {
+        "title": "Morning Show",
+        "author": "Radio Example",
+        "length": 2**63 - 1,
+        "identifier": url,
+        "isStream": True,
+        "uri": url,
+        "artworkUrl": None,
+        "isrc": None,
+        "sourceName": "http",
+    }
+    assert encode_track(info) == _message(body, versioned=True)
+
+
+def test_lavalink_http_tracks_decode_and_re_encode_byte_for_byte() -> None:
+    for encoded, version in ((LAVALINK_HTTP_V2, 2), (LAVALINK_HTTP_V3, 3)):
+        info, got_version, details = decode_track_details(encoded)
+        assert got_version == version
+        assert decode_probe_info(details) == ("mp3", None)
+        assert info == {
+            "identifier": "https://www.mboxdrive.com/startmusic.mp3",
+            "isSeekable": True,
+            "author": "SAINT PHNX",
+            "length": 30040,
+            "isStream": False,
+            "position": 0,
+            "title": "Death of Me",
+            "uri": "https://www.mboxdrive.com/startmusic.mp3",
+            "artworkUrl": None,
+            "isrc": None,
+            "sourceName": "http",
+        }
+    assert encode_track(decode_track(LAVALINK_HTTP_V3)) == LAVALINK_HTTP_V3
+
+
+def test_local_track_probe_comes_from_the_file_extension() -> None:
+    info = {"title": "Intro", "author": "Unknown artist", "length": 5000, "identifier": "/music/intro.flac",
+            "isStream": False, "uri": "/music/intro.flac", "sourceName": "local"}
+    details = decode_track_details(encode_track(info))[2]
+    assert details == _utf("flac")
+    assert decode_track_details(encode_track({**info, "sourceName": "youtube"}))[2] == b""  # only probing sources
+
+
+@pytest.mark.parametrize(
+    ("location", "probe"),
+    [
+        ("https://cdn.example/a/song.MP3", "mp3"),
+        ("/music/b.ogg", "ogg"),
+        ("https://cdn.example/voice.opus?sig=1", "ogg"),
+        ("https://cdn.example/c.m4a", "mp4"),
+        ("https://cdn.example/d.aac", "adts"),
+        ("https://cdn.example/e.webm#t=3", "matroska/webm"),
+        ("https://live.example/hls/index.m3u8", "m3u|hls-outer"),
+        ("https://radio.example/stream", "mp3"),
+        ("https://radio.example:8000/", "mp3"),
+    ],
+)
+def test_probe_info_for_a_location(location: str, probe: str) -> None:
+    assert probe_info_for(location) == probe
+
+
+def test_probe_parameters_follow_the_separator() -> None:
+    assert decode_probe_info(_utf("m3u|hls-outer")) == ("m3u", "hls-outer")
+    with pytest.raises(ValueError, match="truncated"):
+        decode_probe_info(b"")  # an http track encoded without its probe
+    with pytest.raises(ValueError, match="unexpected bytes"):
+        decode_probe_info(_utf("mp3") + b"\x00")
 
 
 def test_strings_use_java_modified_utf8() -> None:

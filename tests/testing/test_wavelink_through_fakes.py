@@ -141,3 +141,23 @@ async def test_node_restart_and_wavelink_reconnects(setup: Setup) -> None:
     )
     found = await wavelink.Playable.search("paper boats")
     assert found and found[0].title == "Paper Boats"
+
+
+async def test_autoplay_plays_a_recommended_track_after_the_seed(setup: Setup) -> None:
+    seed = setup.lavalink.add_track("Seed Song", "Seeder", 400)  # a youtube track that ends at once
+    recommended = setup.lavalink.add_track("Recommended Song", "Recommender", 600_000)
+    setup.lavalink.recommend(seed, [recommended])
+    player = await connect(setup)
+    player.autoplay = wavelink.AutoPlayMode.enabled
+    found = await wavelink.Playable.search(seed["info"]["uri"])
+    assert isinstance(found, list) and found[0].identifier == seed["info"]["identifier"]
+    await player.play(found[0])
+    identifier = recommended["info"]["identifier"]
+    await wait_for(lambda: player.current is not None and player.current.identifier == identifier, timeout=10)
+    assert player.current is not None and player.current.recommended
+    state = setup.lavalink.player(setup.guild_id)
+    assert state is not None and state.track is not None and state.track["info"]["identifier"] == identifier
+    seed_end = setup.lavalink.events("TrackEndEvent", setup.guild_id)[0]
+    assert (seed_end["track"]["info"]["identifier"], seed_end["reason"]) == (seed["info"]["identifier"], "finished")
+    mix = [r.query["identifier"] for r in setup.lavalink.requests if r.route == "/v4/loadtracks"][-1]
+    assert f"list=RD{seed['info']['identifier']}" in mix  # wavelink asked for the seed's mix; the test never named it
