@@ -334,7 +334,7 @@ class FakeLavalink:
         self._tracks[identifier] = track
         if uri:
             self._uris[uri] = identifier
-        return json.loads(json.dumps(track))
+        return _copy(track)
 
     def add_playlist(
         self, name: str, tracks: Iterable[Mapping[str, Any] | str], url: str, selected_track: int = -1
@@ -343,7 +343,7 @@ class FakeLavalink:
         resolved = [self._tracks[item] if isinstance(item, str) else json.loads(json.dumps(item)) for item in tracks]
         data = {"info": {"name": name, "selectedTrack": selected_track}, "pluginInfo": {}, "tracks": resolved}
         self._playlists[url] = data
-        return json.loads(json.dumps(data))
+        return _copy(data)
 
     def recommend(self, seed: Mapping[str, Any] | str, tracks: Iterable[Mapping[str, Any] | str]) -> None:
         """Make ``tracks`` what autoplay finds after ``seed``, whatever URL the client builds for it.
@@ -990,3 +990,9 @@ class FakeLavalink:
         if result["loadType"] == "error":
             raise _HttpError(500, result["data"]["message"])
         raise _HttpError(400, "No matches found for identifier")
+
+
+def _copy(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a JSON object, as a client would receive it."""
+    copied: dict[str, Any] = json.loads(json.dumps(obj))
+    return copied

@@ -100,6 +100,7 @@ def _java_utf(text: str) -> bytes:
     out = bytearray()
     for char in text:
         code = ord(char)
+        units: tuple[int, ...]
         if code > 0xFFFF:  # Java strings hold UTF-16: write both surrogates, 3 bytes each
             code -= 0x10000
             units = (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF))
