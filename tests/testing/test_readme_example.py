@@ -16,7 +16,7 @@ FILES = {'"""my_bot.py:': "my_bot.py", "# conftest.py": "conftest.py", '"""test_
 def readme_example() -> dict[str, str]:
     """The README section's Python blocks, by the file name their first line gives."""
     text = README.read_text(encoding="utf-8")
-    section = text.split("### A complete test of your bot surviving a SIGKILL", 1)[1].split("\n## ", 1)[0]
+    section = re.split(r"\n##+ ", text.split("### A complete test of your bot surviving a SIGKILL", 1)[1], maxsplit=1)[0]
     files = {}
     for block in re.findall(r"```python\n(.*?)```", section, flags=re.S):
         first = block.splitlines()[0]
