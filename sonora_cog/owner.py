@@ -146,10 +146,12 @@ class SessionOwner(SessionWriter):
     # -- ownership ----------------------------------------------------------------------------------
 
     def shard_ids(self) -> frozenset[int] | None:
-        """The shards this process runs, or ``None`` when the bot is not sharded (it owns every guild).
+        """The shards this process runs, or ``None`` when it runs them all (it owns every guild).
 
-        An ``AutoShardedBot`` runs its ``shard_ids`` when given, else every shard it launched (all of
-        ``range(shard_count)``); a plain ``Bot`` runs ``shard_id`` (0 when not given).
+        An ``AutoShardedBot`` runs its ``shard_ids`` when given, else every shard (discord.py launches all
+        of ``range(shard_count)``, one after another, with a count it may learn only when it launches
+        them): ``None``, the same at any moment of the launch, so :attr:`key` never changes; a plain
+        ``Bot`` runs ``shard_id`` (0 when not given).
         """
         bot = self.bot
         if (bot.shard_count or 1) <= 1:
@@ -157,9 +159,8 @@ class SessionOwner(SessionWriter):
         ids: Iterable[int] | None = getattr(bot, "shard_ids", None)
         if ids is None:
             if isinstance(bot, discord.AutoShardedClient):
-                ids = list(bot.shards) or range(bot.shard_count or 1)
-            else:
-                ids = [bot.shard_id or 0]
+                return None
+            ids = [bot.shard_id or 0]
         return frozenset(ids)
 
     def owns(self, guild_id: int) -> bool:

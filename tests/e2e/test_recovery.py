@@ -37,14 +37,19 @@ def assert_same_session(before: SessionState, after: SessionState, *, position: 
         assert abs(after.player.position - before.player.position) <= POSITION_TOLERANCE_MS
 
 
-@pytest.mark.parametrize("resume", [True, False], ids=["lavalink-session-resumed", "rehydrated"])
+@pytest.mark.parametrize(
+    ("resume", "shards"), [(True, 0), (False, 0), (True, 2)],
+    ids=["lavalink-session-resumed", "rehydrated", "lavalink-session-resumed-auto-sharded"],
+)
 async def test_kill_9_mid_track_restores_every_part(
-    scenario: Callable[..., AsyncIterator[DemoScenario]], resume: bool
+    scenario: Callable[..., AsyncIterator[DemoScenario]], resume: bool, shards: int
 ) -> None:
     # Resumed: the new process resumes the Lavalink session, whose players played on, and adopts them.
     # Rehydrated: a new Lavalink session; every player is started again from its live record.
+    # Auto-sharded: an AutoShardedBot with 2 shards and no shard ids (one guild on each) resumes too: the
+    # session is recorded when the node is ready, while the shards are still being launched one by one.
     config = "" if resume else "resume_lavalink_sessions = false\n"
-    async with scenario(guilds=2, extra_config=config) as demo:
+    async with scenario(guilds=2, shards=shards, extra_config=config) as demo:
         await demo.play_everywhere()
         await demo.command(1, "pause")
         await demo.command(0, "autoplay", mode="partial")
