@@ -44,6 +44,7 @@ from .player import SonoraPlayer
 
 if TYPE_CHECKING:
     from ._typing import AnyBot
+    from .cog import SonoraCog
 
 
 async def setup(bot: AnyBot) -> None:
@@ -78,6 +79,7 @@ __all__ = (
     "SnapshotMeta",
     "SnapshotNotFound",
     "SnapshotTooLarge",
+    "SonoraCog",
     "SonoraError",
     "SonoraPlayer",
     "StoreError",
@@ -89,3 +91,12 @@ __all__ = (
     "load_settings",
     "setup",
 )
+
+
+def __getattr__(name: str) -> object:
+    """``SonoraCog`` is imported on first use (importing ``sonora_cog`` does not load the cog's modules)."""
+    if name == "SonoraCog":
+        from .cog import SonoraCog
+
+        return SonoraCog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,10 @@ sonora_cog`` (no fake, no web server, no track codec until a name is used)::
 ``PYTEST_PLUGIN``        the pytest plugin's module name: ``pytest_plugins = [PYTEST_PLUGIN]`` gives
                          the fixtures ``fake_discord``, ``discord_world``, ``fake_lavalink``,
                          ``bot_process``...
+``World``, ``BotProcessFactory``
+                         the types of the ``discord_world`` and ``bot_process`` fixtures
+``FakeGuild``, ``FakeChannel``, ``FakeMember``, ``FakeRole``, ``FakeInteraction``
+                         the fake world's objects, for annotations
 =======================  ===========================================================================
 
 .. versionadded:: 0.5
@@ -33,18 +37,28 @@ if TYPE_CHECKING:
     from .botproc import BotProcess
     from .discord_client import point_discord_at, point_discord_back
     from .fake_discord import CommandNotAvailable, FakeDiscord
-    from .fake_discord_models import Permissions
+    from .fake_discord_guild import FakeGuild
+    from .fake_discord_interactions import FakeInteraction
+    from .fake_discord_models import FakeChannel, FakeMember, FakeRole, Permissions
     from .fake_lavalink import FakeLavalink
+    from .pytest_plugin import BotProcessFactory, World
     from .redis_server import RedisServer
 
 __all__ = (
     "PYTEST_PLUGIN",
     "BotProcess",
+    "BotProcessFactory",
     "CommandNotAvailable",
+    "FakeChannel",
     "FakeDiscord",
+    "FakeGuild",
+    "FakeInteraction",
     "FakeLavalink",
+    "FakeMember",
+    "FakeRole",
     "Permissions",
     "RedisServer",
+    "World",
     "point_discord_at",
     "point_discord_back",
 )
@@ -55,10 +69,17 @@ PYTEST_PLUGIN = "sonora_cog.testing.pytest_plugin"
 #: Where each public name lives (imported when it is first used).
 _HOMES = {
     "BotProcess": ".botproc",
+    "BotProcessFactory": ".pytest_plugin",
     "CommandNotAvailable": ".fake_discord",
+    "FakeChannel": ".fake_discord_models",
     "FakeDiscord": ".fake_discord",
+    "FakeGuild": ".fake_discord_guild",
+    "FakeInteraction": ".fake_discord_interactions",
     "FakeLavalink": ".fake_lavalink",
+    "FakeMember": ".fake_discord_models",
+    "FakeRole": ".fake_discord_models",
     "Permissions": ".fake_discord_models",
+    "World": ".pytest_plugin",
     "RedisServer": ".redis_server",
     "point_discord_at": ".discord_client",
     "point_discord_back": ".discord_client",

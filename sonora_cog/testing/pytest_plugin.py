@@ -21,10 +21,11 @@ Fixtures
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+import os
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import pytest_asyncio
@@ -36,6 +37,7 @@ from sonora_cog.testing.fake_discord_guild import FakeGuild
 from sonora_cog.testing.fake_discord_models import FakeChannel, FakeMember
 
 __all__ = (
+    "BotProcessFactory",
     "World",
     "bot_process",
     "discord_world",
@@ -46,6 +48,21 @@ __all__ = (
 )
 
 _PROCESSES_KEY = pytest.StashKey[list[BotProcess]]()
+
+
+class BotProcessFactory(Protocol):
+    """The ``bot_process`` fixture: makes a :class:`BotProcess` (not started) that is killed at teardown."""
+
+    def __call__(
+        self,
+        script: str | os.PathLike[str],
+        *,
+        env: Mapping[str, str] | None = ...,
+        args: Sequence[str] = ...,
+        cwd: str | os.PathLike[str] | None = ...,
+        log_file: str | os.PathLike[str] | None = ...,
+        name: str | None = ...,
+    ) -> BotProcess: ...
 
 
 @dataclass(slots=True)
@@ -118,12 +135,12 @@ def private_redis_server() -> Iterator[Any]:
 
 
 @pytest_asyncio.fixture
-async def bot_process(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[..., BotProcess]]:
+async def bot_process(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BotProcessFactory]:
     """Factory for :class:`BotProcess`; kills leftovers at teardown."""
     processes: list[BotProcess] = []
     request.node.stash[_PROCESSES_KEY] = processes
 
-    def factory(script: str | Path, **kwargs: Any) -> BotProcess:
+    def factory(script: str | os.PathLike[str], **kwargs: Any) -> BotProcess:
         kwargs.setdefault("log_file", tmp_path / f"bot-{len(processes)}.log")
         process = BotProcess(script, **kwargs)
         processes.append(process)

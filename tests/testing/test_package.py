@@ -23,6 +23,14 @@ def test_every_public_name_is_the_module_s_own() -> None:
         FakeDiscord, FakeLavalink, BotProcess, Permissions, RedisServer)
     assert (kit.point_discord_at, kit.point_discord_back) == (point_discord_at, point_discord_back)
     assert kit.CommandNotAvailable is CommandNotAvailable
+    from sonora_cog.testing import pytest_plugin
+    from sonora_cog.testing.fake_discord_guild import FakeGuild
+    from sonora_cog.testing.fake_discord_interactions import FakeInteraction
+    from sonora_cog.testing.fake_discord_models import FakeChannel, FakeMember, FakeRole
+
+    assert (kit.World, kit.BotProcessFactory) == (pytest_plugin.World, pytest_plugin.BotProcessFactory)
+    assert (kit.FakeGuild, kit.FakeChannel, kit.FakeMember, kit.FakeRole, kit.FakeInteraction) == (
+        FakeGuild, FakeChannel, FakeMember, FakeRole, FakeInteraction)
     assert Permissions.MANAGE_GUILD == 1 << 5
     assert __import__(PYTEST_PLUGIN, fromlist=["fake_discord"]).fake_discord is not None
     assert sorted(kit.__all__) == dir(kit)

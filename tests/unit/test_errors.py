@@ -10,6 +10,8 @@ import pkgutil
 import re
 from pathlib import Path
 
+import pytest
+
 import sonora_cog
 from sonora_cog import errors
 
@@ -62,3 +64,12 @@ def test_every_error_is_raised_or_is_the_base_of_one_that_is() -> None:
     raised = {name for name in classes if name in made}
     bases = {name for name, cls in classes.items() if any(issubclass(classes[r], cls) for r in raised)}
     assert set(classes) == raised | bases, set(classes) - raised - bases
+
+
+def test_the_cog_class_is_importable_from_the_package() -> None:
+    from sonora_cog import SonoraCog
+    from sonora_cog.cog import SonoraCog as Home
+
+    assert SonoraCog is Home and "SonoraCog" in sonora_cog.__all__
+    with pytest.raises(AttributeError, match="no attribute 'SonoraBot'"):
+        sonora_cog.SonoraBot  # noqa: B018
