@@ -14,9 +14,16 @@ delivering it. From Discord's developer docs, "Application Commands" > "Permissi
   ``topics/permissions``).
 - A server's admins may override this per guild with *application command permissions* (Server Settings >
   Integrations): entries ``{"id", "type": 1 role | 2 user | 3 channel, "permission": bool}`` for one
-  command, or with the application's id for "all commands that do not contain explicit overwrites"; the
-  constants ``guild_id`` (@everyone) and ``guild_id - 1`` (all channels). Tests set them with
-  :meth:`CommandsMixin.set_command_permissions` (bots cannot: the docs require a user's Bearer token).
+  command, or with the application's id for all commands; the constants ``guild_id`` (@everyone) and
+  ``guild_id - 1`` (all channels). Tests set them with :meth:`CommandsMixin.set_command_permissions` (bots
+  cannot: the docs require a user's Bearer token).
+- A command's own entries override the application-wide ones target by target (help centre, "Updates to
+  Command Permissions", in effect since 2023-02-28): "individual command changes only overwrite
+  conflicting settings. Other application-level changes are still in effect." So the entries that apply
+  to a command are the application-wide ones, each replaced by the command's own entry for the same role,
+  user or channel, plus the command's entries for other targets. (The developer docs still say the
+  application-wide entries "apply to all commands that do not contain explicit overwrites", the rule from
+  before that change.)
 - "Guild commands are not available in DMs"; a global command is, to a user who shares a guild with the
   bot, when its ``contexts`` include ``BOT_DM`` (1) (null: all contexts). "Contexts are distinct from, and
   do not affect, any command permissions": permissions only exist in a guild, so a DM has none to check.
@@ -102,8 +109,10 @@ def command_refusal(
 ) -> Refusal | None:
     """Why Discord would not let the member use ``command`` in this channel of ``guild``, or ``None``.
 
-    ``entries`` are the guild's application command permissions that apply (the command's own, else the
-    application-wide ones); see the module docstring for the order.
+    ``entries`` are the guild's application command permissions that apply: the application-wide ones
+    followed by the command's own, a later entry for the same target replacing an earlier one (so a
+    command's entry overrides only the conflicting application-wide entry); see the module docstring for
+    the order in which they are weighed.
     """
     permissions = guild.base_permissions(user_id)
     if permissions & Permissions.ADMINISTRATOR:
@@ -212,10 +221,12 @@ class CommandsMixin:
         """Set a guild's application command permissions, as its admins do in Server Settings > Integrations.
 
         ``command`` is the name of a registered command (a guild command of this guild, else a global one),
-        or ``None`` for the application-wide entries that apply to every command without its own.
+        or ``None`` for the application-wide entries, which apply to every command.
         ``permissions`` are Discord's entries ``{"id": ..., "type": 1 role | 2 user | 3 channel,
         "permission": True/False}`` (up to 100); ``id`` may be the guild id (@everyone) or the guild id
-        minus 1 (all channels). They replace the earlier entries (an empty list removes them), and
+        minus 1 (all channels). A command's entries override the application-wide entry for the same
+        target only; the application-wide entries for other targets still apply to it. They replace the
+        earlier entries of the same command (or of the application; an empty list removes them), and
         ``APPLICATION_COMMAND_PERMISSIONS_UPDATE`` is dispatched. Returns the guild application command
         permissions object.
         """
@@ -260,7 +271,7 @@ class CommandsMixin:
         self, guild: FakeGuild, user_id: int, channel_id: int, command: Mapping[str, Any]
     ) -> Refusal | None:
         by_target = self.command_permissions.get(guild.id, {})
-        entries = by_target.get(int(command["id"]), by_target.get(self.application_id, []))
+        entries = [*by_target.get(self.application_id, []), *by_target.get(int(command["id"]), [])]
         return command_refusal(guild, user_id, channel_id, command, entries)
 
     def _dm_refusal(self, user_id: int, name: str) -> Refusal | None:

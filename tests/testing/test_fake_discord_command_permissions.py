@@ -242,15 +242,50 @@ async def test_administrators_pass_every_entry(world: World) -> None:
     await world.refused(world.manager, "manage")
 
 
-async def test_application_wide_entries_apply_to_commands_without_their_own(world: World) -> None:
+async def test_application_wide_entries_apply_to_every_command(world: World) -> None:
     app_wide = [{"id": world.dj_role.id, "type": ROLE, "permission": True}]
     await world.fake.set_command_permissions(world.guild.id, None, app_wide)
     await world.use(world.dj, "manage")
     await world.use(world.dj, "admins")
     own = [{"id": world.member.id, "type": USER, "permission": True}]
     await world.fake.set_command_permissions(world.guild.id, "admins", own)
-    await world.refused(world.dj, "admins")  # /admins has its own entries now: the app-wide ones do not apply
+    await world.use(world.member, "admins")
+    await world.use(world.dj, "admins")  # "Other application-level changes are still in effect"
+    await world.only("admins", world.dj_role.id, ROLE, False)  # a conflicting entry of the command wins
+    await world.refused(world.dj, "admins")
     await world.use(world.dj, "manage")
+
+
+async def test_command_entries_override_only_the_conflicting_application_wide_ones(world: World) -> None:
+    # Discord's own example (help centre, "Updates to Command Permissions", in effect since 2023-02-28):
+    # StudyBot is for "Student Leads" in #study-zone only; /notecards also for "Study Buddies" and also in
+    # #flashcard-help. "Now, /notecards can be used - By Study Buddies and Student Leads - In
+    # #flashcard-help and #study-zone"; the other commands keep the application-wide setup.
+    guild = world.guild
+    leads, buddies = guild.add_role("Student Leads"), guild.add_role("Study Buddies")
+    lead, buddy = guild.add_member(name="lead", roles=[leads]), guild.add_member(name="buddy", roles=[buddies])
+    study, flashcards, off_topic = world.text, world.other_text, guild.add_text_channel("off-topic")
+    everyone, all_channels = guild.id, guild.id - 1
+    app_wide = [
+        {"id": everyone, "type": ROLE, "permission": False},
+        {"id": leads.id, "type": ROLE, "permission": True},
+        {"id": all_channels, "type": CHANNEL, "permission": False},
+        {"id": study.id, "type": CHANNEL, "permission": True},
+    ]
+    await world.fake.set_command_permissions(guild.id, None, app_wide)
+    notecards = [
+        {"id": buddies.id, "type": ROLE, "permission": True},
+        {"id": flashcards.id, "type": CHANNEL, "permission": True},
+    ]
+    await world.fake.set_command_permissions(guild.id, "everyone", notecards)  # /everyone plays /notecards
+    for user in (lead, buddy):
+        for channel in (study, flashcards):
+            await world.use(user, "everyone", channel=channel)
+    assert "@everyone" in str(await world.refused(world.member, "everyone", channel=study))
+    assert "channel" in str(await world.refused(buddy, "everyone", channel=off_topic))
+    await world.use(lead, "local", channel=study)  # /local plays /quiz: only the application-wide entries
+    await world.refused(buddy, "local", channel=study)
+    await world.refused(lead, "local", channel=flashcards)
 
 
 async def test_the_bot_sees_and_can_read_the_guild_permissions(world: World) -> None:
