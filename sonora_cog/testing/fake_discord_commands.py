@@ -12,6 +12,10 @@ delivering it. From Discord's developer docs, "Application Commands" > "Permissi
   specific overwrite is configured or the user has admin permissions".
 - "Members with the Administrator permission can use all commands" (the owner has every permission,
   ``topics/permissions``).
+- Everyone else needs ``USE_APPLICATION_COMMANDS`` ("Allows members to use application commands, including
+  slash commands and context menu commands", ``topics/permissions``) in the channel, after its
+  overwrites; no command permission entry lifts that. A new server's ``@everyone`` has it
+  (:attr:`Permissions.DEFAULT_EVERYONE`), so a world that never touches it is not affected.
 - A server's admins may override this per guild with *application command permissions* (Server Settings >
   Integrations): entries ``{"id", "type": 1 role | 2 user | 3 channel, "permission": bool}`` for one
   command, or with the application's id for all commands; the constants ``guild_id`` (@everyone) and
@@ -84,8 +88,9 @@ class CommandNotAvailable(Exception):
     user_id, command, guild_id:
         Who tried, the command's name, and the guild (``None`` in a DM).
     missing:
-        The permission bits the member lacks for ``default_member_permissions`` (0 when something else
-        refused: an entry of the server's command permissions, a context).
+        The permission bits the member lacks: for ``default_member_permissions``, or
+        ``USE_APPLICATION_COMMANDS`` in the channel (0 when something else refused: an entry of the
+        server's command permissions, a context).
     reason:
         Why, in one sentence.
     """
@@ -117,6 +122,9 @@ def command_refusal(
     permissions = guild.base_permissions(user_id)
     if permissions & Permissions.ADMINISTRATOR:
         return None
+    if not guild.channel_permissions(user_id, channel_id) & Permissions.USE_APPLICATION_COMMANDS:
+        reason = "the member lacks USE_APPLICATION_COMMANDS in this channel"
+        return Refusal(reason, Permissions.USE_APPLICATION_COMMANDS)
     allowed = {(int(e["type"]), int(e["id"])): bool(e["permission"]) for e in entries}
     channel = allowed.get((CommandPermissionType.CHANNEL, channel_id))
     if channel is None:

@@ -110,7 +110,8 @@ async def world() -> AsyncIterator[World]:
         other_text = guild.add_text_channel("music-requests")
         managers = guild.add_role("Managers", Permissions.MANAGE_GUILD)
         dj_role = guild.add_role("DJ", 0)
-        guild.roles[guild.id].permissions = Permissions.VIEW_CHANNEL | Permissions.SEND_MESSAGES
+        everyone = Permissions.VIEW_CHANNEL | Permissions.SEND_MESSAGES | Permissions.USE_APPLICATION_COMMANDS
+        guild.roles[guild.id].permissions = everyone  # Manage Server only through a role
         manager = guild.add_member(name="manager", roles=[managers])
         dj = guild.add_member(name="dj", roles=[dj_role])
         member = guild.add_member(name="member")
@@ -186,6 +187,43 @@ async def test_the_reported_member_permissions_do_not_open_the_command(world: Wo
     # ``permissions=`` changes what the interaction says, not who Discord lets use the command.
     with pytest.raises(CommandNotAvailable):
         await world.fake.send_slash_command(world.guild.id, world.member.id, "manage", permissions=Permissions.ALL)
+
+
+# -- USE_APPLICATION_COMMANDS ----------------------------------------------------------------------------
+
+
+def test_a_new_servers_everyone_role_may_use_application_commands() -> None:
+    # As a server created in the client: @everyone holds USE_APPLICATION_COMMANDS, so commands just work.
+    guild = FakeDiscord().add_guild("Fresh")
+    assert guild.roles[guild.id].permissions & Permissions.USE_APPLICATION_COMMANDS
+
+
+async def test_no_command_in_a_channel_where_the_member_may_not_use_application_commands(world: World) -> None:
+    # topics/permissions: USE_APPLICATION_COMMANDS "Allows members to use application commands, including
+    # slash commands and context menu commands", computed with the channel's overwrites like every bit.
+    guild = world.guild
+    muted = guild.add_text_channel("no-commands")
+    no_commands = Permissions.USE_APPLICATION_COMMANDS
+    muted.permission_overwrites.append({"id": str(guild.id), "type": 0, "allow": "0", "deny": str(no_commands)})
+    refused = await world.refused(world.member, "everyone", channel=muted)
+    assert refused.missing == Permissions.USE_APPLICATION_COMMANDS and "USE_APPLICATION_COMMANDS" in str(refused)
+    await world.refused(world.manager, "manage", channel=muted)  # Manage Server does not lift it
+    await world.only("everyone", world.member.id, USER, True)  # nor does a command permission entry
+    await world.refused(world.member, "everyone", channel=muted)
+    await world.use(world.member, "everyone")  # other channels are unaffected
+    admin = guild.add_member(name="admin", roles=[guild.add_role("Admin", Permissions.ADMINISTRATOR)])
+    await world.use(admin, "everyone", channel=muted)  # "Members with the Administrator permission can use
+    await world.use(guild.members[guild.owner_id], "everyone", channel=muted)  # all commands"; the owner too
+    allowed = {"id": str(world.dj_role.id), "type": 0, "allow": str(no_commands), "deny": "0"}
+    muted.permission_overwrites.append(allowed)  # a role's overwrite gives it back
+    await world.use(world.dj, "everyone", channel=muted)
+
+
+async def test_no_command_for_a_member_whose_roles_lack_use_application_commands(world: World) -> None:
+    world.guild.roles[world.guild.id].permissions &= ~Permissions.USE_APPLICATION_COMMANDS
+    await world.refused(world.member, "everyone")
+    world.dj_role.permissions |= Permissions.USE_APPLICATION_COMMANDS
+    await world.use(world.dj, "everyone")
 
 
 # -- the guild's application command permissions ----------------------------------------------------------
