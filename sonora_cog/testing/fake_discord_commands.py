@@ -282,6 +282,12 @@ class CommandsMixin:
         entries = [*by_target.get(self.application_id, []), *by_target.get(int(command["id"]), [])]
         return command_refusal(guild, user_id, channel_id, command, entries)
 
+    def _not_a_member(self, user_id: int) -> Refusal:
+        """Why a user who is not a member of the guild (or whom the fake does not know at all) gets nothing."""
+        if user_id not in self.users:
+            return Refusal("no user has this id (add one with FakeGuild.add_member)")
+        return Refusal("the user is not a member of this guild")
+
     def _dm_refusal(self, user_id: int, name: str) -> Refusal | None:
         command, _ = self._find_command(name, None)
         if command is None:

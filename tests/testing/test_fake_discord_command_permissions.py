@@ -371,3 +371,27 @@ async def test_what_discord_does_not_offer_in_a_dm(world: World) -> None:
     world.fake.users[stranger.id] = stranger
     with pytest.raises(CommandNotAvailable, match="shares no guild"):
         await world.fake.send_dm_slash_command(stranger.id, "dmok")
+
+
+# -- who is not there --------------------------------------------------------------------------------------
+
+
+async def test_a_user_the_fake_does_not_know_gets_no_dm_command(world: World) -> None:
+    nobody = world.fake.snowflake()
+    with pytest.raises(CommandNotAvailable, match="no user") as refused:
+        await world.fake.send_dm_slash_command(nobody, "dmok")
+    assert (refused.value.user_id, refused.value.command, refused.value.guild_id) == (nobody, "dmok", None)
+    assert str(nobody) in str(refused.value)
+
+
+async def test_a_user_who_is_not_a_member_gets_no_guild_command(world: World) -> None:
+    outsider = world.fake.add_guild("Elsewhere").add_member(name="outsider")
+    nobody = world.fake.snowflake()
+    for user_id, what in ((outsider.id, "not a member"), (nobody, "no user")):
+        for name in ("everyone", "unregistered"):  # unregistered commands are delivered unchecked, but not to him
+            with pytest.raises(CommandNotAvailable, match=what) as refused:
+                await world.fake.send_slash_command(world.guild.id, user_id, name)
+            assert (refused.value.user_id, refused.value.guild_id) == (user_id, world.guild.id)
+            assert "'Permissions Guild'" in str(refused.value)
+        with pytest.raises(CommandNotAvailable, match=what):
+            await world.fake.send_autocomplete(world.guild.id, user_id, "everyone", options={"q": ""}, focused="q")
