@@ -29,8 +29,10 @@ delivering it. From Discord's developer docs, "Application Commands" > "Permissi
   application-wide entries "apply to all commands that do not contain explicit overwrites", the rule from
   before that change.)
 - "Guild commands are not available in DMs"; a global command is, to a user who shares a guild with the
-  bot, when its ``contexts`` include ``BOT_DM`` (1) (null: all contexts). "Contexts are distinct from, and
-  do not affect, any command permissions": permissions only exist in a guild, so a DM has none to check.
+  bot, unless its ``contexts`` leave out ``BOT_DM`` (1) (null: "By default, all interaction context types
+  included for new commands") or, without ``contexts``, its deprecated ``dm_permission`` is false ("By
+  default, commands are visible"). "Contexts are distinct from, and do not affect, any command
+  permissions": permissions only exist in a guild, so a DM has none to check.
 
 The docs do not spell out how the kinds of entries combine, so this order is the fake's choice, written
 down here: a channel entry (this channel, else "all channels") that denies refuses; then the member's own

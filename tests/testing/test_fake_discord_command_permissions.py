@@ -362,6 +362,18 @@ async def test_a_dm_command_is_delivered_without_member_permissions(world: World
     await world.refused(world.member, "dmok")  # the same command in the guild needs Manage Server
 
 
+async def test_a_global_command_is_offered_in_a_dm_by_default(world: World) -> None:
+    # Application command object: ``contexts`` "By default, all interaction context types included for new
+    # commands"; ``dm_permission`` (deprecated) "By default, commands are visible". A command registered
+    # with neither field is usable in a DM with the bot.
+    assert world.bot.application_id is not None
+    await world.bot.http.upsert_global_command(world.bot.application_id, {"name": "bare", "description": "x"})
+    bare = next(c for c in world.fake.synced_commands if c["name"] == "bare")
+    assert bare["contexts"] is None and "dm_permission" not in bare
+    interaction = await world.fake.send_dm_slash_command(world.member.id, "bare")
+    assert interaction.payload["context"] == 1
+
+
 async def test_what_discord_does_not_offer_in_a_dm(world: World) -> None:
     with pytest.raises(CommandNotAvailable, match="BOT_DM"):
         await world.fake.send_dm_slash_command(world.manager.id, "guildonly")
