@@ -12,10 +12,14 @@ registered by the real discord.py (``default_permissions`` → ``default_member_
   the Administrator permission can use all commands."
 - Application command permissions: entries ``{id, type: 1 role | 2 user | 3 channel, permission}``;
   constants ``guild_id`` (@everyone) and ``guild_id - 1`` (all channels); with the application's id as the
-  command id "the permissions apply to all commands that do not contain explicit overwrites".
+  command id they apply to all commands. Since 2023-02-28 (help centre, "Updates to Command Permissions")
+  "individual command changes only overwrite conflicting settings. Other application-level changes are
+  still in effect."
+- ``topics/permissions``: USE_APPLICATION_COMMANDS "Allows members to use application commands, including
+  slash commands and context menu commands".
 - "Guild commands are not available in DMs"; ``contexts`` with ``BOT_DM`` (1) controls "whether it can be
-  run in DMs with your app"; "Contexts are distinct from, and do not affect, any command permissions for
-  apps installed to a server."
+  run in DMs with your app" (by default "all interaction context types included for new commands");
+  "Contexts are distinct from, and do not affect, any command permissions for apps installed to a server."
 - ``topics/permissions``: a member's permissions are those of ``@everyone`` and their roles; ADMINISTRATOR
   grants all; the owner has all.
 """
