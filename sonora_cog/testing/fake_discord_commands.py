@@ -12,14 +12,27 @@ delivering it. From Discord's developer docs, "Application Commands" > "Permissi
   specific overwrite is configured or the user has admin permissions".
 - "Members with the Administrator permission can use all commands" (the owner has every permission,
   ``topics/permissions``).
+- Everyone else needs ``USE_APPLICATION_COMMANDS`` ("Allows members to use application commands, including
+  slash commands and context menu commands", ``topics/permissions``) in the channel, after its
+  overwrites; no command permission entry lifts that. A new server's ``@everyone`` has it
+  (:attr:`Permissions.DEFAULT_EVERYONE`), so a world that never touches it is not affected.
 - A server's admins may override this per guild with *application command permissions* (Server Settings >
   Integrations): entries ``{"id", "type": 1 role | 2 user | 3 channel, "permission": bool}`` for one
-  command, or with the application's id for "all commands that do not contain explicit overwrites"; the
-  constants ``guild_id`` (@everyone) and ``guild_id - 1`` (all channels). Tests set them with
-  :meth:`CommandsMixin.set_command_permissions` (bots cannot: the docs require a user's Bearer token).
+  command, or with the application's id for all commands; the constants ``guild_id`` (@everyone) and
+  ``guild_id - 1`` (all channels). Tests set them with :meth:`CommandsMixin.set_command_permissions` (bots
+  cannot: the docs require a user's Bearer token).
+- A command's own entries override the application-wide ones target by target (help centre, "Updates to
+  Command Permissions", in effect since 2023-02-28): "individual command changes only overwrite
+  conflicting settings. Other application-level changes are still in effect." So the entries that apply
+  to a command are the application-wide ones, each replaced by the command's own entry for the same role,
+  user or channel, plus the command's entries for other targets. (The developer docs still say the
+  application-wide entries "apply to all commands that do not contain explicit overwrites", the rule from
+  before that change.)
 - "Guild commands are not available in DMs"; a global command is, to a user who shares a guild with the
-  bot, when its ``contexts`` include ``BOT_DM`` (1) (null: all contexts). "Contexts are distinct from, and
-  do not affect, any command permissions": permissions only exist in a guild, so a DM has none to check.
+  bot, unless its ``contexts`` leave out ``BOT_DM`` (1) (null: "By default, all interaction context types
+  included for new commands") or, without ``contexts``, its deprecated ``dm_permission`` is false ("By
+  default, commands are visible"). "Contexts are distinct from, and do not affect, any command
+  permissions": permissions only exist in a guild, so a DM has none to check.
 
 The docs do not spell out how the kinds of entries combine, so this order is the fake's choice, written
 down here: a channel entry (this channel, else "all channels") that denies refuses; then the member's own
@@ -77,8 +90,9 @@ class CommandNotAvailable(Exception):
     user_id, command, guild_id:
         Who tried, the command's name, and the guild (``None`` in a DM).
     missing:
-        The permission bits the member lacks for ``default_member_permissions`` (0 when something else
-        refused: an entry of the server's command permissions, a context).
+        The permission bits the member lacks: for ``default_member_permissions``, or
+        ``USE_APPLICATION_COMMANDS`` in the channel (0 when something else refused: an entry of the
+        server's command permissions, a context).
     reason:
         Why, in one sentence.
     """
@@ -102,12 +116,17 @@ def command_refusal(
 ) -> Refusal | None:
     """Why Discord would not let the member use ``command`` in this channel of ``guild``, or ``None``.
 
-    ``entries`` are the guild's application command permissions that apply (the command's own, else the
-    application-wide ones); see the module docstring for the order.
+    ``entries`` are the guild's application command permissions that apply: the application-wide ones
+    followed by the command's own, a later entry for the same target replacing an earlier one (so a
+    command's entry overrides only the conflicting application-wide entry); see the module docstring for
+    the order in which they are weighed.
     """
     permissions = guild.base_permissions(user_id)
     if permissions & Permissions.ADMINISTRATOR:
         return None
+    if not guild.channel_permissions(user_id, channel_id) & Permissions.USE_APPLICATION_COMMANDS:
+        reason = "the member lacks USE_APPLICATION_COMMANDS in this channel"
+        return Refusal(reason, Permissions.USE_APPLICATION_COMMANDS)
     allowed = {(int(e["type"]), int(e["id"])): bool(e["permission"]) for e in entries}
     channel = allowed.get((CommandPermissionType.CHANNEL, channel_id))
     if channel is None:
@@ -212,10 +231,12 @@ class CommandsMixin:
         """Set a guild's application command permissions, as its admins do in Server Settings > Integrations.
 
         ``command`` is the name of a registered command (a guild command of this guild, else a global one),
-        or ``None`` for the application-wide entries that apply to every command without its own.
+        or ``None`` for the application-wide entries, which apply to every command.
         ``permissions`` are Discord's entries ``{"id": ..., "type": 1 role | 2 user | 3 channel,
         "permission": True/False}`` (up to 100); ``id`` may be the guild id (@everyone) or the guild id
-        minus 1 (all channels). They replace the earlier entries (an empty list removes them), and
+        minus 1 (all channels). A command's entries override the application-wide entry for the same
+        target only; the application-wide entries for other targets still apply to it. They replace the
+        earlier entries of the same command (or of the application; an empty list removes them), and
         ``APPLICATION_COMMAND_PERMISSIONS_UPDATE`` is dispatched. Returns the guild application command
         permissions object.
         """
@@ -260,8 +281,14 @@ class CommandsMixin:
         self, guild: FakeGuild, user_id: int, channel_id: int, command: Mapping[str, Any]
     ) -> Refusal | None:
         by_target = self.command_permissions.get(guild.id, {})
-        entries = by_target.get(int(command["id"]), by_target.get(self.application_id, []))
+        entries = [*by_target.get(self.application_id, []), *by_target.get(int(command["id"]), [])]
         return command_refusal(guild, user_id, channel_id, command, entries)
+
+    def _not_a_member(self, user_id: int) -> Refusal:
+        """Why a user who is not a member of the guild (or whom the fake does not know at all) gets nothing."""
+        if user_id not in self.users:
+            return Refusal("no user has this id (add one with FakeGuild.add_member)")
+        return Refusal("the user is not a member of this guild")
 
     def _dm_refusal(self, user_id: int, name: str) -> Refusal | None:
         command, _ = self._find_command(name, None)

@@ -59,6 +59,10 @@ BOT_DM_APP_PERMISSIONS = (
 #: Discord sends DMs to shard 0 only; ``(guild_id >> 22) % num_shards`` of a guild id 0 is that shard.
 _DM_SHARD_KEY = 0
 
+#: Interactions that carry a command, which Discord offers only to who may use it (a component is clicked
+#: on a message instead).
+_COMMAND_INTERACTIONS = (InteractionType.APPLICATION_COMMAND, InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE)
+
 
 class MessagingMixin(CommandsMixin):
     """Message store and interaction traffic of :class:`FakeDiscord`."""
@@ -129,6 +133,8 @@ class MessagingMixin(CommandsMixin):
     ) -> FakeInteraction:
         guild = self.guild(guild_id)
         member = guild.members.get(user_id)
+        if member is None and itype in _COMMAND_INTERACTIONS:
+            raise self._not_available(self._not_a_member(user_id), user_id, data["name"], guild)
         if member is None:
             raise KeyError(f"user {user_id} is not a member of guild {guild_id}")
         channel = guild.channels[channel_id] if channel_id is not None else self._default_text_channel(guild)
@@ -224,9 +230,11 @@ class MessagingMixin(CommandsMixin):
         ------
         CommandNotAvailable
             Discord would not deliver the registered command to this member in this channel: they lack its
-            ``default_member_permissions`` or the guild's command permissions deny it (see
-            :mod:`.fake_discord_commands` and :meth:`set_command_permissions`). A command the bot has
-            not registered is delivered unchecked.
+            ``default_member_permissions`` or ``USE_APPLICATION_COMMANDS`` in the channel, or the guild's
+            command permissions deny it (see :mod:`.fake_discord_commands` and
+            :meth:`set_command_permissions`). A command the bot has not registered is delivered without
+            these checks. Any command is refused to a user who is not a member of the guild (or whom the
+            fake does not know).
         """
         all_options = {**(options or {}), **(attachments or {})}
         data, command = self._command_data(guild_id, name, subcommand, all_options)
@@ -289,10 +297,13 @@ class MessagingMixin(CommandsMixin):
         CommandNotAvailable
             Discord would not offer the command there: it is not a registered global command (guild
             commands are not available in DMs), its ``contexts`` leave out BOT_DM (or, without
-            ``contexts``, ``dm_permission`` is false), or the user shares no guild with the bot.
+            ``contexts``, ``dm_permission`` is false), the user shares no guild with the bot, or the fake
+            knows no user with this id.
             ``default_member_permissions`` is not checked: there are no member permissions in a DM.
         """
-        user = self.users[user_id]
+        user = self.users.get(user_id)
+        if user is None:
+            raise self._not_available(self._not_a_member(user_id), user_id, name, None)
         if (refusal := self._dm_refusal(user_id, name)) is not None:
             raise self._not_available(refusal, user_id, name, None)
         data, _ = self._command_data(None, name, subcommand, options or {})

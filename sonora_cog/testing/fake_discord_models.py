@@ -76,7 +76,8 @@ class Permissions:
     USE_APPLICATION_COMMANDS = 1 << 31
     MODERATE_MEMBERS = 1 << 40
     ALL = (1 << 53) - 1
-    #: What a fresh server's ``@everyone`` role gets (the client's default, 0x6_3E16_41).
+    #: What a fresh server's ``@everyone`` role gets (the client's default, 0xF9_8637_CE41), with
+    #: USE_APPLICATION_COMMANDS among it.
     DEFAULT_EVERYONE = 1071698660929
 
     @classmethod

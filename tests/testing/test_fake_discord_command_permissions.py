@@ -12,10 +12,14 @@ registered by the real discord.py (``default_permissions`` → ``default_member_
   the Administrator permission can use all commands."
 - Application command permissions: entries ``{id, type: 1 role | 2 user | 3 channel, permission}``;
   constants ``guild_id`` (@everyone) and ``guild_id - 1`` (all channels); with the application's id as the
-  command id "the permissions apply to all commands that do not contain explicit overwrites".
+  command id they apply to all commands. Since 2023-02-28 (help centre, "Updates to Command Permissions")
+  "individual command changes only overwrite conflicting settings. Other application-level changes are
+  still in effect."
+- ``topics/permissions``: USE_APPLICATION_COMMANDS "Allows members to use application commands, including
+  slash commands and context menu commands".
 - "Guild commands are not available in DMs"; ``contexts`` with ``BOT_DM`` (1) controls "whether it can be
-  run in DMs with your app"; "Contexts are distinct from, and do not affect, any command permissions for
-  apps installed to a server."
+  run in DMs with your app" (by default "all interaction context types included for new commands");
+  "Contexts are distinct from, and do not affect, any command permissions for apps installed to a server."
 - ``topics/permissions``: a member's permissions are those of ``@everyone`` and their roles; ADMINISTRATOR
   grants all; the owner has all.
 """
@@ -110,7 +114,8 @@ async def world() -> AsyncIterator[World]:
         other_text = guild.add_text_channel("music-requests")
         managers = guild.add_role("Managers", Permissions.MANAGE_GUILD)
         dj_role = guild.add_role("DJ", 0)
-        guild.roles[guild.id].permissions = Permissions.VIEW_CHANNEL | Permissions.SEND_MESSAGES
+        everyone = Permissions.VIEW_CHANNEL | Permissions.SEND_MESSAGES | Permissions.USE_APPLICATION_COMMANDS
+        guild.roles[guild.id].permissions = everyone  # Manage Server only through a role
         manager = guild.add_member(name="manager", roles=[managers])
         dj = guild.add_member(name="dj", roles=[dj_role])
         member = guild.add_member(name="member")
@@ -188,6 +193,43 @@ async def test_the_reported_member_permissions_do_not_open_the_command(world: Wo
         await world.fake.send_slash_command(world.guild.id, world.member.id, "manage", permissions=Permissions.ALL)
 
 
+# -- USE_APPLICATION_COMMANDS ----------------------------------------------------------------------------
+
+
+def test_a_new_servers_everyone_role_may_use_application_commands() -> None:
+    # As a server created in the client: @everyone holds USE_APPLICATION_COMMANDS, so commands just work.
+    guild = FakeDiscord().add_guild("Fresh")
+    assert guild.roles[guild.id].permissions & Permissions.USE_APPLICATION_COMMANDS
+
+
+async def test_no_command_in_a_channel_where_the_member_may_not_use_application_commands(world: World) -> None:
+    # topics/permissions: USE_APPLICATION_COMMANDS "Allows members to use application commands, including
+    # slash commands and context menu commands", computed with the channel's overwrites like every bit.
+    guild = world.guild
+    muted = guild.add_text_channel("no-commands")
+    no_commands = Permissions.USE_APPLICATION_COMMANDS
+    muted.permission_overwrites.append({"id": str(guild.id), "type": 0, "allow": "0", "deny": str(no_commands)})
+    refused = await world.refused(world.member, "everyone", channel=muted)
+    assert refused.missing == Permissions.USE_APPLICATION_COMMANDS and "USE_APPLICATION_COMMANDS" in str(refused)
+    await world.refused(world.manager, "manage", channel=muted)  # Manage Server does not lift it
+    await world.only("everyone", world.member.id, USER, True)  # nor does a command permission entry
+    await world.refused(world.member, "everyone", channel=muted)
+    await world.use(world.member, "everyone")  # other channels are unaffected
+    admin = guild.add_member(name="admin", roles=[guild.add_role("Admin", Permissions.ADMINISTRATOR)])
+    await world.use(admin, "everyone", channel=muted)  # "Members with the Administrator permission can use
+    await world.use(guild.members[guild.owner_id], "everyone", channel=muted)  # all commands"; the owner too
+    allowed = {"id": str(world.dj_role.id), "type": 0, "allow": str(no_commands), "deny": "0"}
+    muted.permission_overwrites.append(allowed)  # a role's overwrite gives it back
+    await world.use(world.dj, "everyone", channel=muted)
+
+
+async def test_no_command_for_a_member_whose_roles_lack_use_application_commands(world: World) -> None:
+    world.guild.roles[world.guild.id].permissions &= ~Permissions.USE_APPLICATION_COMMANDS
+    await world.refused(world.member, "everyone")
+    world.dj_role.permissions |= Permissions.USE_APPLICATION_COMMANDS
+    await world.use(world.dj, "everyone")
+
+
 # -- the guild's application command permissions ----------------------------------------------------------
 
 
@@ -242,15 +284,50 @@ async def test_administrators_pass_every_entry(world: World) -> None:
     await world.refused(world.manager, "manage")
 
 
-async def test_application_wide_entries_apply_to_commands_without_their_own(world: World) -> None:
+async def test_application_wide_entries_apply_to_every_command(world: World) -> None:
     app_wide = [{"id": world.dj_role.id, "type": ROLE, "permission": True}]
     await world.fake.set_command_permissions(world.guild.id, None, app_wide)
     await world.use(world.dj, "manage")
     await world.use(world.dj, "admins")
     own = [{"id": world.member.id, "type": USER, "permission": True}]
     await world.fake.set_command_permissions(world.guild.id, "admins", own)
-    await world.refused(world.dj, "admins")  # /admins has its own entries now: the app-wide ones do not apply
+    await world.use(world.member, "admins")
+    await world.use(world.dj, "admins")  # "Other application-level changes are still in effect"
+    await world.only("admins", world.dj_role.id, ROLE, False)  # a conflicting entry of the command wins
+    await world.refused(world.dj, "admins")
     await world.use(world.dj, "manage")
+
+
+async def test_command_entries_override_only_the_conflicting_application_wide_ones(world: World) -> None:
+    # Discord's own example (help centre, "Updates to Command Permissions", in effect since 2023-02-28):
+    # StudyBot is for "Student Leads" in #study-zone only; /notecards also for "Study Buddies" and also in
+    # #flashcard-help. "Now, /notecards can be used - By Study Buddies and Student Leads - In
+    # #flashcard-help and #study-zone"; the other commands keep the application-wide setup.
+    guild = world.guild
+    leads, buddies = guild.add_role("Student Leads"), guild.add_role("Study Buddies")
+    lead, buddy = guild.add_member(name="lead", roles=[leads]), guild.add_member(name="buddy", roles=[buddies])
+    study, flashcards, off_topic = world.text, world.other_text, guild.add_text_channel("off-topic")
+    everyone, all_channels = guild.id, guild.id - 1
+    app_wide = [
+        {"id": everyone, "type": ROLE, "permission": False},
+        {"id": leads.id, "type": ROLE, "permission": True},
+        {"id": all_channels, "type": CHANNEL, "permission": False},
+        {"id": study.id, "type": CHANNEL, "permission": True},
+    ]
+    await world.fake.set_command_permissions(guild.id, None, app_wide)
+    notecards = [
+        {"id": buddies.id, "type": ROLE, "permission": True},
+        {"id": flashcards.id, "type": CHANNEL, "permission": True},
+    ]
+    await world.fake.set_command_permissions(guild.id, "everyone", notecards)  # /everyone plays /notecards
+    for user in (lead, buddy):
+        for channel in (study, flashcards):
+            await world.use(user, "everyone", channel=channel)
+    assert "@everyone" in str(await world.refused(world.member, "everyone", channel=study))
+    assert "channel" in str(await world.refused(buddy, "everyone", channel=off_topic))
+    await world.use(lead, "local", channel=study)  # /local plays /quiz: only the application-wide entries
+    await world.refused(buddy, "local", channel=study)
+    await world.refused(lead, "local", channel=flashcards)
 
 
 async def test_the_bot_sees_and_can_read_the_guild_permissions(world: World) -> None:
@@ -289,6 +366,18 @@ async def test_a_dm_command_is_delivered_without_member_permissions(world: World
     await world.refused(world.member, "dmok")  # the same command in the guild needs Manage Server
 
 
+async def test_a_global_command_is_offered_in_a_dm_by_default(world: World) -> None:
+    # Application command object: ``contexts`` "By default, all interaction context types included for new
+    # commands"; ``dm_permission`` (deprecated) "By default, commands are visible". A command registered
+    # with neither field is usable in a DM with the bot.
+    assert world.bot.application_id is not None
+    await world.bot.http.upsert_global_command(world.bot.application_id, {"name": "bare", "description": "x"})
+    bare = next(c for c in world.fake.synced_commands if c["name"] == "bare")
+    assert bare["contexts"] is None and "dm_permission" not in bare
+    interaction = await world.fake.send_dm_slash_command(world.member.id, "bare")
+    assert interaction.payload["context"] == 1
+
+
 async def test_what_discord_does_not_offer_in_a_dm(world: World) -> None:
     with pytest.raises(CommandNotAvailable, match="BOT_DM"):
         await world.fake.send_dm_slash_command(world.manager.id, "guildonly")
@@ -298,3 +387,27 @@ async def test_what_discord_does_not_offer_in_a_dm(world: World) -> None:
     world.fake.users[stranger.id] = stranger
     with pytest.raises(CommandNotAvailable, match="shares no guild"):
         await world.fake.send_dm_slash_command(stranger.id, "dmok")
+
+
+# -- who is not there --------------------------------------------------------------------------------------
+
+
+async def test_a_user_the_fake_does_not_know_gets_no_dm_command(world: World) -> None:
+    nobody = world.fake.snowflake()
+    with pytest.raises(CommandNotAvailable, match="no user") as refused:
+        await world.fake.send_dm_slash_command(nobody, "dmok")
+    assert (refused.value.user_id, refused.value.command, refused.value.guild_id) == (nobody, "dmok", None)
+    assert str(nobody) in str(refused.value)
+
+
+async def test_a_user_who_is_not_a_member_gets_no_guild_command(world: World) -> None:
+    outsider = world.fake.add_guild("Elsewhere").add_member(name="outsider")
+    nobody = world.fake.snowflake()
+    for user_id, what in ((outsider.id, "not a member"), (nobody, "no user")):
+        for name in ("everyone", "unregistered"):  # unregistered commands are delivered unchecked, but not to him
+            with pytest.raises(CommandNotAvailable, match=what) as refused:
+                await world.fake.send_slash_command(world.guild.id, user_id, name)
+            assert (refused.value.user_id, refused.value.guild_id) == (user_id, world.guild.id)
+            assert "'Permissions Guild'" in str(refused.value)
+        with pytest.raises(CommandNotAvailable, match=what):
+            await world.fake.send_autocomplete(world.guild.id, user_id, "everyone", options={"q": ""}, focused="q")
