@@ -17,9 +17,7 @@ failures, and inspect players, sessions, requests and sent messages.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import inspect
 import json
 import logging
@@ -43,6 +41,7 @@ from sonora_cog.testing.fake_lavalink_player import (
     FakeSessionInfo,
     now_ms,
 )
+from sonora_cog.testing.fake_lavalink_sources import TrackLink, locate_track, track_link
 from sonora_cog.testing.trackcodec import (
     PROBE_NAMES,
     PROBING_SOURCES,
@@ -141,17 +140,6 @@ def _expect(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], *, nulla
     return value
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "track"
-
-
-def _default_location(source: str, title: str) -> str:
-    """Where an ``http`` or ``local`` track made by :meth:`FakeLavalink.add_track` lives by default."""
-    if source == "http":
-        return f"https://cdn.example.invalid/{_slug(title)}.mp3"
-    return f"/music/{_slug(title)}.mp3"
-
-
 class FakeLavalink:
     """A Lavalink v4 node on loopback, for end-to-end tests.
 
@@ -201,6 +189,7 @@ class FakeLavalink:
         self._handlers: dict[web.WebSocketResponse, tuple[web.BaseRequest, asyncio.Event]] = {}
         self._tracks: dict[str, dict[str, Any]] = {}
         self._uris: dict[str, str] = {}
+        self._links: dict[TrackLink, str] = {}  # a track's link as its source manager reads it -> identifier
         self._playlists: dict[str, dict[str, Any]] = {}
         self._recommendations: dict[str, list[dict[str, Any]]] = {}  # seed identifier -> tracks
         self._failures: dict[str, dict[str, Any]] = {}
@@ -293,26 +282,23 @@ class FakeLavalink:
     ) -> dict[str, Any]:
         """Add a track that ``/v4/loadtracks`` can find; returns its full Lavalink track JSON.
 
-        Without ``identifier`` a stable YouTube-like id is derived from title and author; without
-        ``uri`` a YouTube or SoundCloud style URL is made for those sources. An ``http`` or ``local``
-        track is identified by its URL or file path, as lavaplayer does (``identifier`` and ``uri`` are
-        the same string: whichever is given, else ``https://cdn.example.invalid/<title>.mp3`` or
-        ``/music/<title>.mp3``), and its ``encoded`` string carries the container probe lavaplayer
-        writes, chosen from the extension (:func:`~sonora_cog.testing.trackcodec.probe_info_for`).
+        The track gets the ``identifier`` and ``uri`` its source manager gives
+        (:func:`~sonora_cog.testing.fake_lavalink_sources.locate_track`): without ``identifier`` a stable
+        id in the source's shape is derived from title and author, and without ``uri`` the source's track
+        link is made from it (``https://open.spotify.com/track/<id>`` for ``spotify``, as LavaSrc gives;
+        ``None`` only for a source it does not know). Loading that link, or another link to the same track
+        that the source manager accepts, finds the track. An ``http``, ``local``, ``bandcamp`` or ``twitch``
+        track is identified by its link, as lavaplayer does (``identifier`` and ``uri`` are the same string);
+        an ``http`` or ``local`` track's ``encoded`` string carries the container probe lavaplayer writes,
+        chosen from the extension (:func:`~sonora_cog.testing.trackcodec.probe_info_for`).
         A new ``source`` is added to :attr:`source_managers` (as a plugin such as LavaSrc would).
 
         .. versionchanged:: 0.5
-           ``http`` and ``local`` tracks are identified by their location and carry a container probe.
+           ``http`` and ``local`` tracks are identified by their location and carry a container probe;
+           every source the fake knows gets its source manager's ``uri``, which loads the track.
         """
-        if source in PROBING_SOURCES:
-            identifier = uri = identifier or uri or _default_location(source, title)
-        if identifier is None:
-            digest = hashlib.sha1(f"{source}\0{title}\0{author}".encode(), usedforsecurity=False).digest()
-            identifier = base64.urlsafe_b64encode(digest).decode()[:11]
-        if uri is None and source == "youtube":
-            uri = f"https://www.youtube.com/watch?v={identifier}"
-        elif uri is None and source == "soundcloud":
-            uri = f"https://soundcloud.com/{_slug(author)}/{_slug(title)}"
+        location = locate_track(source, title, author, identifier, uri)
+        identifier, uri = location.identifier, location.uri
         if artwork_url is None and source == "youtube":
             artwork_url = f"https://i.ytimg.com/vi/{identifier}/maxresdefault.jpg"
         if source not in self.source_managers:
@@ -334,6 +320,8 @@ class FakeLavalink:
         self._tracks[identifier] = track
         if uri:
             self._uris[uri] = identifier
+            if (link := track_link(uri)) is not None:
+                self._links[link] = identifier
         return _copy(track)
 
     def add_playlist(
@@ -821,6 +809,9 @@ class FakeLavalink:
         if (recommended := self._load_recommendations(identifier)) is not None:
             return recommended
         track_id = self._uris.get(identifier, identifier)
+        if track_id not in self._tracks and (link := track_link(identifier)) is not None:
+            # Another link to a catalogue track, read by the source manager that owns such links.
+            track_id = self._links.get(link, "") if link.source in self.source_managers else ""
         if track_id in self._tracks:
             return {"loadType": "track", "data": json.loads(json.dumps(self._tracks[track_id]))}
         return {"loadType": "empty", "data": {}}

@@ -262,6 +262,64 @@ async def test_http_and_local_tracks_are_their_location_and_carry_a_probe(
     assert (status, loaded) == (200, {"loadType": "track", "data": http})
 
 
+# What each source manager puts in a track's info, as its source shows (identifier, uri):
+# LavaSrc SpotifySourceManager.parseTrack: the Web API's id and external_urls.spotify; DeezerAudioSourceManager:
+# id and "https://deezer.com/track/" + id; AppleMusicSourceManager: the API's id and attributes.url
+# (https://music.apple.com/<cc>/album/<album>/<album id>?i=<song id>); lavaplayer VimeoAudioSourceManager:
+# the video id and "https://vimeo.com/" + id; BandcampAudioSourceManager and TwitchStreamAudioSourceManager:
+# the track page / channel URL as both.
+SOURCE_LINKS = {
+    "spotify": (r"[0-9A-Za-z]{22}", "https://open.spotify.com/track/{id}"),
+    "deezer": (r"[1-9][0-9]+", "https://deezer.com/track/{id}"),
+    "applemusic": (r"[1-9][0-9]+", r"https://music\.apple\.com/us/album/[a-z0-9-]+/[0-9]+\?i={id}"),
+    "vimeo": (r"[1-9][0-9]+", "https://vimeo.com/{id}"),
+    "bandcamp": (r"https://[a-z0-9]+\.bandcamp\.com/track/[a-z0-9-]+", "{id}"),
+    "twitch": (r"https://www\.twitch\.tv/[a-z0-9_]+", "{id}"),
+    "soundcloud": (r".+", "https://soundcloud.com/[a-z0-9-]+/[a-z0-9-]+"),
+}
+
+
+@pytest.mark.parametrize("source", sorted(SOURCE_LINKS))
+async def test_each_source_gives_its_managers_uri_which_loads_the_track(
+    client: Client, lavalink: FakeLavalink, source: str
+) -> None:
+    track = lavalink.add_track("Midnight Drive", "Neon Arcade", 214_000, source=source)
+    identifier, uri = track["info"]["identifier"], track["info"]["uri"]
+    id_pattern, uri_pattern = SOURCE_LINKS[source]
+    assert re.fullmatch(id_pattern, identifier), identifier
+    assert re.fullmatch(uri_pattern.replace("{id}", re.escape(identifier)), uri), uri
+    assert await client.load(uri) == {"loadType": "track", "data": track}
+    assert decode_track(track["encoded"])["uri"] == uri
+
+
+async def test_other_links_the_source_manager_accepts_load_the_same_track(
+    client: Client, lavalink: FakeLavalink
+) -> None:
+    spotify = lavalink.add_track("Song", "Band", 1000, identifier="4uLU6hMCjMI75M1A2tKUQC", source="spotify")
+    deezer = lavalink.add_track("Song", "Band", 1000, identifier="3135556", source="deezer")
+    apple = lavalink.add_track("Song", "Band", 1000, identifier="1440806041", source="applemusic")
+    vimeo = lavalink.add_track("Song", "Band", 1000, identifier="76979871", source="vimeo")
+    twitch = lavalink.add_track("Live", "somechannel", 2**63 - 1, is_stream=True, source="twitch")
+    links = {
+        # LavaSrc matches with find(): a region segment and a share suffix are fine.
+        "https://open.spotify.com/intl-de/track/4uLU6hMCjMI75M1A2tKUQC?si=abc123": spotify,
+        "https://www.deezer.com/fr/track/3135556": deezer,
+        "https://music.apple.com/gb/song/song/1440806041": apple,
+        "https://music.apple.com/album/some-album/1440806000?i=1440806041": apple,
+        "https://vimeo.com/76979871?share=copy": vimeo,
+        "https://m.twitch.tv/SomeChannel": twitch,
+    }
+    for link, track in links.items():
+        assert await client.load(link) == {"loadType": "track", "data": track}, link
+    # A link to something else, or to a track the catalogue does not have, finds nothing.
+    for link in ("https://open.spotify.com/album/4uLU6hMCjMI75M1A2tKUQC", "https://open.spotify.com/track/nope",
+                 "https://music.apple.com/us/album/some-album/1440806000"):
+        assert await client.load(link) == {"loadType": "empty", "data": {}}, link
+    # Without the source manager (the plugin absent), nobody reads the link.
+    lavalink.source_managers.remove("deezer")
+    assert await client.load("https://www.deezer.com/fr/track/3135556") == {"loadType": "empty", "data": {}}
+
+
 async def test_decoding_http_tracks_reads_the_probe_as_lavaplayer_does(
     client: Client, lavalink: FakeLavalink
 ) -> None:
