@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 
 from sonora_cog.testing.fake_lavalink_autoplay import parse_recommendation_request
+from sonora_cog.testing.fake_lavalink_decoding import BadRequestJson, equalizer_error, read_filters
 from sonora_cog.testing.fake_lavalink_player import (
     FakePlayer,
     FakePlayerState,
@@ -129,6 +130,14 @@ def _parse_bool(value: str, name: str) -> bool:
         f"Failed to convert value of type 'java.lang.String' to required type 'boolean' "
         f"for parameter '{name}': Invalid boolean value [{value}]",
     )
+
+
+def _decode(reader: Callable[[Any], _T], value: Any) -> _T:
+    """``reader(value)``, a value Lavalink's JSON decoding rejects answered as Lavalink does (400)."""
+    try:
+        return reader(value)
+    except BadRequestJson as exc:
+        raise _HttpError(400, f"Failed to read request: {exc}") from None
 
 
 def _expect(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], *, nullable: bool = False) -> Any:
@@ -912,6 +921,8 @@ class FakeLavalink:
         volume = _expect(body, "volume", (int,))
         paused = _expect(body, "paused", (bool,))
         filters = _expect(body, "filters", (dict,))
+        if filters is not _MISSING:
+            filters = _decode(read_filters, filters)
         voice = _expect(body, "voice", (dict,))
         if voice is not _MISSING and not all(voice.get(key) for key in ("token", "endpoint", "sessionId")):
             raise _HttpError(400, f"Partial Lavalink voice state: {voice}")
@@ -940,6 +951,8 @@ class FakeLavalink:
         if end_time is not _MISSING and not new_track:
             player.arm_end_time(end_time)
         if filters is not _MISSING:
+            if (problem := equalizer_error(filters)) is not None:
+                raise _HttpError(500, problem)  # FilterChain.parse throws; what came before stays applied
             player.set_filters(filters)
             player.send_update()
         if new_track:

@@ -671,6 +671,92 @@ async def test_error_responses_have_lavalinks_shape(client: Client, lavalink: Fa
     assert status == 400
 
 
+# Lavalink decodes the filters object with kotlinx.serialization into protocol/v4/filters.kt: volume: Float,
+# equalizer: List<Band(band: Int, gain: Float)>, the other filters nullable objects of Float/Double fields,
+# pluginFilters: an object. A value of another JSON type fails the request (400) before anything is applied.
+WRONG_FILTER_TYPES = [
+    ({"equalizer": [{"band": 0, "gain": [0, 0.2]}]}, "filters.equalizer[0].gain"),
+    ({"equalizer": [{"band": 2.5, "gain": 0.2}]}, "filters.equalizer[0].band"),
+    ({"equalizer": [{"gain": 0.2}]}, "filters.equalizer[0].band"),  # band has no default
+    ({"equalizer": {"band": 0, "gain": 0.2}}, "filters.equalizer"),
+    ({"equalizer": None}, "filters.equalizer"),
+    ({"timescale": {"speed": "fast"}}, "filters.timescale.speed"),
+    ({"timescale": {"pitch": True}}, "filters.timescale.pitch"),
+    ({"karaoke": [1.0]}, "filters.karaoke"),
+    ({"volume": None}, "filters.volume"),
+    ({"volume": "loud"}, "filters.volume"),
+    ({"volume": 1e39}, "filters.volume"),  # past Float.MAX_VALUE: Infinity, which kotlinx refuses
+    ({"rotation": {"rotationHz": {}}}, "filters.rotation.rotationHz"),
+    ({"pluginFilters": None}, "filters.pluginFilters"),
+]
+
+
+@pytest.mark.parametrize(("filters", "where"), WRONG_FILTER_TYPES)
+async def test_filters_of_a_wrong_json_type_are_refused_before_anything_is_done(
+    client: Client, lavalink: FakeLavalink, filters: dict[str, Any], where: str
+) -> None:
+    await client.connect()
+    await play(client, lavalink, volume=100, filters={"karaoke": {"level": 0.5}})
+    status, error = await client.request(
+        "PATCH", f"/v4/sessions/{client.session_id}/players/{GUILD}", json={"volume": 50, "filters": filters}
+    )
+    assert status == 400, error
+    assert set(error) == {"timestamp", "status", "error", "message", "path"}
+    assert (error["status"], error["error"]) == (400, "Bad Request")
+    assert error["message"].startswith("Failed to read request") and where in error["message"]
+    assert error["path"] == f"/v4/sessions/{client.session_id}/players/{GUILD}"
+    state = lavalink.player(GUILD)
+    assert state is not None and state.volume == 100 and state.filters == {"karaoke": {"level": 0.5}}
+
+
+async def test_filter_values_lavalink_takes_without_a_range_check(client: Client, lavalink: FakeLavalink) -> None:
+    """No range is checked when Lavalink reads filters (lavadsp refuses a speed <= 0 or a volume > 5 only when
+    it builds the audio pipeline), quoted numbers are numbers to kotlinx, unknown keys are ignored and a
+    null filter is no filter."""
+    await client.connect()
+    await play(client, lavalink)
+    accepted = {
+        "volume": 7.0,
+        "timescale": {"speed": 0, "pitch": -1.0, "rate": "1.5"},
+        "tremolo": {"frequency": 2.0, "depth": 2.0},
+        "equalizer": [{"band": "14", "gain": 0.25}],
+        "karaoke": None,
+        "echo": {"delay": 1},
+    }
+    player = await client.patch_player({"filters": accepted})
+    assert player["filters"]["timescale"] == {"speed": 0, "pitch": -1.0, "rate": 1.5}
+    assert player["filters"]["equalizer"] == [{"band": 14, "gain": 0.25}]
+    assert player["filters"]["volume"] == 7.0 and "karaoke" not in player["filters"]
+
+
+async def test_an_equalizer_band_outside_0_to_14_fails_as_lavaplayers_array_index(
+    client: Client, lavalink: FakeLavalink
+) -> None:
+    """Lavalink's EqualizerConfig stores each gain at array[band] of lavaplayer's Equalizer.BAND_COUNT (15)
+    bands when PlayerRestHandler builds the filter chain: ArrayIndexOutOfBoundsException, a 500, after the
+    volume, pause and position of the same request were applied."""
+    await client.connect()
+    await play(client, lavalink, volume=100, filters={"karaoke": {"level": 0.5}})
+    url = f"/v4/sessions/{client.session_id}/players/{GUILD}"
+    for band in (15, 20, -1):
+        status, error = await client.request(
+            "PATCH", url, json={"volume": 50 + band, "filters": {"equalizer": [{"band": band, "gain": 0.2}]}}
+        )
+        assert status == 500, error
+        assert set(error) == {"timestamp", "status", "error", "message", "path"}
+        assert (error["error"], error["message"]) == ("Internal Server Error", f"Index {band} out of bounds for length 15")
+        state = lavalink.player(GUILD)
+        assert state is not None and state.volume == 50 + band and state.filters == {"karaoke": {"level": 0.5}}
+
+
+async def test_player_volume_is_clamped_to_0_1000_as_lavaplayer_does(client: Client, lavalink: FakeLavalink) -> None:
+    """PlayerRestHandler passes volume to AudioPlayer.setVolume, which keeps it in 0..1000 (no 400)."""
+    await client.connect()
+    await play(client, lavalink)
+    assert (await client.patch_player({"volume": 5000}))["volume"] == 1000
+    assert (await client.patch_player({"volume": -1}))["volume"] == 0
+
+
 async def test_requests_are_logged_by_normalised_route(client: Client, lavalink: FakeLavalink) -> None:
     await client.connect()
     await play(client, lavalink)
