@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 
 from sonora_cog.testing.fake_lavalink_autoplay import parse_recommendation_request
-from sonora_cog.testing.fake_lavalink_decoding import BadRequestJson, equalizer_error, read_filters
+from sonora_cog.testing.fake_lavalink_decoding import BadRequestJson, equalizer_error, read_filters, read_int
 from sonora_cog.testing.fake_lavalink_player import (
     FakePlayer,
     FakePlayerState,
@@ -138,6 +138,14 @@ def _decode(reader: Callable[[Any], _T], value: Any) -> _T:
         return reader(value)
     except BadRequestJson as exc:
         raise _HttpError(400, f"Failed to read request: {exc}") from None
+
+
+def _expect_int(body: Mapping[str, Any], key: str, *, bits: int, nullable: bool = False) -> Any:
+    """An ``Int`` (``bits=32``) or ``Long`` (``bits=64``) field as kotlinx reads it (quoted digits too)."""
+    value = body.get(key, _MISSING)
+    if value is _MISSING or (value is None and nullable):
+        return value
+    return _decode(lambda v: read_int(v, key, bits=bits), value)
 
 
 def _expect(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], *, nullable: bool = False) -> Any:
@@ -873,7 +881,7 @@ class FakeLavalink:
         if not isinstance(body, dict):
             raise _HttpError(400, "Failed to read request")
         resuming = _expect(body, "resuming", (bool,))
-        timeout = _expect(body, "timeout", (int,))
+        timeout = _expect_int(body, "timeout", bits=64)
         if resuming is not _MISSING:
             session.resuming = resuming
         if timeout is not _MISSING:
@@ -916,9 +924,9 @@ class FakeLavalink:
         user_data = _expect(track, "userData", (dict,)) if track is not _MISSING else _MISSING
         if encoded is not _MISSING and identifier is not _MISSING:
             raise _HttpError(400, "Cannot specify both encodedTrack and identifier")
-        position = _expect(body, "position", (int,))
-        end_time = _expect(body, "endTime", (int,), nullable=True)
-        volume = _expect(body, "volume", (int,))
+        position = _expect_int(body, "position", bits=64)
+        end_time = _expect_int(body, "endTime", bits=64, nullable=True)
+        volume = _expect_int(body, "volume", bits=32)
         paused = _expect(body, "paused", (bool,))
         filters = _expect(body, "filters", (dict,))
         if filters is not _MISSING:

@@ -757,6 +757,20 @@ async def test_player_volume_is_clamped_to_0_1000_as_lavaplayer_does(client: Cli
     assert (await client.patch_player({"volume": -1}))["volume"] == 0
 
 
+async def test_integer_fields_are_read_as_kotlinx_reads_them(client: Client, lavalink: FakeLavalink) -> None:
+    """PlayerUpdate's volume is an Int and position a Long: kotlinx takes a JSON integer or the same digits in
+    quotes, and refuses a fraction, a word or a volume past 32 bits (400, nothing applied)."""
+    await client.connect()
+    await play(client, lavalink)
+    player = await client.patch_player({"volume": "42", "position": "1000", "paused": True})
+    assert player["volume"] == 42 and player["state"]["position"] == 1000
+    url = f"/v4/sessions/{client.session_id}/players/{GUILD}"
+    for body in ({"volume": 2.5}, {"volume": 2**31}, {"position": "soon"}, {"volume": True}):
+        status, error = await client.request("PATCH", url, json=body)
+        assert status == 400 and error["message"].startswith("Failed to read request"), (body, error)
+    assert lavalink.player(GUILD).volume == 42
+
+
 async def test_requests_are_logged_by_normalised_route(client: Client, lavalink: FakeLavalink) -> None:
     await client.connect()
     await play(client, lavalink)
