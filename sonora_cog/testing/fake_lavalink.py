@@ -3,8 +3,10 @@
 :class:`FakeLavalink` speaks Lavalink v4's REST API and WebSocket protocol (as documented at
 lavalink.dev and implemented in ``lavalink-devs/Lavalink``): the ``ready`` op with session resuming,
 ``playerUpdate`` and ``stats`` ops, the five player events, track loading from a catalogue the test
-seeds (autoplay's recommendation loads included: :meth:`FakeLavalink.recommend`), the real binary
-track format (:mod:`sonora_cog.testing.trackcodec`), and Lavalink's error JSON.
+seeds (autoplay's recommendation loads included: :meth:`FakeLavalink.recommend`; each source's track links:
+:mod:`sonora_cog.testing.fake_lavalink_sources`), the real binary track format
+(:mod:`sonora_cog.testing.trackcodec`), request bodies read as Lavalink reads them
+(:mod:`sonora_cog.testing.fake_lavalink_decoding`), and Lavalink's error JSON.
 Playback is simulated by :class:`~sonora_cog.testing.fake_lavalink_player.FakePlayer`.
 
 Tests also get controls a real node does not have: crash and restart it on the same port, drop every
