@@ -312,8 +312,11 @@ async def test_other_links_the_source_manager_accepts_load_the_same_track(
     for link, track in links.items():
         assert await client.load(link) == {"loadType": "track", "data": track}, link
     # A link to something else, or to a track the catalogue does not have, finds nothing.
-    for link in ("https://open.spotify.com/album/4uLU6hMCjMI75M1A2tKUQC", "https://open.spotify.com/track/nope",
-                 "https://music.apple.com/us/album/some-album/1440806000"):
+    for link in (
+        "https://open.spotify.com/album/4uLU6hMCjMI75M1A2tKUQC",
+        "https://open.spotify.com/track/nope",
+        "https://music.apple.com/us/album/some-album/1440806000",
+    ):
         assert await client.load(link) == {"loadType": "empty", "data": {}}, link
     # Without the source manager (the plugin absent), nobody reads the link.
     lavalink.source_managers.remove("deezer")
@@ -744,7 +747,8 @@ async def test_an_equalizer_band_outside_0_to_14_fails_as_lavaplayers_array_inde
         )
         assert status == 500, error
         assert set(error) == {"timestamp", "status", "error", "message", "path"}
-        assert (error["error"], error["message"]) == ("Internal Server Error", f"Index {band} out of bounds for length 15")
+        assert error["error"] == "Internal Server Error"
+        assert error["message"] == f"Index {band} out of bounds for length 15"
         state = lavalink.player(GUILD)
         assert state is not None and state.volume == 50 + band and state.filters == {"karaoke": {"level": 0.5}}
 
