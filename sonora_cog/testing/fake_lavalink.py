@@ -3,8 +3,10 @@
 :class:`FakeLavalink` speaks Lavalink v4's REST API and WebSocket protocol (as documented at
 lavalink.dev and implemented in ``lavalink-devs/Lavalink``): the ``ready`` op with session resuming,
 ``playerUpdate`` and ``stats`` ops, the five player events, track loading from a catalogue the test
-seeds (autoplay's recommendation loads included: :meth:`FakeLavalink.recommend`), the real binary
-track format (:mod:`sonora_cog.testing.trackcodec`), and Lavalink's error JSON.
+seeds (autoplay's recommendation loads included: :meth:`FakeLavalink.recommend`; each source's track links:
+:mod:`sonora_cog.testing.fake_lavalink_sources`), the real binary track format
+(:mod:`sonora_cog.testing.trackcodec`), request bodies read as Lavalink reads them
+(:mod:`sonora_cog.testing.fake_lavalink_decoding`), and Lavalink's error JSON.
 Playback is simulated by :class:`~sonora_cog.testing.fake_lavalink_player.FakePlayer`.
 
 Tests also get controls a real node does not have: crash and restart it on the same port, drop every
@@ -17,9 +19,7 @@ failures, and inspect players, sessions, requests and sent messages.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import inspect
 import json
 import logging
@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 
 from sonora_cog.testing.fake_lavalink_autoplay import parse_recommendation_request
+from sonora_cog.testing.fake_lavalink_decoding import BadRequestJson, equalizer_error, read_filters, read_int
 from sonora_cog.testing.fake_lavalink_player import (
     FakePlayer,
     FakePlayerState,
@@ -43,6 +44,7 @@ from sonora_cog.testing.fake_lavalink_player import (
     FakeSessionInfo,
     now_ms,
 )
+from sonora_cog.testing.fake_lavalink_sources import TrackLink, locate_track, track_link
 from sonora_cog.testing.trackcodec import (
     PROBE_NAMES,
     PROBING_SOURCES,
@@ -132,6 +134,22 @@ def _parse_bool(value: str, name: str) -> bool:
     )
 
 
+def _decode(reader: Callable[[Any], _T], value: Any) -> _T:
+    """``reader(value)``, a value Lavalink's JSON decoding rejects answered as Lavalink does (400)."""
+    try:
+        return reader(value)
+    except BadRequestJson as exc:
+        raise _HttpError(400, f"Failed to read request: {exc}") from None
+
+
+def _expect_int(body: Mapping[str, Any], key: str, *, bits: int, nullable: bool = False) -> Any:
+    """An ``Int`` (``bits=32``) or ``Long`` (``bits=64``) field as kotlinx reads it (quoted digits too)."""
+    value = body.get(key, _MISSING)
+    if value is _MISSING or (value is None and nullable):
+        return value
+    return _decode(lambda v: read_int(v, key, bits=bits), value)
+
+
 def _expect(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], *, nullable: bool = False) -> Any:
     value = body.get(key, _MISSING)
     if value is _MISSING or (value is None and nullable):
@@ -139,17 +157,6 @@ def _expect(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], *, nulla
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise _HttpError(400, f"Failed to read request: invalid value for '{key}'")
     return value
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "track"
-
-
-def _default_location(source: str, title: str) -> str:
-    """Where an ``http`` or ``local`` track made by :meth:`FakeLavalink.add_track` lives by default."""
-    if source == "http":
-        return f"https://cdn.example.invalid/{_slug(title)}.mp3"
-    return f"/music/{_slug(title)}.mp3"
 
 
 class FakeLavalink:
@@ -201,6 +208,7 @@ class FakeLavalink:
         self._handlers: dict[web.WebSocketResponse, tuple[web.BaseRequest, asyncio.Event]] = {}
         self._tracks: dict[str, dict[str, Any]] = {}
         self._uris: dict[str, str] = {}
+        self._links: dict[TrackLink, str] = {}  # a track's link as its source manager reads it -> identifier
         self._playlists: dict[str, dict[str, Any]] = {}
         self._recommendations: dict[str, list[dict[str, Any]]] = {}  # seed identifier -> tracks
         self._failures: dict[str, dict[str, Any]] = {}
@@ -293,26 +301,23 @@ class FakeLavalink:
     ) -> dict[str, Any]:
         """Add a track that ``/v4/loadtracks`` can find; returns its full Lavalink track JSON.
 
-        Without ``identifier`` a stable YouTube-like id is derived from title and author; without
-        ``uri`` a YouTube or SoundCloud style URL is made for those sources. An ``http`` or ``local``
-        track is identified by its URL or file path, as lavaplayer does (``identifier`` and ``uri`` are
-        the same string: whichever is given, else ``https://cdn.example.invalid/<title>.mp3`` or
-        ``/music/<title>.mp3``), and its ``encoded`` string carries the container probe lavaplayer
-        writes, chosen from the extension (:func:`~sonora_cog.testing.trackcodec.probe_info_for`).
+        The track gets the ``identifier`` and ``uri`` its source manager gives
+        (:func:`~sonora_cog.testing.fake_lavalink_sources.locate_track`): without ``identifier`` a stable
+        id in the source's shape is derived from title and author, and without ``uri`` the source's track
+        link is made from it (``https://open.spotify.com/track/<id>`` for ``spotify``, as LavaSrc gives;
+        ``None`` only for a source it does not know). Loading that link, or another link to the same track
+        that the source manager accepts, finds the track. An ``http``, ``local``, ``bandcamp`` or ``twitch``
+        track is identified by its link, as lavaplayer does (``identifier`` and ``uri`` are the same string);
+        an ``http`` or ``local`` track's ``encoded`` string carries the container probe lavaplayer writes,
+        chosen from the extension (:func:`~sonora_cog.testing.trackcodec.probe_info_for`).
         A new ``source`` is added to :attr:`source_managers` (as a plugin such as LavaSrc would).
 
         .. versionchanged:: 0.5
-           ``http`` and ``local`` tracks are identified by their location and carry a container probe.
+           ``http`` and ``local`` tracks are identified by their location and carry a container probe;
+           every source the fake knows gets its source manager's ``uri``, which loads the track.
         """
-        if source in PROBING_SOURCES:
-            identifier = uri = identifier or uri or _default_location(source, title)
-        if identifier is None:
-            digest = hashlib.sha1(f"{source}\0{title}\0{author}".encode(), usedforsecurity=False).digest()
-            identifier = base64.urlsafe_b64encode(digest).decode()[:11]
-        if uri is None and source == "youtube":
-            uri = f"https://www.youtube.com/watch?v={identifier}"
-        elif uri is None and source == "soundcloud":
-            uri = f"https://soundcloud.com/{_slug(author)}/{_slug(title)}"
+        location = locate_track(source, title, author, identifier, uri)
+        identifier, uri = location.identifier, location.uri
         if artwork_url is None and source == "youtube":
             artwork_url = f"https://i.ytimg.com/vi/{identifier}/maxresdefault.jpg"
         if source not in self.source_managers:
@@ -334,6 +339,8 @@ class FakeLavalink:
         self._tracks[identifier] = track
         if uri:
             self._uris[uri] = identifier
+            if (link := track_link(uri)) is not None:
+                self._links[link] = identifier
         return _copy(track)
 
     def add_playlist(
@@ -821,6 +828,9 @@ class FakeLavalink:
         if (recommended := self._load_recommendations(identifier)) is not None:
             return recommended
         track_id = self._uris.get(identifier, identifier)
+        if track_id not in self._tracks and (link := track_link(identifier)) is not None:
+            # Another link to a catalogue track, read by the source manager that owns such links.
+            track_id = self._links.get(link, "") if link.source in self.source_managers else ""
         if track_id in self._tracks:
             return {"loadType": "track", "data": json.loads(json.dumps(self._tracks[track_id]))}
         return {"loadType": "empty", "data": {}}
@@ -873,7 +883,7 @@ class FakeLavalink:
         if not isinstance(body, dict):
             raise _HttpError(400, "Failed to read request")
         resuming = _expect(body, "resuming", (bool,))
-        timeout = _expect(body, "timeout", (int,))
+        timeout = _expect_int(body, "timeout", bits=64)
         if resuming is not _MISSING:
             session.resuming = resuming
         if timeout is not _MISSING:
@@ -916,11 +926,13 @@ class FakeLavalink:
         user_data = _expect(track, "userData", (dict,)) if track is not _MISSING else _MISSING
         if encoded is not _MISSING and identifier is not _MISSING:
             raise _HttpError(400, "Cannot specify both encodedTrack and identifier")
-        position = _expect(body, "position", (int,))
-        end_time = _expect(body, "endTime", (int,), nullable=True)
-        volume = _expect(body, "volume", (int,))
+        position = _expect_int(body, "position", bits=64)
+        end_time = _expect_int(body, "endTime", bits=64, nullable=True)
+        volume = _expect_int(body, "volume", bits=32)
         paused = _expect(body, "paused", (bool,))
         filters = _expect(body, "filters", (dict,))
+        if filters is not _MISSING:
+            filters = _decode(read_filters, filters)
         voice = _expect(body, "voice", (dict,))
         if voice is not _MISSING and not all(voice.get(key) for key in ("token", "endpoint", "sessionId")):
             raise _HttpError(400, f"Partial Lavalink voice state: {voice}")
@@ -949,6 +961,8 @@ class FakeLavalink:
         if end_time is not _MISSING and not new_track:
             player.arm_end_time(end_time)
         if filters is not _MISSING:
+            if (problem := equalizer_error(filters)) is not None:
+                raise _HttpError(500, problem)  # FilterChain.parse throws; what came before stays applied
             player.set_filters(filters)
             player.send_update()
         if new_track:

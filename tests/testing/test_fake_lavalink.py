@@ -262,6 +262,67 @@ async def test_http_and_local_tracks_are_their_location_and_carry_a_probe(
     assert (status, loaded) == (200, {"loadType": "track", "data": http})
 
 
+# What each source manager puts in a track's info, as its source shows (identifier, uri):
+# LavaSrc SpotifySourceManager.parseTrack: the Web API's id and external_urls.spotify; DeezerAudioSourceManager:
+# id and "https://deezer.com/track/" + id; AppleMusicSourceManager: the API's id and attributes.url
+# (https://music.apple.com/<cc>/album/<album>/<album id>?i=<song id>); lavaplayer VimeoAudioSourceManager:
+# the video id and "https://vimeo.com/" + id; BandcampAudioSourceManager and TwitchStreamAudioSourceManager:
+# the track page / channel URL as both.
+SOURCE_LINKS = {
+    "spotify": (r"[0-9A-Za-z]{22}", "https://open.spotify.com/track/{id}"),
+    "deezer": (r"[1-9][0-9]+", "https://deezer.com/track/{id}"),
+    "applemusic": (r"[1-9][0-9]+", r"https://music\.apple\.com/us/album/[a-z0-9-]+/[0-9]+\?i={id}"),
+    "vimeo": (r"[1-9][0-9]+", "https://vimeo.com/{id}"),
+    "bandcamp": (r"https://[a-z0-9]+\.bandcamp\.com/track/[a-z0-9-]+", "{id}"),
+    "twitch": (r"https://www\.twitch\.tv/[a-z0-9_]+", "{id}"),
+    "soundcloud": (r".+", "https://soundcloud.com/[a-z0-9-]+/[a-z0-9-]+"),
+}
+
+
+@pytest.mark.parametrize("source", sorted(SOURCE_LINKS))
+async def test_each_source_gives_its_managers_uri_which_loads_the_track(
+    client: Client, lavalink: FakeLavalink, source: str
+) -> None:
+    track = lavalink.add_track("Midnight Drive", "Neon Arcade", 214_000, source=source)
+    identifier, uri = track["info"]["identifier"], track["info"]["uri"]
+    id_pattern, uri_pattern = SOURCE_LINKS[source]
+    assert re.fullmatch(id_pattern, identifier), identifier
+    assert re.fullmatch(uri_pattern.replace("{id}", re.escape(identifier)), uri), uri
+    assert await client.load(uri) == {"loadType": "track", "data": track}
+    assert decode_track(track["encoded"])["uri"] == uri
+
+
+async def test_other_links_the_source_manager_accepts_load_the_same_track(
+    client: Client, lavalink: FakeLavalink
+) -> None:
+    spotify = lavalink.add_track("Song", "Band", 1000, identifier="4uLU6hMCjMI75M1A2tKUQC", source="spotify")
+    deezer = lavalink.add_track("Song", "Band", 1000, identifier="3135556", source="deezer")
+    apple = lavalink.add_track("Song", "Band", 1000, identifier="1440806041", source="applemusic")
+    vimeo = lavalink.add_track("Song", "Band", 1000, identifier="76979871", source="vimeo")
+    twitch = lavalink.add_track("Live", "somechannel", 2**63 - 1, is_stream=True, source="twitch")
+    links = {
+        # LavaSrc matches with find(): a region segment and a share suffix are fine.
+        "https://open.spotify.com/intl-de/track/4uLU6hMCjMI75M1A2tKUQC?si=abc123": spotify,
+        "https://www.deezer.com/fr/track/3135556": deezer,
+        "https://music.apple.com/gb/song/song/1440806041": apple,
+        "https://music.apple.com/album/some-album/1440806000?i=1440806041": apple,
+        "https://vimeo.com/76979871?share=copy": vimeo,
+        "https://m.twitch.tv/SomeChannel": twitch,
+    }
+    for link, track in links.items():
+        assert await client.load(link) == {"loadType": "track", "data": track}, link
+    # A link to something else, or to a track the catalogue does not have, finds nothing.
+    for link in (
+        "https://open.spotify.com/album/4uLU6hMCjMI75M1A2tKUQC",
+        "https://open.spotify.com/track/nope",
+        "https://music.apple.com/us/album/some-album/1440806000",
+    ):
+        assert await client.load(link) == {"loadType": "empty", "data": {}}, link
+    # Without the source manager (the plugin absent), nobody reads the link.
+    lavalink.source_managers.remove("deezer")
+    assert await client.load("https://www.deezer.com/fr/track/3135556") == {"loadType": "empty", "data": {}}
+
+
 async def test_decoding_http_tracks_reads_the_probe_as_lavaplayer_does(
     client: Client, lavalink: FakeLavalink
 ) -> None:
@@ -611,6 +672,107 @@ async def test_error_responses_have_lavalinks_shape(client: Client, lavalink: Fa
     assert (status, error["status"]) == (404, 404)
     status, error = await client.request("GET", "/v4/loadtracks")
     assert status == 400
+
+
+# Lavalink decodes the filters object with kotlinx.serialization into protocol/v4/filters.kt: volume: Float,
+# equalizer: List<Band(band: Int, gain: Float)>, the other filters nullable objects of Float/Double fields,
+# pluginFilters: an object. A value of another JSON type fails the request (400) before anything is applied.
+WRONG_FILTER_TYPES = [
+    ({"equalizer": [{"band": 0, "gain": [0, 0.2]}]}, "filters.equalizer[0].gain"),
+    ({"equalizer": [{"band": 2.5, "gain": 0.2}]}, "filters.equalizer[0].band"),
+    ({"equalizer": [{"gain": 0.2}]}, "filters.equalizer[0].band"),  # band has no default
+    ({"equalizer": {"band": 0, "gain": 0.2}}, "filters.equalizer"),
+    ({"equalizer": None}, "filters.equalizer"),
+    ({"timescale": {"speed": "fast"}}, "filters.timescale.speed"),
+    ({"timescale": {"pitch": True}}, "filters.timescale.pitch"),
+    ({"karaoke": [1.0]}, "filters.karaoke"),
+    ({"volume": None}, "filters.volume"),
+    ({"volume": "loud"}, "filters.volume"),
+    ({"volume": 1e39}, "filters.volume"),  # past Float.MAX_VALUE: Infinity, which kotlinx refuses
+    ({"rotation": {"rotationHz": {}}}, "filters.rotation.rotationHz"),
+    ({"pluginFilters": None}, "filters.pluginFilters"),
+]
+
+
+@pytest.mark.parametrize(("filters", "where"), WRONG_FILTER_TYPES)
+async def test_filters_of_a_wrong_json_type_are_refused_before_anything_is_done(
+    client: Client, lavalink: FakeLavalink, filters: dict[str, Any], where: str
+) -> None:
+    await client.connect()
+    await play(client, lavalink, volume=100, filters={"karaoke": {"level": 0.5}})
+    status, error = await client.request(
+        "PATCH", f"/v4/sessions/{client.session_id}/players/{GUILD}", json={"volume": 50, "filters": filters}
+    )
+    assert status == 400, error
+    assert set(error) == {"timestamp", "status", "error", "message", "path"}
+    assert (error["status"], error["error"]) == (400, "Bad Request")
+    assert error["message"].startswith("Failed to read request") and where in error["message"]
+    assert error["path"] == f"/v4/sessions/{client.session_id}/players/{GUILD}"
+    state = lavalink.player(GUILD)
+    assert state is not None and state.volume == 100 and state.filters == {"karaoke": {"level": 0.5}}
+
+
+async def test_filter_values_lavalink_takes_without_a_range_check(client: Client, lavalink: FakeLavalink) -> None:
+    """No range is checked when Lavalink reads filters (lavadsp refuses a speed <= 0 or a volume > 5 only when
+    it builds the audio pipeline), quoted numbers are numbers to kotlinx, unknown keys are ignored and a
+    null filter is no filter."""
+    await client.connect()
+    await play(client, lavalink)
+    accepted = {
+        "volume": 7.0,
+        "timescale": {"speed": 0, "pitch": -1.0, "rate": "1.5"},
+        "tremolo": {"frequency": 2.0, "depth": 2.0},
+        "equalizer": [{"band": "14", "gain": 0.25}],
+        "karaoke": None,
+        "echo": {"delay": 1},
+    }
+    player = await client.patch_player({"filters": accepted})
+    assert player["filters"]["timescale"] == {"speed": 0, "pitch": -1.0, "rate": 1.5}
+    assert player["filters"]["equalizer"] == [{"band": 14, "gain": 0.25}]
+    assert player["filters"]["volume"] == 7.0 and "karaoke" not in player["filters"]
+
+
+async def test_an_equalizer_band_outside_0_to_14_fails_as_lavaplayers_array_index(
+    client: Client, lavalink: FakeLavalink
+) -> None:
+    """Lavalink's EqualizerConfig stores each gain at array[band] of lavaplayer's Equalizer.BAND_COUNT (15)
+    bands when PlayerRestHandler builds the filter chain: ArrayIndexOutOfBoundsException, a 500, after the
+    volume, pause and position of the same request were applied."""
+    await client.connect()
+    await play(client, lavalink, volume=100, filters={"karaoke": {"level": 0.5}})
+    url = f"/v4/sessions/{client.session_id}/players/{GUILD}"
+    for band in (15, 20, -1):
+        status, error = await client.request(
+            "PATCH", url, json={"volume": 50 + band, "filters": {"equalizer": [{"band": band, "gain": 0.2}]}}
+        )
+        assert status == 500, error
+        assert set(error) == {"timestamp", "status", "error", "message", "path"}
+        assert error["error"] == "Internal Server Error"
+        assert error["message"] == f"Index {band} out of bounds for length 15"
+        state = lavalink.player(GUILD)
+        assert state is not None and state.volume == 50 + band and state.filters == {"karaoke": {"level": 0.5}}
+
+
+async def test_player_volume_is_clamped_to_0_1000_as_lavaplayer_does(client: Client, lavalink: FakeLavalink) -> None:
+    """PlayerRestHandler passes volume to AudioPlayer.setVolume, which keeps it in 0..1000 (no 400)."""
+    await client.connect()
+    await play(client, lavalink)
+    assert (await client.patch_player({"volume": 5000}))["volume"] == 1000
+    assert (await client.patch_player({"volume": -1}))["volume"] == 0
+
+
+async def test_integer_fields_are_read_as_kotlinx_reads_them(client: Client, lavalink: FakeLavalink) -> None:
+    """PlayerUpdate's volume is an Int and position a Long: kotlinx takes a JSON integer or the same digits in
+    quotes, and refuses a fraction, a word or a volume past 32 bits (400, nothing applied)."""
+    await client.connect()
+    await play(client, lavalink)
+    player = await client.patch_player({"volume": "42", "position": "1000", "paused": True})
+    assert player["volume"] == 42 and player["state"]["position"] == 1000
+    url = f"/v4/sessions/{client.session_id}/players/{GUILD}"
+    for body in ({"volume": 2.5}, {"volume": 2**31}, {"position": "soon"}, {"volume": True}):
+        status, error = await client.request("PATCH", url, json=body)
+        assert status == 400 and error["message"].startswith("Failed to read request"), (body, error)
+    assert lavalink.player(GUILD).volume == 42
 
 
 async def test_requests_are_logged_by_normalised_route(client: Client, lavalink: FakeLavalink) -> None:

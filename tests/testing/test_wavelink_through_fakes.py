@@ -161,3 +161,22 @@ async def test_autoplay_plays_a_recommended_track_after_the_seed(setup: Setup) -
     assert (seed_end["track"]["info"]["identifier"], seed_end["reason"]) == (seed["info"]["identifier"], "finished")
     mix = [r.query["identifier"] for r in setup.lavalink.requests if r.route == "/v4/loadtracks"][-1]
     assert f"list=RD{seed['info']['identifier']}" in mix  # wavelink asked for the seed's mix; the test never named it
+
+
+async def test_autoplay_from_a_spotify_seed_found_by_its_uri(setup: Setup) -> None:
+    """The README's pattern with a Spotify seed: search its uri (LavaSrc's open.spotify.com link), play it, and
+    wavelink's autoplay asks LavaSrc's ``sprec:`` for what comes next."""
+    seed = setup.lavalink.add_track("Seed Song", "Seeder", 400, source="spotify")  # ends at once
+    recommended = setup.lavalink.add_track("Recommended Song", "Recommender", 600_000, source="spotify")
+    setup.lavalink.recommend(seed, [recommended])
+    player = await connect(setup)
+    player.autoplay = wavelink.AutoPlayMode.enabled
+    found = await wavelink.Playable.search(seed["info"]["uri"])
+    assert isinstance(found, list) and found[0].identifier == seed["info"]["identifier"]
+    assert found[0].source == "spotify" and found[0].uri == f"https://open.spotify.com/track/{found[0].identifier}"
+    await player.play(found[0])
+    identifier = recommended["info"]["identifier"]
+    await wait_for(lambda: player.current is not None and player.current.identifier == identifier, timeout=10)
+    assert player.current is not None and player.current.recommended
+    loads = [r.query["identifier"] for r in setup.lavalink.requests if r.route == "/v4/loadtracks"]
+    assert any(load.startswith("sprec:seed_tracks=") and seed["info"]["identifier"] in load for load in loads)
