@@ -37,14 +37,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracks", type=int, default=None, help="tracks per guild in the checkpoint (default 200)")
     parser.add_argument("--restore-tracks", type=int, default=10_000, help="queue length for (d) (default 10000)")
     parser.add_argument("--rehydrate-guilds", type=int, default=None, help="guilds for (e) (default 100)")
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes (100 x 50 checkpoint, 20-guild rehydration, no default-pacing run)")
-    parser.add_argument("--shutdown-players", default=None,
-                        help="comma-separated player counts for (g) (default 1000,10000; --quick: 200,1000)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (100 x 50 checkpoint, 20-guild rehydration, no default-pacing run)",
+    )
+    parser.add_argument(
+        "--shutdown-players",
+        default=None,
+        help="comma-separated player counts for (g) (default 1000,10000; --quick: 200,1000)",
+    )
     parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts to run (default all: a..g)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where the stores are written (default: a fresh temp dir; its filesystem matters)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the stores are written (default: a fresh temp dir; its filesystem matters)",
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip profiling the checkpoint hot path")
     args = parser.parse_args(argv)
     args.parts = {p.strip() for p in args.only.split(",") if p.strip()}
@@ -54,8 +64,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args.guilds = args.guilds or (100 if args.quick else 1000)
     args.tracks = args.tracks or (50 if args.quick else 200)
     args.rehydrate_guilds = args.rehydrate_guilds or (20 if args.quick else 100)
-    args.shutdown_players = tuple(int(n) for n in (args.shutdown_players or ("200,1000" if args.quick else
-                                                                             "1000,10000")).split(","))
+    args.shutdown_players = tuple(
+        int(n) for n in (args.shutdown_players or ("200,1000" if args.quick else "1000,10000")).split(",")
+    )
     return args
 
 
@@ -92,8 +103,16 @@ def _version(name: str) -> str | None:
 def _machine(workdir: Path) -> dict[str, Any]:
     commit = None
     with contextlib.suppress(OSError):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=False).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                check=False,
+            ).stdout.strip()
+            or None
+        )
     return {
         "nproc": os.cpu_count(),
         "cpu_model": _cpu_model(),
@@ -102,9 +121,12 @@ def _machine(workdir: Path) -> dict[str, Any]:
         "platform": platform.platform(),
         "workdir_filesystem": _fs_type(workdir),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-        if hasattr(os, "sysconf") else None,
-        "packages": {n: _version(n) for n in ("sonora-cog", "wavelink", "discord.py", "orjson", "zstandard",
-                                               "cryptography", "pyinstrument")},
+        if hasattr(os, "sysconf")
+        else None,
+        "packages": {
+            n: _version(n)
+            for n in ("sonora-cog", "wavelink", "discord.py", "orjson", "zstandard", "cryptography", "pyinstrument")
+        },
         "git_commit": commit,
     }
 
@@ -125,8 +147,12 @@ async def _run(args: argparse.Namespace, workdir: Path, console: Console) -> dic
 
         console.print(f"[bold]a/b/c[/bold] checkpoint of {args.guilds} guilds x {args.tracks} tracks ...")
         profile_dir = None if args.no_profile else args.out.parent
-        await _guarded(results, "checkpoint", console, run_checkpoint(
-            args.guilds, args.tracks, workdir / "checkpoint", profile_dir=profile_dir))
+        await _guarded(
+            results,
+            "checkpoint",
+            console,
+            run_checkpoint(args.guilds, args.tracks, workdir / "checkpoint", profile_dir=profile_dir),
+        )
         gc.collect()
     if "d" in args.parts:
         from .restore import run_restore
@@ -137,8 +163,12 @@ async def _run(args: argparse.Namespace, workdir: Path, console: Console) -> dic
         from .rehydrate import run_rehydrate
 
         console.print(f"[bold]e[/bold] startup rehydration of {args.rehydrate_guilds} guilds through the fakes ...")
-        await _guarded(results, "rehydrate", console, run_rehydrate(
-            workdir / "rehydrate", args.rehydrate_guilds, default_run=not args.quick))
+        await _guarded(
+            results,
+            "rehydrate",
+            console,
+            run_rehydrate(workdir / "rehydrate", args.rehydrate_guilds, default_run=not args.quick),
+        )
     if "f" in args.parts:
         from .storage import run_storage
 
@@ -171,57 +201,98 @@ def _table(results: dict[str, Any]) -> Table:
         n = ck["guilds"]
         label = f"a. checkpoint {n} x {ck['tracks_per_guild']}"
         p, nf, fp, fd = a["product"], a["product_fsync_off"], a["floor_plain"], a["floor_durable"]
-        table.add_row(label, "product (owner.checkpoint, durable)",
-                      f"{p['seconds']:.3f} s · {_us(p['seconds'], n)}/guild · {p['bytes'] / 1e6:.1f} MB",
-                      f"{a['ratio_product_vs_plain_floor']}x plain · {a['ratio_product_vs_durable_floor']}x durable",
-                      _yes((a["ratio_product_vs_durable_floor"] or 99) <= 1.2))
-        table.add_row("", "product, fsync stubbed", f"{nf['seconds']:.3f} s · {_us(nf['seconds'], n)}/guild",
-                      f"{a['ratio_fsync_off_vs_plain_floor']}x plain", "")
-        table.add_row("", "floor: orjson.dumps + plain write", f"{fp['seconds']:.3f} s · {_us(fp['seconds'], n)}/guild "
-                      f"· {fp['bytes'] / 1e6:.1f} MB", "1.00x", "")
-        table.add_row("", "floor: + tmp, fsync, rename, dir fsync", f"{fd['seconds']:.3f} s · "
-                      f"{_us(fd['seconds'], n)}/guild", f"{a['ratio_product_vs_durable_floor']}x ← product", "")
+        table.add_row(
+            label,
+            "product (owner.checkpoint, durable)",
+            f"{p['seconds']:.3f} s · {_us(p['seconds'], n)}/guild · {p['bytes'] / 1e6:.1f} MB",
+            f"{a['ratio_product_vs_plain_floor']}x plain · {a['ratio_product_vs_durable_floor']}x durable",
+            _yes((a["ratio_product_vs_durable_floor"] or 99) <= 1.2),
+        )
+        table.add_row(
+            "",
+            "product, fsync stubbed",
+            f"{nf['seconds']:.3f} s · {_us(nf['seconds'], n)}/guild",
+            f"{a['ratio_fsync_off_vs_plain_floor']}x plain",
+            "",
+        )
+        table.add_row(
+            "",
+            "floor: orjson.dumps + plain write",
+            f"{fp['seconds']:.3f} s · {_us(fp['seconds'], n)}/guild · {fp['bytes'] / 1e6:.1f} MB",
+            "1.00x",
+            "",
+        )
+        table.add_row(
+            "",
+            "floor: + tmp, fsync, rename, dir fsync",
+            f"{fd['seconds']:.3f} s · {_us(fd['seconds'], n)}/guild",
+            f"{a['ratio_product_vs_durable_floor']}x ← product",
+            "",
+        )
         orig = a.get("original_sonora") or {}
         if "seconds" in orig:
-            table.add_row("", f"original Sonora {orig['version']}: to_json + plain write",
-                          f"{orig['seconds']:.3f} s · {_us(orig['seconds'], n)}/guild · {orig['bytes'] / 1e6:.1f} MB",
-                          f"product {orig['ratio_product_vs_original']}x of it", "")
+            table.add_row(
+                "",
+                f"original Sonora {orig['version']}: to_json + plain write",
+                f"{orig['seconds']:.3f} s · {_us(orig['seconds'], n)}/guild · {orig['bytes'] / 1e6:.1f} MB",
+                f"product {orig['ratio_product_vs_original']}x of it",
+                "",
+            )
         elif orig:
             table.add_row("", "original Sonora 1.2.8", "not measured: py-sonora is not installed", "", "")
         cpu = a["cpu_only"]
-        table.add_row("", "CPU only, per guild",
-                      f"capture {cpu['capture_us_per_guild']:,.0f} µs"
-                      f" · encode {cpu['encode_us_per_guild']:,.0f} µs"
-                      f" · bare dumps {cpu['orjson_dumps_us_per_guild']:,.0f} µs",
-                      f"capture + encode {cpu['ratio_capture_encode_vs_dumps']}x bare dumps",
-                      _yes(cpu["ratio_capture_encode_vs_dumps"] <= 2.0))
+        table.add_row(
+            "",
+            "CPU only, per guild",
+            f"capture {cpu['capture_us_per_guild']:,.0f} µs"
+            f" · encode {cpu['encode_us_per_guild']:,.0f} µs"
+            f" · bare dumps {cpu['orjson_dumps_us_per_guild']:,.0f} µs",
+            f"capture + encode {cpu['ratio_capture_encode_vs_dumps']}x bare dumps",
+            _yes(cpu["ratio_capture_encode_vs_dumps"] <= 2.0),
+        )
         b = ck["b_loop_lag"]
         lag, idle = b["during_checkpoint"], b["idle_baseline"]
-        table.add_row("b. loop lag (1 ms probe)", "during the checkpoint",
-                      f"p50 {lag['p50_ms']} · p99 {lag['p99_ms']} · max {lag['max_ms']} ms",
-                      f"p99 < 20 ms (idle p99 {idle['p99_ms']} ms)", _yes(b["met"]))
+        table.add_row(
+            "b. loop lag (1 ms probe)",
+            "during the checkpoint",
+            f"p50 {lag['p50_ms']} · p99 {lag['p99_ms']} · max {lag['max_ms']} ms",
+            f"p99 < 20 ms (idle p99 {idle['p99_ms']} ms)",
+            _yes(b["met"]),
+        )
         c = ck["c_incremental"]
         shipped, dirty = c["checkpoint_as_shipped"], c["dirty_only_flush"]
-        table.add_row(f"c. 2nd cycle, {c['changed_guilds']} changed", "checkpoint as shipped",
-                      f"{shipped['writes']} writes · {shipped['seconds']:.3f} s",
-                      f"writes = {c['changed_guilds']}", _yes(c["met"]))
-        table.add_row("", "dirty-only flush (proposed checkpoint)",
-                      f"{dirty['writes']} writes · {dirty['seconds']:.3f} s", "", "")
+        table.add_row(
+            f"c. 2nd cycle, {c['changed_guilds']} changed",
+            "checkpoint as shipped",
+            f"{shipped['writes']} writes · {shipped['seconds']:.3f} s",
+            f"writes = {c['changed_guilds']}",
+            _yes(c["met"]),
+        )
+        table.add_row(
+            "", "dirty-only flush (proposed checkpoint)", f"{dirty['writes']} writes · {dirty['seconds']:.3f} s", "", ""
+        )
     rs = results.get("restore")
     if rs:
         for mode in ("rebuilt", "adopted"):
             for size, row in sorted(rs[mode].items(), key=lambda kv: -int(kv[0])):
                 big = size == str(rs["queue_tracks"])
                 first = big and mode == "rebuilt"
-                table.add_row(f"d. restore {size} tracks" if first else ("" if big else f"   (baseline {size})"),
-                              f"startup restore, {mode} (bot log)",
-                              f"{row['seconds'] * 1e3:,.0f} ms · {row['lavalink_requests']} Lavalink requests",
-                              "constant requests, < 1 s" if first else "",
-                              _yes(rs["met"]) if first else "")
+                table.add_row(
+                    f"d. restore {size} tracks" if first else ("" if big else f"   (baseline {size})"),
+                    f"startup restore, {mode} (bot log)",
+                    f"{row['seconds'] * 1e3:,.0f} ms · {row['lavalink_requests']} Lavalink requests",
+                    "constant requests, < 1 s" if first else "",
+                    _yes(rs["met"]) if first else "",
+                )
         cpu = rs.get("cpu_parts") or {}
         if cpu:
-            table.add_row("", "CPU parts (in process)", f"decode {cpu['decode_ms']} · validate {cpu['validate_ms']} · "
-                          f"to_playable {cpu['to_playable_ms']} ms", f"{cpu['record_bytes'] / 1e6:.1f} MB record", "")
+            table.add_row(
+                "",
+                "CPU parts (in process)",
+                f"decode {cpu['decode_ms']} · validate {cpu['validate_ms']} · to_playable {cpu['to_playable_ms']} ms",
+                f"{cpu['record_bytes'] / 1e6:.1f} MB record",
+                "",
+            )
     rh = results.get("rehydrate")
     if rh:
         for shards, layout in rh["layouts"].items():
@@ -247,33 +318,41 @@ def _table(results: dict[str, Any]) -> Table:
     if st:
         for row in st["rows"]:
             first = row is st["rows"][0]
-            table.add_row(f"f. storage {row['tracks']} tracks" if first else f"   {row['tracks']} tracks",
-                          "indented JSON · compact · record · zstd · zstd+AES",
-                          f"{row['json_indented']:,} · {row['json_compact']:,} · {row['record_none']:,} · "
-                          f"{row['record_zstd']:,} · {row['record_zstd_aes']:,} B",
-                          f"{row['ratio_indented_vs_zstd']}x smaller (target 5x)",
-                          _yes((row["ratio_indented_vs_zstd"] or 0) >= 5))
+            table.add_row(
+                f"f. storage {row['tracks']} tracks" if first else f"   {row['tracks']} tracks",
+                "indented JSON · compact · record · zstd · zstd+AES",
+                f"{row['json_indented']:,} · {row['json_compact']:,} · {row['record_none']:,} · "
+                f"{row['record_zstd']:,} · {row['record_zstd_aes']:,} B",
+                f"{row['ratio_indented_vs_zstd']}x smaller (target 5x)",
+                _yes((row["ratio_indented_vs_zstd"] or 0) >= 5),
+            )
     sd = results.get("shutdown")
     if sd:
         size = None
         for row in sd["rows"]:
             p, f, fits = row["product"], row["floor_durable"], row["players_fitting"]
             label = f"g. shutdown {row['players']:,} x {sd['tracks_per_player']}"
-            table.add_row(label if row["players"] != size else "",
-                          f"{row['case']} ({row['changed']:,}): {p['live_records_written']:,} live + "
-                          f"{p['snapshots_written']:,} snapshots",
-                          f"{p['seconds']:.3f} s · {p['us_per_player']:,.0f} µs/player · loop p99 "
-                          f"{p['loop_lag']['p99_ms']} ms",
-                          f"{row['ratio_product_vs_floor']}x durable floor ({f['seconds']:.3f} s; snapshots in guild "
-                          f"folders: {row['floor_durable_per_guild_folders']['seconds']:.3f} s, "
-                          f"{row['ratio_product_vs_per_guild_floor']}x) · fits "
-                          f"{fits['docker_10s']:,} (Docker 10 s) / {fits['kubernetes_30s']:,} (k8s 30 s)",
-                          _yes((row["ratio_product_vs_floor"] or 99) <= 1.2 and p["loop_lag"]["p99_ms"] < 20))
+            table.add_row(
+                label if row["players"] != size else "",
+                f"{row['case']} ({row['changed']:,}): {p['live_records_written']:,} live + "
+                f"{p['snapshots_written']:,} snapshots",
+                f"{p['seconds']:.3f} s · {p['us_per_player']:,.0f} µs/player · loop p99 {p['loop_lag']['p99_ms']} ms",
+                f"{row['ratio_product_vs_floor']}x durable floor ({f['seconds']:.3f} s; snapshots in guild "
+                f"folders: {row['floor_durable_per_guild_folders']['seconds']:.3f} s, "
+                f"{row['ratio_product_vs_per_guild_floor']}x) · fits "
+                f"{fits['docker_10s']:,} (Docker 10 s) / {fits['kubernetes_30s']:,} (k8s 30 s)",
+                _yes((row["ratio_product_vs_floor"] or 99) <= 1.2 and p["loop_lag"]["p99_ms"] < 20),
+            )
             size = row["players"]
         before = sd.get("before_group_commit")
         if before:
-            table.add_row("", f"before group commit, {before['players']:,} players (all written one by one)",
-                          f"{before['seconds']:.3f} s · {before['us_per_player']:,.0f} µs/player", "", "")
+            table.add_row(
+                "",
+                f"before group commit, {before['players']:,} players (all written one by one)",
+                f"{before['seconds']:.3f} s · {before['us_per_player']:,.0f} µs/player",
+                "",
+                "",
+            )
     return table
 
 
@@ -284,8 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         machine = _machine(base)
-        console.print(f"machine: {machine['nproc']} x {machine['cpu_model']} · Python {machine['python']} · "
-                      f"store on {machine['workdir_filesystem']} ({base})")
+        console.print(
+            f"machine: {machine['nproc']} x {machine['cpu_model']} · Python {machine['python']} · "
+            f"store on {machine['workdir_filesystem']} ({base})"
+        )
         results = asyncio.run(_run(args, base, console))
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -294,9 +375,15 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(time.time() - started, 1),
         "argv": sys.argv[1:] if argv is None else argv,
         "machine": machine,
-        "settings": {"guilds": args.guilds, "tracks": args.tracks, "restore_tracks": args.restore_tracks,
-                     "shutdown_players": list(args.shutdown_players),
-                     "rehydrate_guilds": args.rehydrate_guilds, "quick": args.quick, "parts": sorted(args.parts)},
+        "settings": {
+            "guilds": args.guilds,
+            "tracks": args.tracks,
+            "restore_tracks": args.restore_tracks,
+            "shutdown_players": list(args.shutdown_players),
+            "rehydrate_guilds": args.rehydrate_guilds,
+            "quick": args.quick,
+            "parts": sorted(args.parts),
+        },
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import wavelink
@@ -38,6 +38,7 @@ from sonora_cog.config import Settings, SnapshotSettings, StorageSettings
 from sonora_cog.manager import SessionManager
 from sonora_cog.owner import SessionOwner
 from sonora_cog.store.base import BatchResult, check_header
+from sonora_cog.store.filesystem import FilesystemStore
 
 from ._util import LagProbe, dir_bytes, open_store, ratio, sync_disks
 from ._world import World, lavalink_track, make_world
@@ -146,8 +147,13 @@ async def _product_cycle(owner: SessionOwner, store_root: Path, *, lag: bool) ->
         written = await owner.checkpoint()
     seconds = time.perf_counter() - started
     files, size = dir_bytes(store_root / "live")
-    out: dict[str, Any] = {"seconds": seconds, "guilds_written": written, "writes": writes(), "files": files,
-                           "bytes": size}
+    out: dict[str, Any] = {
+        "seconds": seconds,
+        "guilds_written": written,
+        "writes": writes(),
+        "files": files,
+        "bytes": size,
+    }
     if lag:
         out["loop_lag"] = probe.summary()
     return out
@@ -202,17 +208,15 @@ def profile_hot_path(world: World, workdir: Path, out_dir: Path | None, top: int
     installed (``pip install -e .[bench]``).
     """
     manager = SessionManager(_settings(workdir / "profile-store"))
-    store = manager.store
-    store._setup_sync()  # type: ignore[attr-defined]
+    store = cast(FilesystemStore, manager.store)  # the default store: its own synchronous write path
+    store._setup_sync()
 
     def one_cycle() -> None:
         for player in world.players:
             state = capture_state(player)
             record = manager.codec.encode(state.to_json(), manager._meta_for(state, "live"))
-            check_header(store._header(record.data), state.guild_id, None)  # type: ignore[attr-defined]
-            store._write(  # type: ignore[attr-defined]
-                ("live",), store._live_name(state.guild_id), record.data, mode="replace", what="live"  # type: ignore[attr-defined]
-            )
+            check_header(store._header(record.data), state.guild_id, None)
+            store._write(("live",), store._live_name(state.guild_id), record.data, mode="replace", what="live")
 
     result: dict[str, Any] = {}
     profiler = cProfile.Profile()
@@ -266,8 +270,11 @@ async def _change(world: World, owner: SessionOwner, count: int, salt: int) -> l
 async def run_checkpoint(guilds: int, tracks: int, workdir: Path, *, profile_dir: Path | None = None) -> dict[str, Any]:
     """Run (a), (b) and (c); return their results."""
     world = make_world(guilds, tracks)
-    result: dict[str, Any] = {"guilds": guilds, "tracks_per_guild": tracks,
-                              "world_build_s": round(world.build_seconds, 2)}
+    result: dict[str, Any] = {
+        "guilds": guilds,
+        "tracks_per_guild": tracks,
+        "world_build_s": round(world.build_seconds, 2),
+    }
     try:
         # -- the floors, from the same data --------------------------------------------------------
         payloads = [(p.guild.id, capture_state(p).to_json()) for p in world.players]  # type: ignore[union-attr]
@@ -327,7 +334,8 @@ async def run_checkpoint(guilds: int, tracks: int, workdir: Path, *, profile_dir
             "floor_durable": {**durable, "us_per_guild": round(durable["seconds"] / n * 1e6, 1)},
             "cpu_only": cpu,
             "original_sonora": {**original, "ratio_product_vs_original": ratio(product["seconds"], original["seconds"])}
-            if "seconds" in original else original,
+            if "seconds" in original
+            else original,
             "ratio_product_vs_plain_floor": ratio(product["seconds"], plain["seconds"]),
             "ratio_product_vs_durable_floor": ratio(product["seconds"], durable["seconds"]),
             "ratio_fsync_off_vs_plain_floor": ratio(nosync["seconds"], plain["seconds"]),

@@ -25,8 +25,15 @@ __all__ = ("run_original",)
 def _track(track: wavelink.Playable) -> SimpleNamespace:
     # The attribute names Sonora 1.2.8's _serialize_track reads.
     return SimpleNamespace(
-        title=track.title, author=track.author, uri=track.uri, identifier=track.identifier, length=track.length,
-        position=track.position, isStream=track.is_stream, isSeekable=track.is_seekable, track=track.encoded,
+        title=track.title,
+        author=track.author,
+        uri=track.uri,
+        identifier=track.identifier,
+        length=track.length,
+        position=track.position,
+        isStream=track.is_stream,
+        isSeekable=track.is_seekable,
+        track=track.encoded,
     )
 
 
@@ -37,10 +44,12 @@ def _stand_in(player: wavelink.Player) -> tuple[int, SimpleNamespace, SimpleName
         current=_track(player.current) if player.current else None,
         upcoming=[_track(t) for t in player.queue],
         history=[_track(t) for t in history],
-        loop_mode=str(player.queue.mode), shuffle_enabled=False,
+        loop_mode=str(player.queue.mode),
+        shuffle_enabled=False,
     )
-    state = SimpleNamespace(volume=player.volume, paused=player.paused, position=player.position,
-                            connected=True, session_id=None)
+    state = SimpleNamespace(
+        volume=player.volume, paused=player.paused, position=player.position, connected=True, session_id=None
+    )
     filters = SimpleNamespace(active_filters=[], to_payload=lambda: dict(player.filters()))
     autoplay = SimpleNamespace(enabled=False, strategy="similar_artist", max_history=50, smart_shuffle=True)
     return player.guild.id, state, queue, filters, autoplay
@@ -69,5 +78,9 @@ def run_original(players: list[wavelink.Player], folder: Path) -> dict[str, Any]
             f.write(text)
         written += len(text)
     seconds = time.perf_counter() - started
-    return {"version": version, "seconds": seconds, "bytes": written,
-            "us_per_guild": round(seconds / len(players) * 1e6, 1)}
+    return {
+        "version": version,
+        "seconds": seconds,
+        "bytes": written,
+        "us_per_guild": round(seconds / len(players) * 1e6, 1),
+    }

@@ -59,8 +59,10 @@ def window_floor(joins_per_shard: Iterable[int], heartbeat_interval_s: float) ->
 def _restore_lines(per_window: int, rate: float, concurrency: int) -> str:
     # Rebuilt from the live records, not adopted from a resumed Lavalink session: the path that does
     # the most work per guild (both join voice once, which is what the floor counts).
-    return (f"joins_per_window = {per_window}\njoins_per_second = {rate}\nconcurrency = {concurrency}\n"
-            "resume_lavalink_sessions = false\n")
+    return (
+        f"joins_per_window = {per_window}\njoins_per_second = {rate}\nconcurrency = {concurrency}\n"
+        "resume_lavalink_sessions = false\n"
+    )
 
 
 def _per_shard(frames: list[GatewaySend], shards_of: dict[int, tuple[int, int] | None]) -> dict[str, Any]:
@@ -87,9 +89,14 @@ async def _run_layout(workdir: Path, guilds: int, shards: int, runs: list[tuple[
     concurrency = RestoreSettings().concurrency
     result: dict[str, Any] = {"shards": shards, "guilds": guilds, "concurrency": concurrency}
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-    demo = DemoScenario(workdir, guilds=guilds, checkpoint_interval=1.0,
-                        extra_config=_restore_lines(DISCORDPY_GATEWAY_SENDS, 1000.0, concurrency),
-                        shards=shards if shards > 1 else 0, explicit_shard_ids=True)
+    demo = DemoScenario(
+        workdir,
+        guilds=guilds,
+        checkpoint_interval=1.0,
+        extra_config=_restore_lines(DISCORDPY_GATEWAY_SENDS, 1000.0, concurrency),
+        shards=shards if shards > 1 else 0,
+        explicit_shard_ids=True,
+    )
     async with demo:
         await demo.start_bot()
         started = time.perf_counter()
@@ -125,9 +132,11 @@ async def _run_layout(workdir: Path, guilds: int, shards: int, runs: list[tuple[
         row["floor_s"] = floor
         row["ratio_vs_floor"] = ratio(row["seconds"], floor)
         within = row["seconds"] <= TARGET_RATIO * floor or (
-            floor < SMALL_FLOOR_S and row["seconds"] <= floor + TARGET_SLACK_S)
-        row["met"] = bool(within and row["max_sends_in_60s"] <= DISCORD_GATEWAY_SENDS
-                          and not result["gateway_rate_limit_violations"])
+            floor < SMALL_FLOOR_S and row["seconds"] <= floor + TARGET_SLACK_S
+        )
+        row["met"] = bool(
+            within and row["max_sends_in_60s"] <= DISCORD_GATEWAY_SENDS and not result["gateway_rate_limit_violations"]
+        )
     return result
 
 

@@ -37,6 +37,7 @@ _FAST_JOINS = "joins_per_window = 110\njoins_per_second = 1000.0\n"
 
 def _cpu_parts(tracks: int, repeat: int = 3) -> dict[str, Any]:
     """Encode, decode, validate and rebuild ``tracks`` tracks in process (no network): median ms."""
+
     async def build() -> dict[str, Any]:
         node, session = offline_node()
         try:

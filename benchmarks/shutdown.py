@@ -50,8 +50,9 @@ GRACE_PERIODS = {"docker_10s": 10.0, "kubernetes_30s": 30.0}
 def _owner(world: World, path: Path) -> SessionOwner:
     settings = Settings(
         storage=StorageSettings(path=str(path), compression="none"),
-        snapshots=SnapshotSettings(debounce=3600.0, checkpoint_interval=10.0, shutdown_timeout=600.0,
-                                   auto_enabled=False),
+        snapshots=SnapshotSettings(
+            debounce=3600.0, checkpoint_interval=10.0, shutdown_timeout=600.0, auto_enabled=False
+        ),
     )
     owner = SessionOwner(world.bot, SessionManager(settings))  # type: ignore[arg-type]
     for guild_id in world.guild_ids():
@@ -144,8 +145,11 @@ async def _case(world: World, workdir: Path, share: float, salt: int) -> dict[st
     store.put_live_many = count_live  # type: ignore[method-assign]
     store.save_many = count_saves  # type: ignore[method-assign]
     # the floor's input, from the same players: changed states' JSON, and every live record's size of bytes
-    changed = [(p.guild.id, capture_state(p).to_json()) for p in world.players
-               if p.guild is not None and p.guild.id in changed_ids]
+    changed = [
+        (p.guild.id, capture_state(p).to_json())
+        for p in world.players
+        if p.guild is not None and p.guild.id in changed_ids
+    ]
     snapshot_bytes = [(g, await _live_bytes(store, g)) for g in world.guild_ids()]
     gc.collect()
     sync_disks()
@@ -166,11 +170,18 @@ async def _case(world: World, workdir: Path, share: float, salt: int) -> dict[st
         "players": n,
         "changed": len(changed_ids),
         "first_checkpoint_s": round(checkpoint_s, 3),
-        "product": {"seconds": round(seconds, 3), "us_per_player": round(per_guild * 1e6, 1),
-                    "live_records_written": counts["live"], "snapshots_written": counts["snapshots"],
-                    "loop_lag": probe.summary()},
-        "floor_durable": {"seconds": round(floor["seconds"], 3), "bytes": floor["bytes"],
-                          "us_per_player": round(floor["seconds"] / n * 1e6, 1)},
+        "product": {
+            "seconds": round(seconds, 3),
+            "us_per_player": round(per_guild * 1e6, 1),
+            "live_records_written": counts["live"],
+            "snapshots_written": counts["snapshots"],
+            "loop_lag": probe.summary(),
+        },
+        "floor_durable": {
+            "seconds": round(floor["seconds"], 3),
+            "bytes": floor["bytes"],
+            "us_per_player": round(floor["seconds"] / n * 1e6, 1),
+        },
         "ratio_product_vs_floor": ratio(seconds, floor["seconds"]),
         "floor_durable_per_guild_folders": {"seconds": round(layout_floor["seconds"], 3)},
         "ratio_product_vs_per_guild_floor": ratio(seconds, layout_floor["seconds"]),
@@ -185,8 +196,12 @@ async def _live_bytes(store: Any, guild_id: int) -> bytes:
 
 async def run_shutdown(workdir: Path, sizes: tuple[int, ...] = (1_000, 10_000), tracks: int = 50) -> dict[str, Any]:
     """Run (g) for each size; return the results."""
-    result: dict[str, Any] = {"tracks_per_player": tracks, "changed_share_assumed": 0.10, "teardown_s": TEARDOWN_S,
-                              "rows": []}
+    result: dict[str, Any] = {
+        "tracks_per_player": tracks,
+        "changed_share_assumed": 0.10,
+        "teardown_s": TEARDOWN_S,
+        "rows": [],
+    }
     for n in sizes:
         world = make_world(n, tracks)
         try:
@@ -201,8 +216,11 @@ async def run_shutdown(workdir: Path, sizes: tuple[int, ...] = (1_000, 10_000), 
                 sync_disks()
                 seconds = await _one_by_one(owner)
                 await owner.manager.close()
-                result["before_group_commit"] = {"players": n, "seconds": round(seconds, 3),
-                                                 "us_per_player": round(seconds / n * 1e6, 1)}
+                result["before_group_commit"] = {
+                    "players": n,
+                    "seconds": round(seconds, 3),
+                    "us_per_player": round(seconds / n * 1e6, 1),
+                }
         finally:
             await world.close()
         gc.collect()

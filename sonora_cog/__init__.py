@@ -53,6 +53,7 @@ async def setup(bot: AnyBot) -> None:
 
     await bot.add_cog(SonoraCog(bot))
 
+
 __all__ = (
     "BadMagic",
     "BufferFull",

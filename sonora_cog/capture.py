@@ -160,35 +160,45 @@ def track_state(track: wavelink.Playable) -> TrackState:
     """Capture one track as Lavalink's JSON plus wavelink's ``playlist`` and ``recommended`` (public API only)."""
     raw: Mapping[str, Any] = track.raw_data
     playlist = track.playlist
-    return TrackState({
-        "encoded": track.encoded,
-        "info": raw["info"],
-        "pluginInfo": raw.get("pluginInfo") or {},
-        "userData": vars(track.extras),
-        "playlist": None if playlist is None else _playlist_json(playlist),
-        "recommended": track.recommended,
-    })
+    return TrackState(
+        {
+            "encoded": track.encoded,
+            "info": raw["info"],
+            "pluginInfo": raw.get("pluginInfo") or {},
+            "userData": vars(track.extras),
+            "playlist": None if playlist is None else _playlist_json(playlist),
+            "recommended": track.recommended,
+        }
+    )
 
 
 def to_playable(track: TrackState) -> wavelink.Playable:
     """Rebuild a ``wavelink.Playable`` from a stored track, with no network call."""
     data = track.data
-    payload = cast("TrackPayload", {
-        "encoded": data["encoded"],
-        "info": data["info"],
-        "pluginInfo": data.get("pluginInfo") or {},
-        "userData": data.get("userData") or {},
-    })
+    payload = cast(
+        "TrackPayload",
+        {
+            "encoded": data["encoded"],
+            "info": data["info"],
+            "pluginInfo": data.get("pluginInfo") or {},
+            "userData": data.get("userData") or {},
+        },
+    )
     playlist = None
     stored = data.get("playlist")
     if stored is not None:
         plugin = {k: stored[k] for k in ("type", "url", "artworkUrl", "author") if stored.get(k) is not None}
         count = stored.get("tracks", 0)
-        playlist = wavelink.PlaylistInfo(cast("PlaylistPayload", {
-            "info": {"name": stored["name"], "selectedTrack": stored["selectedTrack"]},
-            "pluginInfo": plugin,
-            "tracks": [payload] * (count if isinstance(count, int) and count > 0 else 0),
-        }))
+        playlist = wavelink.PlaylistInfo(
+            cast(
+                "PlaylistPayload",
+                {
+                    "info": {"name": stored["name"], "selectedTrack": stored["selectedTrack"]},
+                    "pluginInfo": plugin,
+                    "tracks": [payload] * (count if isinstance(count, int) and count > 0 else 0),
+                },
+            )
+        )
     playable = wavelink.Playable(payload, playlist=playlist)
     if data.get("recommended"):
         # wavelink exposes ``recommended`` read-only and sets this attribute itself (Player autoplay).

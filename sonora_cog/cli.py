@@ -112,8 +112,14 @@ async def cmd_list(manager: SessionManager, args: argparse.Namespace) -> int:
         table.add_column(name)
     for m in metas:
         table.add_row(
-            m.id, str(m.guild_id), _age(m.created_at, now), m.kind.value, m.label or "",
-            str(m.track_count), m.current_title or "", f"{m.size:,} B",
+            m.id,
+            str(m.guild_id),
+            _age(m.created_at, now),
+            m.kind.value,
+            m.label or "",
+            str(m.track_count),
+            m.current_title or "",
+            f"{m.size:,} B",
         )
     _out.print(table)
     return EXIT_OK
@@ -158,15 +164,21 @@ async def cmd_validate(manager: SessionManager, args: argparse.Namespace) -> int
     bad = [r for r in results if not r.ok]
     unsafe = manager.store.unsafe_paths()
     if args.json:
-        _print_json({
-            "checked": len(results),
-            "bad": [
-                {"guild_id": str(r.guild_id), "snapshot_id": r.snapshot_id or "live", "error": r.error,
-                 "error_type": r.error_type}
-                for r in bad
-            ],
-            "unsafe": [{"path": path, "problem": problem} for path, problem in sorted(unsafe.items())],
-        })
+        _print_json(
+            {
+                "checked": len(results),
+                "bad": [
+                    {
+                        "guild_id": str(r.guild_id),
+                        "snapshot_id": r.snapshot_id or "live",
+                        "error": r.error,
+                        "error_type": r.error_type,
+                    }
+                    for r in bad
+                ],
+                "unsafe": [{"path": path, "problem": problem} for path, problem in sorted(unsafe.items())],
+            }
+        )
     else:
         for r in bad:
             where = f"guild {r.guild_id} {'live record' if r.snapshot_id is None else 'snapshot ' + r.snapshot_id}"
@@ -182,19 +194,27 @@ async def cmd_prune(manager: SessionManager, args: argparse.Namespace) -> int:
     snapshots = manager.settings.snapshots
     per_guild = snapshots.max_snapshots_per_guild if args.max_per_guild is None else args.max_per_guild
     days = snapshots.max_age_days if args.max_age_days is None else args.max_age_days
-    removed = await manager.store.prune(max_per_guild=per_guild, max_age_days=days,
-                                        keep_deploy_tags=manager.settings.deploy.keep_tags)
+    removed = await manager.store.prune(
+        max_per_guild=per_guild, max_age_days=days, keep_deploy_tags=manager.settings.deploy.keep_tags
+    )
     journals = await prune_journals(manager, days)
     history_days = await prune_restore_journals(manager, days)
     if args.json:
-        _print_json({"removed": [_meta_json(m) for m in removed], "deploy_journals_removed": journals,
-                     "restore_history_days_removed": history_days})
+        _print_json(
+            {
+                "removed": [_meta_json(m) for m in removed],
+                "deploy_journals_removed": journals,
+                "restore_history_days_removed": history_days,
+            }
+        )
     else:
         for m in removed:
             _out.print(f"removed {m.id} (guild {m.guild_id}, {m.kind.value})")
         kept = manager.settings.deploy.keep_tags
-        _out.print(f"{len(removed)} snapshots removed (keep {per_guild} per guild, none older than {days:g} days; "
-                   f"the pre-deploy snapshots of the newest {kept} deploy tags are kept)")
+        _out.print(
+            f"{len(removed)} snapshots removed (keep {per_guild} per guild, none older than {days:g} days; "
+            f"the pre-deploy snapshots of the newest {kept} deploy tags are kept)"
+        )
         if journals:
             _out.print(f"{journals} journals of old deploy tags removed")
         if history_days:
@@ -256,14 +276,22 @@ async def cmd_rekey(manager: SessionManager, args: argparse.Namespace) -> int:
             outcomes[await _rekey_one(manager, ref)] += 1
             progress.advance(task)
     failed, changing = outcomes["failed"], outcomes["changing"]
-    summary = {"records": len(refs), "rekeyed": outcomes["rekeyed"], "skipped": outcomes["skipped"],
-               "kept_changing": changing, "failed": failed, "key_id": manager.codec.keyring.current_id}
+    summary = {
+        "records": len(refs),
+        "rekeyed": outcomes["rekeyed"],
+        "skipped": outcomes["skipped"],
+        "kept_changing": changing,
+        "failed": failed,
+        "key_id": manager.codec.keyring.current_id,
+    }
     if args.json:
         _print_json(summary)
     else:
-        _out.print(f"{summary['rekeyed']} of {len(refs)} records now use key {summary['key_id']}; "
-                   f"{summary['skipped']} skipped (removed meanwhile); {changing} kept changing (run rekey again); "
-                   f"{failed} failed")
+        _out.print(
+            f"{summary['rekeyed']} of {len(refs)} records now use key {summary['key_id']}; "
+            f"{summary['skipped']} skipped (removed meanwhile); {changing} kept changing (run rekey again); "
+            f"{failed} failed"
+        )
     return EXIT_BAD_RECORDS if failed or changing else EXIT_OK
 
 
@@ -284,8 +312,10 @@ async def _rekey_one(manager: SessionManager, ref: RecordRef) -> str:
             _err.print(f"[red]could not rekey[/red] {ref.location}: {type(exc).__name__}: {exc}")
             return "failed"
         return "rekeyed"
-    _err.print(f"[yellow]not rekeyed[/yellow] {ref.location}: it kept changing while being re-encrypted (a writer "
-               "still on the old key?); run rekey again")
+    _err.print(
+        f"[yellow]not rekeyed[/yellow] {ref.location}: it kept changing while being re-encrypted (a writer "
+        "still on the old key?); run rekey again"
+    )
     return "changing"
 
 
@@ -293,12 +323,19 @@ async def cmd_stats(manager: SessionManager, args: argparse.Namespace) -> int:
     a = await manager.analyze()
     history = await read_history(manager, failures=args.failures)
     if args.json:
-        _print_json({
-            "total_snapshots": a.total_snapshots, "live_records": a.live_records,
-            "per_guild": {str(k): v for k, v in a.per_guild.items()}, "by_kind": dict(a.by_kind),
-            "total_bytes": a.total_bytes, "average_size": a.average_size, "oldest": a.oldest, "newest": a.newest,
-            "restores": history.to_json(),
-        })
+        _print_json(
+            {
+                "total_snapshots": a.total_snapshots,
+                "live_records": a.live_records,
+                "per_guild": {str(k): v for k, v in a.per_guild.items()},
+                "by_kind": dict(a.by_kind),
+                "total_bytes": a.total_bytes,
+                "average_size": a.average_size,
+                "oldest": a.oldest,
+                "newest": a.newest,
+                "restores": history.to_json(),
+            }
+        )
         return EXIT_OK
     now = time.time()
     table = Table(show_header=False)
@@ -317,8 +354,9 @@ async def cmd_stats(manager: SessionManager, args: argparse.Namespace) -> int:
         for column in ("when", "guild", "path", "outcome", "reason"):
             failures.add_column(column)
         for f in history.failures:
-            failures.add_row(_age(f.at, now), str(f.guild_id), f.path, f.outcome.replace("_", " "),
-                             f.detail or f.reason)
+            failures.add_row(
+                _age(f.at, now), str(f.guild_id), f.path, f.outcome.replace("_", " "), f.detail or f.reason
+            )
         _out.print(failures)
     for name, why in sorted(history.unreadable.items()):
         _err.print(f"[yellow]restore history {name} not read[/yellow]: {why}")
@@ -347,7 +385,11 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     with _progress(not args.json) as progress:
         task = progress.add_task(f"copying to {describe_location(args.to)}", total=None)
         report = await migrate_locations(
-            args.source, args.to, settings, source_prefix=args.from_prefix, target_prefix=args.to_prefix,
+            args.source,
+            args.to,
+            settings,
+            source_prefix=args.from_prefix,
+            target_prefix=args.to_prefix,
             overwrite_live=args.overwrite_live,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
@@ -377,8 +419,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 _SNAPSHOT_COMMANDS = {
-    "list": cmd_list, "show": cmd_show, "validate": cmd_validate, "prune": cmd_prune, "export": cmd_export,
-    "import": cmd_import, "rekey": cmd_rekey, "stats": cmd_stats,
+    "list": cmd_list,
+    "show": cmd_show,
+    "validate": cmd_validate,
+    "prune": cmd_prune,
+    "export": cmd_export,
+    "import": cmd_import,
+    "rekey": cmd_rekey,
+    "stats": cmd_stats,
 }
 
 
@@ -433,8 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guild", type=int, metavar="ID", help="refuse the file unless it belongs to this guild")
     sub.add_parser("rekey", parents=[common], help="re-encrypt every record with the current key")
     p = sub.add_parser("stats", parents=[common], help="totals, sizes, oldest and newest; restores by outcome and path")
-    p.add_argument("--failures", type=_at_least(int), default=5, metavar="N",
-                   help="show the last N failed restores with their reason (default 5)")
+    p.add_argument(
+        "--failures",
+        type=_at_least(int),
+        default=5,
+        metavar="N",
+        help="show the last N failed restores with their reason (default 5)",
+    )
     p = sub.add_parser("migrate", help="copy every record to another store (filesystem <-> Redis), check counts")
     p.add_argument("--config", metavar="FILE", help="config file (Redis password variable, prefix, timeouts)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

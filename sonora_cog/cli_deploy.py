@@ -51,16 +51,24 @@ def add_deploy_parser(commands: Any, common: argparse.ArgumentParser, at_least: 
     p = sub.add_parser("rollback", parents=[common], help="restore every guild from a tag's snapshots")
     p.add_argument("tag", type=_tag)
     p.add_argument("--guild", type=int, action="append", metavar="ID", help="only this guild (repeatable)")
-    p.add_argument("--batch-size", type=at_least(int, 1), metavar="N",
-                   help="guilds at a time (default: deploy.batch_size)")
-    p.add_argument("--pause", type=at_least(float), metavar="S", help="seconds between batches "
-                   "(default: deploy.pause)")
+    p.add_argument(
+        "--batch-size", type=at_least(int, 1), metavar="N", help="guilds at a time (default: deploy.batch_size)"
+    )
+    p.add_argument("--pause", type=at_least(float), metavar="S", help="seconds between batches (default: deploy.pause)")
     p.add_argument("--wait", action="store_true", help="wait until every guild is rolled back; show progress")
-    p.add_argument("--timeout", type=at_least(float), metavar="S",
-                   help="with --wait: give up after S seconds (default: from the batches)")
+    p.add_argument(
+        "--timeout",
+        type=at_least(float),
+        metavar="S",
+        help="with --wait: give up after S seconds (default: from the batches)",
+    )
     p.add_argument("--offline", action="store_true", help="rewrite the live records (only while no bot runs)")
-    p.add_argument("--force", action="store_true", help="replace a rollback still in progress; with --offline, "
-                   "rewrite even though a bot announced itself (it must really be stopped)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a rollback still in progress; with --offline, "
+        "rewrite even though a bot announced itself (it must really be stopped)",
+    )
 
 
 async def run_deploy(manager: SessionManager, args: argparse.Namespace) -> int:
@@ -75,8 +83,10 @@ async def run_deploy(manager: SessionManager, args: argparse.Namespace) -> int:
         with _progress_bar(args, "snapshotting") as progress:
             results = await deploy.prepare(manager, tag, progress=progress)
         if not results:
-            _err.print(f"no guild has a live record in {_where(manager)}: nothing to snapshot (nothing plays, or "
-                       "this is not the bot's store)")
+            _err.print(
+                f"no guild has a live record in {_where(manager)}: nothing to snapshot (nothing plays, or "
+                "this is not the bot's store)"
+            )
         _report(args, tag, results, f"deploy tag {tag}: {_counts(results)}")
         return EXIT_BAD_RECORDS if any(r.step.failed for r in results) else EXIT_OK
     if args.action == "list":
@@ -93,8 +103,12 @@ async def _list(manager: SessionManager, args: argparse.Namespace) -> int:
 
     found = await deploy.tags(manager)
     if args.json:
-        _print_json([{"tag": t.tag, "created_at": t.created_at, "guilds": t.guilds, "bytes": t.bytes,
-                      "kept": t.kept} for t in found])
+        _print_json(
+            [
+                {"tag": t.tag, "created_at": t.created_at, "guilds": t.guilds, "bytes": t.bytes, "kept": t.kept}
+                for t in found
+            ]
+        )
         return EXIT_OK
     table = Table("tag", "last prepared", "guilds", "size", "kept by retention")
     now = time.time()
@@ -122,39 +136,58 @@ async def _rollback(manager: SessionManager, args: argparse.Namespace) -> int:
     pause = settings.pause if args.pause is None else args.pause
     snapshots = await deploy.tag_snapshots(manager, tag)
     wanted = sorted(snapshots) if not args.guild else list(dict.fromkeys(args.guild))
-    missing = [GuildDeployStatus(g, Step.rollback_failed, f"no pre-deploy snapshot tagged {tag!r}", at=time.time(),
-                                 by="cli") for g in wanted if g not in snapshots]
+    missing = [
+        GuildDeployStatus(g, Step.rollback_failed, f"no pre-deploy snapshot tagged {tag!r}", at=time.time(), by="cli")
+        for g in wanted
+        if g not in snapshots
+    ]
     targets = [g for g in wanted if g in snapshots]
     if not wanted:
         return refuse(f"deploy tag {tag} has no snapshots (deploy list shows the tags)")
     processes = await deploy.running_processes(manager)
     if args.offline and processes and not args.force:
-        return refuse(f"refused: {', '.join(processes)} runs on this store; stop it first (or drop --offline to roll "
-                      "back through it); a rewrite under a running bot is overwritten by its next write")
+        return refuse(
+            f"refused: {', '.join(processes)} runs on this store; stop it first (or drop --offline to roll "
+            "back through it); a rewrite under a running bot is overwritten by its next write"
+        )
     pending = await deploy.read_request(manager) if processes and not args.offline else None
     fresh = pending is not None and time.time() - pending.at < settings.request_max_age
     if pending is not None and fresh and not args.force and await deploy.unfinished(manager, pending):
-        return refuse(f"refused: a rollback to {pending.tag} (request {pending.id}, {time.time() - pending.at:.0f}s "
-                      f"ago) is still in progress; follow it with deploy status {pending.tag}, or pass --force "
-                      "(the running one then stops before its next batch)")
+        return refuse(
+            f"refused: a rollback to {pending.tag} (request {pending.id}, {time.time() - pending.at:.0f}s "
+            f"ago) is still in progress; follow it with deploy status {pending.tag}, or pass --force "
+            "(the running one then stops before its next batch)"
+        )
     if args.offline or not processes:
-        why = (f"--offline --force although {', '.join(processes)} runs (it overwrites these at its next write)"
-               if processes else "no bot process runs on this store")
+        why = (
+            f"--offline --force although {', '.join(processes)} runs (it overwrites these at its next write)"
+            if processes
+            else "no bot process runs on this store"
+        )
         say.print(f"{why}: rewriting {len(targets)} live record(s) from {tag}; the next start restores them")
         with _progress_bar(args, "rewriting") as progress:
             results = await deploy.rollback_offline(manager, tag, targets, progress=progress)
     else:
         request = deploy.new_request(tag, targets, batch_size, pause)
-        await deploy.record(manager, tag, [GuildDeployStatus(g, Step.rollback_requested, at=request.at, by="cli",
-                                                             request=request.id) for g in targets])
+        await deploy.record(
+            manager,
+            tag,
+            [
+                GuildDeployStatus(g, Step.rollback_requested, at=request.at, by="cli", request=request.id)
+                for g in targets
+            ],
+        )
         await deploy.write_request(manager, request)
         batches = math.ceil(len(targets) / batch_size) if targets else 0
-        say.print(f"asked {', '.join(processes)} to roll {len(targets)} guild(s) back to {tag}: {batch_size} at a "
-                  f"time, {pause:g}s apart ({batches} batch(es)); request {request.id}")
+        say.print(
+            f"asked {', '.join(processes)} to roll {len(targets)} guild(s) back to {tag}: {batch_size} at a "
+            f"time, {pause:g}s apart ({batches} batch(es)); request {request.id}"
+        )
         if not args.wait:
             if args.json:
-                _print_json({"tag": tag, "request": request.id, "guilds": [str(g) for g in targets],
-                             "processes": processes})
+                _print_json(
+                    {"tag": tag, "request": request.id, "guilds": [str(g) for g in targets], "processes": processes}
+                )
             else:
                 _out.print(f"follow it with: python -m sonora_cog deploy status {tag}")
             return EXIT_OK
@@ -162,15 +195,22 @@ async def _rollback(manager: SessionManager, args: argparse.Namespace) -> int:
         results = await _wait(manager, args, request, targets, timeout)
         # Done, or given up: a running process stops before its next batch, and none that starts later acts on it.
         if await deploy.withdraw(manager) and any(r.step is not Step.rolled_back for r in results):
-            say.print("the request was withdrawn: a process still rolling back stops before its next batch; "
-                      "guilds it is restoring now may still finish (deploy status shows them)")
+            say.print(
+                "the request was withdrawn: a process still rolling back stops before its next batch; "
+                "guilds it is restoring now may still finish (deploy status shows them)"
+            )
     results = missing + results
     _report(args, tag, results, f"rollback to {tag}: {_counts(results)}")
     return EXIT_OK if results and all(r.step is Step.rolled_back for r in results) else EXIT_BAD_RECORDS
 
 
-async def _wait(manager: SessionManager, args: argparse.Namespace, request: deploy.DeployRequest,
-                targets: Sequence[int], limit: float) -> list[GuildDeployStatus]:
+async def _wait(
+    manager: SessionManager,
+    args: argparse.Namespace,
+    request: deploy.DeployRequest,
+    targets: Sequence[int],
+    limit: float,
+) -> list[GuildDeployStatus]:
     """Poll the journal until every target has a final step of this request, or ``limit`` seconds."""
     deadline = time.monotonic() + limit
     final: dict[int, GuildDeployStatus] = {}
@@ -185,10 +225,18 @@ async def _wait(manager: SessionManager, args: argparse.Namespace, request: depl
             if done == len(targets) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
-    return [final.get(g) or GuildDeployStatus(g, Step.rollback_failed, f"no process finished it within {limit:g}s "
-                                              "(--timeout; or is the bot that owns it running?)", at=time.time(),
-                                              by="cli", request=request.id)
-            for g in targets]
+    return [
+        final.get(g)
+        or GuildDeployStatus(
+            g,
+            Step.rollback_failed,
+            f"no process finished it within {limit:g}s (--timeout; or is the bot that owns it running?)",
+            at=time.time(),
+            by="cli",
+            request=request.id,
+        )
+        for g in targets
+    ]
 
 
 class _progress_bar:  # noqa: N801 (used as a context manager, like a function)
@@ -243,8 +291,14 @@ def _report(args: argparse.Namespace, tag: str, results: Sequence[GuildDeploySta
     table.columns.insert(0, Column("guild", no_wrap=True, min_width=19))  # ids are never cut
     for r in results:
         style = "red" if r.step.failed else ""
-        table.add_row(str(r.guild_id), f"[{style}]{r.step.value}[/{style}]" if style else r.step.value,
-                      _age(r.at, now) if r.at else "-", r.snapshot_id or "-", r.by or "-", r.why or "")
+        table.add_row(
+            str(r.guild_id),
+            f"[{style}]{r.step.value}[/{style}]" if style else r.step.value,
+            _age(r.at, now) if r.at else "-",
+            r.snapshot_id or "-",
+            r.by or "-",
+            r.why or "",
+        )
     if results:
         _out.print(table)
     _out.print(headline)

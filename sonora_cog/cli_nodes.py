@@ -49,8 +49,12 @@ def add_nodes_parser(commands: Any, common: argparse.ArgumentParser, at_least: A
     p = sub.add_parser("drain", parents=[common], help="move every player off a node; it takes no new ones")
     p.add_argument("identifier", type=_identifier, metavar="ID", help="the node's wavelink identifier")
     p.add_argument("--wait", action="store_true", help="wait until no running process has a player on it")
-    p.add_argument("--timeout", type=at_least(float), metavar="S",
-                   help="with --wait: give up after S seconds (default: from the players and the batches)")
+    p.add_argument(
+        "--timeout",
+        type=at_least(float),
+        metavar="S",
+        help="with --wait: give up after S seconds (default: from the players and the batches)",
+    )
     p = sub.add_parser("undrain", parents=[common], help="let a drained node take new players again")
     p.add_argument("identifier", type=_identifier, metavar="ID", help="the node's wavelink identifier")
     sub.add_parser("status", parents=[common], help="every node of every running process, and the drained ones")
@@ -102,17 +106,20 @@ async def _drain(manager: SessionManager, args: argparse.Namespace) -> int:
         say.print("no bot process runs on this store: a process that starts gives it no players")
     elif views and not knowing:
         known = sorted({n for v in views for n in v.nodes})
-        _err.print(f"[yellow]no running process has a Lavalink node named {shown}[/yellow] (they have: "
-                   f"{escape(', '.join(known)) or 'none'}); it is drained when one connects it; if this is a typo: "
-                   f"python -m sonora_cog nodes undrain {shown}")
+        _err.print(
+            f"[yellow]no running process has a Lavalink node named {shown}[/yellow] (they have: "
+            f"{escape(', '.join(known)) or 'none'}); it is drained when one connects it; if this is a typo: "
+            f"python -m sonora_cog nodes undrain {shown}"
+        )
     else:
-        say.print(f"{escape(', '.join(processes))} move{'s' if len(processes) == 1 else ''} its players to other "
-                  f"nodes within {manager.settings.deploy.poll_interval:g}s, {settings.drain_batch_size} at a time, "
-                  f"{settings.drain_pause:g}s apart (failover.drain_batch_size, failover.drain_pause)")
+        say.print(
+            f"{escape(', '.join(processes))} move{'s' if len(processes) == 1 else ''} its players to other "
+            f"nodes within {manager.settings.deploy.poll_interval:g}s, {settings.drain_batch_size} at a time, "
+            f"{settings.drain_pause:g}s apart (failover.drain_batch_size, failover.drain_pause)"
+        )
     if not args.wait:
         if args.json:
-            _print_json({"node": node, "newly_drained": new, "processes": processes,
-                         "known": bool(knowing)})
+            _print_json({"node": node, "newly_drained": new, "processes": processes, "known": bool(knowing)})
         else:
             _out.print(f"follow it with: python -m sonora_cog nodes status (or drain {shown} --wait)")
         return EXIT_OK
@@ -124,8 +131,11 @@ async def _drain(manager: SessionManager, args: argparse.Namespace) -> int:
         return EXIT_BAD_RECORDS
     players = sum(v.nodes[node].players for v in knowing)
     batches = math.ceil(players / settings.drain_batch_size)
-    timeout = args.timeout if args.timeout is not None else (
-        batches * (settings.drain_pause + PER_BATCH_ALLOWANCE) + WAIT_MARGIN)
+    timeout = (
+        args.timeout
+        if args.timeout is not None
+        else (batches * (settings.drain_pause + PER_BATCH_ALLOWANCE) + WAIT_MARGIN)
+    )
     left, waiting = await _wait(manager, node, timeout, say.print)
     done = not left and not waiting
     if args.json:
@@ -135,14 +145,15 @@ async def _drain(manager: SessionManager, args: argparse.Namespace) -> int:
     else:
         where = ", ".join(f"{escape(name)}: {n}" for name, n in sorted(left.items()))
         unseen = f"; not drained yet in {escape(', '.join(waiting))}" if waiting else ""
-        _out.print(f"[red]node {shown} still has {sum(left.values())} player(s) after {timeout:g}s[/red] "
-                   f"({where or 'none'}{unseen}); the drain stays requested and the bots go on (nodes status "
-                   "follows it; a player no other node takes stays where it is: see the bot's log)")
+        _out.print(
+            f"[red]node {shown} still has {sum(left.values())} player(s) after {timeout:g}s[/red] "
+            f"({where or 'none'}{unseen}); the drain stays requested and the bots go on (nodes status "
+            "follows it; a player no other node takes stays where it is: see the bot's log)"
+        )
     return EXIT_OK if done else EXIT_BAD_RECORDS
 
 
-async def _wait(manager: SessionManager, node: str, limit: float,
-                say: Any) -> tuple[dict[str, int], list[str]]:
+async def _wait(manager: SessionManager, node: str, limit: float, say: Any) -> tuple[dict[str, int], list[str]]:
     """Poll the views until no process has a player on ``node`` and each that has it calls it drained, or
     ``limit`` seconds; return the players left by process, and the processes that have not drained it."""
     deadline = time.monotonic() + limit
@@ -167,8 +178,12 @@ async def _undrain(manager: SessionManager, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"node": node, "was_drained": was, "processes": processes})
     elif was:
-        where = (f"{escape(', '.join(processes))} give{'s' if len(processes) == 1 else ''} it new players again "
-                 f"within {manager.settings.deploy.poll_interval:g}s" if processes else "no bot process runs now")
+        where = (
+            f"{escape(', '.join(processes))} give{'s' if len(processes) == 1 else ''} it new players again "
+            f"within {manager.settings.deploy.poll_interval:g}s"
+            if processes
+            else "no bot process runs now"
+        )
         _out.print(f"node {escape(node)} is no longer drained: {where} (players do not move back)")
     else:
         _out.print(f"node {escape(node)} was not drained in the store; nothing changed")
@@ -198,8 +213,10 @@ async def _status(manager: SessionManager, args: argparse.Namespace) -> int:
     if silent:
         _out.print(f"running without a node view (an older version?): {escape(', '.join(silent))}")
     if not processes and not silent:
-        _out.print("no bot process runs on this store" + (": the drained nodes above stay drained for the next "
-                                                          "start" if drained else ""))
+        _out.print(
+            "no bot process runs on this store"
+            + (": the drained nodes above stay drained for the next start" if drained else "")
+        )
     elif not nodes:
         _out.print("the running processes have no Lavalink node")
     return EXIT_OK
@@ -214,12 +231,18 @@ def _table(nodes: list[NodeSummary]) -> Table:
         drained = summary.drained
         flag = f"yes, {_age(drained.at, now)} by {escape(drained.by)}" if drained else "no"
         if not summary.processes:
-            table.add_row(escape(summary.identifier), flag, "-", "[yellow]unknown[/yellow] (no running process has it)",
-                          "-")
+            table.add_row(
+                escape(summary.identifier), flag, "-", "[yellow]unknown[/yellow] (no running process has it)", "-"
+            )
         for index, row in enumerate(summary.processes):
             state = row.state.value + (" (drained here)" if row.drained and not drained else "")
             if drained and not row.drained:
                 state += " [yellow](drain not finished yet)[/yellow]"
-            table.add_row(escape(summary.identifier) if index == 0 else "", flag if index == 0 else "",
-                          escape(row.process), state, str(row.players))
+            table.add_row(
+                escape(summary.identifier) if index == 0 else "",
+                flag if index == 0 else "",
+                escape(row.process),
+                state,
+                str(row.players),
+            )
     return table

@@ -532,7 +532,8 @@ class Codec:
         if len(raw) > self.max_payload_bytes:
             raise SnapshotTooLarge(
                 f"payload is {len(raw)} bytes, over the max_payload_bytes cap of {self.max_payload_bytes}",
-                size=len(raw), cap=self.max_payload_bytes,
+                size=len(raw),
+                cap=self.max_payload_bytes,
             )
         flags = 0
         body = raw
@@ -567,7 +568,8 @@ class Codec:
         if record_bytes > self.max_record_bytes:
             raise SnapshotTooLarge(
                 f"record would be {record_bytes} bytes, over the max_record_bytes cap of {self.max_record_bytes}",
-                size=record_bytes, cap=self.max_record_bytes,
+                size=record_bytes,
+                cap=self.max_record_bytes,
             )
         return header
 
@@ -739,8 +741,9 @@ class Codec:
     def _decrypt(self, header: _Header, body: bytes | memoryview, aad: memoryview) -> bytes:
         assert header.key_id is not None
         if self.keyring is None:
-            raise WrongKeyError(f"record is encrypted with key {header.key_id} and no keyring is configured",
-                                key_id=header.key_id)
+            raise WrongKeyError(
+                f"record is encrypted with key {header.key_id} and no keyring is configured", key_id=header.key_id
+            )
         cipher = self.keyring.cipher(header.key_id)
         if cipher is None:
             raise WrongKeyError(
@@ -793,16 +796,16 @@ class Codec:
 def check_json_shape(raw: bytes | bytearray | memoryview, what: str = "payload") -> None:
     """Refuse JSON whose element count is out of proportion to its size, before it is parsed.
 
-    Parsing builds one Python object per element; ``[[],[],...]`` makes a 60-byte list of every 3 bytes
-    of input, ``["abcde",...]`` a 60-byte string of every 8. Counting brackets and commas (C speed, no
-    objects) bounds what a parse may allocate to a few times the input's size, which the size caps bound
-    already: real records hold one value per 20-50 bytes (a track is ~17 keys and ~4 objects in ~700 bytes),
-and what passes costs at most ~5-6 times its size once parsed.
+        Parsing builds one Python object per element; ``[[],[],...]`` makes a 60-byte list of every 3 bytes
+        of input, ``["abcde",...]`` a 60-byte string of every 8. Counting brackets and commas (C speed, no
+        objects) bounds what a parse may allocate to a few times the input's size, which the size caps bound
+        already: real records hold one value per 20-50 bytes (a track is ~17 keys and ~4 objects in ~700 bytes),
+    and what passes costs at most ~5-6 times its size once parsed.
 
-    Raises
-    ------
-    InvalidSnapshot
-        Far more containers or values than real records ever hold for that size.
+        Raises
+        ------
+        InvalidSnapshot
+            Far more containers or values than real records ever hold for that size.
     """
     data = bytes(raw) if isinstance(raw, memoryview) else raw
     size = len(data)
@@ -811,10 +814,17 @@ and what passes costs at most ~5-6 times its size once parsed.
     keys = data.count(b":")
     values = data.count(b",")
     # Real records: 60-200 bytes per object, 18-40 per key, 20-50 per value (tracks, the smallest to typical).
-    if (containers > max(100_000, size // 16) or objects > max(50_000, size // 48)
-            or keys > max(200_000, size // 16) or values > max(200_000, size // 12)):
-        raise InvalidSnapshot("", f"{what} has {containers:,} lists/objects, {keys:,} keys and {values:,} values in "
-                                  f"{size:,} bytes: not a record (refused before parsing)")
+    if (
+        containers > max(100_000, size // 16)
+        or objects > max(50_000, size // 48)
+        or keys > max(200_000, size // 16)
+        or values > max(200_000, size // 12)
+    ):
+        raise InvalidSnapshot(
+            "",
+            f"{what} has {containers:,} lists/objects, {keys:,} keys and {values:,} values in "
+            f"{size:,} bytes: not a record (refused before parsing)",
+        )
 
 
 def _load_payload(raw: bytes | memoryview) -> dict[str, Any]:

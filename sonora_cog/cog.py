@@ -123,15 +123,30 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         #: Canary handover between processes on a shared store (:class:`~sonora_cog.handover.Handover`).
         self.handover = Handover(self)
         self.scheduler = build_scheduler(self.owner, self.settings)
-        self.scheduler.add_job(self.deploy.poll, "interval", seconds=self.settings.deploy.poll_interval,
-                               id=DEPLOY_POLL_JOB, name="deploy requests and presence")
+        self.scheduler.add_job(
+            self.deploy.poll,
+            "interval",
+            seconds=self.settings.deploy.poll_interval,
+            id=DEPLOY_POLL_JOB,
+            name="deploy requests and presence",
+        )
         if self.settings.failover.enabled and self.settings.failover.probe_interval > 0:
-            self.scheduler.add_job(self.probe_nodes, "interval", seconds=self.settings.failover.probe_interval,
-                                   id=NODE_PROBE_JOB, name="Lavalink node probe")
+            self.scheduler.add_job(
+                self.probe_nodes,
+                "interval",
+                seconds=self.settings.failover.probe_interval,
+                id=NODE_PROBE_JOB,
+                name="Lavalink node probe",
+            )
         #: Node drains asked through the store (:class:`~sonora_cog.node_controller.NodeController`).
         self.node_controller = NodeController(self)
-        self.scheduler.add_job(self.node_controller.poll, "interval", seconds=self.settings.deploy.poll_interval,
-                               id=NODES_POLL_JOB, name="drained nodes and node view")
+        self.scheduler.add_job(
+            self.node_controller.poll,
+            "interval",
+            seconds=self.settings.deploy.poll_interval,
+            id=NODES_POLL_JOB,
+            name="drained nodes and node view",
+        )
         restore = self.settings.restore
         #: Paces every voice join of a restore, per shard connection (:class:`~sonora_cog.pacing.ShardPacer`).
         self.pacer = ShardPacer(restore.joins_per_window, restore.joins_per_second)
@@ -168,8 +183,7 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
                 try:
                     await self._find_startup_guilds()
                 except StoreError as exc:
-                    _log.error("cannot list the live records (%s); the guilds are restored once the store is back",
-                               exc)
+                    _log.error("cannot list the live records (%s); the guilds are restored once the store is back", exc)
                     self._spawn(self._find_startup_guilds_when_store_is_back())
             self.scheduler.start()
             stack.callback(self.scheduler.shutdown, wait=False)
@@ -263,13 +277,18 @@ class SonoraCog(RecoveryMixin, FailoverMixin, commands.Cog, name=COG_NAME):
         after it from connecting. Each node connects on its own here; one that is not up in time goes on
         trying in the background and joins the pool when its Lavalink answers.
         """
-        tasks = {node.identifier: self._spawn(wavelink.Pool.connect(nodes=[node], client=self.bot, **options))
-                 for node in nodes}
+        tasks = {
+            node.identifier: self._spawn(wavelink.Pool.connect(nodes=[node], client=self.bot, **options))
+            for node in nodes
+        }
         _done, pending = await asyncio.wait(tasks.values(), timeout=NODE_CONNECT_WAIT)
         for identifier, task in tasks.items():
             if task in pending:
-                _log.warning("Lavalink node %s does not answer yet; the bot starts without it, and it joins the "
-                             "pool when it does", identifier)
+                _log.warning(
+                    "Lavalink node %s does not answer yet; the bot starts without it, and it joins the "
+                    "pool when it does",
+                    identifier,
+                )
             elif task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
         return wavelink.Pool.nodes

@@ -205,8 +205,10 @@ async def _download_capped(client: discord.Client, file: discord.Attachment, cap
     chunks, size = [], 0
     try:
         timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT)
-        async with aiohttp.ClientSession(timeout=timeout) as session, \
-                session.get(file.url, proxy=client.http.proxy) as response:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(file.url, proxy=client.http.proxy) as response,
+        ):
             if response.status != 200:
                 raise SonoraError(f"the attachment could not be downloaded (HTTP {response.status})")
             async for chunk in response.content.iter_chunked(64 * 1024):
@@ -496,8 +498,9 @@ class SnapshotCommands(
         embed.add_field(name="Last checkpoint", value=format_age(saved_at) if saved_at else "not since the bot started")
         embed.add_field(name="Unsaved changes", value="yes" if owner.is_dirty(guild.id) else "no")
         session = owner.session(guild.id)
-        embed.add_field(name="Session", value=session.phase.value + (f" ({short(session.reason, 80)})"
-                                                                      if session.reason else ""))
+        embed.add_field(
+            name="Session", value=session.phase.value + (f" ({short(session.reason, 80)})" if session.reason else "")
+        )
         auto, due = self._auto_schedule(guild.id)
         embed.add_field(name="Auto snapshots", value=auto, inline=False)
         embed.add_field(name="Next auto snapshot", value=due)

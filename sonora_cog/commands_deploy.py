@@ -28,8 +28,10 @@ def summary(results: Sequence[GuildDeployStatus]) -> str:
     """A short report: counts per step, then one line per guild (failures first), cut to fit a message."""
     counts = Counter(r.step.value for r in results)
     head = ", ".join(f"{n} {step}" for step, n in sorted(counts.items())) or "no guilds"
-    lines = [f"{r.guild_id}  {r.step.value}" + (f"  ({r.why})" if r.why else "")
-             for r in sorted(results, key=lambda r: (not r.step.failed, r.guild_id))]
+    lines = [
+        f"{r.guild_id}  {r.step.value}" + (f"  ({r.why})" if r.why else "")
+        for r in sorted(results, key=lambda r: (not r.step.failed, r.guild_id))
+    ]
     body, more = fit_lines(lines, _LIMIT)
     return f"{head}\n```\n{body or '-'}\n```{more}"
 

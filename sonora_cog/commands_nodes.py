@@ -52,8 +52,10 @@ def status_table(nodes: Sequence[NodeSummary], processes: Sequence[str]) -> str:
     for node in nodes:
         drained = f"drained by {node.drained.by}" if node.drained else "not drained"
         lines.append(f"{node.identifier}  {drained}" + ("" if node.known else "  (no running process has it)"))
-        lines += [f"  {p.process}  {p.state.value}  {p.players} player(s)" + ("  drained here" if p.drained else "")
-                  for p in node.processes]
+        lines += [
+            f"  {p.process}  {p.state.value}  {p.players} player(s)" + ("  drained here" if p.drained else "")
+            for p in node.processes
+        ]
     body, more = fit_lines(lines, _LIMIT)
     names = ", ".join(processes)
     names = names if len(names) <= 60 else names[:59] + "…"  # the message's room is for the nodes
@@ -82,8 +84,11 @@ class NodeCommands(OwnerCommands, name="SonoraNodes"):
         except SonoraError as exc:  # NodeNotFound lists the nodes there are
             await _say(ctx, f"drain refused: {escape_markdown(str(exc))}")
             return
-        told = ("; the other processes were not told: the store could not be written "
-                f"({escape_markdown(problem)})") if problem else "; the other processes drain it too"
+        told = (
+            (f"; the other processes were not told: the store could not be written ({escape_markdown(problem)})")
+            if problem
+            else "; the other processes drain it too"
+        )
         await _say(ctx, escape_markdown(drain_summary(report)) + told)
 
     @group.command(name="undrain")  # type: ignore[arg-type]  # mypy cannot pick from discord.py's union of callables
@@ -96,8 +101,11 @@ class NodeCommands(OwnerCommands, name="SonoraNodes"):
             await _say(ctx, f"undrain refused: {escape_markdown(str(exc))}")
             return
         if problem:
-            await _say(ctx, f"node {shown} takes new players here again; the store could not be written, so the "
-                            f"other processes keep it drained ({escape_markdown(problem)})")
+            await _say(
+                ctx,
+                f"node {shown} takes new players here again; the store could not be written, so the "
+                f"other processes keep it drained ({escape_markdown(problem)})",
+            )
         elif was:
             await _say(ctx, f"node {shown} takes new players again, in every process (players do not move back)")
         else:

@@ -365,8 +365,11 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "compression_level": (_int_range(1, 22), "zstd level, 1 (fast) to 22 (small)"),
         "max_record_bytes": (_int_range(1024), "largest stored record accepted, in bytes"),
         "max_payload_bytes": (_int_range(1024), "largest decompressed record accepted, in bytes"),
-        "syncfs": (_boolean, "make a batch of 32+ records durable with one syncfs(2) of the store's filesystem "
-                             "(Linux 5.8+), not one fsync per file; false on a disk other programs write much to"),
+        "syncfs": (
+            _boolean,
+            "make a batch of 32+ records durable with one syncfs(2) of the store's filesystem "
+            "(Linux 5.8+), not one fsync per file; false on a disk other programs write much to",
+        ),
         "redis_url": (_text, 'Redis URL for backend = "redis" (rediss:// for TLS); no password here'),
         "redis_prefix": (_prefix, "prefix of every Redis key sonora_cog writes"),
         "redis_password_env": (_env_name, "NAME of the environment variable holding the Redis password"),
@@ -393,13 +396,15 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         ),
         "auto_interval_busy": (_positive_seconds, "adaptive: seconds between auto snapshots of a busy guild"),
         "auto_interval_quiet": (
-            _positive_seconds, "adaptive: seconds between auto snapshots of a quiet guild (no listeners, no changes)"
+            _positive_seconds,
+            "adaptive: seconds between auto snapshots of a quiet guild (no listeners, no changes)",
         ),
         "max_snapshots_per_guild": (_int_range(1), "keep at most this many snapshots per guild"),
         "max_age_days": (_positive("days"), "delete snapshots older than this many days"),
         "retention_interval": (_positive_seconds, "seconds between retention runs"),
         "shutdown_timeout": (
-            _positive_seconds, "seconds a graceful stop may spend writing the final state (then ~6 s more at most)"
+            _positive_seconds,
+            "seconds a graceful stop may spend writing the final state (then ~6 s more at most)",
         ),
     },
     "limits": {
@@ -420,17 +425,20 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
             "heartbeats; discord.py: 110)",
         ),
         "joins_per_second": (
-            _positive("joins per second"), "voice joins per second per shard once joins_per_window is spent"
+            _positive("joins per second"),
+            "voice joins per second per shard once joins_per_window is spent",
         ),
         "verify": (_boolean, "check the live player after a restore; roll back if it differs"),
         "verify_tolerance_ms": (_int_range(0), "position tolerance of that check, in ms"),
         "on_node_reconnect": (_boolean, "rebuild players when a Lavalink node comes back without them"),
         "on_voice_lost": (_boolean, "rejoin when a voice connection is lost by accident"),
         "resume_lavalink_sessions": (
-            _boolean, "resume the Lavalink session after a bot restart (SonoraCog.connect_nodes): its players play on"
+            _boolean,
+            "resume the Lavalink session after a bot restart (SonoraCog.connect_nodes): its players play on",
         ),
         "lavalink_resume_timeout": (
-            _int_range(1, 3600), "seconds Lavalink keeps a session and its players after the bot went away"
+            _int_range(1, 3600),
+            "seconds Lavalink keeps a session and its players after the bot went away",
         ),
     },
     "commands": {
@@ -450,7 +458,8 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
         "poll_interval": (_positive_seconds, "seconds between a running bot's looks for a rollback request"),
         "request_max_age": (_positive_seconds, "a rollback request older than this (s) is not started any more"),
         "track_restores_for": (
-            _non_negative_seconds, "seconds after deploy prepare in which startup restores are recorded for the tag"
+            _non_negative_seconds,
+            "seconds after deploy prepare in which startup restores are recorded for the tag",
         ),
         "owner_command": (_boolean, "add the owner-only text command `sonora-deploy` (prepare/rollback/status)"),
         "handover": (_boolean, "Redis: a new process asks an older one still holding guilds to hand them over"),
@@ -462,10 +471,12 @@ _CHECKS: dict[str, dict[str, tuple[Callable[[Any], Any], str]]] = {
     "failover": {
         "enabled": (_boolean, "move the players of a Lavalink node that stays down to the other nodes"),
         "grace_seconds": (
-            _non_negative_seconds, "seconds a node may stay unreachable (wavelink reconnecting) before its players move"
+            _non_negative_seconds,
+            "seconds a node may stay unreachable (wavelink reconnecting) before its players move",
         ),
         "probe_interval": (
-            _non_negative_seconds, "seconds between two stats requests to each connected node (0 = never probe)"
+            _non_negative_seconds,
+            "seconds between two stats requests to each connected node (0 = never probe)",
         ),
         "concurrency": (_int_range(1, 100), "players moved at the same time"),
         "per_node_concurrency": (_int_range(1, 100), "players moved onto one node at the same time"),
@@ -592,8 +603,9 @@ def _build_section(name: str, raw: Any, env: Mapping[str, str]) -> Any:
         except ValueError as exc:
             # what is in a variable-name field, or looks like a key, may be a secret: never echo it
             if check is _env_name or _contains_a_key(repr(value)):
-                raise ConfigError(f"{where}: {str(exc).split(', got ')[0]} (the value is not shown: it looks like "
-                                  "a key or password)") from None
+                raise ConfigError(
+                    f"{where}: {str(exc).split(', got ')[0]} (the value is not shown: it looks like a key or password)"
+                ) from None
             shown = f'"{value}"' if isinstance(value, str) else repr(value)
             raise ConfigError(f"{where}: {exc}, got {shown}") from None
     return replace(defaults, **values)
@@ -604,9 +616,7 @@ def _read_secret(env: Mapping[str, str], name: str) -> Secret | None:
     return Secret(value) if value else None
 
 
-def load_settings(
-    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
     """Load settings: explicit ``path`` > ``$SONORA_CONFIG`` > ``./sonora.toml`` > defaults.
 
     Parameters

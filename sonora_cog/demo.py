@@ -168,8 +168,9 @@ class DemoScenario:
     async def command(self, index: int, name: str, **options: Any) -> str:
         """Run a slash command as guild ``index``'s listener; return the bot's answer text."""
         guild, text, _voice, user = self.world[index]
-        interaction = await self.discord.send_slash_command(guild.id, user.id, name, options=options,
-                                                            channel_id=text.id)
+        interaction = await self.discord.send_slash_command(
+            guild.id, user.id, name, options=options, channel_id=text.id
+        )
         response = await interaction.wait_response(15)
         if response.content:
             return response.content
@@ -206,16 +207,18 @@ class DemoScenario:
                 channel_id = self.discord.bot_voice_channel(guild.id)
                 live = await manager.read_live(guild.id)
                 track = player.track if player is not None else None
-                views.append(GuildView(
-                    guild=guild.name,
-                    channel=voice.name if channel_id == voice.id else (str(channel_id) if channel_id else None),
-                    track=track["info"]["title"] if track else None,
-                    position=player.position if player is not None and track else None,
-                    queue=len(live.queue.upcoming) if live else None,
-                    volume=player.volume if player is not None else None,
-                    filters=",".join(sorted(active_filter_names(player.filters if player else {}))),
-                    loop=live.queue.loop_mode.value if live else None,
-                ))
+                views.append(
+                    GuildView(
+                        guild=guild.name,
+                        channel=voice.name if channel_id == voice.id else (str(channel_id) if channel_id else None),
+                        track=track["info"]["title"] if track else None,
+                        position=player.position if player is not None and track else None,
+                        queue=len(live.queue.upcoming) if live else None,
+                        volume=player.volume if player is not None else None,
+                        filters=",".join(sorted(active_filter_names(player.filters if player else {}))),
+                        loop=live.queue.loop_mode.value if live else None,
+                    )
+                )
         finally:
             await manager.close()
         return views
@@ -231,11 +234,17 @@ def _table(before: list[GuildView], after: list[GuildView], played_ms: int) -> T
         diffs = b.same_as(a, played_ms)
         for label, view in (("before", b), ("after", a)):
             table.add_row(
-                view.guild if label == "before" else "", label, view.channel or "-", view.track or "-",
+                view.guild if label == "before" else "",
+                label,
+                view.channel or "-",
+                view.track or "-",
                 f"{view.position / 1000:.1f}s" if view.position is not None else "-",
-                str(view.queue) if view.queue is not None else "-", str(view.volume or "-"), view.filters or "-",
+                str(view.queue) if view.queue is not None else "-",
+                str(view.volume or "-"),
+                view.filters or "-",
                 view.loop or "-",
-                ("[green]yes[/green]" if not diffs else f"[red]no: {', '.join(diffs)}[/red]") if label == "after"
+                ("[green]yes[/green]" if not diffs else f"[red]no: {', '.join(diffs)}[/red]")
+                if label == "after"
                 else "",
             )
     return table
@@ -256,8 +265,11 @@ async def _crash_and_recover(demo: DemoScenario, step: int, *, lavalink_too: boo
     await demo.wait_restored(len(before))
     restored_in = time.monotonic() - killed_at
     adopted = sum("adopted from the resumed Lavalink session" in line for line in demo.bot.lines_since_start())
-    how = (f"{adopted} player(s) adopted from the resumed Lavalink session as they played on (nothing re-buffered)"
-           if adopted else "every player rebuilt from its live record on disk")
+    how = (
+        f"{adopted} player(s) adopted from the resumed Lavalink session as they played on (nothing re-buffered)"
+        if adopted
+        else "every player rebuilt from its live record on disk"
+    )
     _console.print(f"[bold]{step + 1}.[/bold] bot restarted; {how}; {restored_in:.1f}s after the kill")
     await asyncio.sleep(0.5)
     after = await demo.views()
@@ -277,8 +289,9 @@ async def run_demo(guilds: int = 3) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sonora-demo-"))
     try:
         async with DemoScenario(workdir, guilds) as demo:
-            _console.print(f"[bold]1.[/bold] FakeDiscord on {demo.discord.base_url}, "
-                           f"FakeLavalink on {demo.lavalink.uri}")
+            _console.print(
+                f"[bold]1.[/bold] FakeDiscord on {demo.discord.base_url}, FakeLavalink on {demo.lavalink.uri}"
+            )
             await demo.start_bot()
             _console.print(f"[bold]2.[/bold] bot process started (pid {demo.bot.pid}) with sonora_cog loaded")
             await demo.play_everywhere()

@@ -128,8 +128,15 @@ class GuildDeployStatus:
 
     def to_json(self) -> dict[str, Any]:
         """The journal entry (and ``--json`` output) form: ids as strings."""
-        return {"guild": str(self.guild_id), "step": self.step.value, "why": self.why, "at": self.at,
-                "snapshot": self.snapshot_id, "by": self.by, "request": self.request}
+        return {
+            "guild": str(self.guild_id),
+            "step": self.step.value,
+            "why": self.why,
+            "at": self.at,
+            "snapshot": self.snapshot_id,
+            "by": self.by,
+            "request": self.request,
+        }
 
     @classmethod
     def from_json(cls, obj: Any) -> GuildDeployStatus | None:
@@ -138,9 +145,13 @@ class GuildDeployStatus:
             return None
         try:
             return cls(
-                guild_id=int(obj["guild"]), step=Step(obj["step"]), why=_text_or_none(obj.get("why")),
-                at=float(obj.get("at") or 0.0), snapshot_id=_text_or_none(obj.get("snapshot")),
-                by=_text_or_none(obj.get("by")), request=_text_or_none(obj.get("request")),
+                guild_id=int(obj["guild"]),
+                step=Step(obj["step"]),
+                why=_text_or_none(obj.get("why")),
+                at=float(obj.get("at") or 0.0),
+                snapshot_id=_text_or_none(obj.get("snapshot")),
+                by=_text_or_none(obj.get("by")),
+                request=_text_or_none(obj.get("request")),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -171,8 +182,16 @@ class DeployRequest:
     def to_bytes(self) -> bytes:
         """The record's bytes."""
         guilds = None if self.guilds is None else [str(g) for g in self.guilds]
-        return orjson.dumps({"id": self.id, "tag": self.tag, "guilds": guilds, "batch_size": self.batch_size,
-                             "pause": self.pause, "at": self.at})
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "tag": self.tag,
+                "guilds": guilds,
+                "batch_size": self.batch_size,
+                "pause": self.pause,
+                "at": self.at,
+            }
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DeployRequest | None:
@@ -180,10 +199,14 @@ class DeployRequest:
         try:
             obj = orjson.loads(data)
             guilds = obj["guilds"]
-            return cls(id=str(obj["id"]), tag=validate_tag(obj["tag"]),
-                       guilds=None if guilds is None else tuple(int(g) for g in guilds),
-                       batch_size=max(1, int(obj["batch_size"])), pause=max(0.0, float(obj["pause"])),
-                       at=float(obj["at"]))
+            return cls(
+                id=str(obj["id"]),
+                tag=validate_tag(obj["tag"]),
+                guilds=None if guilds is None else tuple(int(g) for g in guilds),
+                batch_size=max(1, int(obj["batch_size"])),
+                pause=max(0.0, float(obj["pause"])),
+                at=float(obj["at"]),
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidIdentifier):
             return None
 
@@ -215,8 +238,9 @@ def default_tag(env: Mapping[str, str] | None = None, now: float | None = None) 
 
 def _git_describe() -> str | None:
     try:
-        done = subprocess.run(["git", "describe", "--tags", "--always", "--dirty"], capture_output=True,
-                              text=True, timeout=5, check=False)
+        done = subprocess.run(
+            ["git", "describe", "--tags", "--always", "--dirty"], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -236,8 +260,13 @@ async def tags(manager: SessionManager) -> list[TagSummary]:
     newest = sorted(by_tag, key=lambda t: (max(m.created_at for m in by_tag[t]), t), reverse=True)
     keep = manager.settings.deploy.keep_tags
     return [
-        TagSummary(tag, max(m.created_at for m in by_tag[tag]), len({m.guild_id for m in by_tag[tag]}),
-                   sum(m.size for m in by_tag[tag]), kept=i < keep)
+        TagSummary(
+            tag,
+            max(m.created_at for m in by_tag[tag]),
+            len({m.guild_id for m in by_tag[tag]}),
+            sum(m.size for m in by_tag[tag]),
+            kept=i < keep,
+        )
         for i, tag in enumerate(newest)
     ]
 
@@ -314,8 +343,9 @@ async def prune_journals(manager: SessionManager, max_age_days: float, now: floa
 # -- prepare and the offline rollback ---------------------------------------------------------------------
 
 
-async def prepare(manager: SessionManager, tag: str, *, by: str = "cli",
-                  progress: Progress | None = None) -> list[GuildDeployStatus]:
+async def prepare(
+    manager: SessionManager, tag: str, *, by: str = "cli", progress: Progress | None = None
+) -> list[GuildDeployStatus]:
     """Write a ``pre-deploy`` snapshot tagged ``tag`` of every guild with a live record; return each guild's
     outcome (``snapshotted``, or ``snapshot failed`` and why). A playing, unchanged track's position is
     moved forward to the newest checkpoint heartbeat. Nothing is quarantined: a damaged record fails its
@@ -337,12 +367,14 @@ async def prepare(manager: SessionManager, tag: str, *, by: str = "cli",
             if until is not None:
                 state = advance_position(state, until)
             # taken now: a tag is as new as its snapshots
-            meta = await manager.save_snapshot(replace(state, kind=SnapshotKind.pre_deploy, created_at=time.time()),
-                                               tag)
+            meta = await manager.save_snapshot(
+                replace(state, kind=SnapshotKind.pre_deploy, created_at=time.time()), tag
+            )
             results.append(GuildDeployStatus(guild_id, Step.snapshotted, at=time.time(), snapshot_id=meta.id, by=by))
         except SonoraError as exc:
-            results.append(GuildDeployStatus(guild_id, Step.snapshot_failed, f"{type(exc).__name__}: {exc}",
-                                             at=time.time(), by=by))
+            results.append(
+                GuildDeployStatus(guild_id, Step.snapshot_failed, f"{type(exc).__name__}: {exc}", at=time.time(), by=by)
+            )
         if progress is not None:
             progress(done, len(guilds))
     await record(manager, tag, results)
@@ -362,8 +394,9 @@ async def current_tag(manager: SessionManager, within: float) -> str | None:
     return None
 
 
-async def rollback_offline(manager: SessionManager, tag: str, guilds: Sequence[int] | None = None, *,
-                           progress: Progress | None = None) -> list[GuildDeployStatus]:
+async def rollback_offline(
+    manager: SessionManager, tag: str, guilds: Sequence[int] | None = None, *, progress: Progress | None = None
+) -> list[GuildDeployStatus]:
     """With no bot running: rewrite each guild's live record from its tag snapshot (as of now, so the next
     start restores it at the tagged position, neither too old nor moved forward), and forget the Lavalink
     sessions to resume (their players still hold the state the rollback replaces)."""
@@ -381,13 +414,30 @@ async def rollback_offline(manager: SessionManager, tag: str, guilds: Sequence[i
                 raise SnapshotNotFound(f"no pre-deploy snapshot tagged {tag!r}")
             state = await manager.load_snapshot(meta.id, guild_id)
             now = time.time()
-            await manager.write_live(replace(state, kind=SnapshotKind.live, created_at=now,
-                                             player=replace(state.player, position_at=now)))
-            results.append(GuildDeployStatus(guild_id, Step.rolled_back, "live record rewritten; the next start "
-                                             "restores it", at=now, snapshot_id=meta.id, by="cli"))
+            await manager.write_live(
+                replace(state, kind=SnapshotKind.live, created_at=now, player=replace(state.player, position_at=now))
+            )
+            results.append(
+                GuildDeployStatus(
+                    guild_id,
+                    Step.rolled_back,
+                    "live record rewritten; the next start restores it",
+                    at=now,
+                    snapshot_id=meta.id,
+                    by="cli",
+                )
+            )
         except SonoraError as exc:
-            results.append(GuildDeployStatus(guild_id, Step.rollback_failed, f"{type(exc).__name__}: {exc}",
-                                             at=time.time(), snapshot_id=meta.id if meta else None, by="cli"))
+            results.append(
+                GuildDeployStatus(
+                    guild_id,
+                    Step.rollback_failed,
+                    f"{type(exc).__name__}: {exc}",
+                    at=time.time(),
+                    snapshot_id=meta.id if meta else None,
+                    by="cli",
+                )
+            )
         if progress is not None:
             progress(done, len(targets))
     await record(manager, tag, results)
@@ -399,8 +449,14 @@ async def rollback_offline(manager: SessionManager, tag: str, guilds: Sequence[i
 
 def new_request(tag: str, guilds: Sequence[int] | None, batch_size: int, pause: float) -> DeployRequest:
     """A fresh rollback request."""
-    return DeployRequest(secrets.token_hex(6), validate_tag(tag), None if guilds is None else tuple(guilds),
-                         batch_size, pause, time.time())
+    return DeployRequest(
+        secrets.token_hex(6),
+        validate_tag(tag),
+        None if guilds is None else tuple(guilds),
+        batch_size,
+        pause,
+        time.time(),
+    )
 
 
 async def write_request(manager: SessionManager, request: DeployRequest) -> None:
@@ -416,8 +472,11 @@ async def read_request(manager: SessionManager) -> DeployRequest | None:
 
 async def unfinished(manager: SessionManager, request: DeployRequest) -> list[int]:
     """The guilds of ``request`` that have no final step (rolled back, or failed) for it yet."""
-    final = {s.guild_id for s in await status(manager, request.tag)
-             if s.request == request.id and s.step in (Step.rolled_back, Step.rollback_failed)}
+    final = {
+        s.guild_id
+        for s in await status(manager, request.tag)
+        if s.request == request.id and s.step in (Step.rolled_back, Step.rollback_failed)
+    }
     wanted = request.guilds if request.guilds is not None else tuple(await tag_snapshots(manager, request.tag))
     return [g for g in wanted if g not in final]
 
@@ -432,8 +491,9 @@ def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def announce(manager: SessionManager, token: str, ttl: float, *, lease_owner: str | None = None,
-                   started: float | None = None) -> None:
+async def announce(
+    manager: SessionManager, token: str, ttl: float, *, lease_owner: str | None = None, started: float | None = None
+) -> None:
     """Say that a bot process runs on this store for the next ``ttl`` seconds (renew before it runs out),
     with its lease token and when it started (a handover asks only processes that started before)."""
     body = {"name": process_name(), "until": time.time() + ttl, "lease_owner": lease_owner, "started": started}

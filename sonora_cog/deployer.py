@@ -64,8 +64,13 @@ class DeployController:
         """The poll job: renew this process's presence; start a new rollback request."""
         try:
             if self._announced_until - time.time() < self.presence_ttl / 2:
-                await deploy.announce(self.manager, self.token, self.presence_ttl,
-                                      lease_owner=self.cog.owner.leases.owner, started=self.started)
+                await deploy.announce(
+                    self.manager,
+                    self.token,
+                    self.presence_ttl,
+                    lease_owner=self.cog.owner.leases.owner,
+                    started=self.started,
+                )
                 self._announced_until = time.time() + self.presence_ttl
             request = await deploy.read_request(self.manager)
         except SonoraError as exc:
@@ -80,8 +85,12 @@ class DeployController:
         self._seen.add(request.id)
         age = time.time() - request.at
         if age > self.settings.request_max_age:
-            _log.info("deploy: ignoring rollback request %s to %s: %.0fs old (deploy.request_max_age)",
-                      request.id, request.tag, age)
+            _log.info(
+                "deploy: ignoring rollback request %s to %s: %.0fs old (deploy.request_max_age)",
+                request.id,
+                request.tag,
+                age,
+            )
             return
         task = asyncio.get_running_loop().create_task(self._serve(request))
         self._running.add(task)
@@ -91,11 +100,21 @@ class DeployController:
         earlier = [t for t in self._running if t is not asyncio.current_task()]
         if earlier:  # a replaced request stops before its next batch: never two rollbacks at once
             await asyncio.wait(earlier)
-        _log.info("deploy: rollback request %s: back to %s, %s at a time, %gs apart", request.id, request.tag,
-                  request.batch_size, request.pause)
+        _log.info(
+            "deploy: rollback request %s: back to %s, %s at a time, %gs apart",
+            request.id,
+            request.tag,
+            request.batch_size,
+            request.pause,
+        )
         try:
-            await self.rollback(request.tag, guilds=request.guilds, batch_size=request.batch_size,
-                                pause=request.pause, request=request.id)
+            await self.rollback(
+                request.tag,
+                guilds=request.guilds,
+                batch_size=request.batch_size,
+                pause=request.pause,
+                request=request.id,
+            )
         except Exception:
             _log.exception("deploy: rollback request %s failed", request.id)
 
@@ -147,20 +166,30 @@ class DeployController:
             if number > 1 and pause:
                 await asyncio.sleep(pause)
             if request is not None and not await self._still_asked(request):
-                _log.warning("deploy: rollback request %s was withdrawn or replaced; stopping after %d of %d "
-                             "batch(es)", request, number - 1, len(batches))
+                _log.warning(
+                    "deploy: rollback request %s was withdrawn or replaced; stopping after %d of %d batch(es)",
+                    request,
+                    number - 1,
+                    len(batches),
+                )
                 break
             outcomes = await asyncio.gather(*(self._rollback_one(tag, g, snapshots.get(g), request) for g in batch))
             done = [o for o in outcomes if o is not None]
             results.extend(done)
-            self.cog.metrics.deploy_rollback(sum(o.step is Step.rolled_back for o in done),
-                                             sum(o.step.failed for o in done))
+            self.cog.metrics.deploy_rollback(
+                sum(o.step is Step.rolled_back for o in done), sum(o.step.failed for o in done)
+            )
             try:
                 await deploy.record(self.manager, tag, done)
             except SonoraError as exc:
                 _log.error("deploy: cannot record batch %d of the rollback to %s: %s", number, tag, exc)
-            _log.info("deploy: rollback to %s: batch %d/%d done (%s)", tag, number, len(batches),
-                      ", ".join(f"{o.guild_id} {o.step.value}" for o in done) or "nothing here")
+            _log.info(
+                "deploy: rollback to %s: batch %d/%d done (%s)",
+                tag,
+                number,
+                len(batches),
+                ", ".join(f"{o.guild_id} {o.step.value}" for o in done) or "nothing here",
+            )
         return results
 
     async def _still_asked(self, request: str) -> bool:
@@ -171,12 +200,17 @@ class DeployController:
             return True  # the store cannot say: go on with what was asked
         return current is not None and current.id == request
 
-    async def _rollback_one(
-        self, tag: str, guild_id: int, meta: Any, request: str | None
-    ) -> GuildDeployStatus | None:
+    async def _rollback_one(self, tag: str, guild_id: int, meta: Any, request: str | None) -> GuildDeployStatus | None:
         def result(step: Step, why: str | None) -> GuildDeployStatus:
-            return GuildDeployStatus(guild_id, step, why, at=time.time(),
-                                     snapshot_id=meta.id if meta is not None else None, by=self.name, request=request)
+            return GuildDeployStatus(
+                guild_id,
+                step,
+                why,
+                at=time.time(),
+                snapshot_id=meta.id if meta is not None else None,
+                by=self.name,
+                request=request,
+            )
 
         if meta is None:
             return result(Step.rollback_failed, f"no pre-deploy snapshot tagged {tag!r}")
@@ -193,8 +227,9 @@ class DeployController:
             return None  # another process holds it and serves the request there
         except (RestoreError, SonoraError) as exc:  # refused before it began (a restore already runs there...)
             why = f"{type(exc).__name__}: {exc}"
-            self.cog._observe_restore(RestoreReport(guild_id, RestoreStatus.failed, reason=why),
-                                      RestorePath.deploy_rollback)
+            self.cog._observe_restore(
+                RestoreReport(guild_id, RestoreStatus.failed, reason=why), RestorePath.deploy_rollback
+            )
             return result(Step.rollback_failed, why)
         if report.ok:
             return result(Step.rolled_back, None)
@@ -222,10 +257,16 @@ class DeployController:
                 return
             tagged = await deploy.tag_snapshots(self.manager, tag)
             entries = [
-                GuildDeployStatus(r.guild_id, Step.restored if r.ok else Step.restore_failed,
-                                  None if r.ok else f"{r.status.value}: {r.reason}", at=time.time(),
-                                  snapshot_id=tagged[r.guild_id].id, by=self.name)
-                for r in reports if r.guild_id in tagged and not _elsewhere(r)
+                GuildDeployStatus(
+                    r.guild_id,
+                    Step.restored if r.ok else Step.restore_failed,
+                    None if r.ok else f"{r.status.value}: {r.reason}",
+                    at=time.time(),
+                    snapshot_id=tagged[r.guild_id].id,
+                    by=self.name,
+                )
+                for r in reports
+                if r.guild_id in tagged and not _elsewhere(r)
             ]
             await deploy.record(self.manager, tag, entries)
         except SonoraError as exc:

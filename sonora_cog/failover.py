@@ -154,8 +154,12 @@ class FailoverMixin:
         if not self.settings.failover.enabled or node.identifier in self._node_watch:
             return
         grace = self.settings.failover.grace_seconds
-        _log.warning("Lavalink node %s %s; its players move to another node if it is not back in %gs",
-                     node.identifier, how, grace)
+        _log.warning(
+            "Lavalink node %s %s; its players move to another node if it is not back in %gs",
+            node.identifier,
+            how,
+            grace,
+        )
         self._watch(node, grace, f"Lavalink node {node.identifier} was unreachable for {grace:g}s")
 
     async def probe_nodes(self) -> None:
@@ -210,8 +214,11 @@ class FailoverMixin:
         except TimeoutError:
             return
         if destroyed:
-            _log.warning("Lavalink node %s held %d player(s) of guilds that play elsewhere; destroyed",
-                         node.identifier, destroyed)
+            _log.warning(
+                "Lavalink node %s held %d player(s) of guilds that play elsewhere; destroyed",
+                node.identifier,
+                destroyed,
+            )
 
     @commands.Cog.listener("on_wavelink_node_closed")
     async def _on_node_closed(self, node: wavelink.Node, _disconnected: list[wavelink.Player]) -> None:
@@ -266,8 +273,9 @@ class FailoverMixin:
         _log.warning("%s: moving its %d player(s) to other nodes", why, len(guilds))
         return await self._move_all(guilds, why, RestorePath.failover)
 
-    async def drain_node(self, identifier: str, *, batch_size: int | None = None,
-                         pause: float | None = None) -> DrainReport:
+    async def drain_node(
+        self, identifier: str, *, batch_size: int | None = None, pause: float | None = None
+    ) -> DrainReport:
         """Move every player off the node ``identifier`` and give it no new ones (until :meth:`undrain_node`).
 
         Players move ``batch_size`` at a time (``failover.drain_batch_size``), ``pause`` seconds apart
@@ -302,9 +310,13 @@ class FailoverMixin:
                 _log.info("drain of %s: %d/%d player(s) moved", identifier, report.moved, total)
             report.left = self._guilds_on(node)
         if report.left and identifier in self.owner.nodes.drained:
-            _log.warning("drain of %s: %d player(s) could not move and play there still (they move as soon as "
-                         "another node takes them): %s", identifier, len(report.left),
-                         ", ".join(map(str, report.left)))
+            _log.warning(
+                "drain of %s: %d player(s) could not move and play there still (they move as soon as "
+                "another node takes them): %s",
+                identifier,
+                len(report.left),
+                ", ".join(map(str, report.left)),
+            )
             for guild_id in report.left:
                 self._wait_for_node(guild_id, identifier)
         return report
@@ -410,16 +422,18 @@ class FailoverMixin:
         """No other node takes players: a player on a working node stays there (``skipped``); one on a
         lost node waits (``None``)."""
         if self.owner.nodes.alive(source):
-            return RestoreReport(guild_id, RestoreStatus.skipped,
-                                 reason="no other Lavalink node takes players; it stays where it was")
+            return RestoreReport(
+                guild_id, RestoreStatus.skipped, reason="no other Lavalink node takes players; it stays where it was"
+            )
         self._wait_for_node(guild_id, source.identifier)
         return None
 
     def _wait_for_node(self, guild_id: int, source: str) -> None:
         """The guild found no node: it moves when a node is ready, or at the next retry."""
         if guild_id not in self._waiting:
-            _log.warning("guild %s: no other Lavalink node takes its player now; it moves as soon as one does",
-                         guild_id)
+            _log.warning(
+                "guild %s: no other Lavalink node takes its player now; it moves as soon as one does", guild_id
+            )
         self._waiting[guild_id] = source
         if self._retrying is None or self._retrying.done():
             self._retrying = self._spawn(self._retry_waiting())
@@ -428,8 +442,9 @@ class FailoverMixin:
         while self._waiting and not self.owner.closing:
             await asyncio.sleep(RETRY_INTERVAL)
             if self._waiting and self.owner.nodes.available():
-                await self._move_all(list(self._waiting), "moving players that found no node before",
-                                     RestorePath.failover)
+                await self._move_all(
+                    list(self._waiting), "moving players that found no node before", RestorePath.failover
+                )
 
     async def _switch(self, player: wavelink.Player, target: wavelink.Node, playback: _Playback) -> str | None:
         """Move ``player`` to ``target`` and confirm it there; return the problem, or ``None``."""
@@ -441,8 +456,9 @@ class FailoverMixin:
             # play the player (a node that only lost its WebSocket keeps a resumable session playing):
             # it is asked once, bounded, and the player is taken off wavelink's list of the node.
             await delete_lavalink_player(source, guild.id)
-        slots = self._node_slots.setdefault(target.identifier,
-                                            asyncio.Semaphore(self.settings.failover.per_node_concurrency))
+        slots = self._node_slots.setdefault(
+            target.identifier, asyncio.Semaphore(self.settings.failover.per_node_concurrency)
+        )
         # A SonoraPlayer holds the bot's own calls until the move is done; a plain one cannot.
         holding = player.moving() if isinstance(player, SonoraPlayer) else contextlib.nullcontext()
         async with slots, holding:
@@ -457,8 +473,13 @@ class FailoverMixin:
                 problem = f"no answer within {MOVE_TIMEOUT:g}s"
                 self.owner.nodes.unreachable(target.identifier)  # the other moves do not wait for it too
                 self._sweep_watch[target.identifier] = time.monotonic() + SWEEP_WATCH  # what lands late
-            except (RuntimeError, discord.DiscordException, wavelink.WavelinkException, aiohttp.ClientError,
-                    OSError) as exc:
+            except (
+                RuntimeError,
+                discord.DiscordException,
+                wavelink.WavelinkException,
+                aiohttp.ClientError,
+                OSError,
+            ) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             if problem is not None:
                 await self._delete_player(target, guild.id)
@@ -480,9 +501,14 @@ def _report(player: wavelink.Player, node: wavelink.Node) -> RestoreReport:
     assert guild is not None
     current = player.current
     return RestoreReport(
-        guild.id, RestoreStatus.restored, track=current.title if current else None,
-        position=player.position if current else None, queue_length=len(player.queue), volume=player.volume,
-        player=player, node=node.identifier,
+        guild.id,
+        RestoreStatus.restored,
+        track=current.title if current else None,
+        position=player.position if current else None,
+        queue_length=len(player.queue),
+        volume=player.volume,
+        player=player,
+        node=node.identifier,
     )
 
 
@@ -513,11 +539,21 @@ class _Playback:
         """After a ``switch_node``: play the track again if a failed node made wavelink forget it, and
         take back the history entry ``switch_node`` added."""
         if self.track is not None and player.current is None:
-            await player.play(self.track, replace=True, start=self.position, volume=player.volume,
-                              paused=self.paused, add_history=False)
+            await player.play(
+                self.track,
+                replace=True,
+                start=self.position,
+                volume=player.volume,
+                paused=self.paused,
+                add_history=False,
+            )
         history = player.queue.history
-        while history is not None and len(history) > self.history and self.track is not None \
-                and history[-1].identifier == self.track.identifier:
+        while (
+            history is not None
+            and len(history) > self.history
+            and self.track is not None
+            and history[-1].identifier == self.track.identifier
+        ):
             history.delete(len(history) - 1)
 
 
@@ -557,4 +593,3 @@ def node_named(identifier: str) -> wavelink.Node:
     except wavelink.InvalidNodeException:
         known = ", ".join(sorted(wavelink.Pool.nodes)) or "none"
         raise NodeNotFound(f"no Lavalink node is named {identifier!r} (nodes: {known})") from None
-

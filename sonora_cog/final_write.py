@@ -78,10 +78,12 @@ class FinalProgress:
     def report(self) -> str:
         """What is written and what is not, for the log line of a shutdown that ran out of time."""
         stale = len(self.changed - self.live_written) + (self.players - self.compared)
-        return (f"{len(self.live_written)} of {len(self.changed)} changed live record(s) written, "
-                f"{len(self.current)} current, {self.players - self.compared} not compared yet: up to {stale} "
-                f"guild(s) keep their last checkpoint (a batch already in the store may still land); "
-                f"{len(self.snapshots)} of {self.players} shutdown snapshot(s) written")
+        return (
+            f"{len(self.live_written)} of {len(self.changed)} changed live record(s) written, "
+            f"{len(self.current)} current, {self.players - self.compared} not compared yet: up to {stale} "
+            f"guild(s) keep their last checkpoint (a batch already in the store may still land); "
+            f"{len(self.snapshots)} of {self.players} shutdown snapshot(s) written"
+        )
 
 
 @dataclass(slots=True)
@@ -136,8 +138,12 @@ async def write_final(writer: SessionWriter, players: list[wavelink.Player], pro
         if in_store is not None and not in_store.done():  # the shutdown timed out: the batch goes too
             in_store.cancel()
     writes = len(changed)
-    _log.info("shutdown: wrote %d changed live record(s) (%d current, kept) and %d shutdown snapshot(s)",
-              writes, len(finals) - writes, len(finals))
+    _log.info(
+        "shutdown: wrote %d changed live record(s) (%d current, kept) and %d shutdown snapshot(s)",
+        writes,
+        len(finals) - writes,
+        len(finals),
+    )
 
 
 async def _write_live(writer: SessionWriter, batch: list[_Final], written: set[int]) -> None:
@@ -167,15 +173,23 @@ async def _prepare_snapshots(
         if isinstance(data, bytes):
             final.live_bytes = data
     reuse = [f for f in batch if f.live_bytes is not None]
-    wrapped = dict(zip((f.guild_id for f in reuse),
-                       await manager.snapshots_from_live_bytes([f.live_bytes or b"" for f in reuse]), strict=True))
+    wrapped = dict(
+        zip(
+            (f.guild_id for f in reuse),
+            await manager.snapshots_from_live_bytes([f.live_bytes or b"" for f in reuse]),
+            strict=True,
+        )
+    )
     records: list[EncodedRecord | Exception] = []
     for final in batch:
         record = wrapped.get(final.guild_id)
         if not isinstance(record, EncodedRecord):  # not stored, unreadable, or not re-wrappable: capture it
             if record is not None:
-                _log.warning("shutdown: guild %s: its live record cannot be re-wrapped (%s); capturing it again",
-                             final.guild_id, record)
+                _log.warning(
+                    "shutdown: guild %s: its live record cannot be re-wrapped (%s); capturing it again",
+                    final.guild_id,
+                    record,
+                )
             record = await _encode_fresh(writer, final)
         records.append(record)
     return records

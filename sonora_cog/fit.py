@@ -72,11 +72,13 @@ def shrink(state: SessionState, fraction: float) -> tuple[SessionState, str] | N
         return min(count - 1, int(count * fraction)) if count else 0
 
     upcoming = queue.upcoming[: keep(len(queue.upcoming))]
-    history = queue.history[len(queue.history) - keep(len(queue.history)):]
+    history = queue.history[len(queue.history) - keep(len(queue.history)) :]
     auto_queue = autoplay.auto_queue[: keep(len(autoplay.auto_queue))]
-    note = (f"record: over storage.max_record_bytes; saved {len(upcoming):,} of {len(queue.upcoming):,} queued, "
-            f"{len(history):,} of {len(queue.history):,} history and {len(auto_queue):,} of "
-            f"{len(autoplay.auto_queue):,} auto-queue tracks (turn on compression, or raise the cap)")
+    note = (
+        f"record: over storage.max_record_bytes; saved {len(upcoming):,} of {len(queue.upcoming):,} queued, "
+        f"{len(history):,} of {len(queue.history):,} history and {len(auto_queue):,} of "
+        f"{len(autoplay.auto_queue):,} auto-queue tracks (turn on compression, or raise the cap)"
+    )
     return replace(
         state,
         queue=replace(queue, upcoming=upcoming, history=history),
@@ -93,17 +95,20 @@ def fit_to_limits(state: SessionState, limits: Limits) -> tuple[SessionState, li
     upcoming = _fit_list(queue.upcoming, "queue", limits, notes)
     history = queue.history
     if len(history) > limits.max_history_tracks:
-        notes.append(f"history: {len(history):,} tracks, over limits.max_history_tracks "
-                     f"({limits.max_history_tracks:,}); the newest {limits.max_history_tracks:,} are kept")
-        history = history[len(history) - limits.max_history_tracks:]
+        notes.append(
+            f"history: {len(history):,} tracks, over limits.max_history_tracks "
+            f"({limits.max_history_tracks:,}); the newest {limits.max_history_tracks:,} are kept"
+        )
+        history = history[len(history) - limits.max_history_tracks :]
     history = _fit_list(history, "history", limits, notes)
     auto_queue = _fit_list(autoplay.auto_queue, "auto queue", limits, notes)
     extras = _fit_extras(state.extras, limits, notes)
     filters = state.filters
     config_size = _json_size(filters.filter_config)
     if config_size is None or config_size > limits.max_extras_bytes:
-        notes.append(f"filters: over limits.max_extras_bytes ({limits.max_extras_bytes:,}) as JSON; "
-                     "saved without filters")
+        notes.append(
+            f"filters: over limits.max_extras_bytes ({limits.max_extras_bytes:,}) as JSON; saved without filters"
+        )
         filters = replace(filters, active_filters=(), filter_config={})
     if not notes:
         return state, notes
@@ -138,8 +143,10 @@ def _fit_extras(extras: Mapping[str, Any], limits: Limits, notes: list[str]) -> 
 def _fit_list(tracks: Sequence[TrackState], name: str, limits: Limits, notes: list[str]) -> Sequence[TrackState]:
     kept = tracks
     if len(tracks) > limits.max_queue_tracks:
-        notes.append(f"{name}: {len(tracks):,} tracks, over limits.max_queue_tracks "
-                     f"({limits.max_queue_tracks:,}); the first {limits.max_queue_tracks:,} are saved")
+        notes.append(
+            f"{name}: {len(tracks):,} tracks, over limits.max_queue_tracks "
+            f"({limits.max_queue_tracks:,}); the first {limits.max_queue_tracks:,} are saved"
+        )
         kept = tracks[: limits.max_queue_tracks]
     if _all_fit(kept, limits):  # the common case: one pass, no per-track work
         return kept
@@ -169,8 +176,10 @@ def _fit_track(track: TrackState, where: str, limits: Limits, notes: list[str]) 
     data = track.data
     encoded = data["encoded"]
     if len(encoded) > limits.max_encoded_length:
-        notes.append(f"{where}: its encoded form is {len(encoded):,} characters, over "
-                     f"limits.max_encoded_length ({limits.max_encoded_length:,}); left out")
+        notes.append(
+            f"{where}: its encoded form is {len(encoded):,} characters, over "
+            f"limits.max_encoded_length ({limits.max_encoded_length:,}); left out"
+        )
         return None
     changed: dict[str, Any] = {}
     cap = limits.max_string_length
@@ -185,8 +194,10 @@ def _fit_track(track: TrackState, where: str, limits: Limits, notes: list[str]) 
     user_data = data.get("userData")
     size = _json_size(user_data) if user_data else 0
     if size is None or size > limits.max_extras_bytes:
-        notes.append(f"{where}: its userData is over limits.max_extras_bytes ({limits.max_extras_bytes:,}) "
-                     "or not JSON the writer can write; saved without it")
+        notes.append(
+            f"{where}: its userData is over limits.max_extras_bytes ({limits.max_extras_bytes:,}) "
+            "or not JSON the writer can write; saved without it"
+        )
         changed["userData"] = {}
     playlist = data.get("playlist")
     if playlist is not None and isinstance(playlist.get("name"), str) and len(playlist["name"]) > cap:

@@ -74,16 +74,32 @@ class HandoverRequest:
 
     def to_bytes(self) -> bytes:
         """The request record's bytes."""
-        return orjson.dumps({"id": self.id, "to": self.to, "to_name": self.to_name, "to_started": self.to_started,
-                             "holder": self.holder, "guilds": [str(g) for g in self.guilds], "at": self.at})
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "to": self.to,
+                "to_name": self.to_name,
+                "to_started": self.to_started,
+                "holder": self.holder,
+                "guilds": [str(g) for g in self.guilds],
+                "at": self.at,
+            }
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HandoverRequest | None:
         """Parse the record; ``None`` for a damaged one."""
         try:
             obj = orjson.loads(data)
-            return cls(str(obj["id"]), str(obj["to"]), str(obj["to_name"]), float(obj["to_started"]),
-                       str(obj["holder"]), tuple(int(g) for g in obj["guilds"]), float(obj["at"]))
+            return cls(
+                str(obj["id"]),
+                str(obj["to"]),
+                str(obj["to_name"]),
+                float(obj["to_started"]),
+                str(obj["holder"]),
+                tuple(int(g) for g in obj["guilds"]),
+                float(obj["at"]),
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 
@@ -151,8 +167,15 @@ class Handover:
                 by_holder.setdefault(status.holder or "", []).append(guild_id)
         asked: set[int] = set()
         for holder, guilds in by_holder.items():
-            request = HandoverRequest(secrets.token_hex(8), self.leases.owner, self.cog.deploy.name, me, holder,
-                                      tuple(sorted(guilds)), time.time())
+            request = HandoverRequest(
+                secrets.token_hex(8),
+                self.leases.owner,
+                self.cog.deploy.name,
+                me,
+                holder,
+                tuple(sorted(guilds)),
+                time.time(),
+            )
             try:
                 await self.manager.store.put_aux(request_key(holder), request.to_bytes())
             except SonoraError as exc:
@@ -164,8 +187,9 @@ class Handover:
         if not asked:
             return asked, self.cog.settings.storage.lease_wait
         batches = math.ceil(max(len(g) for g in by_holder.values()) / self.settings.handover_batch_size)
-        wait = self.cog.settings.storage.lease_wait + batches * (self.settings.handover_pause
-                                                                 + self.settings.handover_timeout)
+        wait = self.cog.settings.storage.lease_wait + batches * (
+            self.settings.handover_pause + self.settings.handover_timeout
+        )
         self._spawn(self._follow())
         return asked, wait
 
@@ -178,8 +202,9 @@ class Handover:
         """A lease poll while waiting: a guild now held by another process than the one asked is not coming."""
         request = self.request_for(status.guild_id)
         if request is not None and status.holder not in (None, request.holder) and status.guild_id not in self._kept:
-            _log.info("handover: guild %s went to %s, not to this process; not waiting for it", status.guild_id,
-                      status.holder)
+            _log.info(
+                "handover: guild %s went to %s, not to this process; not waiting for it", status.guild_id, status.holder
+            )
             self._kept.add(status.guild_id)
 
     async def _follow(self) -> None:
@@ -192,8 +217,12 @@ class Handover:
                     continue
                 kept = [e for e in entries if e.step is Step.kept and e.guild_id not in self._kept]
                 if kept:
-                    _log.warning("handover: %s stopped handing over (%s); %d guild(s) stay there",
-                                 request.holder, kept[0].why, len(kept))
+                    _log.warning(
+                        "handover: %s stopped handing over (%s); %d guild(s) stay there",
+                        request.holder,
+                        kept[0].why,
+                        len(kept),
+                    )
                     self._kept.update(e.guild_id for e in kept)
                 done = {e.guild_id for e in entries if e.step in (Step.kept, Step.taken_over, Step.handover_failed)}
                 if done >= set(request.guilds):
@@ -208,19 +237,22 @@ class Handover:
         """The new process restored (or failed to restore) a handed-over guild: say so; give back a failure."""
         guild_id = report.guild_id
         if report.ok:
-            await self._record(request, GuildDeployStatus(guild_id, Step.taken_over, at=time.time(),
-                                                           by=self.cog.deploy.name))
+            await self._record(
+                request, GuildDeployStatus(guild_id, Step.taken_over, at=time.time(), by=self.cog.deploy.name)
+            )
             return
         why = f"{report.status.value}: {report.reason}"
-        _log.warning("handover: guild %s could not be restored here (%s); giving it back to %s", guild_id, why,
-                     request.holder)
+        _log.warning(
+            "handover: guild %s could not be restored here (%s); giving it back to %s", guild_id, why, request.holder
+        )
         self.cog.owner.lose(guild_id, "handed back: its restore failed here")
         player = self.cog.owner.player(guild_id)
         if player is not None:
             await self.cog._leave_quietly(player)
         await self.leases.release(guild_id)
-        await self._record(request, GuildDeployStatus(guild_id, Step.handover_failed, why, at=time.time(),
-                                                       by=self.cog.deploy.name))
+        await self._record(
+            request, GuildDeployStatus(guild_id, Step.handover_failed, why, at=time.time(), by=self.cog.deploy.name)
+        )
 
     # -- the old process -----------------------------------------------------------------------------
 
@@ -238,8 +270,11 @@ class Handover:
             return
         self._seen.add(request.id)
         if request.to_started <= self.cog.deploy.started:
-            _log.info("handover: ignoring request %s from %s: it did not start after this process", request.id,
-                      request.to_name)
+            _log.info(
+                "handover: ignoring request %s from %s: it did not start after this process",
+                request.id,
+                request.to_name,
+            )
             return
         self._spawn(self.give(request))
 
@@ -248,8 +283,13 @@ class Handover:
         guilds = [g for g in request.guilds if self.leases.holds(g)]
         size = self.settings.handover_batch_size
         batches = [guilds[i : i + size] for i in range(0, len(guilds), size)]
-        _log.info("handover: handing %d guild(s) over to %s in %d batch(es) of %d", len(guilds), request.to_name,
-                  len(batches), size)
+        _log.info(
+            "handover: handing %d guild(s) over to %s in %d batch(es) of %d",
+            len(guilds),
+            request.to_name,
+            len(batches),
+            size,
+        )
         watch = _Watch()
         metrics = self.cog.metrics
         metrics.handover_progress(0, len(guilds))
@@ -262,15 +302,24 @@ class Handover:
             await self._watch(request, watch, self.settings.handover_timeout, until_settled=handed)
             failed = [g for g in batch if g not in watch.confirmed]
             metrics.handover_progress(sum(watch.settled(g) for g in guilds[: number * size]), len(guilds))
-            _log.info("handover: batch %d/%d: %d taken over, %d failed or unconfirmed", number, len(batches),
-                      len(batch) - len(failed), len(failed))
+            _log.info(
+                "handover: batch %d/%d: %d taken over, %d failed or unconfirmed",
+                number,
+                len(batches),
+                len(batch) - len(failed),
+                len(failed),
+            )
             if failed and len(failed) / len(batch) > self.settings.max_failure_ratio:
                 rest = kept = [g for later in batches[number:] for g in later]
-                why = (f"{len(failed)} of {len(batch)} guilds of batch {number} failed in {request.to_name}, over "
-                       f"deploy.max_failure_ratio ({self.settings.max_failure_ratio:g})")
+                why = (
+                    f"{len(failed)} of {len(batch)} guilds of batch {number} failed in {request.to_name}, over "
+                    f"deploy.max_failure_ratio ({self.settings.max_failure_ratio:g})"
+                )
                 _log.error("handover: stopped: %s; keeping %d guild(s) here", why, len(rest))
-                await self._record(request, [GuildDeployStatus(g, Step.kept, why, at=time.time(),
-                                                               by=self.cog.deploy.name) for g in rest])
+                await self._record(
+                    request,
+                    [GuildDeployStatus(g, Step.kept, why, at=time.time(), by=self.cog.deploy.name) for g in rest],
+                )
                 break
         # Guilds still unconfirmed are watched until they settle: each does, when the new process reports it or
         # its lease runs out; a late failure is taken back, never left without an owner.
@@ -278,14 +327,23 @@ class Handover:
         # A new process killed during the handover loses its leases within a lease ttl: its guilds come back.
         await self._watch(request, watch, self.leases.ttl + 1)
         for guild_id in watch.handed_at:
-            outcome = (HandoverOutcome.restored if guild_id in watch.confirmed else
-                       HandoverOutcome.rolled_back if guild_id in watch.back else HandoverOutcome.failed)
+            outcome = (
+                HandoverOutcome.restored
+                if guild_id in watch.confirmed
+                else HandoverOutcome.rolled_back
+                if guild_id in watch.back
+                else HandoverOutcome.failed
+            )
             metrics.handover_guild(outcome)
         for _guild in kept:
             metrics.handover_guild(HandoverOutcome.left)
         metrics.handover_progress(len(guilds), len(guilds))
-        _log.info("handover to %s finished: %d taken over, %d taken back", request.to_name, len(watch.confirmed),
-                  len(watch.back))
+        _log.info(
+            "handover to %s finished: %d taken over, %d taken back",
+            request.to_name,
+            len(watch.confirmed),
+            len(watch.back),
+        )
         await self._withdraw(request)
 
     async def _hand_over(self, guild_id: int, request: HandoverRequest) -> bool:
@@ -301,13 +359,15 @@ class Handover:
         if player is not None:
             await self.cog._leave_quietly(player)
         # in the journal before the lease is free: the new process's report always comes after it
-        await self._record(request, GuildDeployStatus(guild_id, Step.handed_over, at=time.time(),
-                                                       by=self.cog.deploy.name))
+        await self._record(
+            request, GuildDeployStatus(guild_id, Step.handed_over, at=time.time(), by=self.cog.deploy.name)
+        )
         await self.leases.release(guild_id)
         return True
 
-    async def _watch(self, request: HandoverRequest, watch: _Watch, seconds: float,
-                     until_settled: Iterable[int] | None = None) -> None:
+    async def _watch(
+        self, request: HandoverRequest, watch: _Watch, seconds: float, until_settled: Iterable[int] | None = None
+    ) -> None:
         """For ``seconds`` (or until every guild of ``until_settled`` is settled): read the new process's
         reports; take back each handed guild it reports failed, or whose lease is free again half a lease
         ttl after it was handed (the new process gave it back, was killed, or ended its session)."""
@@ -327,8 +387,11 @@ class Handover:
             for guild_id in sorted(watch.failed - watch.back):
                 if await self._take_back(request, guild_id, "its restore failed there"):
                     watch.back.add(guild_id)
-            late = [g for g, at in watch.handed_at.items()
-                    if g not in watch.back and time.monotonic() - at > self.leases.ttl / 2]
+            late = [
+                g
+                for g, at in watch.handed_at.items()
+                if g not in watch.back and time.monotonic() - at > self.leases.ttl / 2
+            ]
             for guild_id in await self._free(late):
                 if await self._take_back(request, guild_id, f"{request.to_name} let it go (stopped or killed?)"):
                     watch.back.add(guild_id)
@@ -355,8 +418,13 @@ class Handover:
         process owns it again (``False``: the new process still holds its lease)."""
         status = await self.leases.acquire(guild_id, wait=self.leases.ttl + 5)
         if not status.acquired:  # the new process still holds it: it is not ownerless
-            _log.error("handover: guild %s failed in %s (%s) but its lease is still held by %s; it stays there",
-                       guild_id, request.to_name, why, status.holder)
+            _log.error(
+                "handover: guild %s failed in %s (%s) but its lease is still held by %s; it stays there",
+                guild_id,
+                request.to_name,
+                why,
+                status.holder,
+            )
             return False
         self.cog.owner.session(guild_id).apply(Event.reclaim, "taken back: the handover failed")
         guild = self.cog.bot.get_guild(guild_id)
@@ -364,8 +432,9 @@ class Handover:
             state = await self.manager.read_live(guild_id)
             if state is None:  # the session ended on purpose meanwhile: nothing to bring back
                 await self.leases.release(guild_id)
-                _log.info("handover: guild %s has no live record any more (its session ended); not taken back",
-                          guild_id)
+                _log.info(
+                    "handover: guild %s has no live record any more (its session ended); not taken back", guild_id
+                )
                 return True
             if guild is None:
                 raise RestoreError("the bot is not in this guild")
@@ -375,8 +444,9 @@ class Handover:
             return True  # owned here (its lease), though not playing: said above
         _log.warning("handover: guild %s taken back (%s): %s", guild_id, why, report.status.value)
         self.cog._dispatch_report(report)  # restore() counted it already (path handover)
-        await self._record(request, GuildDeployStatus(guild_id, Step.taken_back, why, at=time.time(),
-                                                       by=self.cog.deploy.name))
+        await self._record(
+            request, GuildDeployStatus(guild_id, Step.taken_back, why, at=time.time(), by=self.cog.deploy.name)
+        )
         return True
 
     async def _withdraw(self, request: HandoverRequest) -> None:

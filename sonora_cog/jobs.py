@@ -37,16 +37,25 @@ def build_scheduler(writer: SessionWriter, settings: Settings) -> AsyncIOSchedul
         timezone=dt.UTC,
     )
     scheduler.add_job(
-        writer.checkpoint, "interval", seconds=snapshots.checkpoint_interval, id=CHECKPOINT_JOB,
+        writer.checkpoint,
+        "interval",
+        seconds=snapshots.checkpoint_interval,
+        id=CHECKPOINT_JOB,
         name="checkpoint live records",
     )
     if snapshots.auto_enabled:
         scheduler.add_job(
-            writer.auto_snapshot, "interval", seconds=auto_tick(snapshots), id=AUTO_SNAPSHOT_JOB,
+            writer.auto_snapshot,
+            "interval",
+            seconds=auto_tick(snapshots),
+            id=AUTO_SNAPSHOT_JOB,
             name="automatic snapshots",
         )
     scheduler.add_job(
-        writer.retention, "interval", seconds=snapshots.retention_interval, id=RETENTION_JOB,
+        writer.retention,
+        "interval",
+        seconds=snapshots.retention_interval,
+        id=RETENTION_JOB,
         name="snapshot retention",
         next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60),
     )

@@ -285,8 +285,12 @@ class LeaseManager:
                 return
             if not announced:
                 holders = sorted({s.holder or "?" for s in waiting})
-                _log.info("waiting up to %.0fs for %d guild(s) held by %s to be released", remaining,
-                          len(waiting), ", ".join(holders))
+                _log.info(
+                    "waiting up to %.0fs for %d guild(s) held by %s to be released",
+                    remaining,
+                    len(waiting),
+                    ", ".join(holders),
+                )
                 announced = True
             pending = [s.guild_id for s in waiting]
             soonest = min(max(s.ttl, 0.0) for s in waiting)
@@ -310,8 +314,9 @@ class LeaseManager:
             return True
         if not status.acquired:
             if guild_id not in self._refused:
-                _log.warning("guild %s is owned by another process (%s); not writing its state here",
-                             guild_id, status.holder)
+                _log.warning(
+                    "guild %s is owned by another process (%s); not writing its state here", guild_id, status.holder
+                )
                 self._refused.add(guild_id)
             return False
         return True
@@ -362,8 +367,7 @@ class LeaseManager:
                 self._held.add(guild_id)
             elif guild_id in self._held:
                 self._held.discard(guild_id)
-                _log.warning("lost the lease of guild %s to %s; this process stops writing it",
-                             guild_id, status.holder)
+                _log.warning("lost the lease of guild %s to %s; this process stops writing it", guild_id, status.holder)
                 if self.on_lost is not None:
                     self.on_lost(guild_id)
 

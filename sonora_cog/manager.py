@@ -117,8 +117,11 @@ def build_store(settings: Settings) -> SnapshotStore:
     if settings.storage.backend == "filesystem":
         from .store.filesystem import DEFAULT_SYNCFS_BATCH_MIN, FilesystemStore
 
-        return FilesystemStore(settings.storage.path, max_record_bytes=settings.storage.max_record_bytes,
-                               syncfs_batch_min=DEFAULT_SYNCFS_BATCH_MIN if settings.storage.syncfs else None)
+        return FilesystemStore(
+            settings.storage.path,
+            max_record_bytes=settings.storage.max_record_bytes,
+            syncfs_batch_min=DEFAULT_SYNCFS_BATCH_MIN if settings.storage.syncfs else None,
+        )
     if settings.storage.backend == "redis":
         try:
             from .store.redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
@@ -348,8 +351,9 @@ class SessionManager:
     async def cleanup_old_snapshots(self, max_age_days: float | None = None) -> int:
         """Delete snapshots older than ``max_age_days`` (the configured age when omitted)."""
         days = self.settings.snapshots.max_age_days if max_age_days is None else max_age_days
-        removed = await self.store.prune(max_per_guild=None, max_age_days=days,
-                                         keep_deploy_tags=self.settings.deploy.keep_tags)
+        removed = await self.store.prune(
+            max_per_guild=None, max_age_days=days, keep_deploy_tags=self.settings.deploy.keep_tags
+        )
         return len(removed)
 
     async def apply_retention(self, now: float | None = None) -> list[SnapshotMeta]:
@@ -711,9 +715,7 @@ class SessionManager:
                     raise SnapshotNotFound("record vanished while validating")
                 meta, state = await self._decode(data)
                 if state.guild_id != ref.guild_id or meta.guild_id != ref.guild_id:
-                    raise ForeignGuildError(
-                        f"stored under guild {ref.guild_id} but belongs to guild {state.guild_id}"
-                    )
+                    raise ForeignGuildError(f"stored under guild {ref.guild_id} but belongs to guild {state.guild_id}")
                 if ref.snapshot_id is not None and meta.id != ref.snapshot_id:
                     raise SnapshotCorrupted(f"file {ref.snapshot_id} holds snapshot {meta.id} (renamed by hand?)")
             except SonoraError as exc:

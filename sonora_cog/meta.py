@@ -15,8 +15,14 @@ from typing import Any
 
 from .errors import InvalidIdentifier, InvalidSnapshot
 
-__all__ = ("LABEL_MAX_LENGTH", "SnapshotKind", "SnapshotMeta", "new_snapshot_id", "validate_label",
-           "validate_snapshot_id")
+__all__ = (
+    "LABEL_MAX_LENGTH",
+    "SnapshotKind",
+    "SnapshotMeta",
+    "new_snapshot_id",
+    "validate_label",
+    "validate_snapshot_id",
+)
 
 #: ``20261125T011830123-3fa9c2``: UTC time to the millisecond, then 6 random hex digits.
 #: Lexicographic order is creation order, and nothing in it can name a path.

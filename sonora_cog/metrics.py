@@ -52,7 +52,15 @@ BYTES_BUCKETS = (0, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216
 RESTORE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 #: The ``operation`` label values of ``sonora_store_errors_total`` (the store methods the bot calls).
 STORE_OPERATIONS = (
-    "put_live", "get_live", "delete_live", "live_guilds", "save", "load", "list", "prune", "put_aux",
+    "put_live",
+    "get_live",
+    "delete_live",
+    "live_guilds",
+    "save",
+    "load",
+    "list",
+    "prune",
+    "put_aux",
     "append_journal",
 )
 
@@ -173,36 +181,62 @@ class _Collectors:
     def __init__(self, prom: ModuleType) -> None:
         counter, gauge, histogram = prom.Counter, prom.Gauge, prom.Histogram
         self.checkpoint_duration = histogram(
-            "sonora_checkpoint_duration_seconds", "Time one checkpoint took (compare, encode, write, heartbeat)",
-            buckets=CHECKPOINT_BUCKETS, registry=None)
+            "sonora_checkpoint_duration_seconds",
+            "Time one checkpoint took (compare, encode, write, heartbeat)",
+            buckets=CHECKPOINT_BUCKETS,
+            registry=None,
+        )
         self.checkpoint_bytes = histogram(
-            "sonora_checkpoint_bytes", "Bytes of live records one checkpoint wrote",
-            buckets=BYTES_BUCKETS, registry=None)
+            "sonora_checkpoint_bytes",
+            "Bytes of live records one checkpoint wrote",
+            buckets=BYTES_BUCKETS,
+            registry=None,
+        )
         self.records = counter(
-            "sonora_records_written", "Records written to the store, by kind", ["kind"], registry=None)
+            "sonora_records_written", "Records written to the store, by kind", ["kind"], registry=None
+        )
         self.record_bytes = counter(
-            "sonora_record_bytes_written", "Bytes of records written to the store, by kind", ["kind"], registry=None)
+            "sonora_record_bytes_written", "Bytes of records written to the store, by kind", ["kind"], registry=None
+        )
         self.restores = counter(
-            "sonora_restores", "Guild restores by path, outcome and reason", ["path", "outcome", "reason"],
-            registry=None)
+            "sonora_restores",
+            "Guild restores by path, outcome and reason",
+            ["path", "outcome", "reason"],
+            registry=None,
+        )
         self.restore_duration = histogram(
-            "sonora_restore_duration_seconds", "Time one guild's restore took, by path and outcome",
-            ["path", "outcome"], buckets=RESTORE_BUCKETS, registry=None)
+            "sonora_restore_duration_seconds",
+            "Time one guild's restore took, by path and outcome",
+            ["path", "outcome"],
+            buckets=RESTORE_BUCKETS,
+            registry=None,
+        )
         self.store_errors = counter(
-            "sonora_store_errors", "Store operations that failed (StoreError), by operation", ["operation"],
-            registry=None)
+            "sonora_store_errors",
+            "Store operations that failed (StoreError), by operation",
+            ["operation"],
+            registry=None,
+        )
         self.buffered = gauge(
-            "sonora_redis_buffered_writes", "Writes waiting in memory for Redis (0 with the filesystem store)",
-            registry=None)
+            "sonora_redis_buffered_writes",
+            "Writes waiting in memory for Redis (0 with the filesystem store)",
+            registry=None,
+        )
         self.rollback_guilds = counter(
-            "sonora_deploy_rollback_guilds", "Guilds a deploy rollback handled in this process, by outcome",
-            ["outcome"], registry=None)
+            "sonora_deploy_rollback_guilds",
+            "Guilds a deploy rollback handled in this process, by outcome",
+            ["outcome"],
+            registry=None,
+        )
         self.handover_planned = gauge(
-            "sonora_handover_planned_guilds", "Guilds the current canary handover is to move", registry=None)
+            "sonora_handover_planned_guilds", "Guilds the current canary handover is to move", registry=None
+        )
         self.handover_done = gauge(
-            "sonora_handover_done_guilds", "Guilds of the current canary handover handled so far", registry=None)
+            "sonora_handover_done_guilds", "Guilds of the current canary handover handled so far", registry=None
+        )
         self.handover_guilds = counter(
-            "sonora_handover_guilds", "Guilds a canary handover handled, by outcome", ["outcome"], registry=None)
+            "sonora_handover_guilds", "Guilds a canary handover handled, by outcome", ["outcome"], registry=None
+        )
         for kind in SnapshotKind:  # bounded label sets start at 0, so rate() sees their first increase
             self.records.labels(kind.value)
             self.record_bytes.labels(kind.value)
@@ -246,8 +280,10 @@ class Metrics:
             return
         prom = _load_prometheus()
         if prom is None:
-            _log.warning('metrics.enabled is true but prometheus-client is not installed '
-                         '(pip install "sonora-cog[metrics]"); metrics are off')
+            _log.warning(
+                "metrics.enabled is true but prometheus-client is not installed "
+                '(pip install "sonora-cog[metrics]"); metrics are off'
+            )
             return
         try:
             self._c = _Collectors(prom)
@@ -286,8 +322,12 @@ class Metrics:
             try:
                 await server.start(self.settings.address, self.settings.port)
             except OSError as exc:
-                _log.error("metrics: cannot serve /metrics on %s:%d (%s); the metrics stay in the registry",
-                           self.settings.address, self.settings.port, exc.strerror or exc)
+                _log.error(
+                    "metrics: cannot serve /metrics on %s:%d (%s); the metrics stay in the registry",
+                    self.settings.address,
+                    self.settings.port,
+                    exc.strerror or exc,
+                )
                 return
             self.server = server
             _log.info("metrics: serving %s", server.url)

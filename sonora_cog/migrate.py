@@ -77,9 +77,16 @@ class MigrationReport:
     def to_json(self) -> dict[str, object]:
         """A JSON-ready summary (for ``--json``)."""
         return {
-            "source": self.source, "target": self.target, "live_records": self.live_records,
-            "snapshots": self.snapshots, "copied": self.copied, "already_present": self.already_present,
-            "conflicts": self.conflicts, "failed": self.failed, "missing": self.missing, "ok": self.ok,
+            "source": self.source,
+            "target": self.target,
+            "live_records": self.live_records,
+            "snapshots": self.snapshots,
+            "copied": self.copied,
+            "already_present": self.already_present,
+            "conflicts": self.conflicts,
+            "failed": self.failed,
+            "missing": self.missing,
+            "ok": self.ok,
         }
 
 
@@ -153,8 +160,13 @@ async def migrate(
     refs = [ref async for ref in source.scan()]
     report.live_records = sum(ref.is_live for ref in refs)
     report.snapshots = len(refs) - report.live_records
-    _log.info("migrating %d live record(s) and %d snapshot(s) from %s to %s", report.live_records,
-              report.snapshots, report.source, report.target)
+    _log.info(
+        "migrating %d live record(s) and %d snapshot(s) from %s to %s",
+        report.live_records,
+        report.snapshots,
+        report.source,
+        report.target,
+    )
     expected: dict[tuple[int, str | None], int] = {}
     for done, ref in enumerate(refs, 1):
         try:
@@ -178,11 +190,18 @@ async def migrate(
         raise StoreError(f"{report.target} did not take every record (unreachable); the copy is incomplete")
     found = {(ref.guild_id, ref.snapshot_id): ref.size async for ref in target.scan()}
     report.missing = sorted(
-        f"{guild}/{snapshot_id or 'live'}" for (guild, snapshot_id), size in expected.items()
+        f"{guild}/{snapshot_id or 'live'}"
+        for (guild, snapshot_id), size in expected.items()
         if found.get((guild, snapshot_id)) != size
     )
-    _log.info("migration: %d copied, %d already present, %d conflict(s), %d failed, %d missing after the copy",
-              report.copied, report.already_present, len(report.conflicts), len(report.failed), len(report.missing))
+    _log.info(
+        "migration: %d copied, %d already present, %d conflict(s), %d failed, %d missing after the copy",
+        report.copied,
+        report.already_present,
+        len(report.conflicts),
+        len(report.failed),
+        len(report.missing),
+    )
     return report
 
 
@@ -242,8 +261,10 @@ async def migrate_locations(
     """
     if source == target and source_prefix == target_prefix:
         raise StoreError("--from and --to name the same store")
-    stores = [open_location(source, settings, prefix=source_prefix),
-              open_location(target, settings, prefix=target_prefix)]
+    stores = [
+        open_location(source, settings, prefix=source_prefix),
+        open_location(target, settings, prefix=target_prefix),
+    ]
     try:
         for store, location in zip(stores, (source, target), strict=True):
             opener = getattr(store, "open", None)
@@ -251,8 +272,14 @@ async def migrate_locations(
                 await opener()
             if getattr(store, "available", True) is False:
                 raise StoreError(f"cannot reach {describe_location(location)}; nothing was copied")
-        return await migrate(stores[0], stores[1], overwrite_live=overwrite_live, progress=progress,
-                             source_name=describe_location(source), target_name=describe_location(target))
+        return await migrate(
+            stores[0],
+            stores[1],
+            overwrite_live=overwrite_live,
+            progress=progress,
+            source_name=describe_location(source),
+            target_name=describe_location(target),
+        )
     finally:
         for store in stores:
             await store.close()

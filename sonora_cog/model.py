@@ -653,4 +653,3 @@ class _Reader:
 
     def rest(self) -> dict[str, Any]:
         return {k: v for k, v in self.obj.items() if k not in self.seen}
-

@@ -177,8 +177,10 @@ class NodeSummary:
             "drained_by": self.drained.by if self.drained else None,
             "known": self.known,
             "players": self.players,
-            "processes": [{"name": p.process, "status": p.state.value, "players": p.players,
-                           "drained": p.drained} for p in self.processes],
+            "processes": [
+                {"name": p.process, "status": p.state.value, "players": p.players, "drained": p.drained}
+                for p in self.processes
+            ],
         }
 
 
@@ -191,8 +193,10 @@ def validate_identifier(identifier: Any) -> str:
     if not isinstance(identifier, str) or not identifier.strip():
         raise InvalidIdentifier(f"not a Lavalink node identifier: {identifier!r} (it is empty)")
     if len(identifier) > MAX_IDENTIFIER_LENGTH:
-        raise InvalidIdentifier(f"not a Lavalink node identifier: {identifier[:20]!r}… is {len(identifier)} "
-                                f"characters long (at most {MAX_IDENTIFIER_LENGTH})")
+        raise InvalidIdentifier(
+            f"not a Lavalink node identifier: {identifier[:20]!r}… is {len(identifier)} "
+            f"characters long (at most {MAX_IDENTIFIER_LENGTH})"
+        )
     if not identifier.isprintable():
         raise InvalidIdentifier(f"not a Lavalink node identifier: {identifier!r} (it holds control characters)")
     return identifier
@@ -223,10 +227,10 @@ async def read_drained(manager: SessionManager) -> dict[str, DrainedNode]:
         try:
             validate_identifier(identifier)
             if not isinstance(entry, dict) or not isinstance(entry.get("by"), str):
-                raise ValueError("expected {\"at\": <unix time>, \"by\": <text>}")
+                raise ValueError('expected {"at": <unix time>, "by": <text>}')
             at = entry["at"]
             if isinstance(at, bool) or not isinstance(at, int | float):
-                raise ValueError("\"at\" is not a number")
+                raise ValueError('"at" is not a number')
             found[identifier] = DrainedNode(identifier, float(at), entry["by"])
         except (InvalidIdentifier, KeyError, ValueError) as exc:
             _log.warning("the drained-nodes record %r: skipping the entry %r (%s)", DRAINED_KEY, identifier[:120], exc)
@@ -278,11 +282,15 @@ async def undrain(manager: SessionManager, identifier: str) -> bool:
 # -- each process's view of its nodes ----------------------------------------------------------------------
 
 
-async def write_view(manager: SessionManager, token: str, nodes: Mapping[str, NodeView], ttl: float, *,
-                     now: float | None = None) -> None:
+async def write_view(
+    manager: SessionManager, token: str, nodes: Mapping[str, NodeView], ttl: float, *, now: float | None = None
+) -> None:
     """Publish this process's view of its nodes for the next ``ttl`` seconds."""
-    body = {"name": process_name(), "until": (time.time() if now is None else now) + ttl,
-            "nodes": {identifier: view.to_json() for identifier, view in nodes.items()}}
+    body = {
+        "name": process_name(),
+        "until": (time.time() if now is None else now) + ttl,
+        "nodes": {identifier: view.to_json() for identifier, view in nodes.items()},
+    }
     await manager.store.put_aux(VIEW_PREFIX + token, orjson.dumps(body))
 
 
@@ -347,8 +355,7 @@ class ViewPublisher:
         Unix time (injected by tests).
     """
 
-    def __init__(self, manager: SessionManager, token: str, ttl: float,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, manager: SessionManager, token: str, ttl: float, clock: Callable[[], float] = time.time) -> None:
         self.manager = manager
         self.token = token
         self.ttl = ttl

@@ -149,8 +149,9 @@ class NodeController:
         unfinished = (self._listed - self._started) | set(self._running)
         drained = self.cog.owner.nodes.drained - unfinished
         return {
-            node.identifier: NodeView(_STATES.get(node.status, NodeState.disconnected), players[node.identifier],
-                                      node.identifier in drained)
+            node.identifier: NodeView(
+                _STATES.get(node.status, NodeState.disconnected), players[node.identifier], node.identifier in drained
+            )
             for node in wavelink.Pool.nodes.values()
         }
 

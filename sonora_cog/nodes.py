@@ -141,7 +141,9 @@ class NodeBoard:
     def alive(self, node: wavelink.Node | None) -> bool:
         """Whether ``node`` works: connected, with a session, and answering (see :meth:`probe`)."""
         return (
-            node is not None and node.status is wavelink.NodeStatus.CONNECTED and bool(node.session_id)
+            node is not None
+            and node.status is wavelink.NodeStatus.CONNECTED
+            and bool(node.session_id)
             and node.identifier not in self._unreachable
         )
 

@@ -92,7 +92,8 @@ class SessionOwner(SessionWriter):
         super().__init__(
             bot,
             manager,
-            leases or LeaseManager.for_store(
+            leases
+            or LeaseManager.for_store(
                 manager.store, ttl=storage.lease_ttl, renew_interval=storage.lease_renew_interval
             ),
             clock=clock,
@@ -213,8 +214,11 @@ class SessionOwner(SessionWriter):
                 held.append(guild_id)
         if others:
             shown = ", ".join(map(str, others[:10])) + (", ..." if len(others) > 10 else "")
-            _log.info("%d live record(s) belong to shards this process does not run (%s); left for their process",
-                      len(others), shown)
+            _log.info(
+                "%d live record(s) belong to shards this process does not run (%s); left for their process",
+                len(others),
+                shown,
+            )
         return held
 
     def start(self, guild_id: int, reason: str) -> bool:
@@ -356,7 +360,8 @@ class SessionOwner(SessionWriter):
     def players(self) -> list[wavelink.Player]:
         """Every connected wavelink player of this process, in the guilds it owns."""
         return [
-            vc for vc in self.bot.voice_clients
+            vc
+            for vc in self.bot.voice_clients
             if isinstance(vc, wavelink.Player) and vc.connected and vc.guild is not None and self.owns(vc.guild.id)
         ]
 

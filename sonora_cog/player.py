@@ -396,8 +396,11 @@ class SonoraPlayer(wavelink.Player):
                     async with asyncio.timeout(MOVE_WAIT):
                         await self._idle.wait()
                 except TimeoutError:
-                    _log.warning("guild %s: a call to the player still runs after %gs; moving anyway",
-                                 self.guild.id if self.guild else "?", MOVE_WAIT)
+                    _log.warning(
+                        "guild %s: a call to the player still runs after %gs; moving anyway",
+                        self.guild.id if self.guild else "?",
+                        MOVE_WAIT,
+                    )
             yield
         finally:
             self._mover = None
@@ -415,8 +418,11 @@ class SonoraPlayer(wavelink.Player):
                 async with asyncio.timeout(MOVE_WAIT):
                     await self._moved.wait()
             except TimeoutError:
-                _log.warning("guild %s: the move to another node took over %gs; going on",
-                             self.guild.id if self.guild else "?", MOVE_WAIT)
+                _log.warning(
+                    "guild %s: the move to another node took over %gs; going on",
+                    self.guild.id if self.guild else "?",
+                    MOVE_WAIT,
+                )
         self._calling.add(task)
         self._idle.clear()
         try:
@@ -514,8 +520,11 @@ class SonoraPlayer(wavelink.Player):
         owner = owner_of(self.client)
         if owner is not None:
             owner.stall(guild_id, self.position, paused=self.paused)
-        _log.info("guild %s: Lavalink node %s is closing; the player stays in voice and moves to another node",
-                  guild_id, node.identifier)
+        _log.info(
+            "guild %s: Lavalink node %s is closing; the player stays in voice and moves to another node",
+            guild_id,
+            node.identifier,
+        )
         await delete_lavalink_player(node, guild_id)
 
     async def on_voice_state_update(self, data: Any, /) -> None:
@@ -527,8 +536,10 @@ class SonoraPlayer(wavelink.Player):
         voice connection that never comes.
         """
         if data.get("channel_id") is None and _is_another_session(self.client, self.guild, data.get("session_id")):
-            _log.debug("guild %s: ignored the end of another gateway session's voice state",
-                       self.guild.id if self.guild is not None else "?")
+            _log.debug(
+                "guild %s: ignored the end of another gateway session's voice state",
+                self.guild.id if self.guild is not None else "?",
+            )
             return
         await super().on_voice_state_update(data)
 

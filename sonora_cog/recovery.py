@@ -153,8 +153,9 @@ class RecoveryMixin:
                 async with slots.setdefault(shard, asyncio.Semaphore(self.settings.restore.concurrency)):
                     try:
                         path = RestorePath.handover if guild_id in asked else RestorePath.startup
-                        report = await self._restore_pending(guild_id, ghosts.get(guild_id), strays.pop(guild_id, None),
-                                                             path)
+                        report = await self._restore_pending(
+                            guild_id, ghosts.get(guild_id), strays.pop(guild_id, None), path
+                        )
                     except Exception as exc:  # one guild's surprise never stops the others' restore
                         _log.exception("restore of guild %s failed unexpectedly", guild_id)
                         report = RestoreReport(guild_id, RestoreStatus.failed, reason=f"{type(exc).__name__}: {exc}")
@@ -170,8 +171,14 @@ class RecoveryMixin:
                 await self._drop_ghost(ghosts, guild_id, report.reason or "it was restored")
             done += 1
             how = "adopted from the resumed Lavalink session" if report.adopted else report.reason
-            _log.info("restore %d/%d: guild %s %s%s", done, len(targets), guild_id, report.status.value,
-                      f" ({how})" if how else "")
+            _log.info(
+                "restore %d/%d: guild %s %s%s",
+                done,
+                len(targets),
+                guild_id,
+                report.status.value,
+                f" ({how})" if how else "",
+            )
             return report
 
         def held_elsewhere(status: LeaseStatus) -> None:
@@ -191,6 +198,7 @@ class RecoveryMixin:
                     held[lease.guild_id] = lease
             # Guilds another process holds: ask an older one to hand them over, or wait for their leases.
             asked, wait = await self.handover.ask(held)
+
             def still_held(status: LeaseStatus) -> None:
                 held_elsewhere(status)
                 self.handover.observe(status)
@@ -207,8 +215,9 @@ class RecoveryMixin:
         restored = sum(r.ok for r in reports)
         _log.info("startup restore finished: %d restored, %d skipped or failed", restored, len(reports) - restored)
         for problem, count in sorted(self._unreadable.items()):
-            _log.warning("%d live record(s) are %s; they are kept and restored by a start that can read them",
-                         count, problem)
+            _log.warning(
+                "%d live record(s) are %s; they are kept and restored by a start that can read them", count, problem
+            )
         self._unreadable.clear()
         await self.deploy.record_startup(reports)
         return list(reports)
@@ -229,7 +238,12 @@ class RecoveryMixin:
         return await self._restore_from_record(guild_id, "startup restore", ghost=ghost, stray=stray, path=path)
 
     async def _restore_from_record(
-        self, guild_id: int, why: str, *, ghost: Ghost | None = None, stray: Ghost | None = None,
+        self,
+        guild_id: int,
+        why: str,
+        *,
+        ghost: Ghost | None = None,
+        stray: Ghost | None = None,
         path: RestorePath = RestorePath.startup,
     ) -> RestoreReport:
         """Restore one guild from its live record, inside its ``restoring`` phase.
@@ -263,8 +277,9 @@ class RecoveryMixin:
         age = time.time() - max(state.created_at, self._previous_heartbeat or 0.0)
         guild = self.bot.get_guild(guild_id)
         if age > self.settings.restore.max_age:
-            return RestoreReport(guild_id, RestoreStatus.skipped, state=state,
-                                 reason=f"the session is stale ({age / 60:.0f} min old)")
+            return RestoreReport(
+                guild_id, RestoreStatus.skipped, state=state, reason=f"the session is stale ({age / 60:.0f} min old)"
+            )
         if guild is None:
             return RestoreReport(guild_id, RestoreStatus.skipped, state=state, reason="the guild is not available")
         if self._previous_heartbeat is not None:
@@ -335,8 +350,14 @@ class RecoveryMixin:
         adopt: Ghost | None,
     ) -> RestoreReport:
         return await restore_state(
-            guild, state, self.settings.restore, parts=parts, backup=backup,
-            player_cls=self.player_cls, pacer=self.pacer, adopt=adopt,
+            guild,
+            state,
+            self.settings.restore,
+            parts=parts,
+            backup=backup,
+            player_cls=self.player_cls,
+            pacer=self.pacer,
+            adopt=adopt,
         )
 
     def current_state(self, guild: discord.Guild, kind: SnapshotKind = SnapshotKind.manual) -> SessionState | None:
@@ -412,10 +433,14 @@ class RecoveryMixin:
         if not orphaned:
             return []
         _log.warning("gateway session was re-identified; rejoining %d guild(s)", len(orphaned))
-        return list(await asyncio.gather(
-            *(self._restore_from_record(g, "rejoining after a gateway re-identify", path=RestorePath.reidentify)
-              for g in orphaned)
-        ))
+        return list(
+            await asyncio.gather(
+                *(
+                    self._restore_from_record(g, "rejoining after a gateway re-identify", path=RestorePath.reidentify)
+                    for g in orphaned
+                )
+            )
+        )
 
     @commands.Cog.listener()
     async def on_wavelink_node_ready(self, payload: wavelink.NodeReadyEventPayload) -> None:
@@ -428,8 +453,11 @@ class RecoveryMixin:
             return
         # Every player of the node, idle ones too: Lavalink lost their voice connections with them.
         # (Players that wait for a node to move to are moved by the failover.)
-        lost = [p for p in self.owner.players()
-                if p.node is payload.node and p.guild is not None and p.guild.id not in self._waiting]
+        lost = [
+            p
+            for p in self.owner.players()
+            if p.node is payload.node and p.guild is not None and p.guild.id not in self._waiting
+        ]
         for player in lost:
             self._spawn(self.rebuild(player, "the Lavalink node came back without its players"))
 

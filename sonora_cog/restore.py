@@ -192,11 +192,14 @@ async def leave_voice(voice_client: discord.VoiceProtocol) -> None:
     me = guild.me
     confirmation: asyncio.Future[object] | None = None
     if me.voice is not None and me.voice.channel is not None:
-        confirmation = asyncio.ensure_future(client.wait_for(
-            "voice_state_update",
-            check=lambda member, _before, after: member.guild.id == guild.id and member.id == me.id
-            and after.channel is None,
-        ))
+        confirmation = asyncio.ensure_future(
+            client.wait_for(
+                "voice_state_update",
+                check=lambda member, _before, after: (
+                    member.guild.id == guild.id and member.id == me.id and after.channel is None
+                ),
+            )
+        )
     try:
         if isinstance(voice_client, wavelink.Player):
             await wavelink.Player.disconnect(voice_client)  # not SonoraPlayer.disconnect: that ends the session
@@ -206,8 +209,9 @@ async def leave_voice(voice_client: discord.VoiceProtocol) -> None:
             async with asyncio.timeout(LEAVE_CONFIRM_TIMEOUT):
                 await asyncio.shield(confirmation)
     except TimeoutError:
-        _log.debug("guild %s: Discord did not confirm leaving voice within %g s; going on",
-                   guild.id, LEAVE_CONFIRM_TIMEOUT)
+        _log.debug(
+            "guild %s: Discord did not confirm leaving voice within %g s; going on", guild.id, LEAVE_CONFIRM_TIMEOUT
+        )
     finally:
         if confirmation is not None:
             confirmation.cancel()

@@ -40,8 +40,15 @@ if TYPE_CHECKING:
     from .manager import SessionManager
     from .restore import RestoreReport
 
-__all__ = ("JOURNAL_PREFIX", "RestoreFailure", "RestoreHistory", "RestoreRecorder", "journal_name",
-           "prune_journals", "read_history")
+__all__ = (
+    "JOURNAL_PREFIX",
+    "RestoreFailure",
+    "RestoreHistory",
+    "RestoreRecorder",
+    "journal_name",
+    "prune_journals",
+    "read_history",
+)
 
 _log = logging.getLogger(__name__)
 
@@ -67,7 +74,7 @@ def _journal_day(name: str) -> float | None:
     if not name.startswith(JOURNAL_PREFIX):
         return None
     try:
-        day = time.strptime(name[len(JOURNAL_PREFIX):], "%Y%m%d")
+        day = time.strptime(name[len(JOURNAL_PREFIX) :], "%Y%m%d")
     except ValueError:
         return None
     return float(calendar.timegm(day))
@@ -86,15 +93,27 @@ class RestoreFailure:
 
     def to_json(self) -> dict[str, Any]:
         """The journal (and ``--json``) form: the guild id as a string."""
-        return {"at": self.at, "guild": str(self.guild_id), "path": self.path, "outcome": self.outcome,
-                "reason": self.reason, "detail": self.detail}
+        return {
+            "at": self.at,
+            "guild": str(self.guild_id),
+            "path": self.path,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
 
     @classmethod
     def from_json(cls, obj: Any) -> RestoreFailure | None:
         """Parse one; ``None`` when it is not well-formed (skipped, never fatal)."""
         try:
-            return cls(at=float(obj["at"]), guild_id=int(obj["guild"]), path=str(obj["path"]),
-                       outcome=str(obj["outcome"]), reason=str(obj["reason"]), detail=str(obj["detail"]))
+            return cls(
+                at=float(obj["at"]),
+                guild_id=int(obj["guild"]),
+                path=str(obj["path"]),
+                outcome=str(obj["outcome"]),
+                reason=str(obj["reason"]),
+                detail=str(obj["detail"]),
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -144,11 +163,17 @@ class RestoreHistory:
     def to_json(self) -> dict[str, Any]:
         """The ``snapshots stats --json`` form."""
         return {
-            "total": self.total, "by_outcome": self.by_outcome(), "by_path": self.by_path(),
-            "skip_reasons": self.by_reason("skipped"), "failure_reasons": self.by_reason("failed"),
+            "total": self.total,
+            "by_outcome": self.by_outcome(),
+            "by_path": self.by_path(),
+            "skip_reasons": self.by_reason("skipped"),
+            "failure_reasons": self.by_reason("failed"),
             "rollback_reasons": self.by_reason("rolled_back"),
-            "last_failures": [f.to_json() for f in self.failures], "first": self.first, "last": self.last,
-            "days": self.days, "unreadable_journals": dict(self.unreadable),
+            "last_failures": [f.to_json() for f in self.failures],
+            "first": self.first,
+            "last": self.last,
+            "days": self.days,
+            "unreadable_journals": dict(self.unreadable),
         }
 
 
@@ -206,9 +231,11 @@ class RestoreRecorder:
             reason = reason_category(report.reason)
             self._counts[(counted, outcome, reason)] += 1
             if outcome in ("failed", "rolled_back"):
-                self._failures.append(RestoreFailure(
-                    time.time(), report.guild_id, counted, outcome, reason, (report.reason or "")[:DETAIL_CHARS]
-                ).to_json())
+                self._failures.append(
+                    RestoreFailure(
+                        time.time(), report.guild_id, counted, outcome, reason, (report.reason or "")[:DETAIL_CHARS]
+                    ).to_json()
+                )
                 del self._failures[:-FAILURES_PER_ENTRY]
             self._schedule(self.delay)
         except Exception:  # the history must never break a restore
@@ -262,8 +289,9 @@ class RestoreRecorder:
                     await asyncio.shield(self._flushing)
                 await self.flush()
         except TimeoutError:
-            _log.warning("the restore history was not appended within %gs (%d restore(s) left out)",
-                         timeout, self.pending)
+            _log.warning(
+                "the restore history was not appended within %gs (%d restore(s) left out)", timeout, self.pending
+            )
         if self._flushing is not None and not self._flushing.done():
             self._flushing.cancel()
 

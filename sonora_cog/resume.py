@@ -90,9 +90,7 @@ async def enable_resuming(node: wavelink.Node, keep_seconds: int) -> None:
         _log.warning("cannot enable session resuming on Lavalink node %s: %r", node.identifier, exc)
 
 
-async def find_ghosts(
-    nodes: Iterable[wavelink.Node], *, sessions: Mapping[str, str] | None = None
-) -> dict[int, Ghost]:
+async def find_ghosts(nodes: Iterable[wavelink.Node], *, sessions: Mapping[str, str] | None = None) -> dict[int, Ghost]:
     """Players Lavalink holds that no ``wavelink.Player`` of this process controls.
 
     By default on each connected node's own session (a resumed one): its players with no
@@ -112,8 +110,9 @@ async def find_ghosts(
                 raw = await node.send("GET", path=f"v4/sessions/{session_id}/players")
                 players = [wavelink.PlayerResponsePayload(p) for p in raw or ()]
         except _LAVALINK_ERRORS as exc:
-            _log.debug("cannot list the players of session %s on Lavalink node %s: %r", session_id, node.identifier,
-                       exc)
+            _log.debug(
+                "cannot list the players of session %s on Lavalink node %s: %r", session_id, node.identifier, exc
+            )
             continue
         seen_at = time.time()
         for player in players:
@@ -140,6 +139,5 @@ async def destroy_ghost(ghost: Ghost) -> bool:
     except _LAVALINK_ERRORS as exc:
         _log.warning("cannot destroy the unowned Lavalink player of guild %s: %r", ghost.guild_id, exc)
         return False
-    _log.info("guild %s: destroyed a Lavalink player nobody controls (left from the previous process)",
-              ghost.guild_id)
+    _log.info("guild %s: destroyed a Lavalink player nobody controls (left from the previous process)", ghost.guild_id)
     return True

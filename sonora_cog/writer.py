@@ -230,8 +230,7 @@ class SessionWriter:
             session = self.session(guild_id)
             if outcome.error is not None or outcome.meta is None:
                 error = outcome.error
-                _log.error("could not save the live record of guild %s: %s: %s", guild_id, type(error).__name__,
-                           error)
+                _log.error("could not save the live record of guild %s: %s: %s", guild_id, type(error).__name__, error)
                 session.dirty = True
                 continue
             if session.phase is Phase.ended:  # ended while it was being written: take the write back
@@ -371,8 +370,12 @@ class SessionWriter:
             return False
         now = self.clock()
         if session.pre_change_at is not None and now - session.pre_change_at < PRE_CHANGE_MIN_GAP:
-            _log.debug("guild %s: no pre-change snapshot %s (one was taken %.0f s ago)",
-                       guild_id, label, now - session.pre_change_at)
+            _log.debug(
+                "guild %s: no pre-change snapshot %s (one was taken %.0f s ago)",
+                guild_id,
+                label,
+                now - session.pre_change_at,
+            )
             return False
         try:
             state = replace(self.capture(player, SnapshotKind.pre_change), label=label)
@@ -438,8 +441,11 @@ class SessionWriter:
                 if self._tasks:
                     await asyncio.gather(*self._tasks, return_exceptions=True)
         except TimeoutError:
-            _log.error("shutdown: the final write did not finish within %gs (snapshots.shutdown_timeout): %s",
-                       grace, progress.report())
+            _log.error(
+                "shutdown: the final write did not finish within %gs (snapshots.shutdown_timeout): %s",
+                grace,
+                progress.report(),
+            )
         for task in self._tasks:  # a write still stuck in the store must not land after the handover
             task.cancel()
         for session in self._sessions.values():

@@ -60,10 +60,15 @@ def sample_state(guild_id: int = 111111111111111111, tracks: int = 5, **override
         created_at=1_764_000_000.5,
         kind=SnapshotKind.manual,
         label="friday night",
-        player=PlayerState(volume=80, paused=False, position=61_000, position_at=1_764_000_000.5, connected=True,
-                           session_id="abc123"),
-        queue=QueueState(current=made[0] if made else None, upcoming=tuple(made[1:]), history=tuple(made[:1]),
-                         loop_mode=LoopMode.queue),
+        player=PlayerState(
+            volume=80, paused=False, position=61_000, position_at=1_764_000_000.5, connected=True, session_id="abc123"
+        ),
+        queue=QueueState(
+            current=made[0] if made else None,
+            upcoming=tuple(made[1:]),
+            history=tuple(made[:1]),
+            loop_mode=LoopMode.queue,
+        ),
         filters=FilterState(active_filters=("timescale",), filter_config={"timescale": {"speed": 1.25}}),
         autoplay=AutoplayState(enabled=True, mode=AutoplayMode.partial, auto_queue=(), max_history=100),
         extras={"announce_channel": "333333333333333333"},

@@ -337,8 +337,10 @@ class FilesystemStore:
         except OSError as exc:
             if exc.errno in _REFUSED_ERRNOS:
                 self.unsafe.setdefault(str(path), "a symbolic link or not a directory: refused")
-                raise StoreError(f"refusing {path}: it is a symbolic link or not a directory (the store never "
-                                 "follows a link out of itself)") from None
+                raise StoreError(
+                    f"refusing {path}: it is a symbolic link or not a directory (the store never "
+                    "follows a link out of itself)"
+                ) from None
             raise StoreError(f"cannot open {path}: {_describe(exc)}") from exc
         if made:
             os.fchmod(fd, DIR_MODE)  # whatever the umask
@@ -365,8 +367,9 @@ class FilesystemStore:
             problems.append(f"owned by uid {info.st_uid}, not by this process's uid {os.geteuid()}")
         if problems and str(path) not in self.unsafe:
             self.unsafe[str(path)] = "; ".join(problems)
-            _log.warning("unsafe permissions on %s: %s (left as it is; fix them with chmod/chown)",
-                         path, self.unsafe[str(path)])
+            _log.warning(
+                "unsafe permissions on %s: %s (left as it is; fix them with chmod/chown)", path, self.unsafe[str(path)]
+            )
 
     # --- files (run in threads) ---------------------------------------------------------------------------
     def _read_in(self, dir_fd: int, name: str, path: Path, what: str, cap: int) -> bytes | None:
@@ -389,15 +392,21 @@ class FilesystemStore:
             raise StoreError(f"could not read {what} from {path}: {_describe(exc)}") from exc
         size = max(info.st_size, len(data))
         if size > cap:
-            raise SnapshotTooLarge(f"{what} at {path} is {size} bytes, over the {cap}-byte cap; not read",
-                                   size=size, cap=cap)
+            raise SnapshotTooLarge(
+                f"{what} at {path} is {size} bytes, over the {cap}-byte cap; not read", size=size, cap=cap
+            )
         return data
 
     def _read_file(self, names: tuple[str, ...], filename: str, what: str, cap: int | None = None) -> bytes | None:
         try:
             with self._dir(*names) as fd:
-                return self._read_in(fd, filename, self._root.joinpath(*names, filename), what,
-                                     self.max_record_bytes if cap is None else cap)
+                return self._read_in(
+                    fd,
+                    filename,
+                    self._root.joinpath(*names, filename),
+                    what,
+                    self.max_record_bytes if cap is None else cap,
+                )
         except FileNotFoundError:
             return None
 
@@ -433,8 +442,9 @@ class FilesystemStore:
         finally:
             os.close(fd)  # releases the lock
 
-    def _write(self, names: tuple[str, ...], filename: str, data: bytes, *, mode: str, what: str,
-               expected: bytes | None = None) -> None:
+    def _write(
+        self, names: tuple[str, ...], filename: str, data: bytes, *, mode: str, what: str, expected: bytes | None = None
+    ) -> None:
         """Write ``data`` to ``root/names/filename`` via a fsynced temp file.
 
         ``mode``: ``"new"`` refuses an existing file (snapshots are immutable), ``"replace"`` overwrites
@@ -466,8 +476,9 @@ class FilesystemStore:
         except OSError as exc:
             raise StoreError(f"could not write {what} to {path}: {_describe(exc)}") from exc
 
-    def _check_current(self, directory: int, filename: str, path: Path, what: str, mode: str,
-                       expected: bytes | None) -> None:
+    def _check_current(
+        self, directory: int, filename: str, path: Path, what: str, mode: str, expected: bytes | None
+    ) -> None:
         exists = self._refuse_link(directory, filename, path)
         if mode != "existing":
             return
@@ -567,8 +578,11 @@ class FilesystemStore:
                     if entry.is_dir(follow_symlinks=False):
                         folders.append(entry.name)
                     else:
-                        self._report_once(f"{self._root / 'snapshots' / entry.name}",
-                                          "ignoring it: a symbolic link or not a directory", refused=True)
+                        self._report_once(
+                            f"{self._root / 'snapshots' / entry.name}",
+                            "ignoring it: a symbolic link or not a directory",
+                            refused=True,
+                        )
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -646,8 +660,9 @@ class FilesystemStore:
                     if stat.S_ISREG(info.st_mode):
                         found.append((int(match[1]), str(self._root / "live" / entry.name), info.st_size))
                     else:
-                        self._report_once(str(self._root / "live" / entry.name), "ignoring it: not a regular file",
-                                          refused=True)
+                        self._report_once(
+                            str(self._root / "live" / entry.name), "ignoring it: not a regular file", refused=True
+                        )
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -657,8 +672,15 @@ class FilesystemStore:
     def _snapshot_entries(self, guild: str) -> list[tuple[int, str, str, int]]:
         try:
             with self._dir("snapshots", guild) as directory:
-                return [(int(guild), snapshot_id, str(self._root / "snapshots" / guild / f"{snapshot_id}{SUFFIX}"),
-                         info.st_size) for snapshot_id, info in self._snapshot_files(guild, directory)]
+                return [
+                    (
+                        int(guild),
+                        snapshot_id,
+                        str(self._root / "snapshots" / guild / f"{snapshot_id}{SUFFIX}"),
+                        info.st_size,
+                    )
+                    for snapshot_id, info in self._snapshot_files(guild, directory)
+                ]
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -686,8 +708,17 @@ class FilesystemStore:
         for index, (guild_id, data) in enumerate(items):
             try:
                 name = self._live_name(guild_id)
-                batch.append(BatchItem(index, guild_id, None, ("live",), name, self._as_bytes(data),
-                                       f"the live record of guild {guild_id}"))
+                batch.append(
+                    BatchItem(
+                        index,
+                        guild_id,
+                        None,
+                        ("live",),
+                        name,
+                        self._as_bytes(data),
+                        f"the live record of guild {guild_id}",
+                    )
+                )
             except (SonoraError, TypeError) as exc:
                 errors[index] = exc
         return await self._commit(len(items), batch, errors, "replace")
@@ -701,19 +732,30 @@ class FilesystemStore:
         for index, (meta, data) in enumerate(items):
             try:
                 folder, name = self._snapshot_place(meta.guild_id, meta.id)
-                batch.append(BatchItem(index, meta.guild_id, meta.id, folder, name, self._as_bytes(data),
-                                       f"snapshot {meta.id} of guild {meta.guild_id}"))
+                batch.append(
+                    BatchItem(
+                        index,
+                        meta.guild_id,
+                        meta.id,
+                        folder,
+                        name,
+                        self._as_bytes(data),
+                        f"snapshot {meta.id} of guild {meta.guild_id}",
+                    )
+                )
             except (SonoraError, TypeError) as exc:
                 errors[index] = exc
         return await self._commit(len(items), batch, errors, "new")
 
-    async def _commit(self, count: int, batch: list[Any], errors: dict[int, Exception],
-                      mode: Literal["replace", "new"]) -> BatchResult:
+    async def _commit(
+        self, count: int, batch: list[Any], errors: dict[int, Exception], mode: Literal["replace", "new"]
+    ) -> BatchResult:
         from .fs_batch import group_commit
 
         if batch:
-            errors.update(await self._run_locked_many([item.guild_id for item in batch], group_commit, self, batch,
-                                                      mode))
+            errors.update(
+                await self._run_locked_many([item.guild_id for item in batch], group_commit, self, batch, mode)
+            )
         return BatchResult(tuple(errors.get(index) for index in range(count)))
 
     async def put_aux(self, key: str, data: bytes) -> None:
@@ -747,8 +789,9 @@ class FilesystemStore:
     async def read_journal(self, name: str) -> list[bytes]:
         """Return a journal's complete entries, in order (``[]`` when there is none)."""
         validate_aux_key(name)
-        data = await self._run(self._read_file, ("journal",), f"{name}{JOURNAL_SUFFIX}", f"journal {name!r}",
-                               MAX_JOURNAL_BYTES)
+        data = await self._run(
+            self._read_file, ("journal",), f"{name}{JOURNAL_SUFFIX}", f"journal {name!r}", MAX_JOURNAL_BYTES
+        )
         return split_journal(data) if data else []
 
     async def journal_names(self) -> list[str]:
@@ -783,8 +826,9 @@ class FilesystemStore:
                     fd = os.open(filename, _APPEND_FLAGS, FILE_MODE, dir_fd=directory)
                 except OSError as exc:
                     if exc.errno in _REFUSED_ERRNOS:
-                        raise StoreError(f"refusing {path}: it is a symbolic link (the store never follows one)"
-                                         ) from None
+                        raise StoreError(
+                            f"refusing {path}: it is a symbolic link (the store never follows one)"
+                        ) from None
                     raise
                 try:
                     info = os.fstat(fd)
@@ -804,8 +848,9 @@ class FilesystemStore:
 
     async def get_live(self, guild_id: int) -> bytes | None:
         """Return the guild's live record, or ``None``."""
-        return await self._run(self._read_file, ("live",), self._live_name(guild_id),
-                               f"the live record of guild {guild_id}")
+        return await self._run(
+            self._read_file, ("live",), self._live_name(guild_id), f"the live record of guild {guild_id}"
+        )
 
     async def delete_live(self, guild_id: int) -> bool:
         """Delete the guild's live record; return whether there was one."""
@@ -898,8 +943,9 @@ class FilesystemStore:
                     names = [e.name for e in entries if not _TEMP_NAME_RE.fullmatch(e.name)]
             except (FileNotFoundError, StoreError):
                 continue  # missing, or already reported as a link
-            checks += [self._root / folder / name for name in names
-                       if folder != "live" or not _LIVE_NAME_RE.fullmatch(name)]
+            checks += [
+                self._root / folder / name for name in names if folder != "live" or not _LIVE_NAME_RE.fullmatch(name)
+            ]
         for path in checks:
             try:
                 info = path.lstat()
@@ -909,8 +955,9 @@ class FilesystemStore:
                 kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
                 self.unsafe.setdefault(str(path), f"{kind}: the store cannot use it")
             elif info.st_mode & 0o022 or (hasattr(os, "geteuid") and info.st_uid != os.geteuid()):
-                self.unsafe.setdefault(str(path), f"mode {stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}: "
-                                                  "others could change it")
+                self.unsafe.setdefault(
+                    str(path), f"mode {stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}: others could change it"
+                )
 
     async def replace(self, ref: RecordRef, data: bytes, *, expected: bytes | None = None) -> None:
         """Atomically rewrite an existing record in place (operator tools only); see :meth:`SnapshotStore.replace`.

@@ -312,4 +312,3 @@ def _sync_folders(
                 if folder[:-1] == parent:
                     for item in items:
                         errors[item.index] = _error(store, item, exc)
-

@@ -90,6 +90,7 @@ def _glob_escape(text: str) -> str:
     """``text`` as a literal in a Redis ``MATCH`` pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
+
 _log = logging.getLogger(__name__)
 _REASON_MAX = 2000
 _CHUNK = 500
@@ -99,9 +100,7 @@ def _driver() -> Any:
     try:
         import redis.asyncio as aioredis  # the driver is optional
     except ImportError:
-        raise ConfigError(
-            'storage.backend = "redis" needs the redis driver: pip install "sonora-cog[redis]"'
-        ) from None
+        raise ConfigError('storage.backend = "redis" needs the redis driver: pip install "sonora-cog[redis]"') from None
     return aioredis
 
 
@@ -164,15 +163,19 @@ class RedisStore:
             from redis.backoff import NoBackoff
 
             options: dict[str, Any] = {
-                "password": password, "socket_timeout": timeout, "socket_connect_timeout": timeout,
-                "retry": Retry(NoBackoff(), 1), "health_check_interval": 30,
+                "password": password,
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "retry": Retry(NoBackoff(), 1),
+                "health_check_interval": 30,
             }
             if tls_ca_file:
                 options["ssl_ca_certs"] = tls_ca_file
             # A burst of calls waits for a free connection instead of failing (and counting as Redis down).
             try:
-                pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=timeout,
-                                                                **options)
+                pool = aioredis.BlockingConnectionPool.from_url(
+                    url, max_connections=MAX_CONNECTIONS, timeout=timeout, **options
+                )
             except (ValueError, TypeError):  # its message may quote a piece of the password: not shown
                 raise ConfigError(
                     f"storage.redis_url is not a Redis URL redis-py can use ({redact_url(url)}): expected "
@@ -183,9 +186,14 @@ class RedisStore:
         self._client = client
         self._scripts = {name: client.register_script(getattr(lua, name)) for name in lua.__all__}
         self._link = RedisLink(
-            client, url, f"prefix {prefix!r}", WriteBuffer(buffer_max_records, buffer_max_bytes), self._apply,
+            client,
+            url,
+            f"prefix {prefix!r}",
+            WriteBuffer(buffer_max_records, buffer_max_bytes),
+            self._apply,
             errors=(aioredis.ConnectionError, aioredis.TimeoutError, OSError, asyncio.TimeoutError),
-            refused=aioredis.RedisError, retry=(retry_initial, retry_max),
+            refused=aioredis.RedisError,
+            retry=(retry_initial, retry_max),
             denied=(exceptions.AuthenticationError, exceptions.AuthorizationError, exceptions.NoPermissionError),
             denied_hint="storage.redis_password_env (the password) or storage.redis_url (the user)",
         )
@@ -275,8 +283,7 @@ class RedisStore:
             return "DELETE_LIVE", live_keys, [guild, self._lease_owner]
         meta = item.meta
         assert meta is not None
-        keys = [self._snap_key(guild, meta.id), self._key("idx", guild), self._key("meta", guild),
-                self._key("guilds")]
+        keys = [self._snap_key(guild, meta.id), self._key("idx", guild), self._key("meta", guild), self._key("guilds")]
         info = orjson.dumps({**meta.to_json(), "size": len(item.data)})
         return "SAVE_SNAPSHOT", keys, [item.data, repr(meta.created_at), meta.id, info, guild, "1" if retry else "0"]
 
@@ -405,14 +412,20 @@ class RedisStore:
         """Move the live record to ``{prefix}:quarantine:{guild}:{utc}-{rand}``, noting ``reason``."""
         live = self._live_key(guild_id)
         now = time.time()
-        target = self._key("quarantine", guild_id, f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-"
-                           f"{secrets.token_hex(3)}")
-        note = json.dumps({"guild_id": str(guild_id), "record": "live", "quarantined_at": now,
-                           "reason": str(reason)[:_REASON_MAX]})
+        target = self._key(
+            "quarantine", guild_id, f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-{secrets.token_hex(3)}"
+        )
+        note = json.dumps(
+            {"guild_id": str(guild_id), "record": "live", "quarantined_at": now, "reason": str(reason)[:_REASON_MAX]}
+        )
         keys = [live, self._key("live-guilds"), target, self._key("quarantine-notes")]
         async with self._link.lock(guild_id):
-            moved = await self._link.call(f"quarantine the live record of guild {guild_id}",
-                                     self._scripts["QUARANTINE_LIVE"], keys, [guild_id, note])
+            moved = await self._link.call(
+                f"quarantine the live record of guild {guild_id}",
+                self._scripts["QUARANTINE_LIVE"],
+                keys,
+                [guild_id, note],
+            )
         if not moved:
             return None
         _log.warning("quarantined the live record of guild %s to %s: %s", guild_id, target, reason)
@@ -444,11 +457,13 @@ class RedisStore:
         pattern = _glob_escape(start + prefix) + "*"
 
         async def scan() -> builtins.list[str]:
-            return [k.decode() if isinstance(k, bytes) else k
-                    async for k in self._client.scan_iter(match=pattern, count=500)]
+            return [
+                k.decode() if isinstance(k, bytes) else k
+                async for k in self._client.scan_iter(match=pattern, count=500)
+            ]
 
         found = await self._link.call("list auxiliary records", scan)
-        return sorted(k[len(start):] for k in found)
+        return sorted(k[len(start) :] for k in found)
 
     async def append_journal(self, name: str, entries: Sequence[bytes]) -> None:
         """Append lines to a journal (one script: ``RPUSH``es and the set of journals); see the protocol."""
@@ -457,20 +472,29 @@ class RedisStore:
             return
         keys = [self._key("journal", name), self._key("journals")]
         size = sum(len(line) + 1 for line in lines)
-        result = await self._link.call(f"append to journal {name!r}", self._scripts["APPEND_JOURNAL"], keys,
-                                       [MAX_JOURNAL_BYTES, name, size, *lines])
+        result = await self._link.call(
+            f"append to journal {name!r}",
+            self._scripts["APPEND_JOURNAL"],
+            keys,
+            [MAX_JOURNAL_BYTES, name, size, *lines],
+        )
         if isinstance(result, list):
-            raise StoreError(f"journal {name!r} would grow to {result[1]} bytes, over {MAX_JOURNAL_BYTES}; "
-                             "not appended")
+            raise StoreError(
+                f"journal {name!r} would grow to {result[1]} bytes, over {MAX_JOURNAL_BYTES}; not appended"
+            )
 
     async def read_journal(self, name: str) -> builtins.list[bytes]:
         """Return a journal's entries, in order (``[]`` when there is none)."""
         key = self._key("journal", validate_aux_key(name))
-        result = await self._link.call(f"read journal {name!r}", self._scripts["CAPPED_JOURNAL"], [key],
-                                       [MAX_JOURNAL_BYTES])
+        result = await self._link.call(
+            f"read journal {name!r}", self._scripts["CAPPED_JOURNAL"], [key], [MAX_JOURNAL_BYTES]
+        )
         if result[0] == -1:
-            raise SnapshotTooLarge(f"journal {name!r} is {result[1]} bytes, over the {MAX_JOURNAL_BYTES}-byte cap; "
-                                   "not read", size=int(result[1]), cap=MAX_JOURNAL_BYTES)
+            raise SnapshotTooLarge(
+                f"journal {name!r} is {result[1]} bytes, over the {MAX_JOURNAL_BYTES}-byte cap; not read",
+                size=int(result[1]),
+                cap=MAX_JOURNAL_BYTES,
+            )
         return [bytes(item) for item in result[1:]]
 
     async def journal_names(self) -> builtins.list[str]:
@@ -524,8 +548,11 @@ class RedisStore:
         """``GET`` a value, checking its size in Redis first: a value over the cap is never transferred."""
         result = await self._link.call(f"read {what}", self._scripts["CAPPED_GET"], [key], [self.max_record_bytes])
         if isinstance(result, list):
-            raise SnapshotTooLarge(f"{what} is {result[0]} bytes, over the {self.max_record_bytes}-byte cap; not read",
-                                   size=int(result[0]), cap=self.max_record_bytes)
+            raise SnapshotTooLarge(
+                f"{what} is {result[0]} bytes, over the {self.max_record_bytes}-byte cap; not read",
+                size=int(result[0]),
+                cap=self.max_record_bytes,
+            )
         return None if result is None else bytes(result)
 
     def _parse_meta(self, guild_id: int, snapshot_id: str, raw: bytes) -> SnapshotMeta | None:
@@ -576,6 +603,7 @@ class RedisStore:
 
     async def _sizes(self, keys: Sequence[str]) -> builtins.list[int]:
         """Each key's length; ``-1`` for a key that is not a string (something else wrote it: reported)."""
+
         async def fetch() -> Any:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
@@ -659,11 +687,19 @@ class RedisStore:
                 raise SnapshotNotFound(f"cannot replace {what}: it does not exist")
 
     async def _delete_many(self, guild_id: int, snapshot_ids: Sequence[str]) -> set[str]:
-        keys = [self._key("idx", guild_id), self._key("meta", guild_id), self._key("guilds"),
-                *(self._snap_key(guild_id, i) for i in snapshot_ids)]
+        keys = [
+            self._key("idx", guild_id),
+            self._key("meta", guild_id),
+            self._key("guilds"),
+            *(self._snap_key(guild_id, i) for i in snapshot_ids),
+        ]
         async with self._link.lock(guild_id):
-            deleted = await self._link.call(f"delete snapshots of guild {guild_id}", self._scripts["DELETE_SNAPSHOTS"],
-                                       keys, [guild_id, *snapshot_ids])
+            deleted = await self._link.call(
+                f"delete snapshots of guild {guild_id}",
+                self._scripts["DELETE_SNAPSHOTS"],
+                keys,
+                [guild_id, *snapshot_ids],
+            )
         return {d.decode() for d in deleted}
 
     async def delete(self, guild_id: int, snapshot_id: str) -> bool:
@@ -718,8 +754,9 @@ class RedisStore:
                     raise InvalidIdentifier(text)
                 guilds.append(validate_guild_id(int(text)))
             except InvalidIdentifier:
-                self._stray(f"{self._key(set_name)} member {text[:80]!r}",
-                            "not a guild id; ignored (remove it with SREM)")
+                self._stray(
+                    f"{self._key(set_name)} member {text[:80]!r}", "not a guild id; ignored (remove it with SREM)"
+                )
         return sorted(guilds)
 
     async def stats(self) -> StoreStats:

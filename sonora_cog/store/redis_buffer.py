@@ -169,7 +169,8 @@ class WriteBuffer:
     def snapshots(self, guild_id: int | None = None) -> list[PendingWrite]:
         """Buffered snapshots (of one guild, or all), oldest first."""
         return [
-            item for item in self._items.values()
+            item
+            for item in self._items.values()
             if item.kind is PendingKind.save and (guild_id is None or item.guild_id == guild_id)
         ]
 
@@ -179,5 +180,4 @@ class WriteBuffer:
 
     def lives(self) -> list[PendingWrite]:
         """Buffered live-record writes and deletes."""
-        return [item for item in self._items.values()
-                if item.kind in (PendingKind.put_live, PendingKind.delete_live)]
+        return [item for item in self._items.values() if item.kind in (PendingKind.put_live, PendingKind.delete_live)]

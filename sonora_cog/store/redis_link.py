@@ -58,7 +58,8 @@ def redact_url(url: str) -> str:
     rest = prefix + rest
     query = "&".join(
         f"{key}=***" if key.lower() in _SECRET_PARAMETERS else item
-        for item in query.split("&") if item
+        for item in query.split("&")
+        if item
         for key in [item.split("=", 1)[0]]
     )
     return f"{scheme}://{rest}" + (f"?{query}" if question else "") + ("#***" if hash_sign else "")
@@ -155,8 +156,10 @@ class RedisLink:
             self._fault(exc)
         except self._refused as exc:  # answered, but not as a store can be used: the URL asks for the impossible
             self._opened = False
-            raise ConfigError(f"Redis at {redact_url(self.url)} refused the connection: {exc} (check "
-                              "storage.redis_url: the database number, TLS)") from None
+            raise ConfigError(
+                f"Redis at {redact_url(self.url)} refused the connection: {exc} (check "
+                "storage.redis_url: the database number, TLS)"
+            ) from None
         else:
             _log.info("snapshot store: Redis at %s (%s)", redact_url(self.url), self.label)
 
@@ -180,9 +183,12 @@ class RedisLink:
                 async with asyncio.timeout(grace):
                     await self._flush()
             except flush_errors as exc:
-                _log.error("closing with %d write(s) Redis never received (%s): %s", len(self.buffer),
-                           type(exc).__name__ if isinstance(exc, TimeoutError) else exc,
-                           "; ".join(item.describe() for item in list(self.buffer)[:20]))
+                _log.error(
+                    "closing with %d write(s) Redis never received (%s): %s",
+                    len(self.buffer),
+                    type(exc).__name__ if isinstance(exc, TimeoutError) else exc,
+                    "; ".join(item.describe() for item in list(self.buffer)[:20]),
+                )
         try:
             async with asyncio.timeout(grace):
                 await self._client.aclose()
@@ -207,8 +213,12 @@ class RedisLink:
         if self._down_since is None:
             self._down_since = time.monotonic()
             self._down_reason = f"{type(exc).__name__}: {exc}"
-            _log.error("Redis at %s is unreachable (%s); buffering writes (up to %d records) and retrying",
-                       redact_url(self.url), self._down_reason, self.buffer.max_records)
+            _log.error(
+                "Redis at %s is unreachable (%s); buffering writes (up to %d records) and retrying",
+                redact_url(self.url),
+                self._down_reason,
+                self.buffer.max_records,
+            )
         self._start_recovery()
 
     def _start_recovery(self) -> None:
@@ -234,8 +244,12 @@ class RedisLink:
                 delay = min(delay * 2, cap)
                 continue
             if self._down_since is not None:
-                _log.warning("Redis at %s is reachable again after %.1fs; wrote %d buffered record(s)",
-                             redact_url(self.url), time.monotonic() - self._down_since, written)
+                _log.warning(
+                    "Redis at %s is reachable again after %.1fs; wrote %d buffered record(s)",
+                    redact_url(self.url),
+                    time.monotonic() - self._down_since,
+                    written,
+                )
             self._down_since = None
             if not self.buffer:
                 return
@@ -262,13 +276,16 @@ class RedisLink:
         return self._locks.setdefault(guild_id, asyncio.Lock())
 
     def _denial(self, exc: BaseException) -> ConfigError:
-        return ConfigError(f"{self._denied_hint}: Redis at {redact_url(self.url)} refused the credentials or the "
-                           f"permissions ({type(exc).__name__}: {exc}); nothing is buffered for a wrong password")
+        return ConfigError(
+            f"{self._denied_hint}: Redis at {redact_url(self.url)} refused the credentials or the "
+            f"permissions ({type(exc).__name__}: {exc}); nothing is buffered for a wrong password"
+        )
 
     def _unreachable(self, what: str) -> StoreError:
         pending = f"; {len(self.buffer)} write(s) are buffered until it is back" if self.buffer else ""
-        return StoreError(f"cannot {what}: Redis at {redact_url(self.url)} is unreachable "
-                          f"({self._down_reason}){pending}")
+        return StoreError(
+            f"cannot {what}: Redis at {redact_url(self.url)} is unreachable ({self._down_reason}){pending}"
+        )
 
     async def call(self, what: str, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one read or tool command; raise :class:`StoreError` (fast) while Redis is down."""

@@ -990,8 +990,12 @@ class FakeLavalink:
         session) and stops producing audio, as it would on Discord's voice servers."""
         for session in self._all_sessions():
             other = session.players.get(player.guild_id)
-            if session is not player.session and session.user_id == player.session.user_id and other is not None \
-                    and other.connected:
+            if (
+                session is not player.session
+                and session.user_id == player.session.user_id
+                and other is not None
+                and other.connected
+            ):
                 other.close_voice(4006, "Your session is no longer valid.", True)
 
     def _resolve_single(self, identifier: str) -> str:

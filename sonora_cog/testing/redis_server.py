@@ -124,14 +124,22 @@ class RedisServer:
         assert self.executable is not None
         args = [
             self.executable,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.directory),
-            "--logfile", str(self.log_path),
-            "--save", "",
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-            "--databases", "4",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--logfile",
+            str(self.log_path),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--databases",
+            "4",
         ]
         if self.persistent:
             args += ["--appendonly", "yes", "--appendfsync", "always"]

@@ -398,4 +398,3 @@ async def kill_and_restart(demo: DemoScenario, restored: int) -> None:
     await demo.start_bot()
     if restored:
         await demo.wait_restored(restored)
-

@@ -662,9 +662,8 @@ async def test_restore_is_refused_while_a_restore_runs(running_bot: RunningBot) 
         assert running.cog.owner.phase(running.guild.id) is Phase.restoring
         assert_sentence(await ask(running, "restore", {"snapshot": snapshot_id}), "already running")
         with pytest.raises(RestoreInProgress):
-            await running.cog.restore(running.discord_guild, await running.cog.manager.load_snapshot(
-                snapshot_id, running.guild.id))
+            await running.cog.restore(
+                running.discord_guild, await running.cog.manager.load_snapshot(snapshot_id, running.guild.id)
+            )
     assert running.cog.owner.phase(running.guild.id) is Phase.live
     assert [m.kind for m in await running.cog.manager.list_snapshots(running.guild.id)] == [SnapshotKind.manual]
-
-

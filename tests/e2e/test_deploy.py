@@ -26,8 +26,16 @@ async def cli(demo: DemoScenario, *args: str) -> tuple[int, str]:
     """Run ``python -m sonora_cog deploy ...`` as a subprocess without blocking the fakes' event loop."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONORA_")} | {"COLUMNS": "250"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sonora_cog", "deploy", *args, "--config", str(demo.config_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+        sys.executable,
+        "-m",
+        "sonora_cog",
+        "deploy",
+        *args,
+        "--config",
+        str(demo.config_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
     )
     out, _ = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
@@ -109,7 +117,7 @@ async def test_a_guild_whose_channel_is_gone_is_reported_and_the_others_roll_bac
 
         code, out = await cli(demo, "rollback", "v2", "--wait", "--pause", "0", "--json")
         assert code == 1, out
-        report = {g["guild"]: g for g in json.loads(out[out.index("{"):])["guilds"]}
+        report = {g["guild"]: g for g in json.loads(out[out.index("{") :])["guilds"]}
         kept = demo.world[0][0].id
         assert report[str(kept)]["step"] == "rolled back"
         assert volumes(demo)[kept] == tagged[kept]
@@ -145,8 +153,9 @@ async def test_rollback_with_no_bot_running_rewrites_the_live_records_and_the_ne
 
 
 async def test_python_api_and_the_owner_command(start_bot: StartBot) -> None:
-    running = await start_bot(snapshots=SnapshotSettings(debounce=0.1, auto_enabled=False),
-                              deploy=DeploySettings(owner_command=True, pause=0))
+    running = await start_bot(
+        snapshots=SnapshotSettings(debounce=0.1, auto_enabled=False), deploy=DeploySettings(owner_command=True, pause=0)
+    )
     await running.play("clair de lune")
     player = running.player()
     assert player is not None
@@ -213,9 +222,22 @@ async def test_rollback_safeguards_for_pipelines(scenario: Callable[..., AsyncIt
         # --json: stdout is JSON only, with the request id a script follows
         env = {k: v for k, v in os.environ.items() if not k.startswith("SONORA_")}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sonora_cog", "deploy", "rollback", "safe", "--json", "--batch-size", "1",
-            "--pause", "4", "--config", str(demo.config_path), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env,
+            sys.executable,
+            "-m",
+            "sonora_cog",
+            "deploy",
+            "rollback",
+            "safe",
+            "--json",
+            "--batch-size",
+            "1",
+            "--pause",
+            "4",
+            "--config",
+            str(demo.config_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
         stdout, _ = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 0
@@ -230,8 +252,9 @@ async def test_rollback_safeguards_for_pipelines(scenario: Callable[..., AsyncIt
             assert pending is not None and pending.id == request
             await wait_for(lambda: _finished(manager, pending), 30)
             # --wait that gives up withdraws its request: nothing rolls back by surprise later
-            code, out = await cli(demo, "rollback", "safe", "--wait", "--timeout", "0", "--batch-size", "1",
-                                  "--pause", "4")
+            code, out = await cli(
+                demo, "rollback", "safe", "--wait", "--timeout", "0", "--batch-size", "1", "--pause", "4"
+            )
             assert code == 1 and "no process finished it within 0s" in out
             assert await deploy.read_request(manager) is None
         finally:

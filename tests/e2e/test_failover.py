@@ -97,8 +97,9 @@ def reports_of(running: RunningBot) -> list[RestoreReport]:
     return reports
 
 
-async def play_on_first_node(running: RunningBot, guilds: list[FakeGuild], others: list[FakeLavalink],
-                             songs: list[str] | None = None) -> None:
+async def play_on_first_node(
+    running: RunningBot, guilds: list[FakeGuild], others: list[FakeLavalink], songs: list[str] | None = None
+) -> None:
     """Play one track in each guild with every node but the fixture's drained, then open them again."""
     names = [node_of(running, fake).identifier for fake in others]
     for name in names:
@@ -111,8 +112,9 @@ async def play_on_first_node(running: RunningBot, guilds: list[FakeGuild], other
         assert running.lavalink.player(guild.id) is not None
 
 
-async def playing_on_a(start_bot: StartBot, world: MusicWorld, count: int, others: list[FakeLavalink],
-                       settings: FailoverSettings) -> tuple[RunningBot, list[FakeGuild], list[RestoreReport]]:
+async def playing_on_a(
+    start_bot: StartBot, world: MusicWorld, count: int, others: list[FakeLavalink], settings: FailoverSettings
+) -> tuple[RunningBot, list[FakeGuild], list[RestoreReport]]:
     """A bot with the fixture's node A and ``others``, playing in ``count`` guilds, all on A; its reports."""
     guilds = add_guilds(world, count)
     running = await start_bot(more_nodes=others, failover=settings)
@@ -123,9 +125,14 @@ async def playing_on_a(start_bot: StartBot, world: MusicWorld, count: int, other
 
 def start_position(fake: FakeLavalink, guild_id: int) -> int | None:
     """The ``position`` of the last play the node received for the guild."""
-    plays = [r.json for r in fake.requests
-             if r.method == "PATCH" and r.path.endswith(f"/players/{guild_id}") and isinstance(r.json, dict)
-             and "position" in r.json]
+    plays = [
+        r.json
+        for r in fake.requests
+        if r.method == "PATCH"
+        and r.path.endswith(f"/players/{guild_id}")
+        and isinstance(r.json, dict)
+        and "position" in r.json
+    ]
     return plays[-1]["position"] if plays else None
 
 
@@ -142,7 +149,10 @@ async def node_c() -> AsyncIterator[FakeLavalink]:
 
 
 async def test_a_node_that_dies_for_good_has_its_ten_guilds_play_on_the_others(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
     node_c: FakeLavalink,
 ) -> None:
     running, guilds, reports = await playing_on_a(start_bot, music_world, 10, [node_b, node_c], failover())
@@ -161,8 +171,11 @@ async def test_a_node_that_dies_for_good_has_its_ten_guilds_play_on_the_others(
         await fake_lavalink.close()  # for good: the port refuses every reconnect
 
         def moved() -> bool:
-            return all((node_b.player(g) or node_c.player(g)) is not None
-                       and ((node_b.player(g) or node_c.player(g)).track is not None) for g in ids)  # type: ignore[union-attr]
+            return all(
+                (node_b.player(g) or node_c.player(g)) is not None
+                and ((node_b.player(g) or node_c.player(g)).track is not None)
+                for g in ids
+            )  # type: ignore[union-attr]
 
         await running.wait_for(moved, GRACE + MOVE_BOUND)
         took = time.monotonic() - killed
@@ -177,13 +190,16 @@ async def test_a_node_that_dies_for_good_has_its_ten_guilds_play_on_the_others(
         fake = node_b if node_b.player(guild.id) else node_c
         start = start_position(fake, guild.id)
         assert start is not None and abs(start - before[guild.id]) <= POSITION_TOLERANCE_MS, (
-            f"guild {guild.id}: started at {start}, was at {before[guild.id]} when its node died")
+            f"guild {guild.id}: started at {start}, was at {before[guild.id]} when its node died"
+        )
     assert node_b.players() and node_c.players(), "every player went to one node"
     await running.wait_for(lambda: len(reports) == 10)
     assert {r.guild_id for r in reports} == set(ids)
-    assert all(r.status is RestoreStatus.restored and r.node in {node_of(running, node_b).identifier,
-                                                                 node_of(running, node_c).identifier}
-               for r in reports)
+    assert all(
+        r.status is RestoreStatus.restored
+        and r.node in {node_of(running, node_b).identifier, node_of(running, node_c).identifier}
+        for r in reports
+    )
     # The live records follow: still playing, the paused ones paused, nothing ended.
     for guild in guilds:
         state = await running.live_record(lambda s: s.queue.current is not None, guild_id=guild.id)
@@ -199,7 +215,10 @@ async def test_a_node_that_dies_for_good_has_its_ten_guilds_play_on_the_others(
 
 
 async def test_a_target_that_fails_during_the_move_is_skipped_for_the_next_node(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
     node_c: FakeLavalink,
 ) -> None:
     running, guilds, reports = await playing_on_a(start_bot, music_world, 4, [node_b, node_c], failover())
@@ -218,7 +237,10 @@ async def test_a_target_that_fails_during_the_move_is_skipped_for_the_next_node(
 
 
 async def test_one_guild_that_no_node_takes_does_not_keep_the_others_from_moving(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     running, guilds, reports = await playing_on_a(start_bot, music_world, 5, [node_b], failover())
     stuck = guilds[2].id
@@ -239,7 +261,10 @@ async def test_one_guild_that_no_node_takes_does_not_keep_the_others_from_moving
 
 
 async def test_with_no_other_node_the_players_wait_and_move_when_one_is_ready(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     guilds = add_guilds(music_world, 3)
     running = await start_bot(failover=failover())
@@ -263,7 +288,10 @@ async def test_with_no_other_node_the_players_wait_and_move_when_one_is_ready(
 
 
 async def test_closing_a_node_in_the_bot_ends_no_session_and_its_players_move(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     running, guilds, reports = await playing_on_a(start_bot, music_world, 3, [node_b], failover())
     ids = [g.id for g in guilds]
@@ -280,7 +308,10 @@ async def test_closing_a_node_in_the_bot_ends_no_session_and_its_players_move(
 
 
 async def test_a_drain_under_load_moves_every_player_and_loses_no_change(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     *guilds, extra = add_guilds(music_world, 7)
     running = await start_bot(more_nodes=[node_b], failover=failover(drain_batch_size=2))
@@ -298,9 +329,10 @@ async def test_a_drain_under_load_moves_every_player_and_loses_no_change(
             for guild_id in ids:
                 player = running.player(guild_id)
                 assert player is not None
-                found = await wavelink.Playable.search(songs[number % len(songs)], node=player.node
-                                                       if player.node.status is wavelink.NodeStatus.CONNECTED
-                                                       else None)
+                found = await wavelink.Playable.search(
+                    songs[number % len(songs)],
+                    node=player.node if player.node.status is wavelink.NodeStatus.CONNECTED else None,
+                )
                 assert isinstance(found, list) and found
                 player.queue.put(found[0])
                 queued[guild_id].append(found[0].title)
@@ -328,7 +360,8 @@ async def test_a_drain_under_load_moves_every_player_and_loses_no_change(
         assert node_b.player(guild_id).volume == volume  # type: ignore[union-attr]
         count = len(queued[guild_id])
         state = await running.live_record(
-            lambda s, n=count, v=volume: len(s.queue.upcoming) == n and s.player.volume == v, guild_id=guild_id,
+            lambda s, n=count, v=volume: len(s.queue.upcoming) == n and s.player.volume == v,
+            guild_id=guild_id,
         )
         assert [t.info["title"] for t in state.queue.upcoming] == queued[guild_id]
     # A drained node takes no new player; undrained, it does again.
@@ -340,7 +373,10 @@ async def test_a_drain_under_load_moves_every_player_and_loses_no_change(
 
 
 async def test_a_drain_that_no_node_can_take_leaves_the_players_where_they_are(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     guilds = add_guilds(music_world, 2)
     running = await start_bot(more_nodes=[node_b], failover=failover())
@@ -364,7 +400,10 @@ async def test_draining_an_unknown_node_says_which_nodes_exist(running_bot: Runn
 
 
 async def test_a_node_back_within_the_grace_period_keeps_its_players(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     running, _, reports = await playing_on_a(start_bot, music_world, 2, [node_b], failover(grace_seconds=30.0))
     node = node_of(running, fake_lavalink)
@@ -391,7 +430,10 @@ async def test_a_node_back_within_the_grace_period_keeps_its_players(
 
 
 async def test_a_node_that_shuts_down_cleanly_is_found_by_the_probe(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     # A Lavalink that shuts down closes its WebSockets with a close frame; wavelink 3.5 then stops
     # listening without an event or a reconnect and still calls the node connected. The stats probe
@@ -407,7 +449,9 @@ async def test_a_node_that_shuts_down_cleanly_is_found_by_the_probe(
 
 
 async def test_a_bot_that_closes_the_pool_before_discord_keeps_every_session_for_its_next_start(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
 ) -> None:
     # A common bot close(): `await wavelink.Pool.close()` first, then discord.py's. wavelink disconnects
     # every player of each node; that must not read as "the bot left on purpose".
@@ -428,8 +472,9 @@ async def test_a_bot_that_closes_the_pool_before_discord_keeps_every_session_for
     await running.stop()
 
     again = await start_bot()
-    await again.wait_for(lambda: all(fake_lavalink.player(g) is not None and fake_lavalink.player(g).track
-                                     for g in ids), 30)  # type: ignore[union-attr]
+    await again.wait_for(
+        lambda: all(fake_lavalink.player(g) is not None and fake_lavalink.player(g).track for g in ids), 30
+    )  # type: ignore[union-attr]
     for guild_id in ids:
         player = again.player(guild_id)
         assert player is not None and player.current is not None
@@ -440,7 +485,10 @@ async def test_a_bot_that_closes_the_pool_before_discord_keeps_every_session_for
 
 
 async def test_a_bot_that_starts_while_a_node_is_down_restores_every_guild_on_the_others(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     # wavelink.Pool.connect waits forever for a node that does not answer; connect_nodes must not.
     guilds = add_guilds(music_world, 3)
@@ -453,17 +501,24 @@ async def test_a_bot_that_starts_while_a_node_is_down_restores_every_guild_on_th
     await fake_lavalink.close()  # and node A is down meanwhile
 
     again = await start_bot(more_nodes=[node_b], connect_nodes=True)  # fails if setup_hook waits for node A
-    await again.wait_for(lambda: all(node_b.player(g) is not None and node_b.player(g).track for g in ids),
-                         30)  # type: ignore[union-attr]
+    await again.wait_for(lambda: all(node_b.player(g) is not None and node_b.player(g).track for g in ids), 30)  # type: ignore[union-attr]
     await fake_lavalink.start()  # A comes back: it joins the pool and takes no player back
-    await again.wait_for(lambda: len(wavelink.Pool.nodes) == 2 and all(
-        n.status is wavelink.NodeStatus.CONNECTED for n in wavelink.Pool.nodes.values()), 60)
+    await again.wait_for(
+        lambda: (
+            len(wavelink.Pool.nodes) == 2
+            and all(n.status is wavelink.NodeStatus.CONNECTED for n in wavelink.Pool.nodes.values())
+        ),
+        60,
+    )
     await asyncio.sleep(0.5)
     assert fake_lavalink.players() == [] and len(node_b.players()) == 3
 
 
 async def test_a_node_cut_off_from_the_bot_loses_its_old_players_when_it_is_reachable_again(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     # A partition of the WebSocket only: Lavalink A keeps the resumable session, and its players, while
     # wavelink cannot reconnect. Lavalink's REST does not reach a session that waits to be resumed, so
@@ -486,7 +541,10 @@ async def test_a_node_cut_off_from_the_bot_loses_its_old_players_when_it_is_reac
 
 
 async def test_a_guild_every_node_refuses_keeps_its_track_and_position_until_a_node_takes_it(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
     node_c: FakeLavalink,
 ) -> None:
     guilds = add_guilds(music_world, 1)
@@ -518,10 +576,15 @@ async def test_a_guild_every_node_refuses_keeps_its_track_and_position_until_a_n
 
 
 async def test_a_target_that_hangs_costs_one_timeout_and_the_others_go_elsewhere(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
     node_c: FakeLavalink,
 ) -> None:
-    running, guilds, reports = await playing_on_a(start_bot, music_world, 6, [node_b, node_c], failover(probe_interval=1.0))
+    running, guilds, reports = await playing_on_a(
+        start_bot, music_world, 6, [node_b, node_c], failover(probe_interval=1.0)
+    )
     # From now on B hangs on its players (each request waits longer than a move may take, 6 s) while its
     # stats still answer: it still looks like the least loaded node.
     patch = "PATCH /v4/sessions/{sessionId}/players/{guildId}"
@@ -544,9 +607,14 @@ async def test_a_target_that_hangs_costs_one_timeout_and_the_others_go_elsewhere
 
 
 async def test_two_drains_of_a_node_and_a_failover_in_between_move_each_guild_once(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
-    running, guilds, reports = await playing_on_a(start_bot, music_world, 4, [node_b], failover(drain_batch_size=2, drain_pause=3.0))
+    running, guilds, reports = await playing_on_a(
+        start_bot, music_world, 4, [node_b], failover(drain_batch_size=2, drain_pause=3.0)
+    )
     a = node_of(running, fake_lavalink).identifier
     first = asyncio.ensure_future(running.cog.drain_node(a))
     second = asyncio.ensure_future(running.cog.drain_node(a))
@@ -559,7 +627,10 @@ async def test_two_drains_of_a_node_and_a_failover_in_between_move_each_guild_on
 
 
 async def test_a_target_that_refuses_the_voice_update_is_not_taken_for_a_move(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     # B refuses the voice update once: Lavalink would hold the track but never play it to anyone.
     running, guilds, reports = await playing_on_a(start_bot, music_world, 1, [node_b], failover())
@@ -573,7 +644,10 @@ async def test_a_target_that_refuses_the_voice_update_is_not_taken_for_a_move(
 
 
 async def test_a_drain_whose_way_back_fails_too_keeps_the_track_and_moves_at_the_retry(
-    start_bot: StartBot, music_world: MusicWorld, fake_lavalink: FakeLavalink, node_b: FakeLavalink,
+    start_bot: StartBot,
+    music_world: MusicWorld,
+    fake_lavalink: FakeLavalink,
+    node_b: FakeLavalink,
 ) -> None:
     running, guilds, reports = await playing_on_a(start_bot, music_world, 1, [node_b], failover())
     guild_id = guilds[0].id

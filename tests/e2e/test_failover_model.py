@@ -167,8 +167,10 @@ class FailoverModel(RuleBasedStateMachine):
         for guild_id, model in self.guilds.items():
             holders = [n.identifier for n in self.nodes if n.fake.player(guild_id) is not None]
             player = self.player(guild_id)
-            lines.append(f"guild {guild_id}: model={model} bot node={player.node.identifier if player else None} "
-                         f"held by {holders}")
+            lines.append(
+                f"guild {guild_id}: model={model} bot node={player.node.identifier if player else None} "
+                f"held by {holders}"
+            )
         lines += [f"node {n.identifier}: alive={n.alive} drained={n.drained}" for n in self.nodes]
         return "\n".join(lines)
 
@@ -313,10 +315,15 @@ class FailoverModel(RuleBasedStateMachine):
         deadline = time.monotonic() + 5
         while True:
             state = await self.cog.manager.read_live(guild_id)
-            if state is not None and state.queue.current is not None and (
-                [t.info["title"] for t in state.queue.upcoming] == model.queue
-                and state.player.volume == model.volume and state.player.paused is model.paused
-                and state.queue.current.info["title"] == model.track
+            if (
+                state is not None
+                and state.queue.current is not None
+                and (
+                    [t.info["title"] for t in state.queue.upcoming] == model.queue
+                    and state.player.volume == model.volume
+                    and state.player.paused is model.paused
+                    and state.queue.current.info["title"] == model.track
+                )
             ):
                 return
             if time.monotonic() > deadline:
@@ -328,7 +335,9 @@ def test_failover_and_drain_keep_every_guild_on_one_working_node() -> None:
     run_state_machine_as_test(
         FailoverModel,
         settings=settings(
-            max_examples=10, stateful_step_count=12, deadline=None,
+            max_examples=10,
+            stateful_step_count=12,
+            deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )

@@ -83,8 +83,10 @@ async def test_a_hostile_live_record_never_stops_the_other_guilds_restore(
     text = orjson.dumps(state.to_json()).decode()
     hostile = text.replace('"extras":{', '"extras":{"deep":' + "[" * 300 + "]" * 300 + ",", 1).encode()
     digest = xxhash.xxh3_128_digest(hostile)
-    meta = dataclasses.replace(SessionManager(base)._meta_for(dataclasses.replace(state, kind=SnapshotKind.live),
-                                                              "live"), content_hash=digest.hex())
+    meta = dataclasses.replace(
+        SessionManager(base)._meta_for(dataclasses.replace(state, kind=SnapshotKind.live), "live"),
+        content_hash=digest.hex(),
+    )
     store = FilesystemStore(base.storage.path)
     await store.put_live(state.guild_id, Codec()._seal(hostile, digest, meta))
     await store.close()

@@ -24,8 +24,10 @@ from sonora_cog.testing.botproc import BotProcess
 from sonora_cog.testing.redis_server import RedisServer
 
 GUILDS = 20
-HANDOVER = ("[deploy]\npoll_interval = 0.5\nhandover_batch_size = 5\nhandover_pause = 1.0\nhandover_timeout = 45.0\n"
-            "max_failure_ratio = 0.5\n")
+HANDOVER = (
+    "[deploy]\npoll_interval = 0.5\nhandover_batch_size = 5\nhandover_pause = 1.0\nhandover_timeout = 45.0\n"
+    "max_failure_ratio = 0.5\n"
+)
 
 
 class HandoverScenario(RedisScenario):

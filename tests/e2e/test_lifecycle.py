@@ -232,7 +232,9 @@ async def test_a_failed_cog_load_leaves_nothing_behind(
     assert bot.tree.get_command("snapshot") is not mine
     await running.play("boléro")
     assert await music(running, "volume", {"value": 44}) == "Volume 44."
-    state = await running.live_record(manager=retry.manager, check=lambda s: s.player.volume == 44 and len(s.queue.upcoming) == 1)
+    state = await running.live_record(
+        manager=retry.manager, check=lambda s: s.player.volume == 44 and len(s.queue.upcoming) == 1
+    )
     assert state.queue.current is not None and state.queue.current.title == "Clair de Lune"
 
 

@@ -58,8 +58,7 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> str | None:
 async def test_metrics_scraped_over_http_during_a_restore(scenario: Callable[..., Any]) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    config = (f"[metrics]\nenabled = true\nport = {port}\n"
-              "[deploy]\npoll_interval = 30.0\n")
+    config = f"[metrics]\nenabled = true\nport = {port}\n[deploy]\npoll_interval = 30.0\n"
     demo: DemoScenario
     async with scenario(GUILDS, extra_config=config) as demo, aiohttp.ClientSession() as http:
         await demo.play_everywhere()
@@ -90,7 +89,8 @@ async def test_metrics_scraped_over_http_during_a_restore(scenario: Callable[...
             await demo.start_bot()
             await demo.wait_restored(GUILDS)
             await demo.lavalink.wait_for(
-                lambda: scrapes and sum(restored_by_path(scrapes[-1]).values()) == GUILDS, timeout=10)
+                lambda: scrapes and sum(restored_by_path(scrapes[-1]).values()) == GUILDS, timeout=10
+            )
         finally:
             done.set()
             await task
@@ -105,11 +105,12 @@ async def test_metrics_scraped_over_http_during_a_restore(scenario: Callable[...
         counted = re.findall(r"^sonora_restores_total\{.*$", last, re.M)
         assert len(counted) == 1 and 'outcome="restored"' in counted[0], counted
         assert value(last, "sonora_restore_duration_seconds_count", outcome="restored", path="adopted") == GUILDS
-        assert value(last, "sonora_restore_duration_seconds_bucket", le="+Inf", outcome="restored",
-                     path="adopted") == GUILDS
+        assert (
+            value(last, "sonora_restore_duration_seconds_bucket", le="+Inf", outcome="restored", path="adopted")
+            == GUILDS
+        )
         # the new process writes the restored guilds' live records again: the checkpoint histogram fills
-        text = await demo.lavalink.wait_for(
-            lambda: _checkpointed(scrape(http, url)), timeout=10)
+        text = await demo.lavalink.wait_for(lambda: _checkpointed(scrape(http, url)), timeout=10)
         assert "# TYPE sonora_checkpoint_duration_seconds histogram" in text
         assert value(text, "sonora_records_written_total", kind="live")
         assert value(text, "sonora_redis_buffered_writes") == 0.0  # a filesystem store has no buffer
@@ -129,9 +130,13 @@ async def _checkpointed(text_coro: Any) -> str | None:
 
 async def _stats_with(demo: DemoScenario, restored: int) -> dict[str, Any] | None:
     out = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "sonora_cog", "snapshots", "stats", "--json",
-                         "--config", str(demo.config_path)],
-        capture_output=True, text=True, timeout=60, check=False)
+        subprocess.run,
+        [sys.executable, "-m", "sonora_cog", "snapshots", "stats", "--json", "--config", str(demo.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     restores: dict[str, Any] = json.loads(out.stdout)["restores"]
     return restores if restores["by_outcome"]["restored"] >= restored else None
@@ -150,8 +155,9 @@ async def test_a_slash_command_restore_is_counted_in_the_bot_s_own_registry(star
     assert set(buttons(message)) == {"sonora:confirm:yes", "sonora:confirm:no"}  # something plays: confirm
     await running.fake.click_button(message, "sonora:confirm:yes", running.world.admin.id)
     sample = registry.get_sample_value
-    await running.wait_for(lambda: sample("sonora_restores_total",
-                                          {"path": "command", "outcome": "restored", "reason": "none"}) == 1.0)
+    await running.wait_for(
+        lambda: sample("sonora_restores_total", {"path": "command", "outcome": "restored", "reason": "none"}) == 1.0
+    )
     assert sample("sonora_records_written_total", {"kind": "manual"}) == 1.0
     assert sample("sonora_records_written_total", {"kind": "pre-restore"}) == 1.0
     assert (sample("sonora_records_written_total", {"kind": "live"}) or 0) >= 1

@@ -166,7 +166,9 @@ async def test_the_owner_command_drains_here_and_through_the_store_and_the_poll_
 
 
 async def test_a_store_that_fails_is_one_warning_the_poll_goes_on_and_a_stop_withdraws_the_view(
-    second_lavalink: FakeLavalink, start_bot: StartBot, monkeypatch: pytest.MonkeyPatch,
+    second_lavalink: FakeLavalink,
+    start_bot: StartBot,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     running = await two_nodes(start_bot, second_lavalink)

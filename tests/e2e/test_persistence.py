@@ -241,8 +241,11 @@ async def test_a_manual_restore_racing_the_checkpoint_never_writes_a_mixed_state
     await running.cog.owner.checkpoint()
     assert written, "the checkpoint never ran"
     for state in written:
-        signature = (state.queue.current.encoded if state.queue.current else None, len(state.queue.upcoming),
-                     state.player.volume)
+        signature = (
+            state.queue.current.encoded if state.queue.current else None,
+            len(state.queue.upcoming),
+            state.player.volume,
+        )
         assert signature in {
             (old.queue.current.encoded, len(old.queue.upcoming), old.player.volume),
             (snapshot.queue.current.encoded, 3, 321),  # type: ignore[union-attr]
@@ -280,7 +283,9 @@ async def test_a_restore_that_fails_verification_rolls_back_to_the_backup(deboun
 
     bad = dataclasses.replace(
         backup,
-        queue=dataclasses.replace(backup.queue, current=TrackState({**impossible, "playlist": None, "recommended": False})),
+        queue=dataclasses.replace(
+            backup.queue, current=TrackState({**impossible, "playlist": None, "recommended": False})
+        ),
         # far past the end of the track: Lavalink cannot be where the state says it is
         player=dataclasses.replace(backup.player, position=impossible["info"]["length"] + 600_000),
     )

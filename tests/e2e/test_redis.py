@@ -39,8 +39,13 @@ class RedisScenario(DemoScenario):
     def __init__(self, workdir: Path, guilds: int, server: RedisServer, **storage: Any) -> None:
         super().__init__(workdir, guilds)
         self.server = server
-        self.storage = {"lease_ttl": 3.0, "lease_renew_interval": 1.0, "lease_wait": 10.0, "redis_timeout": 1.0,
-                        **storage}
+        self.storage = {
+            "lease_ttl": 3.0,
+            "lease_renew_interval": 1.0,
+            "lease_wait": 10.0,
+            "redis_timeout": 1.0,
+            **storage,
+        }
         self.processes: list[BotProcess] = []
 
     async def __aenter__(self) -> RedisScenario:

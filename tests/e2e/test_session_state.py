@@ -28,7 +28,10 @@ PAUSED_TOLERANCE_MS = 250
 
 
 async def wait_record(
-    demo: DemoScenario, guild_id: int, check: Callable[[SessionState], bool], timeout: float = 10.0  # noqa: ASYNC109
+    demo: DemoScenario,
+    guild_id: int,
+    check: Callable[[SessionState], bool],
+    timeout: float = 10.0,  # noqa: ASYNC109
 ) -> SessionState:
     """Poll the guild's live record until ``check`` holds; return it."""
     deadline = time.monotonic() + timeout

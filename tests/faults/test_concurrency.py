@@ -74,15 +74,25 @@ def version_of(state: object) -> int | None:
 async def test_fifty_sigkills_of_a_writer_never_tear_or_move_back_a_record(tmp_path: Path, writes: str) -> None:
     store = tmp_path / "store"
     rng = random.Random(20261129)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
     acked: dict[int, int] = {}
     version = 0
     manager = SessionManager(Settings(storage=StorageSettings(path=str(store))))
     try:
         for kill in range(50):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", WRITER, str(store), ",".join(map(str, GUILDS)), str(version), writes,
-                stdout=subprocess.PIPE, env=env,
+                sys.executable,
+                "-c",
+                WRITER,
+                str(store),
+                ",".join(map(str, GUILDS)),
+                str(version),
+                writes,
+                stdout=subprocess.PIPE,
+                env=env,
             )
             assert proc.stdout is not None
             assert await proc.stdout.readline() == b"ready\n"
@@ -143,12 +153,21 @@ async def test_rekey_and_prune_racing_a_writer_never_move_a_record_backwards(tmp
                 acked[guild] = version
             version += 1
 
-    env = {**os.environ, "SONORA_ENCRYPTION_ENABLED": "true", "SONORA_ENCRYPTION_KEY": key_b,
-           "SONORA_OLD_ENCRYPTION_KEYS": key_a}
+    env = {
+        **os.environ,
+        "SONORA_ENCRYPTION_ENABLED": "true",
+        "SONORA_ENCRYPTION_KEY": key_b,
+        "SONORA_OLD_ENCRYPTION_KEYS": key_a,
+    }
 
     def tool(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "sonora_cog", "snapshots", *args, "--store", str(store)],
-                              capture_output=True, text=True, timeout=300, env=env)
+        return subprocess.run(
+            [sys.executable, "-m", "sonora_cog", "snapshots", *args, "--store", str(store)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
 
     writing = asyncio.create_task(write_forever())
     try:

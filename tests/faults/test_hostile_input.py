@@ -75,7 +75,11 @@ async def test_deep_nesting_is_invalid_with_its_path_from_every_entry_point(tmp_
     export = tmp_path / "deep.json"
     export.write_bytes(payload_with_deep_extras())
     imported = run_cli("snapshots", "import", str(export), "--store", str(store))
-    assert imported.returncode == 5 and "Traceback" not in imported.stderr and "extras" in imported.stdout + imported.stderr
+    assert (
+        imported.returncode == 5
+        and "Traceback" not in imported.stderr
+        and "extras" in imported.stdout + imported.stderr
+    )
 
 
 def test_an_element_bomb_is_refused_before_it_is_parsed() -> None:
@@ -126,8 +130,9 @@ def sparse(path: Path, size: int, head: bytes = b"") -> None:
 def test_a_300_mb_live_record_is_refused_without_being_read(tmp_path: Path) -> None:
     store = tmp_path / "store"
     sparse(store / "live" / f"{GUILD}.snr", 300 * 1024 * 1024, b"SNRA")
-    out = subprocess.run([sys.executable, "-c", PEAK_RSS, str(store), str(GUILD)], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, str(store), str(GUILD)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "SnapshotTooLarge" in out.stdout and "not read" in out.stdout
     peak_mb = int(out.stdout.split("peak_kb")[1]) / 1024
@@ -138,11 +143,14 @@ def test_a_300_mb_live_record_is_refused_without_being_read(tmp_path: Path) -> N
 def test_importing_a_1_gb_file_is_refused_without_reading_it(tmp_path: Path) -> None:
     big = tmp_path / "huge.json"
     sparse(big, 1024 * 1024 * 1024, b"{")
-    script = PEAK_RSS.replace("await manager.read_live(int(sys.argv[2]))",
-                              "from sonora_cog.cli import _read_capped; from pathlib import Path; "
-                              "_read_capped(Path(sys.argv[2]), manager.settings.storage.max_payload_bytes)")
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "store"), str(big)], capture_output=True,
-                         text=True, timeout=120)
+    script = PEAK_RSS.replace(
+        "await manager.read_live(int(sys.argv[2]))",
+        "from sonora_cog.cli import _read_capped; from pathlib import Path; "
+        "_read_capped(Path(sys.argv[2]), manager.settings.storage.max_payload_bytes)",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "store"), str(big)], capture_output=True, text=True, timeout=120
+    )
     assert "SnapshotTooLarge" in out.stdout and "not read" in out.stdout, out.stdout + out.stderr
     assert int(out.stdout.split("peak_kb")[1]) / 1024 < 150
     cli = run_cli("snapshots", "import", str(big), "--store", str(tmp_path / "store"))

@@ -33,13 +33,24 @@ GUILD, OTHER = 111111111111111111, 222222222222222222
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SONORA_")} | {"COLUMNS": "250"} | (env or {})
-    return subprocess.run([sys.executable, "-m", "sonora_cog", *args], capture_output=True, text=True, timeout=120,
-                          env=full_env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sonora_cog", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=full_env,
+        check=False,
+    )
 
 
 def redis_manager(server: RedisServer, prefix: str, **storage: object) -> SessionManager:
-    return SessionManager(Settings(storage=StorageSettings(backend="redis", redis_url=server.url, redis_prefix=prefix,
-                                                           redis_timeout=1.0, **storage)))  # type: ignore[arg-type]
+    return SessionManager(
+        Settings(
+            storage=StorageSettings(
+                backend="redis", redis_url=server.url, redis_prefix=prefix, redis_timeout=1.0, **storage
+            )
+        )
+    )  # type: ignore[arg-type]
 
 
 async def test_foreign_members_of_the_redis_guild_sets_are_ignored_and_reported(
@@ -50,7 +61,15 @@ async def test_foreign_members_of_the_redis_guild_sets_are_ignored_and_reported(
         await manager.write_live(sample_state(guild_id=GUILD, kind=SnapshotKind.live))
         await manager.save_snapshot(sample_state(guild_id=OTHER))
         client = manager.store._client  # type: ignore[attr-defined]
-        for member in ("not-a-guild", "", "1e3", "-5", "0", "../../etc", "\uff11\uff12\uff13"):  # the last: full-width digits
+        for member in (
+            "not-a-guild",
+            "",
+            "1e3",
+            "-5",
+            "0",
+            "../../etc",
+            "\uff11\uff12\uff13",
+        ):  # the last: full-width digits
             await client.sadd("members:live-guilds", member)
             await client.sadd("members:guilds", member)
         assert await manager.live_guilds() == [GUILD]  # the startup restore's listing: no ValueError
@@ -126,10 +145,26 @@ def test_an_object_of_many_short_distinct_keys_is_refused_before_parsing(width: 
 
 
 def test_a_queue_of_the_smallest_real_tracks_passes_the_shape_check() -> None:
-    track = {"encoded": "Q" * 120, "info": {"identifier": "a1", "isSeekable": True, "author": "A", "length": 1,
-                                            "isStream": False, "position": 0, "title": "T", "uri": None,
-                                            "artworkUrl": None, "isrc": None, "sourceName": "http"},
-             "pluginInfo": {}, "userData": {}, "playlist": None, "recommended": False}
+    track = {
+        "encoded": "Q" * 120,
+        "info": {
+            "identifier": "a1",
+            "isSeekable": True,
+            "author": "A",
+            "length": 1,
+            "isStream": False,
+            "position": 0,
+            "title": "T",
+            "uri": None,
+            "artworkUrl": None,
+            "isrc": None,
+            "sourceName": "http",
+        },
+        "pluginInfo": {},
+        "userData": {},
+        "playlist": None,
+        "recommended": False,
+    }
     payload = orjson.dumps({"queue": {"upcoming": [track] * 100_000}})
     check_json_shape(payload)  # a record written under higher limits is read and trimmed, never refused
 
@@ -142,8 +177,13 @@ def test_an_import_with_more_tracks_than_the_limits_is_refused_before_parsing(tm
         manager.parse_export(too_many)
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0?password=s3cr3t-in-query",
-                                 "rediss://user:s3cr3t-in-query@host:6380/0?Password=s3cr3t-in-query&db=2"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0?password=s3cr3t-in-query",
+        "rediss://user:s3cr3t-in-query@host:6380/0?Password=s3cr3t-in-query&db=2",
+    ],
+)
 def test_a_redis_password_in_the_url_query_is_never_shown(url: str) -> None:
     shown = redact_url(url)
     assert "s3cr3t" not in shown and "***" in shown
@@ -196,11 +236,15 @@ async def test_a_redis_database_that_cannot_be_selected_is_a_configuration_error
 
 async def test_rekey_reports_a_record_that_keeps_changing(tmp_path: Path) -> None:
     key_a, key_b = Keyring.generate_key_text(), Keyring.generate_key_text()
-    settings = Settings(storage=StorageSettings(path=str(tmp_path / "store")),
-                        encryption=EncryptionSettings(enabled=True), encryption_key=Secret(key_a))
+    settings = Settings(
+        storage=StorageSettings(path=str(tmp_path / "store")),
+        encryption=EncryptionSettings(enabled=True),
+        encryption_key=Secret(key_a),
+    )
     bot = SessionManager(settings)
-    tool = SessionManager(dataclasses.replace(settings, encryption_key=Secret(key_b),
-                                              old_encryption_keys=(Secret(key_a),)))
+    tool = SessionManager(
+        dataclasses.replace(settings, encryption_key=Secret(key_b), old_encryption_keys=(Secret(key_a),))
+    )
     try:
         await bot.write_live(sample_state(guild_id=GUILD, kind=SnapshotKind.live))
         [ref] = [r async for r in tool.store.scan()]
@@ -224,8 +268,11 @@ async def test_validate_looks_at_the_lock_aux_and_quarantine_too(tmp_path: Path,
     await manager.write_heartbeat("1-all")
     await manager.close()
     where, what = plant.split("-")
-    target = {"lock": store / ".lock", "aux": store / "aux" / "heartbeat-1-all.snr",
-              "quarantine": store / "quarantine" / f"{GUILD}-live-x.snr"}[where]
+    target = {
+        "lock": store / ".lock",
+        "aux": store / "aux" / "heartbeat-1-all.snr",
+        "quarantine": store / "quarantine" / f"{GUILD}-live-x.snr",
+    }[where]
     target.unlink(missing_ok=True)
     if what == "link":
         target.symlink_to(tmp_path)
@@ -241,16 +288,30 @@ async def test_validate_looks_at_the_lock_aux_and_quarantine_too(tmp_path: Path,
     assert str(target) in out.stdout
 
 
-@pytest.mark.parametrize("url", ["redis://:p@ss/w0rd:Zz@127.0.0.1:6379/0", "redis://:pa#ssQ9xyz@127.0.0.1:6379/0",
-                                 "redis://:p?ssQ9@h/0", "redis://h/0#password=s3cr3t"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:p@ss/w0rd:Zz@127.0.0.1:6379/0",
+        "redis://:pa#ssQ9xyz@127.0.0.1:6379/0",
+        "redis://:p?ssQ9@h/0",
+        "redis://h/0#password=s3cr3t",
+    ],
+)
 def test_a_password_with_unencoded_characters_is_still_never_shown(url: str) -> None:
     secret = url.split("//", 1)[1].rsplit("@", 1)[0].removeprefix(":") if "@" in url else "s3cr3t"
     shown = redact_url(url)
     assert secret not in shown and "***" in shown and secret[:2] not in shown.split("//", 1)[1].split("@")[0]
 
 
-@pytest.mark.parametrize("url", ["redis://:pa#ssQ9xyz@127.0.0.1:6379/0", "redis://:pw@127.0.0.1:notaport/0",
-                                 "redi://127.0.0.1/0", "redis://u:pw@[::1/0"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pa#ssQ9xyz@127.0.0.1:6379/0",
+        "redis://:pw@127.0.0.1:notaport/0",
+        "redi://127.0.0.1/0",
+        "redis://u:pw@[::1/0",
+    ],
+)
 def test_a_malformed_redis_url_is_a_configuration_error_that_shows_no_password(url: str, tmp_path: Path) -> None:
     config = tmp_path / "sonora.toml"
     config.write_text(f'[storage]\nbackend = "redis"\nredis_url = "{url}"\n')
@@ -276,8 +337,14 @@ def test_an_impossible_capture_time_is_refused_on_import(tmp_path: Path, created
         manager.parse_export(orjson.dumps(document))
 
 
-@pytest.mark.parametrize("key", ["SCgm1jyqHewaGaarrWdWvdhtnC7pjGOBfQlhWBWCMrI=",  # only two digits
-                                 "a3f5" * 16, "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eA"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "SCgm1jyqHewaGaarrWdWvdhtnC7pjGOBfQlhWBWCMrI=",  # only two digits
+        "a3f5" * 16,
+        "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eA",
+    ],
+)
 def test_keys_with_few_digits_are_still_never_shown(key: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(env={"SONORA_COMMANDS_ALLOWED_ROLE_IDS": f'["{key}"]', "SONORA_STORAGE_REDIS_PREFIX": key})

@@ -21,8 +21,9 @@ HEX_KEY = secrets.token_hex(32)
 
 
 @pytest.mark.parametrize("key", [B64_KEY, HEX_KEY], ids=["base64", "hex"])
-@pytest.mark.parametrize("field", ["SONORA_ENCRYPTION_KEY_ENV", "SONORA_ENCRYPTION_OLD_KEYS_ENV",
-                                   "SONORA_STORAGE_REDIS_PASSWORD_ENV"])
+@pytest.mark.parametrize(
+    "field", ["SONORA_ENCRYPTION_KEY_ENV", "SONORA_ENCRYPTION_OLD_KEYS_ENV", "SONORA_STORAGE_REDIS_PASSWORD_ENV"]
+)
 def test_a_key_pasted_as_a_variable_name_is_refused_and_never_shown(key: str, field: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(None, env={field: key})
@@ -54,7 +55,12 @@ def test_a_malformed_key_names_its_variable_not_its_value(variable: str) -> None
 def test_the_cli_never_prints_a_key_from_a_bad_setting(tmp_path: Path) -> None:
     env = {**os.environ, "SONORA_ENCRYPTION_KEY_ENV": HEX_KEY, "SONORA_CONFIG": str(tmp_path / "missing.toml")}
     env.pop("SONORA_CONFIG")
-    out = subprocess.run([sys.executable, "-m", "sonora_cog", "snapshots", "list", "--store", str(tmp_path)],
-                         env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "sonora_cog", "snapshots", "list", "--store", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 4  # configuration error
     assert HEX_KEY not in out.stdout + out.stderr and "SONORA_ENCRYPTION_KEY_ENV" in out.stderr

@@ -91,9 +91,7 @@ async def test_a_symlinked_guild_folder_is_refused_and_nothing_outside_is_touche
     assert fingerprint(outside) == before
 
 
-async def test_a_symlinked_live_folder_is_refused_and_nothing_outside_is_touched(
-    tmp_path: Path, outside: Path
-) -> None:
+async def test_a_symlinked_live_folder_is_refused_and_nothing_outside_is_touched(tmp_path: Path, outside: Path) -> None:
     store = tmp_path / "store"
     manager = manager_for(store)
     await manager.save_snapshot(sample_state(guild_id=GUILD))
@@ -182,8 +180,9 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs (run the suite as root, as CI does)")
     where.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs CAP_SYS_ADMIN")
     try:
@@ -245,9 +244,10 @@ async def test_a_wrong_redis_password_is_a_configuration_error_not_an_outage(tmp
     require_redis_server()
     server = RedisServer(password="the-right-one", persistent=False)
     server.start()
-    settings = Settings(storage=StorageSettings(backend="redis", redis_url=server.url, redis_prefix="auth",
-                                                redis_timeout=1.0),
-                        redis_password=Secret("a-wrong-one"))
+    settings = Settings(
+        storage=StorageSettings(backend="redis", redis_url=server.url, redis_prefix="auth", redis_timeout=1.0),
+        redis_password=Secret("a-wrong-one"),
+    )
     manager = SessionManager(settings)
     try:
         with pytest.raises(ConfigError, match="refused the credentials") as raised:

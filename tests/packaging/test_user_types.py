@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-USER_TEST = '''
+USER_TEST = """
 from pathlib import Path
 
 import wavelink
@@ -51,7 +51,7 @@ async def test_typed(discord_world: World, fake_lavalink: FakeLavalink, bot_proc
         print(content, title, state.player.paused, len(state.queue.upcoming))
     player = fake_lavalink.player(guild.id)
     print(player.paused if player is not None else None, SonoraCog.__name__, SonoraPlayer, wavelink.Player)
-'''
+"""
 
 
 def test_a_user_s_annotated_test_passes_mypy_strict(tmp_path: Path) -> None:
@@ -62,6 +62,10 @@ def test_a_user_s_annotated_test_passes_mypy_strict(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYPY")} | {"MYPYPATH": str(ROOT)}
     run = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent", "test_typed.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout + run.stderr

@@ -99,18 +99,35 @@ def _payload(guild_id: int, meta: SnapshotMeta, titles: tuple[str, ...], padding
         "created_at": meta.created_at,
         "kind": meta.kind.value,
         "label": meta.label,
-        "player": {"volume": 100, "paused": False, "position": 1234, "position_at": meta.created_at,
-                   "connected": True, "session_id": None},
-        "queue": {"current": tracks[0] if tracks else None, "upcoming": tracks[1:], "history": [],
-                  "loop_mode": "none", "shuffle_enabled": False},
+        "player": {
+            "volume": 100,
+            "paused": False,
+            "position": 1234,
+            "position_at": meta.created_at,
+            "connected": True,
+            "session_id": None,
+        },
+        "queue": {
+            "current": tracks[0] if tracks else None,
+            "upcoming": tracks[1:],
+            "history": [],
+            "loop_mode": "none",
+            "shuffle_enabled": False,
+        },
         "filters": {"active_filters": [], "filter_config": {}},
         "autoplay": {"enabled": False, "mode": "disabled", "auto_queue": [], "max_history": 100},
         "extras": {"padding": "x" * padding} if padding else {},
     }
 
 
-def encode(guild_id: int, meta: SnapshotMeta, *, titles: tuple[str, ...] = ("Song",), padding: int = 0,
-           compression: Literal["none", "zstd"] = "none") -> Record:
+def encode(
+    guild_id: int,
+    meta: SnapshotMeta,
+    *,
+    titles: tuple[str, ...] = ("Song",),
+    padding: int = 0,
+    compression: Literal["none", "zstd"] = "none",
+) -> Record:
     """Encode a small session with the real codec (imported here so collection works without it)."""
     from sonora_cog.codec import Codec
 
@@ -156,8 +173,14 @@ def make_live() -> LiveFactory:
 
     def make(guild_id: int = GUILD_A, *, marker: str = "", padding: int = 0) -> bytes:
         meta = SnapshotMeta(
-            id="live", guild_id=guild_id, created_at=T0, kind=SnapshotKind.live, label=None,
-            track_count=1, current_title=f"Live {marker}", content_hash="",
+            id="live",
+            guild_id=guild_id,
+            created_at=T0,
+            kind=SnapshotKind.live,
+            label=None,
+            track_count=1,
+            current_title=f"Live {marker}",
+            content_hash="",
         )
         return encode(guild_id, meta, titles=(f"Live {marker}",), padding=padding).data
 

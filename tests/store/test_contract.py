@@ -75,9 +75,7 @@ async def test_live_records_are_not_snapshots(store: SnapshotStore, make_live: L
     assert await store.list(GUILD_A) == []
 
 
-async def test_quarantine_moves_the_live_record_aside(
-    backend: Backend, make_live: LiveFactory
-) -> None:
+async def test_quarantine_moves_the_live_record_aside(backend: Backend, make_live: LiveFactory) -> None:
     store = backend.store
     data = make_live(GUILD_A, marker="bad")
     await store.put_live(GUILD_A, data)
@@ -96,8 +94,9 @@ async def test_quarantine_moves_the_live_record_aside(
 # --- snapshots ------------------------------------------------------------------------------------------
 async def test_save_load_list_newest_first(store: SnapshotStore, make_record: RecordFactory) -> None:
     old = make_record(kind=SnapshotKind.auto, created_at=T0)
-    new = make_record(kind=SnapshotKind.manual, created_at=T0 + 60, label="before the raid",
-                      titles=("Now playing", "Next", "After"))
+    new = make_record(
+        kind=SnapshotKind.manual, created_at=T0 + 60, label="before the raid", titles=("Now playing", "Next", "After")
+    )
     for record in (old, new):
         await store.save(record.meta, record.data)
     assert await store.load(GUILD_A, old.meta.id) == old.data
@@ -116,9 +115,7 @@ async def test_save_load_list_newest_first(store: SnapshotStore, make_record: Re
     assert listed[1].kind is SnapshotKind.auto and listed[1].label is None
 
 
-async def test_duplicate_id_is_refused_and_original_kept(
-    store: SnapshotStore, make_record: RecordFactory
-) -> None:
+async def test_duplicate_id_is_refused_and_original_kept(store: SnapshotStore, make_record: RecordFactory) -> None:
     first = make_record()
     await store.save(first.meta, first.data)
     same_id = make_record(snapshot_id=first.meta.id, created_at=first.meta.created_at, titles=("Other",))
@@ -193,9 +190,7 @@ async def test_bad_guild_ids_are_refused(store: SnapshotStore, guild_id: object)
 
 
 @pytest.mark.parametrize("snapshot_id", BAD_IDS)
-async def test_bad_snapshot_ids_are_refused(
-    store: SnapshotStore, make_record: RecordFactory, snapshot_id: str
-) -> None:
+async def test_bad_snapshot_ids_are_refused(store: SnapshotStore, make_record: RecordFactory, snapshot_id: str) -> None:
     record = make_record()
     for call in (
         store.load(GUILD_A, snapshot_id),
@@ -212,8 +207,14 @@ async def test_bad_snapshot_ids_are_refused(
 async def test_prune_by_count_drops_oldest_auto_first(
     store: SnapshotStore, make_record: RecordFactory, make_live: LiveFactory
 ) -> None:
-    kinds = [SnapshotKind.manual, SnapshotKind.auto, SnapshotKind.shutdown, SnapshotKind.auto,
-             SnapshotKind.manual, SnapshotKind.auto]
+    kinds = [
+        SnapshotKind.manual,
+        SnapshotKind.auto,
+        SnapshotKind.shutdown,
+        SnapshotKind.auto,
+        SnapshotKind.manual,
+        SnapshotKind.auto,
+    ]
     records = [make_record(kind=kind, created_at=T0 + i) for i, kind in enumerate(kinds)]
     other = make_record(GUILD_B, kind=SnapshotKind.auto, created_at=T0)
     for record in [*records, other]:
@@ -246,9 +247,7 @@ async def test_prune_keeps_the_newest_deploy_tags(store: SnapshotStore, make_rec
     assert {m.label for m in await store.list(GUILD_A)} == {"v2", "v3"}
 
 
-async def test_prune_by_age_any_kind(
-    store: SnapshotStore, make_record: RecordFactory, make_live: LiveFactory
-) -> None:
+async def test_prune_by_age_any_kind(store: SnapshotStore, make_record: RecordFactory, make_live: LiveFactory) -> None:
     now = T0 + 30 * DAY
     old_manual = make_record(kind=SnapshotKind.manual, created_at=now - 10 * DAY)
     old_auto = make_record(kind=SnapshotKind.auto, created_at=now - 8 * DAY)
@@ -265,10 +264,17 @@ async def test_prune_by_age_any_kind(
 
 def test_plan_prune_treats_pre_change_snapshots_like_auto_ones() -> None:
     now = T0 + DAY
-    kinds = [SnapshotKind.manual, SnapshotKind.pre_change, SnapshotKind.auto, SnapshotKind.pre_restore,
-             SnapshotKind.pre_change]
-    metas = [SnapshotMeta(new_snapshot_id(now - 100 + i), GUILD_A, now - 100 + i, kind, None, 0, None, "")
-             for i, kind in enumerate(kinds)]
+    kinds = [
+        SnapshotKind.manual,
+        SnapshotKind.pre_change,
+        SnapshotKind.auto,
+        SnapshotKind.pre_restore,
+        SnapshotKind.pre_change,
+    ]
+    metas = [
+        SnapshotMeta(new_snapshot_id(now - 100 + i), GUILD_A, now - 100 + i, kind, None, 0, None, "")
+        for i, kind in enumerate(kinds)
+    ]
     doomed = plan_prune(metas, max_per_guild=2, max_age_days=None, now=now)
     # the three expendable ones go, oldest first, before the older manual and pre-restore snapshots
     assert [m.kind for m in doomed] == [SnapshotKind.pre_change, SnapshotKind.auto, SnapshotKind.pre_change]
@@ -303,8 +309,11 @@ def test_plan_prune_properties(
     kept = [m for m in metas if m.id not in doomed_ids]
     for guild in (GUILD_A, GUILD_B):
         mine = [m for m in kept if m.guild_id == guild]
-        young = [m for m in metas if m.guild_id == guild
-                 and (max_age_days is None or m.created_at >= now - max_age_days * DAY)]
+        young = [
+            m
+            for m in metas
+            if m.guild_id == guild and (max_age_days is None or m.created_at >= now - max_age_days * DAY)
+        ]
         # exactly the expired ones plus the excess go: nothing more
         expected = len(young) if max_per_guild is None else min(len(young), max_per_guild)
         assert len(mine) == expected
@@ -319,8 +328,11 @@ def test_plan_prune_properties(
 # --- tools ------------------------------------------------------------------------------------------------
 async def test_stats(store: SnapshotStore, make_record: RecordFactory, make_live: LiveFactory) -> None:
     assert await store.stats() == StoreStats()
-    records = [make_record(GUILD_A, created_at=T0), make_record(GUILD_A, created_at=T0 + 5),
-               make_record(GUILD_B, created_at=T0 + 2)]
+    records = [
+        make_record(GUILD_A, created_at=T0),
+        make_record(GUILD_A, created_at=T0 + 5),
+        make_record(GUILD_B, created_at=T0 + 2),
+    ]
     for record in records:
         await store.save(record.meta, record.data)
     live = make_live(GUILD_B)
@@ -334,9 +346,7 @@ async def test_stats(store: SnapshotStore, make_record: RecordFactory, make_live
     assert stats.newest_created_at == T0 + 5
 
 
-async def test_scan_and_replace(
-    store: SnapshotStore, make_record: RecordFactory, make_live: LiveFactory
-) -> None:
+async def test_scan_and_replace(store: SnapshotStore, make_record: RecordFactory, make_live: LiveFactory) -> None:
     record = make_record(GUILD_A)
     await store.save(record.meta, record.data)
     live = make_live(GUILD_B)
@@ -351,8 +361,9 @@ async def test_scan_and_replace(
     # re-encode both (here: compressed) and write them back in place, as `rekey` does
     snap_ref = next(r for r in refs if not r.is_live)
     live_ref = next(r for r in refs if r.is_live)
-    recompressed = make_record(GUILD_A, snapshot_id=record.meta.id, created_at=record.meta.created_at,
-                               compression="zstd")
+    recompressed = make_record(
+        GUILD_A, snapshot_id=record.meta.id, created_at=record.meta.created_at, compression="zstd"
+    )
     assert recompressed.data != record.data
     await store.replace(snap_ref, recompressed.data)
     assert await store.load(GUILD_A, record.meta.id) == recompressed.data
@@ -388,12 +399,9 @@ async def test_concurrent_saves_and_puts_are_never_torn_or_lost(
     assert await store.get_live(GUILD_A) == lives[-1]  # the last write wins, intact
 
 
-async def test_concurrent_duplicate_saves_store_exactly_one(
-    store: SnapshotStore, make_record: RecordFactory
-) -> None:
+async def test_concurrent_duplicate_saves_store_exactly_one(store: SnapshotStore, make_record: RecordFactory) -> None:
     record = make_record()
-    results = await asyncio.gather(*(store.save(record.meta, record.data) for _ in range(20)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(store.save(record.meta, record.data) for _ in range(20)), return_exceptions=True)
     assert sum(r is None for r in results) == 1
     assert all(isinstance(r, DuplicateSnapshot) for r in results if r is not None)
     assert await store.load(GUILD_A, record.meta.id) == record.data
@@ -491,7 +499,11 @@ async def test_put_live_many_fails_bad_items_alone(store: SnapshotStore, make_li
     ]
     result = await store.put_live_many(items)
     assert [type(e).__name__ if e else None for e in result.errors] == [
-        "InvalidIdentifier", None, "InvalidIdentifier", "TruncatedSnapshot"]
+        "InvalidIdentifier",
+        None,
+        "InvalidIdentifier",
+        "TruncatedSnapshot",
+    ]
     assert [i for i, _ in result.failures()] == [0, 2, 3] and result.written == 1
     assert await store.get_live(GUILD_A) == old
     assert await store.get_live(GUILD_B) == items[1][1]

@@ -66,8 +66,7 @@ async def test_layout_and_owner_only_permissions(
     assert live.read_bytes() == make_live(GUILD_A)
     assert snapshot.read_bytes() == record.data
     assert quarantined.parent == root / "quarantine"
-    for directory in (root, root / "live", root / "snapshots", root / "snapshots" / str(GUILD_A),
-                      root / "quarantine"):
+    for directory in (root, root / "live", root / "snapshots", root / "snapshots" / str(GUILD_A), root / "quarantine"):
         assert mode(directory) == 0o700, directory
     for file in (live, snapshot, quarantined, quarantined.with_suffix(".json")):
         assert mode(file) == 0o600, file
@@ -182,9 +181,7 @@ async def test_stale_temp_files_are_ignored_then_cleaned_on_open(
         assert await reopened.load(GUILD_A, record.meta.id) == record.data
 
 
-async def test_kill_9_mid_write_never_tears_the_live_record(
-    tmp_path: Path, make_live: LiveFactory
-) -> None:
+async def test_kill_9_mid_write_never_tears_the_live_record(tmp_path: Path, make_live: LiveFactory) -> None:
     """A writer process killed at a random instant leaves the old record or the new one, never a mix."""
     versions = [make_live(GUILD_A, marker=str(i), padding=200_000 + i) for i in range(2)]
     for i, data in enumerate(versions):
@@ -254,9 +251,7 @@ async def test_nothing_is_written_outside_root(
     assert after == before
 
 
-async def test_symlinks_are_not_followed(
-    tmp_path: Path, fs_store: FilesystemStore, make_record: RecordFactory
-) -> None:
+async def test_symlinks_are_not_followed(tmp_path: Path, fs_store: FilesystemStore, make_record: RecordFactory) -> None:
     secret = tmp_path / "secret"
     secret.write_bytes(b"outside the store")
     record = make_record(GUILD_A)

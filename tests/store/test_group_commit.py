@@ -41,9 +41,16 @@ GUILDS = [GUILD_A + i for i in range(40)]
 
 def encoded(guild_id: int, snapshot_id: str | None, marker: str) -> bytes:
     """A record the store accepts (its header names its key); the payload is irrelevant to the store."""
-    meta = SnapshotMeta(id=snapshot_id or "live", guild_id=guild_id, created_at=T0,
-                        kind=SnapshotKind.manual if snapshot_id else SnapshotKind.live, label=None,
-                        track_count=0, current_title=marker, content_hash="")
+    meta = SnapshotMeta(
+        id=snapshot_id or "live",
+        guild_id=guild_id,
+        created_at=T0,
+        kind=SnapshotKind.manual if snapshot_id else SnapshotKind.live,
+        label=None,
+        track_count=0,
+        current_title=marker,
+        content_hash="",
+    )
     return Codec().encode({"marker": marker}, meta).data
 
 
@@ -66,7 +73,10 @@ class Counter:
 
 @pytest.mark.parametrize("syncfs", [False, True], ids=["per-file-fsync", "syncfs"])
 async def test_a_batch_flushes_each_directory_once(
-    tmp_path: Path, make_live: LiveFactory, make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_live: LiveFactory,
+    make_record: RecordFactory,
+    monkeypatch: pytest.MonkeyPatch,
     syncfs: bool,
 ) -> None:
     monkeypatch.setattr(fs_batch, "_SYNCFS", object())  # counted below, not called: any system has it here
@@ -114,7 +124,8 @@ async def test_a_failed_fsync_fails_that_item_alone(
     result = await store.save_many([(r.meta, r.data) for r in records])
     assert [i for i, _ in result.failures()] == [1] and "Input/output error" in str(result.errors[1])
     assert {m.id for m in await store.list()} == {r.meta.id for r in earlier} | {
-        r.meta.id for i, r in enumerate(records) if i != 1}
+        r.meta.id for i, r in enumerate(records) if i != 1
+    }
     assert temp_files(store.root) == []
     again = await store.save_many([(records[1].meta, records[1].data)])  # the id was not burnt
     assert again.ok
@@ -162,9 +173,7 @@ async def test_snapshots_are_never_overwritten_in_a_batch(
     assert temp_files(fs_store.root) == []
 
 
-async def test_a_batch_holds_every_guilds_lock(
-    fs_store: FilesystemStore, make_live: LiveFactory
-) -> None:
+async def test_a_batch_holds_every_guilds_lock(fs_store: FilesystemStore, make_live: LiveFactory) -> None:
     """A single write of a guild in the batch waits for the batch (writes of one guild stay in call order)."""
     batch = asyncio.create_task(fs_store.put_live_many([(g, make_live(g, marker="batch")) for g in GUILDS[:10]]))
     await asyncio.sleep(0)  # the batch takes its locks first
@@ -218,20 +227,27 @@ class GroupCommitModel(RuleBasedStateMachine):
         finally:
             fs_module._write_all = real
 
-    @rule(guilds=st.lists(st.sampled_from(GUILDS[:6]), min_size=1, max_size=6, unique=True),
-          failing=st.sets(st.integers(1, 6), max_size=3))
+    @rule(
+        guilds=st.lists(st.sampled_from(GUILDS[:6]), min_size=1, max_size=6, unique=True),
+        failing=st.sets(st.integers(1, 6), max_size=3),
+    )
     def put_live_batch(self, guilds: list[int], failing: set[int]) -> None:
         self.version += 1
-        items = [fs_batch.BatchItem(i, g, None, ("live",), f"{g}.snr", encoded(g, None, f"v{self.version}"), "live")
-                 for i, g in enumerate(guilds)]
+        items = [
+            fs_batch.BatchItem(i, g, None, ("live",), f"{g}.snr", encoded(g, None, f"v{self.version}"), "live")
+            for i, g in enumerate(guilds)
+        ]
         errors = self._commit(items, "replace", failing)
         assert set(errors) == {i - 1 for i in failing if i <= len(items)}
         for item in items:
             if item.index not in errors:
                 self.live[item.guild_id] = item.data
 
-    @rule(guilds=st.lists(st.sampled_from(GUILDS[:6]), min_size=1, max_size=6),
-          failing=st.sets(st.integers(1, 6), max_size=3), reuse=st.booleans())
+    @rule(
+        guilds=st.lists(st.sampled_from(GUILDS[:6]), min_size=1, max_size=6),
+        failing=st.sets(st.integers(1, 6), max_size=3),
+        reuse=st.booleans(),
+    )
     def save_batch(self, guilds: list[int], failing: set[int], reuse: bool) -> None:
         items, expected_dup = [], set()
         for i, guild in enumerate(guilds):
@@ -243,8 +259,11 @@ class GroupCommitModel(RuleBasedStateMachine):
                 self.version += 1
                 snapshot_id = f"20260101T000000{self.version % 1000:03d}-{self.version:06x}"
             data = encoded(guild, snapshot_id, f"v{self.version}")
-            items.append(fs_batch.BatchItem(i, guild, snapshot_id, ("snapshots", str(guild)),
-                                            f"{snapshot_id}.snr", data, "snapshot"))
+            items.append(
+                fs_batch.BatchItem(
+                    i, guild, snapshot_id, ("snapshots", str(guild)), f"{snapshot_id}.snr", data, "snapshot"
+                )
+            )
         errors = self._commit(items, "new", failing)
         assert {i for i in expected_dup if i + 1 not in failing} <= set(errors)
         for item in items:
@@ -300,8 +319,9 @@ async def test_kill_9_mid_batch_leaves_every_record_old_or_new(tmp_path: Path, m
 
     rng = random.Random(20261130)
     for kill in range(12):
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, "32" if kill % 2 else "0",
-                                                    stdout=subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, "32" if kill % 2 else "0", stdout=subprocess.PIPE
+        )
         try:
             assert proc.stdout is not None
             assert await proc.stdout.readline() == b"ready\n"

@@ -140,7 +140,10 @@ async def test_password_from_settings(make_live: LiveFactory) -> None:
 
 # --- outages --------------------------------------------------------------------------------------------
 async def test_writes_during_an_outage_are_buffered_and_flushed(
-    own_server: RedisServer, fast_store: RedisStore, make_record: RecordFactory, make_live: LiveFactory,
+    own_server: RedisServer,
+    fast_store: RedisStore,
+    make_record: RecordFactory,
+    make_live: LiveFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = fast_store
@@ -346,8 +349,9 @@ async def test_migrate_filesystem_to_redis_and_back(
     await source.close()
     settings = Settings(storage=StorageSettings(redis_prefix="migrated"))
     seen: list[tuple[int, int]] = []
-    report = await migrate_locations(str(tmp_path / "fs"), redis_server.url, settings,
-                                     progress=lambda done, total: seen.append((done, total)))
+    report = await migrate_locations(
+        str(tmp_path / "fs"), redis_server.url, settings, progress=lambda done, total: seen.append((done, total))
+    )
     assert report.ok and report.copied == 4 and report.total == 4, report
     assert seen[-1] == (4, 4)
     # running it again copies nothing and still checks out
@@ -378,8 +382,9 @@ async def test_migrate_reports_conflicts_and_refuses_unreachable(
     report = await migrate(source, redis_store, overwrite_live=True)
     assert report.ok and await redis_store.get_live(GUILD_A) == make_live(GUILD_A, marker="source")
     with pytest.raises(StoreError, match="cannot reach"):
-        await migrate_locations(str(tmp_path / "fs"), "redis://127.0.0.1:1/0",
-                                Settings(storage=StorageSettings(redis_timeout=0.5)))
+        await migrate_locations(
+            str(tmp_path / "fs"), "redis://127.0.0.1:1/0", Settings(storage=StorageSettings(redis_timeout=0.5))
+        )
 
 
 # --- group commit -------------------------------------------------------------------------------------------

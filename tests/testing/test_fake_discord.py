@@ -370,8 +370,10 @@ async def test_application_info_has_the_documented_install_counts(fake_discord: 
     """The application object carries ``approximate_guild_count`` and ``approximate_user_install_count``
     (https://discord.com/developers/docs/resources/application#application-object), which hikari reads."""
     headers = {"Authorization": f"Bot {fake_discord.token}"}
-    async with aiohttp.ClientSession() as http, http.get(f"{fake_discord.api_url}/oauth2/applications/@me",
-                                                         headers=headers) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{fake_discord.api_url}/oauth2/applications/@me", headers=headers) as response,
+    ):
         payload = await response.json()
     assert isinstance(payload["approximate_guild_count"], int)
     assert isinstance(payload["approximate_user_install_count"], int)

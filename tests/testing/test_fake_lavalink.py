@@ -217,8 +217,10 @@ async def test_recommendations_answer_the_loads_autoplay_makes(client: Client, l
 
     # wavelink 3 (Player._do_recommendation) appends "8" to v; the mix is named by list=RD<seed>.
     mix = await load("https://music.youtube.com/watch?v=seedSEED1238&list=RDseedSEED123")
-    assert mix == {"loadType": "playlist", "data": {"info": {"name": "YouTube mix", "selectedTrack": -1},
-                                                    "pluginInfo": {}, "tracks": [first, second]}}
+    assert mix == {
+        "loadType": "playlist",
+        "data": {"info": {"name": "YouTube mix", "selectedTrack": -1}, "pluginInfo": {}, "tracks": [first, second]},
+    }
     other_client = await load("https://www.youtube.com/watch?v=second00002&list=RDseedSEED123")
     assert other_client["data"]["info"]["selectedTrack"] == 1
     assert await load("https://music.youtube.com/watch?v=x&list=RDunknown0001") == {"loadType": "empty", "data": {}}
@@ -323,9 +325,7 @@ async def test_other_links_the_source_manager_accepts_load_the_same_track(
     assert await client.load("https://www.deezer.com/fr/track/3135556") == {"loadType": "empty", "data": {}}
 
 
-async def test_decoding_http_tracks_reads_the_probe_as_lavaplayer_does(
-    client: Client, lavalink: FakeLavalink
-) -> None:
+async def test_decoding_http_tracks_reads_the_probe_as_lavaplayer_does(client: Client, lavalink: FakeLavalink) -> None:
     status, decoded = await client.request("GET", "/v4/decodetrack", encodedTrack=LAVALINK_HTTP_V2)
     assert status == 200 and decoded["info"]["sourceName"] == "http"
     assert decoded["info"]["identifier"] == "https://www.mboxdrive.com/startmusic.mp3"
@@ -336,7 +336,8 @@ async def test_decoding_http_tracks_reads_the_probe_as_lavaplayer_does(
         assert status == 500, error
     await client.connect()
     status, error = await client.request(
-        "PATCH", f"/v4/sessions/{client.session_id}/players/{GUILD}",
+        "PATCH",
+        f"/v4/sessions/{client.session_id}/players/{GUILD}",
         json={"track": {"encoded": encode_track(info, details=b"")}},
     )
     state = lavalink.player(GUILD)

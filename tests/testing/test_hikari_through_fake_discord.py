@@ -223,4 +223,3 @@ async def test_hikari_reads_an_admins_only_command_as_open_to_everyone(world: Hi
     assert read == {"admins": hikari.Permissions.NONE, "open": hikari.Permissions.NONE}
     with pytest.raises(CommandNotAvailable, match='"0"'):
         await world.fake.send_slash_command(world.guild.id, world.alice.id, "admins")
-

@@ -99,7 +99,10 @@ async def _connect_voice(harness: Harness) -> lavalink.DefaultPlayer:
         }
     )
     await harness.client.voice_update_handler(
-        {"t": "VOICE_SERVER_UPDATE", "d": {"guild_id": str(GUILD), "token": "voice-token", "endpoint": "eu.discord.media"}}
+        {
+            "t": "VOICE_SERVER_UPDATE",
+            "d": {"guild_id": str(GUILD), "token": "voice-token", "endpoint": "eu.discord.media"},
+        }
     )
     return player
 
@@ -123,7 +126,10 @@ async def test_tracks_load_and_decode(harness: Harness) -> None:
     assert search.load_type is lavalink.LoadType.SEARCH
     (clair,) = search.tracks
     assert (clair.title, clair.author, clair.source_name, clair.duration) == (
-        "Clair de Lune", "Claude Debussy", "youtube", 301_000
+        "Clair de Lune",
+        "Claude Debussy",
+        "youtube",
+        301_000,
     )
     by_uri = await harness.client.get_tracks(clair.uri)
     assert by_uri.load_type is lavalink.LoadType.TRACK and by_uri.tracks[0].track == clair.track
@@ -162,10 +168,17 @@ async def test_an_http_track_decodes_in_lavalinkpy(harness: Harness) -> None:
 async def test_player_plays_pauses_filters_and_receives_updates(harness: Harness) -> None:
     player = await _connect_voice(harness)
     state = await harness.fake.wait_for(lambda: harness.fake.player(GUILD))
-    assert state is not None and state.connected and state.voice == {
-        "token": "voice-token", "endpoint": "eu.discord.media", "sessionId": "discord-voice-session",
-        "channelId": str(VOICE_CHANNEL),
-    }
+    assert (
+        state is not None
+        and state.connected
+        and state.voice
+        == {
+            "token": "voice-token",
+            "endpoint": "eu.discord.media",
+            "sessionId": "discord-voice-session",
+            "channelId": str(VOICE_CHANNEL),
+        }
+    )
     short = harness.fake.add_track("Short Intro", "Tester", 300)
     (intro,) = (await harness.client.get_tracks(short["info"]["uri"])).tracks
     (clair,) = (await harness.client.get_tracks("ytsearch:clair de lune")).tracks
@@ -215,9 +228,15 @@ async def test_exception_stuck_and_voice_closed_events(harness: Harness) -> None
     (clair,) = (await harness.client.get_tracks("ytsearch:clair de lune")).tracks
     await player.play(clair)
     await harness.wait_for(lavalink.TrackStartEvent)
-    await harness.fake.send_track_exception(GUILD, "Boom", severity="fault", cause="java.io.IOException: x", end_track=False)
+    await harness.fake.send_track_exception(
+        GUILD, "Boom", severity="fault", cause="java.io.IOException: x", end_track=False
+    )
     failed = await harness.wait_for(lavalink.TrackExceptionEvent)
-    assert (failed.message, failed.severity, failed.cause) == ("Boom", lavalink.Severity.FAULT, "java.io.IOException: x")
+    assert (failed.message, failed.severity, failed.cause) == (
+        "Boom",
+        lavalink.Severity.FAULT,
+        "java.io.IOException: x",
+    )
     assert failed.track.identifier == clair.identifier
     await harness.fake.send_track_stuck(GUILD, threshold_ms=8_000)
     stuck = await harness.wait_for(lavalink.TrackStuckEvent)

@@ -20,7 +20,12 @@ def test_every_public_name_is_the_module_s_own() -> None:
     from sonora_cog.testing import PYTEST_PLUGIN
 
     assert (kit.FakeDiscord, kit.FakeLavalink, kit.BotProcess, kit.Permissions, kit.RedisServer) == (
-        FakeDiscord, FakeLavalink, BotProcess, Permissions, RedisServer)
+        FakeDiscord,
+        FakeLavalink,
+        BotProcess,
+        Permissions,
+        RedisServer,
+    )
     assert (kit.point_discord_at, kit.point_discord_back) == (point_discord_at, point_discord_back)
     assert kit.CommandNotAvailable is CommandNotAvailable
     from sonora_cog.testing import pytest_plugin
@@ -30,7 +35,12 @@ def test_every_public_name_is_the_module_s_own() -> None:
 
     assert (kit.World, kit.BotProcessFactory) == (pytest_plugin.World, pytest_plugin.BotProcessFactory)
     assert (kit.FakeGuild, kit.FakeChannel, kit.FakeMember, kit.FakeRole, kit.FakeInteraction) == (
-        FakeGuild, FakeChannel, FakeMember, FakeRole, FakeInteraction)
+        FakeGuild,
+        FakeChannel,
+        FakeMember,
+        FakeRole,
+        FakeInteraction,
+    )
     assert Permissions.MANAGE_GUILD == 1 << 5
     assert __import__(PYTEST_PLUGIN, fromlist=["fake_discord"]).fake_discord is not None
     assert sorted(kit.__all__) == dir(kit)

@@ -23,7 +23,9 @@ FILES = {
 def readme_example() -> dict[str, str]:
     """The README section's code blocks, by the file name their first line gives."""
     text = README.read_text(encoding="utf-8")
-    section = re.split(r"\n##+ ", text.split("### A complete test of your bot surviving a SIGKILL", 1)[1], maxsplit=1)[0]
+    section = re.split(r"\n##+ ", text.split("### A complete test of your bot surviving a SIGKILL", 1)[1], maxsplit=1)[
+        0
+    ]
     files = {}
     for block in re.findall(r"```(?:python|ini)\n(.*?)```", section, flags=re.S):
         first = block.splitlines()[0]
@@ -40,7 +42,11 @@ def test_the_readme_example_passes_in_an_empty_folder(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "SONORA_"))}
     run = subprocess.run(
         [sys.executable, "-X", "dev", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::ResourceWarning"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     assert re.search(r"\b2 passed\b", run.stdout), run.stdout[-3000:]

@@ -160,7 +160,8 @@ def test_http_track_is_encoded_with_its_container_probe_byte_for_byte() -> None:
         + struct.pack(">q", 2**63 - 1)
         + _utf(url)
         + b"\x01"  # isStream
-        + b"\x01" + _utf(url)  # uri present
+        + b"\x01"
+        + _utf(url)  # uri present
         + b"\x00"  # no artworkUrl
         + b"\x00"  # no isrc
         + _utf("http")
@@ -203,8 +204,15 @@ def test_lavalink_http_tracks_decode_and_re_encode_byte_for_byte() -> None:
 
 
 def test_local_track_probe_comes_from_the_file_extension() -> None:
-    info = {"title": "Intro", "author": "Unknown artist", "length": 5000, "identifier": "/music/intro.flac",
-            "isStream": False, "uri": "/music/intro.flac", "sourceName": "local"}
+    info = {
+        "title": "Intro",
+        "author": "Unknown artist",
+        "length": 5000,
+        "identifier": "/music/intro.flac",
+        "isStream": False,
+        "uri": "/music/intro.flac",
+        "sourceName": "local",
+    }
     details = decode_track_details(encode_track(info))[2]
     assert details == _utf("flac")
     assert decode_track_details(encode_track({**info, "sourceName": "youtube"}))[2] == b""  # only probing sources

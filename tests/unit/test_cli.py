@@ -23,8 +23,15 @@ GUILD, OTHER = 111111111111111111, 444444444444444444
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SONORA_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "sonora_cog", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sonora_cog", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -63,7 +70,9 @@ def test_list_json_and_table(store: Path) -> None:
 
 
 def test_show_export_import_round_trip(store: Path, tmp_path: Path) -> None:
-    snapshot_id = json.loads(run("snapshots", "list", "--store", str(store), "--json", "--guild", str(GUILD)).stdout)[0]["id"]
+    snapshot_id = json.loads(run("snapshots", "list", "--store", str(store), "--json", "--guild", str(GUILD)).stdout)[
+        0
+    ]["id"]
     shown = run("snapshots", "show", snapshot_id, "--store", str(store))
     assert shown.returncode == 0 and "Track 0" in shown.stdout and "queue" in shown.stdout
     out_file = tmp_path / "export.json"
@@ -147,8 +156,14 @@ def test_rekey_rotates_every_record(store: Path, tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     plain = run("snapshots", "validate", "--store", str(store), "--json")
     assert plain.returncode == 1 and {b["error_type"] for b in json.loads(plain.stdout)["bad"]} == {"WrongKeyError"}
-    second = run("snapshots", "rekey", "--config", str(config), "--json",
-                 env={"SONORA_ENCRYPTION_KEY": key_b, "SONORA_OLD_ENCRYPTION_KEYS": key_a})
+    second = run(
+        "snapshots",
+        "rekey",
+        "--config",
+        str(config),
+        "--json",
+        env={"SONORA_ENCRYPTION_KEY": key_b, "SONORA_OLD_ENCRYPTION_KEYS": key_a},
+    )
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["rekeyed"] == 5
     only_b = run("snapshots", "validate", "--config", str(config), env={"SONORA_ENCRYPTION_KEY": key_b})

@@ -24,15 +24,28 @@ def _env() -> dict[str, str]:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sonora_cog", "nodes", *args], capture_output=True, text=True,
-                          env=_env(), timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sonora_cog", "nodes", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
 
 
 async def start(*args: str) -> asyncio.subprocess.Process:
     """The same, without blocking this event loop (the test plays the bot meanwhile)."""
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "sonora_cog", "nodes", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                                                env=_env())
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sonora_cog",
+        "nodes",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+    )
 
 
 @pytest.fixture
@@ -61,14 +74,22 @@ def on(players: int, drained: bool = False, state: NodeState = NodeState.connect
 
 
 def test_help_and_usage_errors(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "sonora_cog", "--help"], capture_output=True, text=True, env=_env(),
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "sonora_cog", "--help"], capture_output=True, text=True, env=_env(), check=False
+    )
     assert "nodes" in out.stdout
     out = run("--help")
     assert out.returncode == 0 and all(c in out.stdout for c in ("drain", "undrain", "status"))
-    for bad in (["drain", ""], ["drain", "a\tb"], ["drain", "x" * 101], ["undrain", " "],
-                ["drain", "a", "--timeout", "-1"], ["drain", "a", "--timeout", "nan"],
-                ["drain", "a", "--timeout", "inf"], ["status", "extra"]):
+    for bad in (
+        ["drain", ""],
+        ["drain", "a\tb"],
+        ["drain", "x" * 101],
+        ["undrain", " "],
+        ["drain", "a", "--timeout", "-1"],
+        ["drain", "a", "--timeout", "nan"],
+        ["drain", "a", "--timeout", "inf"],
+        ["status", "extra"],
+    ):
         out = run(*bad, "--store", str(tmp_path))
         assert out.returncode == 2, (bad, out.stderr)
     assert "not a Lavalink node identifier" in run("drain", "", "--store", str(tmp_path)).stderr
@@ -122,11 +143,20 @@ async def test_status_lists_every_node_of_every_process_and_drained_nodes_none_k
     assert list(nodes) == ["lava-1", "lava-2", "old-node"]
     assert nodes["lava-1"]["drained"] and nodes["lava-1"]["players"] == 3
     assert [(p["name"], p["status"], p["players"], p["drained"]) for p in nodes["lava-1"]["processes"]] == [
-        ("host-a:1", "connected", 3, True), ("host-b:2", "connected", 0, False)]
+        ("host-a:1", "connected", 3, True),
+        ("host-b:2", "connected", 0, False),
+    ]
     assert not nodes["lava-2"]["drained"] and nodes["lava-2"]["players"] == 3
     assert nodes["lava-2"]["processes"][1]["status"] == "connecting"
-    assert nodes["old-node"] == {"identifier": "old-node", "drained": True, "drained_at": nodes["old-node"]["drained_at"],
-                                 "drained_by": "cli ops@host", "known": False, "players": 0, "processes": []}
+    assert nodes["old-node"] == {
+        "identifier": "old-node",
+        "drained": True,
+        "drained_at": nodes["old-node"]["drained_at"],
+        "drained_by": "cli ops@host",
+        "known": False,
+        "players": 0,
+        "processes": [],
+    }
 
     out = run("status", "--store", store_of(manager))
     lines = out.stdout.splitlines()
@@ -141,8 +171,7 @@ async def test_drain_names_the_processes_and_warns_when_none_has_the_node(manage
     await bot_view(manager, "t1", "host-a:1", **{"lava-1": on(2)})
     out = run("drain", "lava-1", "--store", store_of(manager), "--json")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"node": "lava-1", "newly_drained": True, "processes": ["host-a:1"],
-                                      "known": True}
+    assert json.loads(out.stdout) == {"node": "lava-1", "newly_drained": True, "processes": ["host-a:1"], "known": True}
     assert "host-a:1 moves its players to other nodes" in out.stderr  # with --json, stdout holds the JSON only
 
     out = run("drain", "lava-typo", "--store", store_of(manager))
@@ -196,8 +225,13 @@ async def test_drain_wait_times_out_with_what_is_left_and_the_drain_stays(manage
 
     out = run("drain", "lava-1", "--store", store, "--wait", "--timeout", "0", "--json")
     assert out.returncode == 1
-    assert json.loads(out.stdout) == {"node": "lava-1", "done": False, "left": {"host-a:1": 3}, "not_seen_by": [],
-                                      "processes": ["host-a:1"]}
+    assert json.loads(out.stdout) == {
+        "node": "lava-1",
+        "done": False,
+        "left": {"host-a:1": 3},
+        "not_seen_by": [],
+        "processes": ["host-a:1"],
+    }
 
 
 async def test_drain_wait_also_waits_for_each_process_to_see_the_drain(manager: SessionManager) -> None:

@@ -454,16 +454,21 @@ def test_a_body_under_another_records_header_fails_the_content_hash() -> None:
     second = Codec().encode({**SMALL_PAYLOAD, "guild_id": "999"}, META).data
     end = describe(first).header_bytes
     swapped = first[:end] + second[describe(second).header_bytes :]
-    swapped = fix_checksums(swapped[:26] + struct.pack(">Q", len(second) - describe(second).header_bytes - 16)
-                            + swapped[34:])  # the body length in the header, as a forger would set it
+    swapped = fix_checksums(
+        swapped[:26] + struct.pack(">Q", len(second) - describe(second).header_bytes - 16) + swapped[34:]
+    )  # the body length in the header, as a forger would set it
     with pytest.raises(ChecksumMismatch, match="content hash"):
         Codec().decode(swapped)
 
 
 # -- rewrap: a snapshot from a live record's bytes -----------------------------------------------------------
 
-SHUTDOWN = {"id": "20261130T080000000-abcdef", "created_at": 1_800_000_000.5, "kind": SnapshotKind.shutdown,
-            "label": None}
+SHUTDOWN = {
+    "id": "20261130T080000000-abcdef",
+    "created_at": 1_800_000_000.5,
+    "kind": SnapshotKind.shutdown,
+    "label": None,
+}
 
 
 @pytest.mark.parametrize(("compression", "encrypt"), SETTINGS, ids=SETTING_IDS)

@@ -29,8 +29,14 @@ GUILDS = [111111111111111111, 222222222222222222, 333333333333333333]
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SONORA_")}
     full_env.update(env or {}, COLUMNS="250")
-    return subprocess.run([sys.executable, "-m", "sonora_cog", *args], capture_output=True, text=True,
-                          env=full_env, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sonora_cog", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        check=False,
+    )
 
 
 def state(guild_id: int, volume: int, tracks: int = 5) -> SessionState:
@@ -39,8 +45,11 @@ def state(guild_id: int, volume: int, tracks: int = 5) -> SessionState:
 
 
 def settings_for(path: Path, keep_tags: int = 3) -> Settings:
-    return Settings(storage=StorageSettings(path=str(path)), deploy=DeploySettings(keep_tags=keep_tags),
-                    snapshots=SnapshotSettings(max_snapshots_per_guild=1))
+    return Settings(
+        storage=StorageSettings(path=str(path)),
+        deploy=DeploySettings(keep_tags=keep_tags),
+        snapshots=SnapshotSettings(max_snapshots_per_guild=1),
+    )
 
 
 @pytest.fixture
@@ -77,7 +86,8 @@ async def test_prepare_snapshots_every_live_guild_and_status_reads_it(manager: S
         assert saved.kind is SnapshotKind.pre_deploy and saved.label == "v1" and saved.player.volume == 40
     status = await deploy.status(manager, "v1")
     assert [(s.guild_id, s.step, s.snapshot_id) for s in status] == [
-        (r.guild_id, Step.snapshotted, r.snapshot_id) for r in results]
+        (r.guild_id, Step.snapshotted, r.snapshot_id) for r in results
+    ]
     assert [(t.tag, t.guilds, t.kept) for t in await deploy.tags(manager)] == [("v1", 3, True)]
 
 
@@ -100,15 +110,22 @@ async def test_offline_rollback_rewrites_the_live_records_as_of_now(manager: Ses
     before = time.time()
     results = await deploy.rollback_offline(manager, "v1", [GUILDS[0], GUILDS[2], 999])
     assert [(r.guild_id, r.step) for r in results] == [
-        (GUILDS[0], Step.rolled_back), (GUILDS[2], Step.rolled_back), (999, Step.rollback_failed)]
+        (GUILDS[0], Step.rolled_back),
+        (GUILDS[2], Step.rolled_back),
+        (999, Step.rollback_failed),
+    ]
     for guild_id, volume in ((GUILDS[0], 40), (GUILDS[1], 90), (GUILDS[2], 40)):
         live = await manager.read_live(guild_id)
         assert live is not None and live.player.volume == volume
         if volume == 40:  # rewritten now: not too old to restore, and not moved forward by an old heartbeat
             assert live.created_at >= before and live.player.position_at >= before
     status = {s.guild_id: s.step for s in await deploy.status(manager, "v1")}
-    assert status == {GUILDS[0]: Step.rolled_back, GUILDS[1]: Step.snapshotted, GUILDS[2]: Step.rolled_back,
-                      999: Step.rollback_failed}
+    assert status == {
+        GUILDS[0]: Step.rolled_back,
+        GUILDS[1]: Step.snapshotted,
+        GUILDS[2]: Step.rolled_back,
+        999: Step.rollback_failed,
+    }
 
 
 async def test_retention_keeps_the_newest_tags_and_drops_old_journals(manager: SessionManager) -> None:
@@ -185,8 +202,13 @@ def test_cli_prepare_default_tag_uses_the_variable_and_bad_input_is_refused(tmp_
     out = run("deploy", "prepare", "--store", str(store), "--json", env={"SONORA_DEPLOY_TAG": "build-7"})
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["tag"].endswith("Z-build-7")
-    for bad in (["prepare", "--tag", "../x"], ["prepare", "--tag", ""], ["rollback", "x", "--batch-size", "0"],
-                ["rollback", "x", "--batch-size", "-1"], ["status", "a b"]):
+    for bad in (
+        ["prepare", "--tag", "../x"],
+        ["prepare", "--tag", ""],
+        ["rollback", "x", "--batch-size", "0"],
+        ["rollback", "x", "--batch-size", "-1"],
+        ["status", "a b"],
+    ):
         out = run("deploy", *bad, "--store", str(store))
         assert out.returncode == 2, (bad, out.stderr)  # usage errors
     out = run("deploy", "rollback", "nothing", "--store", str(store))

@@ -50,11 +50,14 @@ def test_every_exception_class_lives_in_errors() -> None:
 
 def test_every_error_is_documented_in_the_readme() -> None:
     text = README.read_text()
-    section = text[text.index("### Errors"):text.index("## Configuration")]
+    section = text[text.index("### Errors") : text.index("## Configuration")]
     documented = set(re.findall(r"`([A-Z][A-Za-z]+)`", section))
     assert set(errors.__all__) <= documented, set(errors.__all__) - documented
-    exported = {n for n in dir(sonora_cog) if inspect.isclass(getattr(sonora_cog, n))
-                and issubclass(getattr(sonora_cog, n), BaseException)}
+    exported = {
+        n
+        for n in dir(sonora_cog)
+        if inspect.isclass(getattr(sonora_cog, n)) and issubclass(getattr(sonora_cog, n), BaseException)
+    }
     assert exported == set(errors.__all__)  # importable from the package, as the README says
 
 

@@ -19,8 +19,9 @@ LIMITS = Limits(max_queue_tracks=10, max_string_length=200, max_encoded_length=4
 
 
 def track(title: str = "Song", **user_data: object) -> TrackState:
-    return TrackState({**lavalink_track(title, user_data=dict(user_data) or None), "playlist": None,
-                       "recommended": False})
+    return TrackState(
+        {**lavalink_track(title, user_data=dict(user_data) or None), "playlist": None, "recommended": False}
+    )
 
 
 def roundtrips(state: SessionState, limits: Limits) -> SessionState:
@@ -75,17 +76,22 @@ def test_track_objects_without_the_optional_keys_are_checked_too(where: str) -> 
     """A record's tracks may lack ``playlist`` and ``userData`` (they are optional); the quick whole-list
     check reads them another way then, and still finds the one over a limit."""
     bare = [{k: v for k, v in track(f"T{i}").data.items() if k not in ("playlist", "userData")} for i in range(3)]
-    over = dict(bare[1], playlist={"name": "P" * 300, "selectedTrack": 0}) if where == "playlist" \
+    over = (
+        dict(bare[1], playlist={"name": "P" * 300, "selectedTrack": 0})
+        if where == "playlist"
         else dict(bare[1], userData={"note": "n" * 400})
+    )
     state = sample_state(tracks=1)
-    state = dataclasses.replace(state, queue=dataclasses.replace(
-        state.queue, upcoming=TrackList([bare[0], over, bare[2]])))
+    state = dataclasses.replace(
+        state, queue=dataclasses.replace(state.queue, upcoming=TrackList([bare[0], over, bare[2]]))
+    )
     fitted, notes = fit_to_limits(state, LIMITS)
     assert [note.split(":", 1)[0] for note in notes] == ["queue track 2"]
     kept = fitted.queue.upcoming[1]
     assert (kept.playlist or {}).get("name", "") == "P" * 200 if where == "playlist" else kept.user_data == {}
-    untouched, none = fit_to_limits(dataclasses.replace(state, queue=dataclasses.replace(
-        state.queue, upcoming=TrackList(bare))), LIMITS)
+    untouched, none = fit_to_limits(
+        dataclasses.replace(state, queue=dataclasses.replace(state.queue, upcoming=TrackList(bare))), LIMITS
+    )
     assert none == [] and untouched.queue.upcoming.json == bare
 
 
@@ -130,10 +136,13 @@ async def test_the_manager_writes_a_state_holding_what_json_cannot(tmp_path: Pat
         await manager.close()
 
 
-async def test_each_thing_left_out_is_warned_even_in_one_track(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_each_thing_left_out_is_warned_even_in_one_track(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="sonora_cog.manager")
-    settings = Settings(storage=StorageSettings(path=str(tmp_path)),
-                        limits=LimitSettings(max_string_length=200, max_extras_bytes=300))
+    settings = Settings(
+        storage=StorageSettings(path=str(tmp_path)), limits=LimitSettings(max_string_length=200, max_extras_bytes=300)
+    )
     manager = SessionManager(settings)
     try:
         state = sample_state(tracks=2)
@@ -171,7 +180,9 @@ async def test_lowering_a_limit_trims_old_records_instead_of_losing_them(
         await reader.close()
 
 
-async def test_a_state_over_the_record_size_cap_keeps_what_fits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_state_over_the_record_size_cap_keeps_what_fits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="sonora_cog.manager")
     settings = Settings(storage=StorageSettings(path=str(tmp_path), max_record_bytes=64 * 1024))
     manager = SessionManager(settings)

@@ -35,8 +35,9 @@ async def world() -> AsyncIterator[World]:
 
 
 def owner_for(world: World, path: Path) -> SessionOwner:
-    settings = Settings(storage=StorageSettings(path=str(path)),
-                        snapshots=SnapshotSettings(debounce=3600.0, auto_enabled=False))
+    settings = Settings(
+        storage=StorageSettings(path=str(path)), snapshots=SnapshotSettings(debounce=3600.0, auto_enabled=False)
+    )
     owner = SessionOwner(world.bot, SessionManager(settings))  # type: ignore[arg-type]
     for guild_id in world.guild_ids():
         owner.start(guild_id, "the test plays here")
@@ -90,8 +91,7 @@ async def test_one_guild_failing_in_a_batch_stays_dirty_alone(
 ) -> None:
     owner = owner_for(world, tmp_path)
     failing = world.guild_ids()[2]
-    Spy(owner.manager.store, "put_live_many",
-        fail=lambda item: StoreError("disk full") if item[0] == failing else None)
+    Spy(owner.manager.store, "put_live_many", fail=lambda item: StoreError("disk full") if item[0] == failing else None)
     with caplog.at_level(logging.ERROR):
         assert await owner.checkpoint() == len(world.players) - 1
     assert f"could not save the live record of guild {failing}: StoreError: disk full" in caplog.text
@@ -149,7 +149,8 @@ async def test_shutdown_writes_only_changed_live_records_and_a_snapshot_of_every
     captured: list[int] = []
     real_capture = owner.capture
     owner.capture = lambda player, kind=SnapshotKind.live: (  # type: ignore[method-assign]
-        captured.append(player.guild.id) or real_capture(player, kind))
+        captured.append(player.guild.id) or real_capture(player, kind)
+    )
     with caplog.at_level(logging.INFO):
         await owner.shutdown()
     assert owner.shutdown_complete
@@ -182,17 +183,18 @@ async def test_shutdown_captures_a_guild_whose_live_record_is_gone(world: World,
     assert [m.kind for m in await owner.manager.list_snapshots(gone)] == [SnapshotKind.shutdown]
 
 
-async def test_shutdown_failures_are_per_guild(
-    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_shutdown_failures_are_per_guild(world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     owner = owner_for(world, tmp_path)
     ids = world.guild_ids()
     for i in range(len(ids)):
         change(world, owner, i)
     no_live, no_snapshot = ids[1], ids[2]
     Spy(owner.manager.store, "put_live_many", fail=lambda item: StoreError("full") if item[0] == no_live else None)
-    Spy(owner.manager.store, "save_many",
-        fail=lambda item: StoreError("full") if item[0].guild_id == no_snapshot else None)
+    Spy(
+        owner.manager.store,
+        "save_many",
+        fail=lambda item: StoreError("full") if item[0].guild_id == no_snapshot else None,
+    )
     with caplog.at_level(logging.ERROR):
         await owner.shutdown()
     assert owner.shutdown_complete  # every guild settled: written, or its failure logged
@@ -225,8 +227,10 @@ async def test_a_shutdown_out_of_time_says_what_was_written(
 ) -> None:
     """The store hangs on the live records (nothing of the changed guilds is written) or on the snapshots
     (the live records are): the log line counts each as it is, not every guild as lost."""
-    settings = Settings(storage=StorageSettings(path=str(tmp_path)),
-                        snapshots=SnapshotSettings(debounce=3600.0, auto_enabled=False, shutdown_timeout=0.5))
+    settings = Settings(
+        storage=StorageSettings(path=str(tmp_path)),
+        snapshots=SnapshotSettings(debounce=3600.0, auto_enabled=False, shutdown_timeout=0.5),
+    )
     owner = SessionOwner(world.bot, SessionManager(settings))  # type: ignore[arg-type]
     for guild_id in world.guild_ids():
         owner.start(guild_id, "the test plays here")
@@ -242,7 +246,9 @@ async def test_a_shutdown_out_of_time_says_what_was_written(
         await owner.shutdown()
     assert not owner.shutdown_complete
     written = 0 if stuck == "put_live_many" else len(changed)
-    assert (f"{written} of 2 changed live record(s) written, 4 current, 0 not compared yet: up to "
-            f"{2 - written} guild(s) keep their last checkpoint") in caplog.text
+    assert (
+        f"{written} of 2 changed live record(s) written, 4 current, 0 not compared yet: up to "
+        f"{2 - written} guild(s) keep their last checkpoint"
+    ) in caplog.text
     assert "0 of 6 shutdown snapshot(s) written" in caplog.text
     await owner.manager.close()

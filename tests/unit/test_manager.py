@@ -53,7 +53,9 @@ async def test_a_guild_cannot_load_another_guilds_snapshot(manager: SessionManag
     assert await manager.list_snapshots(OTHER) == []
 
 
-async def test_snapshot_file_moved_into_another_guilds_folder_is_refused(manager: SessionManager, state: SessionState, tmp_path: Path) -> None:
+async def test_snapshot_file_moved_into_another_guilds_folder_is_refused(
+    manager: SessionManager, state: SessionState, tmp_path: Path
+) -> None:
     meta = await manager.save_snapshot(state)
     source = next((tmp_path / "store").rglob(f"{meta.id}*"))
     target_dir = source.parent.parent / str(OTHER)
@@ -178,8 +180,9 @@ async def test_a_snapshot_rewrapped_from_a_live_record_reads_as_its_meta_names_i
     """A ``shutdown`` snapshot made from a current live record's bytes (no second encode): the payload says
     ``live`` and the time of the last change; loading it gives the snapshot's kind and time, and a playing
     track moved on to the snapshot's time at the timescale's speed (1.25 here), as a restore would count it."""
-    live_state = dataclasses.replace(state, kind=SnapshotKind.live, label=None,
-                                     player=dataclasses.replace(state.player, paused=paused))
+    live_state = dataclasses.replace(
+        state, kind=SnapshotKind.live, label=None, player=dataclasses.replace(state.player, paused=paused)
+    )
     await manager.write_live(live_state)
     data = await manager.store.get_live(GUILD)
     assert data is not None
@@ -220,8 +223,9 @@ async def test_an_import_stored_by_a_format_1_release_is_still_a_duplicate(
 
     imported = dataclasses.replace(state, kind=SnapshotKind.imported)
     payload = orjson.dumps(imported.to_json())
-    meta = dataclasses.replace(manager._meta_for(imported, new_snapshot_id()),
-                               content_hash=hashlib.sha256(payload).hexdigest())
+    meta = dataclasses.replace(
+        manager._meta_for(imported, new_snapshot_id()), content_hash=hashlib.sha256(payload).hexdigest()
+    )
     meta_json = orjson.dumps(meta.to_json())
     fixed = struct.pack(">4sBBIQQ", b"SNRA", 1, 0, len(meta_json), len(payload), len(payload))
     header = fixed + blake(fixed, 8) + meta_json

@@ -104,8 +104,9 @@ async def test_prometheus_missing_is_a_warning_and_a_no_op(
 # -- what is counted ----------------------------------------------------------------------------------
 
 
-async def test_records_and_bytes_by_kind_through_the_manager(metrics: Metrics, registry: CollectorRegistry,
-                                                           tmp_path: Path) -> None:
+async def test_records_and_bytes_by_kind_through_the_manager(
+    metrics: Metrics, registry: CollectorRegistry, tmp_path: Path
+) -> None:
     manager = SessionManager(Settings(storage=StorageSettings(path=str(tmp_path / "store"))), metrics=metrics)
     assert sample(registry, "sonora_records_written_total", kind="auto") == 0.0  # bounded labels start at 0
     await manager.write_live(sample_state())
@@ -120,7 +121,9 @@ async def test_records_and_bytes_by_kind_through_the_manager(metrics: Metrics, r
     assert sample(registry, "sonora_record_bytes_written_total", kind="live") == 2 * live_size
 
 
-async def test_a_checkpoint_counts_its_own_task_s_live_bytes_only(metrics: Metrics, registry: CollectorRegistry) -> None:
+async def test_a_checkpoint_counts_its_own_task_s_live_bytes_only(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
     span = metrics.checkpoint_started()
     metrics.record_written(SnapshotKind.live, 1000)
     metrics.record_written(SnapshotKind.auto, 5000)  # not a live record: not the checkpoint's
@@ -143,11 +146,16 @@ async def test_a_checkpoint_counts_its_own_task_s_live_bytes_only(metrics: Metri
 async def test_restores_by_path_outcome_and_bounded_reason(metrics: Metrics, registry: CollectorRegistry) -> None:
     metrics.restore(report(RestoreStatus.restored), RestorePath.startup, 0.3)
     metrics.restore(report(RestoreStatus.restored, adopted=True), RestorePath.startup, 0.1)
-    metrics.restore(report(RestoreStatus.skipped, "voice channel 987654321 no longer exists"), RestorePath.startup, 0.01)
-    metrics.restore(report(RestoreStatus.skipped, "voice channel 123456789 no longer exists"), RestorePath.startup, 0.01)
+    metrics.restore(
+        report(RestoreStatus.skipped, "voice channel 987654321 no longer exists"), RestorePath.startup, 0.01
+    )
+    metrics.restore(
+        report(RestoreStatus.skipped, "voice channel 123456789 no longer exists"), RestorePath.startup, 0.01
+    )
     metrics.restore(report(RestoreStatus.skipped, "another process owns this guild (x:1)"), RestorePath.startup)
-    metrics.restore(report(RestoreStatus.rolled_back, "verification failed: volume is 3, expected 4"),
-                    RestorePath.command, 2.0)
+    metrics.restore(
+        report(RestoreStatus.rolled_back, "verification failed: volume is 3, expected 4"), RestorePath.command, 2.0
+    )
     metrics.restore(report(RestoreStatus.failed, "TimeoutError: gave up after 60 s"), RestorePath.voice_lost, 60.0)
     counted = "sonora_restores_total"
     assert sample(registry, counted, path="startup", outcome="restored", reason="none") == 1.0
@@ -161,36 +169,39 @@ async def test_restores_by_path_outcome_and_bounded_reason(metrics: Metrics, reg
     assert sample(registry, "sonora_restore_duration_seconds_sum", path="voice_lost", outcome="failed") == 60.0
 
 
-@pytest.mark.parametrize(("reason", "category"), [
-    (None, "none"),
-    ("another process owns this guild (host:12)", "owned_elsewhere"),
-    ("guild 5 is owned by another process (lease)", "owned_elsewhere"),
-    ("cannot take its lease: StoreError: down", "lease_unavailable"),
-    ("its session is live here now", "session_changed"),
-    ("a restore is already running in guild 5", "in_progress"),
-    ("guild 5 cannot be restored now: the bot is shutting down", "shutting_down"),
-    ("its live record is encrypted with a key that is not configured (key id ab12)", "not_readable"),
-    ("its live record is from a newer sonora_cog release (schema 9)", "not_readable"),
-    ("no live record", "no_record"),
-    ("the session is stale (400 min old)", "stale"),
-    ("the guild is not available", "guild_unavailable"),
-    ("the record has no voice channel", "no_channel"),
-    ("voice channel 42 no longer exists", "channel_gone"),
-    ("channel 'general' is not a voice channel", "not_voice_channel"),
-    ("missing CONNECT/SPEAK permission in 'Lounge'", "missing_permission"),
-    ("nobody is listening in 'Lounge'", "empty_channel"),
-    ("the state belongs to guild 7", "foreign_state"),
-    ("verification failed: queue has 1 tracks, expected 2", "verification"),
-    ("TimeoutError: gave up after 60 s", "timeout"),
-    ("StoreError: disk full", "store"),
-    ("BufferFull: the write buffer is full", "store"),
-    ("ChecksumMismatch: bad", "record"),
-    ("ForeignGuildError: live record of guild 1 belongs to guild 2", "record"),
-    ("LavalinkException: 500", "lavalink"),
-    ("HTTPException: 503 Service Unavailable", "discord"),
-    ("ZeroDivisionError: division by zero", "error"),
-    ("something nobody wrote yet", "other"),
-])
+@pytest.mark.parametrize(
+    ("reason", "category"),
+    [
+        (None, "none"),
+        ("another process owns this guild (host:12)", "owned_elsewhere"),
+        ("guild 5 is owned by another process (lease)", "owned_elsewhere"),
+        ("cannot take its lease: StoreError: down", "lease_unavailable"),
+        ("its session is live here now", "session_changed"),
+        ("a restore is already running in guild 5", "in_progress"),
+        ("guild 5 cannot be restored now: the bot is shutting down", "shutting_down"),
+        ("its live record is encrypted with a key that is not configured (key id ab12)", "not_readable"),
+        ("its live record is from a newer sonora_cog release (schema 9)", "not_readable"),
+        ("no live record", "no_record"),
+        ("the session is stale (400 min old)", "stale"),
+        ("the guild is not available", "guild_unavailable"),
+        ("the record has no voice channel", "no_channel"),
+        ("voice channel 42 no longer exists", "channel_gone"),
+        ("channel 'general' is not a voice channel", "not_voice_channel"),
+        ("missing CONNECT/SPEAK permission in 'Lounge'", "missing_permission"),
+        ("nobody is listening in 'Lounge'", "empty_channel"),
+        ("the state belongs to guild 7", "foreign_state"),
+        ("verification failed: queue has 1 tracks, expected 2", "verification"),
+        ("TimeoutError: gave up after 60 s", "timeout"),
+        ("StoreError: disk full", "store"),
+        ("BufferFull: the write buffer is full", "store"),
+        ("ChecksumMismatch: bad", "record"),
+        ("ForeignGuildError: live record of guild 1 belongs to guild 2", "record"),
+        ("LavalinkException: 500", "lavalink"),
+        ("HTTPException: 503 Service Unavailable", "discord"),
+        ("ZeroDivisionError: division by zero", "error"),
+        ("something nobody wrote yet", "other"),
+    ],
+)
 def test_free_text_reasons_map_to_a_fixed_set(reason: str | None, category: str) -> None:
     assert reason_category(reason) == category
 
@@ -209,8 +220,9 @@ async def test_store_errors_by_operation_only_for_store_errors(metrics: Metrics,
 async def test_redis_buffer_depth_and_a_full_buffer(registry: CollectorRegistry) -> None:
     """Against a Redis that is not there: writes wait in the buffer (the gauge), a full buffer is a store error."""
     metrics = Metrics(ON, registry=registry)
-    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2, retry_initial=5.0, retry_max=5.0,
-                       buffer_max_records=1)
+    store = RedisStore(
+        f"redis://127.0.0.1:{free_port()}/0", timeout=0.2, retry_initial=5.0, retry_max=5.0, buffer_max_records=1
+    )
     manager = SessionManager(Settings(), store=store, metrics=metrics)
     await metrics.open(store)
     try:
@@ -226,7 +238,9 @@ async def test_redis_buffer_depth_and_a_full_buffer(registry: CollectorRegistry)
         await asyncio.wait_for(store.close(), 10)
 
 
-async def test_the_filesystem_store_has_no_buffer(metrics: Metrics, registry: CollectorRegistry, tmp_path: Path) -> None:
+async def test_the_filesystem_store_has_no_buffer(
+    metrics: Metrics, registry: CollectorRegistry, tmp_path: Path
+) -> None:
     metrics.watch_buffer(FilesystemStore(tmp_path / "s"))
     assert sample(registry, "sonora_redis_buffered_writes") == 0.0
 
@@ -342,7 +356,7 @@ async def test_the_readme_lists_every_metric_and_label_value(metrics: Metrics, r
     from sonora_cog.outcomes import REASONS
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme[readme.index("## Metrics"):readme.index("## Guarantees")]
+    section = readme[readme.index("## Metrics") : readme.index("## Guarantees")]
     names = {m.name for m in registry.collect()}
     assert names
     for name in names:

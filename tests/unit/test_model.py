@@ -31,13 +31,21 @@ def test_ids_are_strings_in_json_and_ints_are_accepted() -> None:
 @pytest.mark.parametrize(
     ("mutate", "path", "reason"),
     [
-        (lambda d: d["queue"]["upcoming"][3]["info"].__setitem__("length", "long"), "queue.upcoming[3].info.length", "expected int"),
+        (
+            lambda d: d["queue"]["upcoming"][3]["info"].__setitem__("length", "long"),
+            "queue.upcoming[3].info.length",
+            "expected int",
+        ),
         (lambda d: d["queue"]["upcoming"][0].pop("encoded"), "queue.upcoming[0].encoded", "missing"),
         (lambda d: d["player"].__setitem__("volume", 5000), "player.volume", "expected int in 0..1000"),
         (lambda d: d["player"].__setitem__("paused", "yes"), "player.paused", "expected bool"),
         (lambda d: d["queue"].__setitem__("loop_mode", "forever"), "queue.loop_mode", "expected one of"),
         (lambda d: d.__setitem__("guild_id", "../../etc"), "guild_id", "snowflake"),
-        (lambda d: d["queue"]["current"]["info"].__setitem__("title", 5), "queue.current.info.title", "expected string"),
+        (
+            lambda d: d["queue"]["current"]["info"].__setitem__("title", 5),
+            "queue.current.info.title",
+            "expected string",
+        ),
         (lambda d: d["autoplay"].__setitem__("mode", "always"), "autoplay.mode", "expected one of"),
         (lambda d: d.pop("filters"), "filters", "missing"),
         (lambda d: d["filters"].__setitem__("active_filters", [1]), "filters.active_filters[0]", "expected string"),

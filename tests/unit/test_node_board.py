@@ -13,7 +13,9 @@ from sonora_cog.nodes import PROBE_FAILURES, STATS_MAX_AGE, NodeBoard, NodeLoad,
 
 def stats(playing: int = 0, load: float = 0.0, frames: dict[str, int] | None = None) -> wavelink.StatsResponsePayload:
     data: dict[str, Any] = {
-        "players": playing, "playingPlayers": playing, "uptime": 1,
+        "players": playing,
+        "playingPlayers": playing,
+        "uptime": 1,
         "memory": {"free": 1, "used": 1, "allocated": 1, "reservable": 1},
         "cpu": {"cores": 4, "systemLoad": load, "lavalinkLoad": 0.0},
     }
@@ -59,7 +61,7 @@ def test_penalty_grows_with_players_cpu_and_lost_frames() -> None:
     assert idle == 0
     assert penalty(NodeLoad(playing=10, system_load=0.0)) == 10
     assert penalty(NodeLoad(playing=0, system_load=0.5)) > 100  # 1.05^50·10 - 10 ≈ 104.7
-    assert penalty(NodeLoad(playing=0, system_load=1.0)) == pytest.approx(1.05 ** 100 * 10 - 10)
+    assert penalty(NodeLoad(playing=0, system_load=1.0)) == pytest.approx(1.05**100 * 10 - 10)
     assert penalty(NodeLoad(playing=0, system_load=0.0, deficit=300)) > penalty(NodeLoad(playing=20, system_load=0.0))
     assert penalty(NodeLoad(playing=0, system_load=0.0), added=3) == 3
 

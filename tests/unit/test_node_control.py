@@ -45,10 +45,19 @@ def test_valid_identifiers(identifier: str) -> None:
     assert node_control.validate_identifier(identifier) == identifier
 
 
-@pytest.mark.parametrize(("identifier", "why"), [
-    ("", "empty"), ("   ", "empty"), ("a\nb", "control characters"), ("tab\there", "control characters"),
-    ("\x1b[31mred", "control characters"), ("x" * 101, "at most 100"), (None, "empty"), (7, "empty"),
-])
+@pytest.mark.parametrize(
+    ("identifier", "why"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("a\nb", "control characters"),
+        ("tab\there", "control characters"),
+        ("\x1b[31mred", "control characters"),
+        ("x" * 101, "at most 100"),
+        (None, "empty"),
+        (7, "empty"),
+    ],
+)
 def test_bad_identifiers_are_refused_with_the_reason(identifier: object, why: str) -> None:
     with pytest.raises(InvalidIdentifier, match="not a Lavalink node identifier") as raised:
         node_control.validate_identifier(identifier)
@@ -77,7 +86,8 @@ async def test_drained_record_round_trip(manager: SessionManager) -> None:
         "node b": node_control.DrainedNode("node b", 200.0, "owner"),
     }
     assert orjson.loads(await manager.store.get_aux(DRAINED_KEY) or b"") == {
-        "node-a": {"at": 100.0, "by": "cli ops@host"}, "node b": {"at": 200.0, "by": "owner"},
+        "node-a": {"at": 100.0, "by": "cli ops@host"},
+        "node b": {"at": 200.0, "by": "owner"},
     }
     assert await node_control.undrain(manager, "node-a") is True
     assert await node_control.undrain(manager, "node-a") is False
@@ -139,13 +149,22 @@ async def test_damaged_views_and_nodes_are_skipped(manager: SessionManager) -> N
     until = time.time() + 60
     await manager.store.put_aux(VIEW_PREFIX + "broken", b"{nope")
     await manager.store.put_aux(VIEW_PREFIX + "nodes-list", orjson.dumps({"name": "h:1", "until": until, "nodes": []}))
-    await manager.store.put_aux(VIEW_PREFIX + "good", orjson.dumps({"name": "h:2", "until": until, "nodes": {
-        "ok": {"status": "connecting", "players": 3, "drained": True},
-        "bad-status": {"status": "asleep", "players": 1},
-        "negative": {"status": "connected", "players": -1},
-        "bool-players": {"status": "connected", "players": True},
-        "a\nb": {"status": "connected", "players": 1},
-    }}))
+    await manager.store.put_aux(
+        VIEW_PREFIX + "good",
+        orjson.dumps(
+            {
+                "name": "h:2",
+                "until": until,
+                "nodes": {
+                    "ok": {"status": "connecting", "players": 3, "drained": True},
+                    "bad-status": {"status": "asleep", "players": 1},
+                    "negative": {"status": "connected", "players": -1},
+                    "bool-players": {"status": "connected", "players": True},
+                    "a\nb": {"status": "connected", "players": 1},
+                },
+            }
+        ),
+    )
     [found] = await node_control.read_views(manager)
     assert found.name == "h:2" and found.nodes == {"ok": view(3, True, NodeState.connecting)}
 
@@ -188,7 +207,9 @@ def test_summarize_joins_the_views_and_lists_drained_nodes_no_process_knows() ->
     assert list(rows) == ["a", "b", "gone"]
     assert rows["a"].players == 2 and rows["a"].drained == drained["a"] and rows["a"].known
     assert [(p.process, p.state, p.drained) for p in rows["a"].processes] == [
-        ("host:1", NodeState.connected, True), ("host:2", NodeState.connecting, False)]
+        ("host:1", NodeState.connected, True),
+        ("host:2", NodeState.connecting, False),
+    ]
     assert rows["b"].drained is None and rows["b"].players == 1
     assert not rows["gone"].known and rows["gone"].to_json()["known"] is False
     assert rows["gone"].to_json()["drained_by"] == "cli"

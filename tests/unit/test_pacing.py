@@ -67,9 +67,7 @@ def simulate(per_window: int, rate: float, arrivals: list[tuple[float, int]]) ->
 @given(
     per_window=st.integers(1, 12),
     rate=st.floats(0.05, 5.0),
-    arrivals=st.lists(
-        st.tuples(st.floats(0.0, 400.0, allow_nan=False), st.integers(0, 3)), min_size=1, max_size=80
-    ),
+    arrivals=st.lists(st.tuples(st.floats(0.0, 400.0, allow_nan=False), st.integers(0, 3)), min_size=1, max_size=80),
 )
 def test_no_shard_ever_exceeds_its_window(per_window: int, rate: float, arrivals: list[tuple[float, int]]) -> None:
     granted = simulate(per_window, rate, arrivals)
@@ -203,5 +201,7 @@ async def test_a_shard_larger_than_its_window_restores_near_discord_s_window_flo
     took = times[-1] - times[0]
     floor = DISCORD_GATEWAY_WINDOW_S * ((joins - 1) // 118)
     assert floor <= took <= 1.5 * floor
-    assert max(sum(1 for t in times if start <= t < start + DISCORD_GATEWAY_WINDOW_S) for start in times) \
+    assert (
+        max(sum(1 for t in times if start <= t < start + DISCORD_GATEWAY_WINDOW_S) for start in times)
         <= defaults.joins_per_window
+    )

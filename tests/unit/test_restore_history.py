@@ -45,8 +45,10 @@ def record_a_startup(recorder: RestoreRecorder) -> None:
     recorder.record(report(GUILDS[2], RestoreStatus.skipped, "voice channel 42 no longer exists"), RestorePath.startup)
     recorder.record(report(GUILDS[3], RestoreStatus.skipped, "the session is stale (400 min old)"), RestorePath.startup)
     recorder.record(report(GUILDS[4], RestoreStatus.failed, "StoreError: disk full"), RestorePath.startup)
-    recorder.record(report(GUILDS[5], RestoreStatus.rolled_back, "verification failed: volume is 1, expected 2"),
-                    RestorePath.command)
+    recorder.record(
+        report(GUILDS[5], RestoreStatus.rolled_back, "verification failed: volume is 1, expected 2"),
+        RestorePath.command,
+    )
 
 
 async def test_recorded_restores_are_read_back_by_outcome_path_and_reason(manager: SessionManager) -> None:
@@ -75,8 +77,9 @@ async def test_recorded_restores_are_read_back_by_outcome_path_and_reason(manage
 async def test_a_burst_is_one_bounded_entry(manager: SessionManager) -> None:
     recorder = RestoreRecorder(manager, by="host:1")
     for i in range(2_000):
-        recorder.record(report(i + 1, RestoreStatus.failed, f"ChecksumMismatch: record {i} {'x' * 400}"),
-                        RestorePath.startup)
+        recorder.record(
+            report(i + 1, RestoreStatus.failed, f"ChecksumMismatch: record {i} {'x' * 400}"), RestorePath.startup
+        )
         recorder.record(report(i + 1, RestoreStatus.restored), RestorePath.startup)
     await recorder.flush()
     lines = await manager.store.read_journal(journal_name(time.time()))
@@ -89,8 +92,9 @@ async def test_a_burst_is_one_bounded_entry(manager: SessionManager) -> None:
 
 def test_an_entry_too_large_for_the_journal_is_split_and_nothing_is_lost() -> None:
     counts = [[f"path{i}", "skipped", f"reason{i}", i + 1] for i in range(300)]
-    failures = [{"at": 1.0, "guild": "1", "path": "startup", "outcome": "failed", "reason": "store",
-                 "detail": "d" * 200}] * 5
+    failures = [
+        {"at": 1.0, "guild": "1", "path": "startup", "outcome": "failed", "reason": "store", "detail": "d" * 200}
+    ] * 5
     lines = _encode_entries(1.0, "h" * 100, counts, failures)
     assert len(lines) > 1 and all(len(line) <= MAX_JOURNAL_ENTRY_BYTES for line in lines)
     entries = [orjson.loads(line) for line in lines]
@@ -153,8 +157,12 @@ async def test_retention_deletes_the_days_older_than_max_age(manager: SessionMan
 
 async def test_damaged_lines_are_skipped(manager: SessionManager) -> None:
     name = journal_name(time.time())
-    good = _encode_entries(time.time(), "h:1", [["startup", "restored", "none", 2], ["x", "exploded", "none", 9],
-                                                ["startup", "skipped", "invented", 1]], [{"at": "never"}])
+    good = _encode_entries(
+        time.time(),
+        "h:1",
+        [["startup", "restored", "none", 2], ["x", "exploded", "none", 9], ["startup", "skipped", "invented", 1]],
+        [{"at": "never"}],
+    )
     await manager.store.append_journal(name, [b"not json", b"[]", b'{"at": "soon"}', *good])
     history = await read_history(manager)
     assert history.by_outcome() == {"restored": 2, "skipped": 1, "failed": 0, "rolled_back": 0}

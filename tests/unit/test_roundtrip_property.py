@@ -32,8 +32,12 @@ CODECS = {
 }
 
 text = st.text(min_size=0, max_size=40)
-json_scalar = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | text
-json_value = st.recursive(json_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=8)
+json_scalar = (
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | text
+)
+json_value = st.recursive(
+    json_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=8
+)
 snowflake = st.integers(min_value=1, max_value=2**63)
 
 
@@ -75,20 +79,29 @@ def states(draw: Any) -> SessionState:
         kind=draw(st.sampled_from(list(SnapshotKind))),
         label=draw(st.none() | text),
         player=PlayerState(
-            volume=draw(st.integers(0, 1000)), paused=draw(st.booleans()), position=draw(st.integers(0, 2**40)),
-            position_at=draw(st.floats(0, 4e9)), connected=draw(st.booleans()), session_id=draw(st.none() | text),
+            volume=draw(st.integers(0, 1000)),
+            paused=draw(st.booleans()),
+            position=draw(st.integers(0, 2**40)),
+            position_at=draw(st.floats(0, 4e9)),
+            connected=draw(st.booleans()),
+            session_id=draw(st.none() | text),
         ),
         queue=QueueState(
-            current=draw(st.none() | tracks()), upcoming=draw(track_list), history=draw(track_list),
-            loop_mode=draw(st.sampled_from(list(LoopMode))), shuffle_enabled=draw(st.booleans()),
+            current=draw(st.none() | tracks()),
+            upcoming=draw(track_list),
+            history=draw(track_list),
+            loop_mode=draw(st.sampled_from(list(LoopMode))),
+            shuffle_enabled=draw(st.booleans()),
         ),
         filters=FilterState(
             active_filters=tuple(draw(st.lists(text, max_size=3))),
             filter_config=draw(st.dictionaries(text, json_value, max_size=3)),
         ),
         autoplay=AutoplayState(
-            enabled=draw(st.booleans()), mode=draw(st.sampled_from(list(AutoplayMode))),
-            auto_queue=draw(track_list), max_history=draw(st.integers(0, 500)),
+            enabled=draw(st.booleans()),
+            mode=draw(st.sampled_from(list(AutoplayMode))),
+            auto_queue=draw(track_list),
+            max_history=draw(st.integers(0, 500)),
         ),
         extras=draw(st.dictionaries(text, json_value, max_size=4)),
     )
@@ -99,8 +112,16 @@ def states(draw: Any) -> SessionState:
 @given(state=states())
 def test_encode_decode_is_identity(codec_name: str, state: SessionState) -> None:
     codec = CODECS[codec_name]
-    meta = SnapshotMeta(id="20261125T011830123-3fa9c2", guild_id=state.guild_id, created_at=state.created_at,
-                        kind=state.kind, label=None, track_count=state.track_count, current_title=None, content_hash="")
+    meta = SnapshotMeta(
+        id="20261125T011830123-3fa9c2",
+        guild_id=state.guild_id,
+        created_at=state.created_at,
+        kind=state.kind,
+        label=None,
+        track_count=state.track_count,
+        current_title=None,
+        content_hash="",
+    )
     record = codec.encode(state.to_json(), meta)
     decoded = codec.decode(record.data)
     again = SessionState.from_json(decoded.payload)

@@ -279,7 +279,9 @@ class StandInGuild:
                 data = {"token": f"token-{next(self._joins)}", "guild_id": str(self.id), "endpoint": "voice.test:443"}
                 self.bot.spawn(vc.on_voice_server_update(data))
 
-    def voice_state_update(self, channel: StandInChannel | None, *, self_mute: bool = False, self_deaf: bool = True) -> None:
+    def voice_state_update(
+        self, channel: StandInChannel | None, *, self_mute: bool = False, self_deaf: bool = True
+    ) -> None:
         """Discord says where the bot is now (``channel=None``: it left, or a moderator disconnected it)."""
         if self.bot.dead:
             return
@@ -394,8 +396,11 @@ class Process:
     async def settle(self) -> None:
         """Every event delivered, and the debounced write of every reported change done."""
         await self.bot.settle()
-        await until(lambda: not self.owner.is_dirty(GUILD_ID), timeout=DEBOUNCE + WRITE_GRACE + 1.0,
-                    what="the debounced write of the guild's changes")
+        await until(
+            lambda: not self.owner.is_dirty(GUILD_ID),
+            timeout=DEBOUNCE + WRITE_GRACE + 1.0,
+            what="the debounced write of the guild's changes",
+        )
         await self.owner.flush(())  # joins a write in flight (the flush lock)
         await self.bot.settle()
 
@@ -504,7 +509,9 @@ def differences(model: Model, record: SessionState | None, lavalink: FakePlayerS
     if lavalink.volume != model.volume:
         out.append(f"Lavalink's volume is {lavalink.volume}, model has {model.volume}")
     if (lavalink.filters.get("timescale") or None) != (model.filters.get("timescale") or None):
-        out.append(f"Lavalink's timescale is {lavalink.filters.get('timescale')}, model has {model.filters.get('timescale')}")
+        out.append(
+            f"Lavalink's timescale is {lavalink.filters.get('timescale')}, model has {model.filters.get('timescale')}"
+        )
     if model.current is None:
         if lavalink.track is not None:
             out.append(f"Lavalink plays {lavalink.track['info']['title']!r}, model has no current track")
@@ -512,8 +519,10 @@ def differences(model: Model, record: SessionState | None, lavalink: FakePlayerS
         return out
     assert model.current_json is not None
     if lavalink.track is None or lavalink.track["info"]["identifier"] != model.current_json["info"]["identifier"]:
-        out.append(f"Lavalink plays {lavalink.track and lavalink.track['info']['title']!r}, "
-                   f"model has {model.current_json['info']['title']!r}")
+        out.append(
+            f"Lavalink plays {lavalink.track and lavalink.track['info']['title']!r}, "
+            f"model has {model.current_json['info']['title']!r}"
+        )
         return out
     if lavalink.paused != model.paused:
         out.append(f"Lavalink's paused is {lavalink.paused}, model has {model.paused}")
@@ -522,13 +531,17 @@ def differences(model: Model, record: SessionState | None, lavalink: FakePlayerS
     if model.paused:
         # Exact: the product records the position Lavalink froze, read back from Lavalink.
         if not record.player.position == lavalink.position == model.paused_position:
-            out.append(f"paused position: record {record.player.position}, Lavalink {lavalink.position}, "
-                       f"model {model.paused_position} (must all be equal)")
+            out.append(
+                f"paused position: record {record.player.position}, Lavalink {lavalink.position}, "
+                f"model {model.paused_position} (must all be equal)"
+            )
     else:
         restored = advance_position(record, now).player.position
         if abs(restored - lavalink.position) > PLAYING_TOLERANCE_MS:
-            out.append(f"playing position: a restart now would restore {restored} ms, Lavalink is at "
-                       f"{lavalink.position} ms (tolerance {PLAYING_TOLERANCE_MS} ms, speed {model.speed})")
+            out.append(
+                f"playing position: a restart now would restore {restored} ms, Lavalink is at "
+                f"{lavalink.position} ms (tolerance {PLAYING_TOLERANCE_MS} ms, speed {model.speed})"
+            )
     return out
 
 
@@ -676,7 +689,12 @@ class SessionModel(RuleBasedStateMachine):
     )
     @on_loop
     async def play(
-        self, index: int, extras: dict[str, Any] | None, start: int, replace: bool, paused: bool | None,
+        self,
+        index: int,
+        extras: dict[str, Any] | None,
+        start: int,
+        replace: bool,
+        paused: bool | None,
         volume: int | None,
     ) -> None:
         """Play a catalogue track (its extras set first) from ``start``; ``paused=None`` keeps the pause
@@ -685,7 +703,13 @@ class SessionModel(RuleBasedStateMachine):
         await self.play_track(index, extras, start, replace=replace, paused=paused, volume=volume)
 
     async def play_track(
-        self, index: int, extras: dict[str, Any] | None, start: int, *, replace: bool, paused: bool | None,
+        self,
+        index: int,
+        extras: dict[str, Any] | None,
+        start: int,
+        *,
+        replace: bool,
+        paused: bool | None,
         volume: int | None,
     ) -> None:
         track, data = self.playable(index, extras)
@@ -706,8 +730,13 @@ class SessionModel(RuleBasedStateMachine):
             position = self.lavalink_position()
             assert start <= position <= start + PLAYING_TOLERANCE_MS, f"Lavalink started at {position}, not {start}"
 
-    @precondition(lambda self: self.model.connected and self.model.current is not None
-                  and self.model.autoplay is wavelink.AutoPlayMode.disabled)
+    @precondition(
+        lambda self: (
+            self.model.connected
+            and self.model.current is not None
+            and self.model.autoplay is wavelink.AutoPlayMode.disabled
+        )
+    )
     @rule()
     @on_loop
     async def skip(self) -> None:
@@ -801,12 +830,17 @@ class SessionModel(RuleBasedStateMachine):
         loaded = self.lavalink.load(PLAYLIST_URL)
         assert loaded["loadType"] == "playlist"
         playlist = wavelink.Playlist(loaded["data"])
-        tracks = playlist.tracks[first:first + count]
+        tracks = playlist.tracks[first : first + count]
         self.player.queue.put(tracks)
         self.model.upcoming.extend(map(ref, tracks))
 
-    @precondition(lambda self: self.model.connected and self.model.loop is not wavelink.QueueMode.loop and (
-        self.model.upcoming or (self.model.loop is wavelink.QueueMode.loop_all and self.model.history)))
+    @precondition(
+        lambda self: (
+            self.model.connected
+            and self.model.loop is not wavelink.QueueMode.loop
+            and (self.model.upcoming or (self.model.loop is wavelink.QueueMode.loop_all and self.model.history))
+        )
+    )
     @rule()
     @on_loop
     async def queue_get(self) -> None:
@@ -955,8 +989,11 @@ class SessionModel(RuleBasedStateMachine):
         self.model.extras[key] = value
 
     @precondition(lambda self: self.model.connected)
-    @rule(op=st.sampled_from(["update", "ior", "setdefault", "pop", "popitem", "clear"]), key=extras_keys,
-          value=extras_values)
+    @rule(
+        op=st.sampled_from(["update", "ior", "setdefault", "pop", "popitem", "clear"]),
+        key=extras_keys,
+        value=extras_values,
+    )
     @on_loop
     async def extras_mutated(self, op: str, key: str, value: Any) -> None:
         """The other ways to change ``player.extras`` (each is seen by the player)."""
@@ -1107,13 +1144,15 @@ class SessionModel(RuleBasedStateMachine):
         if m.paused:
             assert state.player.position == position == m.paused_position, (
                 f"{what} moved the paused track: recorded {state.player.position}, Lavalink {position}, "
-                f"paused at {m.paused_position}")
+                f"paused at {m.paused_position}"
+            )
         else:
             start = start_position(state, self.settings.restore)
             assert start == max(0, state.player.position - int(self.settings.restore.rewind_seconds * 1000))
             assert start <= position <= start + PLAYING_TOLERANCE_MS, (
                 f"{what} started at {position} ms, expected {start} ms "
-                f"({state.player.position} ms recorded, less the rewind)")
+                f"({state.player.position} ms recorded, less the rewind)"
+            )
 
     @precondition(lambda self: self.model.connected and not self.lavalink_crashed)
     @rule()
@@ -1141,7 +1180,8 @@ class SessionModel(RuleBasedStateMachine):
                 assert before is not None
                 expected = before.position + (captured_at - lost_at) * 1000 * m.speed
                 assert abs(state.player.position - expected) <= PLAYING_TOLERANCE_MS, (
-                    f"captured {state.player.position} ms after the node loss, expected about {expected:.0f} ms")
+                    f"captured {state.player.position} ms after the node loss, expected about {expected:.0f} ms"
+                )
             self.expect_restored_position(state, "the rebuild after a node loss")
 
 
