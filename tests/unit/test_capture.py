@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
+import aiohttp
 import pytest
 import wavelink
 from factories import lavalink_track
@@ -33,12 +34,14 @@ GUILD, CHANNEL = 900000000000000001, 900000000000000002
 
 @pytest.fixture
 async def player() -> AsyncIterator[wavelink.Player]:
-    node = wavelink.Node(uri="http://127.0.0.1:9", password="unused", identifier="main-node")
-    player = wavelink.Player(nodes=[node])
-    guild = SimpleNamespace(id=GUILD)
-    player(SimpleNamespace(), SimpleNamespace(id=CHANNEL, guild=guild))  # what channel.connect(cls=...) does
-    yield player
-    await node.close()
+    # wavelink never closes a session it made itself (Node.close leaves it open): give it ours
+    async with aiohttp.ClientSession() as session:
+        node = wavelink.Node(uri="http://127.0.0.1:9", password="unused", identifier="main-node", session=session)
+        player = wavelink.Player(nodes=[node])
+        guild = SimpleNamespace(id=GUILD)
+        player(SimpleNamespace(), SimpleNamespace(id=CHANNEL, guild=guild))  # what channel.connect(cls=...) does
+        yield player
+        await node.close()
 
 
 def playable(title: str, **user_data: object) -> wavelink.Playable:
@@ -234,9 +237,10 @@ def test_active_filter_names_ignore_neutral_values() -> None:
 
 
 async def test_capture_refuses_a_player_without_guild() -> None:
-    node = wavelink.Node(uri="http://127.0.0.1:9", password="unused")
-    try:
-        with pytest.raises(ValueError, match="no guild"):
-            capture_state(wavelink.Player(nodes=[node]))
-    finally:
-        await node.close()
+    async with aiohttp.ClientSession() as session:
+        node = wavelink.Node(uri="http://127.0.0.1:9", password="unused", session=session)
+        try:
+            with pytest.raises(ValueError, match="no guild"):
+                capture_state(wavelink.Player(nodes=[node]))
+        finally:
+            await node.close()
