@@ -8,8 +8,10 @@ restarts or disconnects it. Nothing in discord.py or wavelink is patched.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from conftest import kill_and_restart, live_states, manager_for, track_starts
@@ -276,6 +278,39 @@ async def test_sigterm_writes_a_shutdown_snapshot(scenario: Callable[..., AsyncI
         finally:
             await manager.close()
         assert SnapshotKind.shutdown in kinds
+
+
+OPEN_SESSIONS_AT_EXIT = """
+import atexit, gc, sys
+
+
+def report():
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None:
+        gc.collect()
+        kinds = (aiohttp.ClientSession, aiohttp.BaseConnector)
+        left = [o for o in gc.get_objects() if isinstance(o, kinds) and not o.closed]
+        print(f"aiohttp objects open at exit: {left!r}", file=sys.stderr, flush=True)
+
+
+atexit.register(report)
+"""
+
+
+async def test_a_graceful_stop_leaves_no_aiohttp_session_open(
+    scenario: Callable[..., AsyncIterator[DemoScenario]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python does not report a session still referenced at exit (wavelink.Pool keeps the node's), so the
+    # bot process reports what is open from an atexit hook that a sitecustomize module installs.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(OPEN_SESSIONS_AT_EXIT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    async with scenario(guilds=1) as demo:
+        await demo.play_one(0)
+        demo.bot.terminate()
+        assert await demo.bot.wait() == 0
+        assert "aiohttp objects open at exit: []" in demo.bot.output, demo.bot.tail()
 
 
 async def test_fifty_guilds_restore_within_the_gateway_limit(
