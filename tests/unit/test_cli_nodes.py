@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -160,20 +159,21 @@ async def test_drain_wait_follows_the_views_until_no_process_has_a_player_on_the
     await bot_view(manager, "t1", "host-a:1", **{"lava-1": on(2), "lava-2": on(0)})
     await bot_view(manager, "t2", "host-b:2", **{"lava-1": on(1), "lava-2": on(4)})
     process = await start("drain", "lava-1", "--store", store, "--wait", "--timeout", "60")
-
-    deadline = time.monotonic() + 30
-    while "lava-1" not in await node_control.read_drained(manager):  # the command has written the record
-        assert time.monotonic() < deadline, "the command did not write the drained record"
-        await asyncio.sleep(0.05)
-    # the processes see the record: one has moved its players, the other is still at it
-    await bot_view(manager, "t1", "host-a:1", **{"lava-1": on(0, True), "lava-2": on(2)})
-    await bot_view(manager, "t2", "host-b:2", **{"lava-1": on(1, True), "lava-2": on(4)})
-    seen = await read_until(process, "node lava-1: 1 player(s) left in 1 process(es)")
-    assert "node lava-1: 3 player(s) left in 2 process(es)" in seen  # the first look, before any moved
-    await bot_view(manager, "t2", "host-b:2", **{"lava-1": on(0, True), "lava-2": on(5)})
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, (seen, out.decode(), err.decode())
-    assert "node lava-1 is drained: no running process has a player on it" in out.decode()
+    try:
+        seen = await read_until(process, "node lava-1: 3 player(s) left in 2 process(es)")  # before any moved
+        assert "lava-1" in await node_control.read_drained(manager)  # written before that first look
+        # the processes see the record: one has moved its players, the other is still at it
+        await bot_view(manager, "t1", "host-a:1", **{"lava-1": on(0, True), "lava-2": on(2)})
+        await bot_view(manager, "t2", "host-b:2", **{"lava-1": on(1, True), "lava-2": on(4)})
+        seen += await read_until(process, "node lava-1: 1 player(s) left in 1 process(es)")
+        await bot_view(manager, "t2", "host-b:2", **{"lava-1": on(0, True), "lava-2": on(5)})
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, (seen, out.decode(), err.decode())
+        assert "node lava-1 is drained: no running process has a player on it" in out.decode()
+    finally:
+        if process.returncode is None:  # a failed assertion leaves no process behind
+            process.kill()
+            await process.communicate()
 
 
 async def read_until(process: asyncio.subprocess.Process, text: str, timeout: float = 30.0) -> str:  # noqa: ASYNC109
