@@ -7,7 +7,8 @@ from factories import sample_state
 
 from sonora_cog.model import SessionState
 
-pytest_plugins = ["sonora_cog.testing.pytest_plugin"]
+# leakcheck: the run fails on an aiohttp session (or another resource) still open at its end
+pytest_plugins = ["sonora_cog.testing.pytest_plugin", "leakcheck"]
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ import os
 import sys
 from typing import cast
 
+import aiohttp
 import discord
 import wavelink
 from discord import app_commands
@@ -214,12 +215,21 @@ class MusicCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_sonora_session_restored(self, report: RestoreReport) -> None:
-        _log.info("SONORA restored guild=%s track=%r position=%s queue=%s", report.guild_id, report.track,
-                  report.position, report.queue_length)
+        _log.info(
+            "SONORA restored guild=%s track=%r position=%s queue=%s",
+            report.guild_id,
+            report.track,
+            report.position,
+            report.queue_length,
+        )
 
 
-def build_bot() -> AnyBot:
-    """A bot with the music commands, a wavelink node from the environment, and sonora_cog loaded."""
+def build_bot(session: aiohttp.ClientSession | None = None) -> AnyBot:
+    """A bot with the music commands, a wavelink node from the environment, and sonora_cog loaded.
+
+    ``session`` is given to the node: wavelink never closes a session it made itself (``Node.close``
+    and ``Pool.close`` leave it open), so the caller that passes one closes it after the bot.
+    """
     intents = discord.Intents.default()
     intents.voice_states = True
     intents.guilds = True
@@ -240,6 +250,7 @@ def build_bot() -> AnyBot:
             uri=os.environ.get("LAVALINK_URI", "http://127.0.0.1:2333"),
             password=os.environ.get("LAVALINK_PASSWORD", "youshallnotpass"),
             identifier="main",
+            session=session,
         )
         await bot.add_cog(MusicCog(bot))
         await bot.load_extension("sonora_cog")
@@ -264,15 +275,22 @@ async def _run() -> None:
     token = os.environ.get("DISCORD_TOKEN", "")
     if not token:
         raise SystemExit("set DISCORD_TOKEN")
-    bot = build_bot()
-    async with bot:
-        await bot.start(token)
+    async with aiohttp.ClientSession() as session:
+        bot = build_bot(session)
+        try:
+            async with bot:
+                await bot.start(token)
+        finally:
+            await wavelink.Pool.close()  # the node's websocket, before its session closes
 
 
 def main() -> None:
     """Run the bot until it is closed (SIGTERM is handled by sonora_cog: state is saved first)."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     asyncio.run(_run())
 
 

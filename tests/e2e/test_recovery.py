@@ -8,8 +8,10 @@ restarts or disconnects it. Nothing in discord.py or wavelink is patched.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from conftest import kill_and_restart, live_states, manager_for, track_starts
@@ -38,7 +40,8 @@ def assert_same_session(before: SessionState, after: SessionState, *, position: 
 
 
 @pytest.mark.parametrize(
-    ("resume", "shards"), [(True, 0), (False, 0), (True, 2)],
+    ("resume", "shards"),
+    [(True, 0), (False, 0), (True, 2)],
     ids=["lavalink-session-resumed", "rehydrated", "lavalink-session-resumed-auto-sharded"],
 )
 async def test_kill_9_mid_track_restores_every_part(
@@ -132,7 +135,10 @@ async def test_an_expired_lavalink_session_falls_back_to_rehydration(
         assert "asking to resume session" in log and "adopted" not in log
         player = demo.lavalink.player(guild_id)
         assert player is not None and player.track is not None and before is not None
-        assert before.queue.current is not None and player.track["info"]["identifier"] == before.queue.current.info["identifier"]
+        assert (
+            before.queue.current is not None
+            and player.track["info"]["identifier"] == before.queue.current.info["identifier"]
+        )
         assert track_starts(demo)[guild_id] == starts + 1  # played again from its live record
 
 
@@ -185,7 +191,9 @@ async def test_stop_command_ends_the_session(scenario: Callable[..., AsyncIterat
         await demo.bot.wait_for_line("SONORA ready", timeout=10)
         await asyncio.sleep(2)
         assert demo.discord.bot_voice_channel(demo.world[0][0].id) is None
-        assert demo.lavalink.player(demo.world[0][0].id) is None or demo.lavalink.player(demo.world[0][0].id).track is None
+        assert (
+            demo.lavalink.player(demo.world[0][0].id) is None or demo.lavalink.player(demo.world[0][0].id).track is None
+        )
 
 
 async def test_deleted_channel_is_skipped_with_a_reason_and_others_restore(
@@ -281,6 +289,39 @@ async def test_sigterm_writes_a_shutdown_snapshot(scenario: Callable[..., AsyncI
         finally:
             await manager.close()
         assert SnapshotKind.shutdown in kinds
+
+
+OPEN_SESSIONS_AT_EXIT = """
+import atexit, gc, sys
+
+
+def report():
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None:
+        gc.collect()
+        kinds = (aiohttp.ClientSession, aiohttp.BaseConnector)
+        left = [o for o in gc.get_objects() if isinstance(o, kinds) and not o.closed]
+        print(f"aiohttp objects open at exit: {left!r}", file=sys.stderr, flush=True)
+
+
+atexit.register(report)
+"""
+
+
+async def test_a_graceful_stop_leaves_no_aiohttp_session_open(
+    scenario: Callable[..., AsyncIterator[DemoScenario]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python does not report a session still referenced at exit (wavelink.Pool keeps the node's), so the
+    # bot process reports what is open from an atexit hook that a sitecustomize module installs.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(OPEN_SESSIONS_AT_EXIT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    async with scenario(guilds=1) as demo:
+        await demo.play_one(0)
+        demo.bot.terminate()
+        assert await demo.bot.wait() == 0
+        assert "aiohttp objects open at exit: []" in demo.bot.output, demo.bot.tail()
 
 
 async def test_fifty_guilds_restore_within_the_gateway_limit(

@@ -1,6 +1,6 @@
 """The README's "complete test of your bot surviving a SIGKILL": its five files, copied out of the README
 into an empty folder, pass under pytest as a user would run them (no configuration of ours applies there),
-leaving no resource warning."""
+leaving no resource open (tests/leakcheck.py is added to the run from outside the folder)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,22 @@ def test_the_readme_example_passes_in_an_empty_folder(tmp_path: Path) -> None:
     for name, code in readme_example().items():
         (tmp_path / name).write_text(code, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "SONORA_"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # our leak check, added from outside the files
     run = subprocess.run(
-        [sys.executable, "-X", "dev", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::ResourceWarning"],
+        [
+            sys.executable,
+            "-X",
+            "dev",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "error::ResourceWarning",
+            "-p",
+            "leakcheck",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 import wavelink
@@ -38,7 +39,11 @@ class Setup:
 
 @pytest.fixture
 async def setup() -> AsyncIterator[Setup]:
-    async with FakeDiscord(heartbeat_interval_ms=1000) as fake, FakeLavalink(player_update_interval=0.1) as lavalink:
+    async with (
+        FakeDiscord(heartbeat_interval_ms=1000) as fake,
+        FakeLavalink(player_update_interval=0.1) as lavalink,
+        aiohttp.ClientSession() as session,  # wavelink never closes a session it made itself: give it ours
+    ):
         lavalink.seed_demo_catalogue()
         guild = fake.add_guild("Offline Guild")
         text = guild.add_text_channel("general")
@@ -47,7 +52,9 @@ async def setup() -> AsyncIterator[Setup]:
         point_discord_at(fake)
         intents = discord.Intents.default()
         bot = commands.Bot(command_prefix="!", intents=intents)
-        node = wavelink.Node(uri=lavalink.uri, password=lavalink.password, identifier=f"offline-{id(bot)}")
+        node = wavelink.Node(
+            uri=lavalink.uri, password=lavalink.password, identifier=f"offline-{id(bot)}", session=session
+        )
 
         @bot.tree.command(description="Say hi")
         async def hello(interaction: discord.Interaction, name: str) -> None:
@@ -125,8 +132,9 @@ async def test_pause_volume_and_filters_reach_lavalink(setup: Setup) -> None:
 
 
 async def test_slash_command_answer_is_read_back(setup: Setup) -> None:
-    interaction = await setup.discord.send_slash_command(setup.guild_id, setup.user_id, "hello",
-                                                         options={"name": "Ada"}, channel_id=setup.text_id)
+    interaction = await setup.discord.send_slash_command(
+        setup.guild_id, setup.user_id, "hello", options={"name": "Ada"}, channel_id=setup.text_id
+    )
     response = await interaction.wait_response()
     assert response.ephemeral and response.embeds[0]["title"] == "Hi Ada"
 

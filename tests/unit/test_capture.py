@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
+import aiohttp
 import pytest
 import wavelink
 from factories import lavalink_track
@@ -33,12 +34,14 @@ GUILD, CHANNEL = 900000000000000001, 900000000000000002
 
 @pytest.fixture
 async def player() -> AsyncIterator[wavelink.Player]:
-    node = wavelink.Node(uri="http://127.0.0.1:9", password="unused", identifier="main-node")
-    player = wavelink.Player(nodes=[node])
-    guild = SimpleNamespace(id=GUILD)
-    player(SimpleNamespace(), SimpleNamespace(id=CHANNEL, guild=guild))  # what channel.connect(cls=...) does
-    yield player
-    await node.close()
+    # wavelink never closes a session it made itself (Node.close leaves it open): give it ours
+    async with aiohttp.ClientSession() as session:
+        node = wavelink.Node(uri="http://127.0.0.1:9", password="unused", identifier="main-node", session=session)
+        player = wavelink.Player(nodes=[node])
+        guild = SimpleNamespace(id=GUILD)
+        player(SimpleNamespace(), SimpleNamespace(id=CHANNEL, guild=guild))  # what channel.connect(cls=...) does
+        yield player
+        await node.close()
 
 
 def playable(title: str, **user_data: object) -> wavelink.Playable:
@@ -58,8 +61,11 @@ def set_playing(player: wavelink.Player, track: wavelink.Playable, position: int
 
 def test_playable_round_trip_keeps_everything() -> None:
     playlist = wavelink.Playlist(
-        {"info": {"name": "Mix", "selectedTrack": 2}, "pluginInfo": {"url": "https://x/pl", "author": "dj"},
-         "tracks": [lavalink_track("a"), lavalink_track("b"), lavalink_track("c")]}  # type: ignore[typeddict-item]
+        {
+            "info": {"name": "Mix", "selectedTrack": 2},
+            "pluginInfo": {"url": "https://x/pl", "author": "dj"},
+            "tracks": [lavalink_track("a"), lavalink_track("b"), lavalink_track("c")],
+        }  # type: ignore[typeddict-item]
     )
     original = playlist[1]
     original.extras = {"requester_id": "123456789012345678", "note": "hi"}
@@ -79,8 +85,11 @@ def test_zero_copy_track_objects_equal_the_public_api_capture() -> None:
     """``tracks_json`` reads wavelink's private attributes for speed; it must agree with the public API
     for every kind of track (a wavelink upgrade that renames them fails here, not in a user's bot)."""
     playlist = wavelink.Playlist(
-        {"info": {"name": "Mix", "selectedTrack": 0}, "pluginInfo": {"type": "album", "artworkUrl": "https://a"},
-         "tracks": [lavalink_track("p1"), lavalink_track("p2")]}  # type: ignore[typeddict-item]
+        {
+            "info": {"name": "Mix", "selectedTrack": 0},
+            "pluginInfo": {"type": "album", "artworkUrl": "https://a"},
+            "tracks": [lavalink_track("p1"), lavalink_track("p2")],
+        }  # type: ignore[typeddict-item]
     )
     recommended = playable("rec")
     recommended._recommended = True
@@ -140,8 +149,11 @@ async def test_history_is_bounded_to_the_newest(player: wavelink.Player) -> None
 
 
 async def test_modes_map_both_ways(player: wavelink.Player) -> None:
-    expected = {wavelink.QueueMode.normal: LoopMode.none, wavelink.QueueMode.loop: LoopMode.track,
-                wavelink.QueueMode.loop_all: LoopMode.queue}
+    expected = {
+        wavelink.QueueMode.normal: LoopMode.none,
+        wavelink.QueueMode.loop: LoopMode.track,
+        wavelink.QueueMode.loop_all: LoopMode.queue,
+    }
     for mode, loop in expected.items():
         player.queue.mode = mode
         assert capture_state(player).queue.loop_mode is loop
@@ -234,9 +246,10 @@ def test_active_filter_names_ignore_neutral_values() -> None:
 
 
 async def test_capture_refuses_a_player_without_guild() -> None:
-    node = wavelink.Node(uri="http://127.0.0.1:9", password="unused")
-    try:
-        with pytest.raises(ValueError, match="no guild"):
-            capture_state(wavelink.Player(nodes=[node]))
-    finally:
-        await node.close()
+    async with aiohttp.ClientSession() as session:
+        node = wavelink.Node(uri="http://127.0.0.1:9", password="unused", session=session)
+        try:
+            with pytest.raises(ValueError, match="no guild"):
+                capture_state(wavelink.Player(nodes=[node]))
+        finally:
+            await node.close()

@@ -188,18 +188,21 @@ async def test_drain_wait_follows_the_views_until_no_process_has_a_player_on_the
     await bot_view(manager, "t1", "host-a:1", **{"lava-1": on(2), "lava-2": on(0)})
     await bot_view(manager, "t2", "host-b:2", **{"lava-1": on(1), "lava-2": on(4)})
     process = await start("drain", "lava-1", "--store", store, "--wait", "--timeout", "60")
-
-    # the first look, before any process moved a player (it comes after the drained record is written)
-    await read_until(process, "node lava-1: 3 player(s) left in 2 process(es)")
-    assert "lava-1" in await node_control.read_drained(manager)
-    # the processes see the record: one has moved its players, the other is still at it
-    await bot_view(manager, "t1", "host-a:1", **{"lava-1": on(0, True), "lava-2": on(2)})
-    await bot_view(manager, "t2", "host-b:2", **{"lava-1": on(1, True), "lava-2": on(4)})
-    seen = await read_until(process, "node lava-1: 1 player(s) left in 1 process(es)")
-    await bot_view(manager, "t2", "host-b:2", **{"lava-1": on(0, True), "lava-2": on(5)})
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, (seen, out.decode(), err.decode())
-    assert "node lava-1 is drained: no running process has a player on it" in out.decode()
+    try:
+        seen = await read_until(process, "node lava-1: 3 player(s) left in 2 process(es)")  # before any moved
+        assert "lava-1" in await node_control.read_drained(manager)  # written before that first look
+        # the processes see the record: one has moved its players, the other is still at it
+        await bot_view(manager, "t1", "host-a:1", **{"lava-1": on(0, True), "lava-2": on(2)})
+        await bot_view(manager, "t2", "host-b:2", **{"lava-1": on(1, True), "lava-2": on(4)})
+        seen += await read_until(process, "node lava-1: 1 player(s) left in 1 process(es)")
+        await bot_view(manager, "t2", "host-b:2", **{"lava-1": on(0, True), "lava-2": on(5)})
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, (seen, out.decode(), err.decode())
+        assert "node lava-1 is drained: no running process has a player on it" in out.decode()
+    finally:
+        if process.returncode is None:  # a failed assertion leaves no process behind
+            process.kill()
+            await process.communicate()
 
 
 async def read_until(process: asyncio.subprocess.Process, text: str, timeout: float = 30.0) -> str:  # noqa: ASYNC109
