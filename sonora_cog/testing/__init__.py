@@ -12,6 +12,8 @@ sonora_cog`` (no fake, no web server, no track codec until a name is used)::
                          (``point_discord_back`` undoes it); a bot subprocess calls it with the URL it
                          is given (``testing/music_bot.py`` reads ``FAKE_DISCORD_URL``)
 ``BotProcess``           runs a bot script in a subprocess that a test can SIGKILL and start again
+``running``              ``async with running(bot, token):`` a discord.py bot in the test's own process,
+                         started, ready, and closed after the block
 ``Permissions``          Discord permission bits, to build roles (``Permissions.MANAGE_GUILD``...)
 ``CommandNotAvailable``  raised by ``FakeDiscord`` for a command Discord would not deliver to that member
                          (``default_member_permissions``, DM rules)
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from .fake_discord_interactions import FakeInteraction
     from .fake_discord_models import FakeChannel, FakeMember, FakeRole, Permissions
     from .fake_lavalink import FakeLavalink
+    from .inprocess import running
     from .pytest_plugin import BotProcessFactory, World
     from .redis_server import RedisServer
 
@@ -61,6 +64,7 @@ __all__ = (
     "World",
     "point_discord_at",
     "point_discord_back",
+    "running",
 )
 
 #: The module to name in ``pytest_plugins`` for the fakes' fixtures.
@@ -83,6 +87,7 @@ _HOMES = {
     "RedisServer": ".redis_server",
     "point_discord_at": ".discord_client",
     "point_discord_back": ".discord_client",
+    "running": ".inprocess",
 }
 
 

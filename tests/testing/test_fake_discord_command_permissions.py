@@ -41,6 +41,7 @@ from sonora_cog.testing.fake_discord import CommandNotAvailable, FakeDiscord
 from sonora_cog.testing.fake_discord_guild import FakeGuild
 from sonora_cog.testing.fake_discord_interactions import FakeInteraction
 from sonora_cog.testing.fake_discord_models import FakeChannel, FakeMember, FakeRole, FakeUser, Permissions
+from sonora_cog.testing.inprocess import running
 
 ROLE, USER, CHANNEL = 1, 2, 3
 
@@ -128,21 +129,12 @@ async def world() -> AsyncIterator[World]:
             w.received.append(interaction)
 
         bot.add_listener(on_interaction)
-        ready = asyncio.Event()
-
-        async def on_ready() -> None:
-            ready.set()
-
-        bot.add_listener(on_ready)
-        task = asyncio.create_task(bot.start(fake.token))
         try:
-            await asyncio.wait_for(ready.wait(), 15)
-            await bot.tree.sync()
-            await bot.tree.sync(guild=discord.Object(guild.id))
-            yield w
+            async with running(bot, fake.token):
+                await bot.tree.sync()
+                await bot.tree.sync(guild=discord.Object(guild.id))
+                yield w
         finally:
-            await bot.close()
-            await asyncio.wait_for(task, 5)
             point_discord_back()
 
 

@@ -28,6 +28,9 @@ def test_every_public_name_is_the_module_s_own() -> None:
     )
     assert (kit.point_discord_at, kit.point_discord_back) == (point_discord_at, point_discord_back)
     assert kit.CommandNotAvailable is CommandNotAvailable
+    from sonora_cog.testing.inprocess import running
+
+    assert kit.running is running
     from sonora_cog.testing import pytest_plugin
     from sonora_cog.testing.fake_discord_guild import FakeGuild
     from sonora_cog.testing.fake_discord_interactions import FakeInteraction

@@ -9,7 +9,6 @@ Lavalink node restarts and wavelink reconnects. Only ``point_discord_at`` touche
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from discord.ext import commands
 from sonora_cog.testing.discord_client import point_discord_at, point_discord_back
 from sonora_cog.testing.fake_discord import FakeDiscord
 from sonora_cog.testing.fake_lavalink import FakeLavalink
+from sonora_cog.testing.inprocess import running
 
 
 @dataclass
@@ -64,22 +64,13 @@ async def setup() -> AsyncIterator[Setup]:
             await wavelink.Pool.connect(nodes=[node], client=bot)
 
         bot.setup_hook = setup_hook  # type: ignore[method-assign]
-        ready = asyncio.Event()
-
-        async def on_ready() -> None:
-            ready.set()
-
-        bot.add_listener(on_ready)
-        task = asyncio.create_task(bot.start(fake.token))
         try:
-            await asyncio.wait_for(ready.wait(), 15)
-            yield Setup(bot, fake, lavalink, guild.id, voice.id, text.id, user.id, node)
+            async with running(bot, fake.token):
+                try:
+                    yield Setup(bot, fake, lavalink, guild.id, voice.id, text.id, user.id, node)
+                finally:
+                    await node.close(eject=True)
         finally:
-            await node.close(eject=True)
-            await bot.close()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
             point_discord_back()
 
 
