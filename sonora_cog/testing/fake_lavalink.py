@@ -177,9 +177,10 @@ class FakeLavalink:
 
     Use it as an async context manager::
 
-        async with FakeLavalink(player_update_interval=0.05) as lavalink:
+        async with FakeLavalink(player_update_interval=0.05) as lavalink, aiohttp.ClientSession() as http:
             track = lavalink.add_track("Song", "Artist", 180_000)
-            node = wavelink.Node(uri=lavalink.uri, password=lavalink.password)
+            node = wavelink.Node(uri=lavalink.uri, password=lavalink.password, session=http)
+            # (wavelink never closes a session it made itself: give it one you close)
 
     .. versionadded:: 0.1
     """

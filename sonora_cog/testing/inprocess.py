@@ -17,6 +17,11 @@ __all__ = ("running",)
 ClientT = TypeVar("ClientT", bound=discord.Client)
 
 
+#: Seconds :func:`running` waits for ``bot.start`` to return after closing the bot, before cancelling it
+#: (discord.py's ``AutoShardedClient`` closed while it still launches shards never returns by itself).
+STOP_WAIT = 10.0
+
+
 @contextlib.asynccontextmanager
 async def running(bot: ClientT, token: str, *, ready_timeout: float = 15.0) -> AsyncIterator[ClientT]:
     """Start ``bot`` with ``token``, wait until it is ready, and close it when the block ends.
@@ -24,8 +29,13 @@ async def running(bot: ClientT, token: str, *, ready_timeout: float = 15.0) -> A
     Point discord.py at the fake first (the ``point_discord`` fixture, or :func:`point_discord_at`).
     ``bot.close()`` runs whatever the bot does when it closes (sonora_cog saves every player; a bot's own
     ``close`` override closes wavelink after it). Raises :class:`TimeoutError` when the bot is not ready
-    within ``ready_timeout`` seconds, and the error of ``bot.start`` when it fails (a wrong token...).
+    within ``ready_timeout`` seconds (FakeDiscord, like Discord, lets shards identify 5 s apart: give an
+    ``AutoShardedBot`` of N shards more than 5 * (N - 1) s), the error of ``bot.start`` when it fails (a
+    wrong token...), and :class:`RuntimeError` for a bot that was closed before: a discord.py client
+    cannot be started twice, so build one per test.
     """
+    if bot.is_closed():
+        raise RuntimeError("this bot was closed before: a discord.py client cannot be started twice; make a new one")
     task = asyncio.create_task(bot.start(token))
     try:
         async with asyncio.timeout(ready_timeout):
@@ -37,5 +47,8 @@ async def running(bot: ClientT, token: str, *, ready_timeout: float = 15.0) -> A
         yield bot
     finally:
         await bot.close()
+        done, _pending = await asyncio.wait({task}, timeout=STOP_WAIT)
+        if not done:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
