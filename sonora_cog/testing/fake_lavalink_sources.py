@@ -114,6 +114,8 @@ def _default_identifier(source: str, title: str, author: str) -> str:
         return _numeric(digest, 10)
     if source == "vimeo":
         return _numeric(digest, 9)
+    if source == "yandexmusic":
+        return _numeric(digest, 8)
     return base64.urlsafe_b64encode(digest).decode()[:11]  # a YouTube-like id
 
 
@@ -142,6 +144,11 @@ def _uri(source: str, identifier: str, title: str, author: str) -> str | None:
         return f"https://music.apple.com/us/album/{slug(title)}/{album}?i={identifier}"
     if source == "vimeo":
         return f"https://vimeo.com/{identifier}"
+    if source == "jiosaavn":  # LavaSrc's JioSaavn tracks link their song page
+        return f"https://www.jiosaavn.com/song/{slug(title)}/{identifier}"
+    if source == "yandexmusic":  # LavaSrc's Yandex Music tracks link album and track
+        album = _numeric(_digest("album", title, author), 8)
+        return f"https://music.yandex.ru/album/{album}/track/{identifier}"
     return None
 
 

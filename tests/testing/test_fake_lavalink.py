@@ -269,8 +269,12 @@ async def test_http_and_local_tracks_are_their_location_and_carry_a_probe(
 # id and "https://deezer.com/track/" + id; AppleMusicSourceManager: the API's id and attributes.url
 # (https://music.apple.com/<cc>/album/<album>/<album id>?i=<song id>); lavaplayer VimeoAudioSourceManager:
 # the video id and "https://vimeo.com/" + id; BandcampAudioSourceManager and TwitchStreamAudioSourceManager:
-# the track page / channel URL as both.
+# the track page / channel URL as both; LavaSrc JioSaavn: the song's perma_url
+# (https://www.jiosaavn.com/song/<slug>/<id>); LavaSrc YandexMusic: the track id and
+# https://music.yandex.ru/album/<album id>/track/<track id>.
 SOURCE_LINKS = {
+    "jiosaavn": (r"[A-Za-z0-9_-]{11}", r"https://www\.jiosaavn\.com/song/[a-z0-9-]+/{id}"),
+    "yandexmusic": (r"[1-9][0-9]+", r"https://music\.yandex\.ru/album/[0-9]+/track/{id}"),
     "spotify": (r"[0-9A-Za-z]{22}", "https://open.spotify.com/track/{id}"),
     "deezer": (r"[1-9][0-9]+", "https://deezer.com/track/{id}"),
     "applemusic": (r"[1-9][0-9]+", r"https://music\.apple\.com/us/album/[a-z0-9-]+/[0-9]+\?i={id}"),
