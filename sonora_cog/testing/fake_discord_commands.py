@@ -284,6 +284,10 @@ class CommandsMixin:
         entries = [*by_target.get(self.application_id, []), *by_target.get(int(command["id"]), [])]
         return command_refusal(guild, user_id, channel_id, command, entries)
 
+    def _not_registered(self) -> Refusal:
+        """Why a command the bot never registered (for the guild, or globally) reaches nobody."""
+        return Refusal("the bot has not registered a command of that name (for this guild or globally)")
+
     def _not_a_member(self, user_id: int) -> Refusal:
         """Why a user who is not a member of the guild (or whom the fake does not know at all) gets nothing."""
         if user_id not in self.users:

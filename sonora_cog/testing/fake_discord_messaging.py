@@ -138,6 +138,8 @@ class MessagingMixin(CommandsMixin):
         if member is None:
             raise KeyError(f"user {user_id} is not a member of guild {guild_id}")
         channel = guild.channels[channel_id] if channel_id is not None else self._default_text_channel(guild)
+        if command is None and itype in _COMMAND_INTERACTIONS:
+            raise self._not_available(self._not_registered(), user_id, data["name"], guild)
         if command is not None and (refusal := self._command_refusal(guild, user_id, channel.id, command)):
             raise self._not_available(refusal, user_id, command["name"], guild)
         perms = permissions if permissions is not None else guild.channel_permissions(user_id, channel.id)
@@ -232,9 +234,9 @@ class MessagingMixin(CommandsMixin):
             Discord would not deliver the registered command to this member in this channel: they lack its
             ``default_member_permissions`` or ``USE_APPLICATION_COMMANDS`` in the channel, or the guild's
             command permissions deny it (see :mod:`.fake_discord_commands` and
-            :meth:`set_command_permissions`). A command the bot has not registered is delivered without
-            these checks. Any command is refused to a user who is not a member of the guild (or whom the
-            fake does not know).
+            :meth:`set_command_permissions`), or the bot has not registered the command (for this guild or
+            globally: ``bot.tree.sync()``). Any command is refused to a user who is not a member of the
+            guild (or whom the fake does not know).
         """
         all_options = {**(options or {}), **(attachments or {})}
         data, command = self._command_data(guild_id, name, subcommand, all_options)

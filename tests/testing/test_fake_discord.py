@@ -216,6 +216,7 @@ async def test_tree_sync_and_ephemeral_embed_answer(harness: Harness) -> None:
 
 
 async def test_defer_then_followup_fills_the_original(harness: Harness) -> None:
+    await harness.bot.tree.sync()  # Discord delivers registered commands only
     interaction = await harness.fake.send_slash_command(
         harness.guild.id, harness.user.id, "music", "load", {"snapshot": "abc"}
     )
@@ -226,6 +227,7 @@ async def test_defer_then_followup_fills_the_original(harness: Harness) -> None:
 
 
 async def test_autocomplete_choices(harness: Harness) -> None:
+    await harness.bot.tree.sync()  # Discord delivers registered commands only
     interaction = await harness.fake.send_autocomplete(
         harness.guild.id, harness.user.id, "music", "load", {"snapshot": "sn"}, focused="snapshot"
     )
@@ -246,6 +248,7 @@ async def test_attachment_option_and_file_upload(harness: Harness) -> None:
 
 
 async def test_button_click_reaches_view_callback(harness: Harness) -> None:
+    await harness.bot.tree.sync()  # Discord delivers registered commands only
     interaction = await harness.fake.send_slash_command(harness.guild.id, harness.user.id, "music", "confirm")
     message = await interaction.wait_message()
     assert message.content == "Are you sure?"

@@ -403,3 +403,14 @@ async def test_a_user_who_is_not_a_member_gets_no_guild_command(world: World) ->
             assert "'Permissions Guild'" in str(refused.value)
         with pytest.raises(CommandNotAvailable, match=what):
             await world.fake.send_autocomplete(world.guild.id, user_id, "everyone", options={"q": ""}, focused="q")
+
+
+async def test_a_command_the_bot_never_registered_reaches_nobody(world: World) -> None:
+    # Discord shows a member the commands the application registered (globally or for the guild) and
+    # nothing else: a bot that forgot tree.sync() gets no interaction for its command.
+    with pytest.raises(CommandNotAvailable, match="has not registered") as refused:
+        await world.fake.send_slash_command(world.guild.id, world.manager.id, "never_registered")
+    assert refused.value.command == "never_registered"
+    with pytest.raises(CommandNotAvailable, match="has not registered"):
+        await world.fake.send_autocomplete(world.guild.id, world.manager.id, "never_registered", focused="x")
+    assert world.received == []

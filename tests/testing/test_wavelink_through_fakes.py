@@ -66,6 +66,7 @@ async def setup() -> AsyncIterator[Setup]:
         bot.setup_hook = setup_hook  # type: ignore[method-assign]
         try:
             async with running(bot, fake.token):
+                await bot.tree.sync()  # Discord delivers registered commands only
                 try:
                     yield Setup(bot, fake, lavalink, guild.id, voice.id, text.id, user.id, node)
                 finally:
