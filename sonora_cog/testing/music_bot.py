@@ -257,6 +257,7 @@ def build_bot(session: aiohttp.ClientSession | None = None) -> AnyBot:
         sonora = bot.get_cog("Sonora")
         assert isinstance(sonora, SonoraCog)
         await sonora.connect_nodes([node])  # wavelink.Pool.connect, resuming the last Lavalink session
+        await bot.tree.sync()  # Discord delivers only the commands an application registered
 
     async def on_ready() -> None:
         _log.info("SONORA ready as %s in %d guild(s)", bot.user, len(bot.guilds))
